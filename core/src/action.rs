@@ -1,0 +1,31 @@
+//! Actions: what the session asks the adapter to do.
+
+use crate::secret::AuthToken;
+use crate::transport::{CloseFrame, Frame};
+
+/// Work for the adapter. Drain with
+/// [`Session::poll_action`](crate::Session::poll_action) and carry each out
+/// in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Call the token provider, then report with
+    /// [`handle_token`](crate::Session::handle_token) or
+    /// [`handle_token_failed`](crate::Session::handle_token_failed).
+    FetchToken,
+    /// Open a new WebSocket, then report with
+    /// [`handle_dial_ok`](crate::Session::handle_dial_ok) or
+    /// [`handle_dial_failed`](crate::Session::handle_dial_failed).
+    /// There is never more than one dial in flight.
+    Dial {
+        /// 0 for the first connection, then the reconnect attempt (1-based).
+        attempt: u32,
+        /// The token to present, when a provider is configured.
+        token: Option<AuthToken>,
+    },
+    /// Write this frame to the open transport.
+    Send(Frame),
+    /// Close the transport with this frame and drop it, or abandon the dial
+    /// in flight. Report nothing more about that transport.
+    Close(CloseFrame),
+}

@@ -1,0 +1,249 @@
+//! Where a close code or a handshake status becomes a decision.
+//!
+//! Every way a transport can end — a close frame from the server, an HTTP
+//! status on the upgrade, no frame at all — is looked up here and turned into
+//! either *reconnect, and how* or *stop, and why*. The session only carries
+//! the decision out.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::event::TerminalReason;
+
+/// What to do after a transport closed with a given code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseRule {
+    /// Reconnect on the ladder. With `honour_hint`, a retry hint the server
+    /// sent (GOING_AWAY) replaces the ladder's delay.
+    Reconnect {
+        /// Use the server's retry hint when there is one.
+        honour_hint: bool,
+    },
+    /// Reconnect and step the ladder even if the connection had been stable:
+    /// the server asked us to come back later, so coming back sooner each
+    /// time would be wrong.
+    StepLadder {
+        /// Use the server's retry hint when there is one.
+        honour_hint: bool,
+    },
+    /// The token expired: fetch a fresh one and reconnect at once. Only once
+    /// per outage (a provider that keeps returning a stale token falls back to
+    /// the ladder); without a token provider this is terminal `token_expired`.
+    RefreshToken,
+    /// Reconnect, but no sooner than this floor (plus up to 10 % jitter so a
+    /// fleet does not come back in lockstep).
+    Floor(Duration),
+    /// Never reconnect; the session ends with this reason.
+    Terminal(TerminalReason),
+}
+
+/// The close-code table: defaults, plus the user's overrides per code and per
+/// range.
+///
+/// Look-up order: an exact-code override, then the first matching range
+/// override (in the order added), then the default table below.
+///
+/// | code | rule |
+/// |---|---|
+/// | none (abnormal drop, 1006) | reconnect, honour hint |
+/// | 1000, 1002, 1003, 1011 and every code not listed | reconnect |
+/// | 1001 going away, 1012 service restart | reconnect, honour hint |
+/// | 1013 try again later | step the ladder, honour hint |
+/// | 1008 policy violation | terminal `policy_violation` |
+/// | 4001 | terminal `invalid_token` |
+/// | 4002 | refresh the token, reconnect at once |
+/// | 4003 | terminal `channel_not_authorized` |
+/// | 4010 | reconnect with a 30 s floor |
+/// | 4012 | terminal `account_suspended` |
+/// | 4020 | terminal `admin_disconnect` |
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClosePolicy {
+    codes: BTreeMap<u16, CloseRule>,
+    ranges: Vec<(RangeInclusive<u16>, CloseRule)>,
+}
+
+/// The concurrency-cap floor for 4010.
+pub const CONCURRENCY_FLOOR: Duration = Duration::from_secs(30);
+
+impl ClosePolicy {
+    /// The default table, no overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Overrides the rule for one code.
+    pub fn with_code(mut self, code: u16, rule: CloseRule) -> Self {
+        self.codes.insert(code, rule);
+        self
+    }
+
+    /// Overrides the rule for a range of codes (after exact-code overrides).
+    pub fn with_range(mut self, codes: RangeInclusive<u16>, rule: CloseRule) -> Self {
+        self.ranges.push((codes, rule));
+        self
+    }
+
+    /// The rule for a close with `code` (`None`: the transport ended without
+    /// a close frame).
+    pub fn rule_for(&self, code: Option<u16>) -> CloseRule {
+        let Some(code) = code else {
+            return CloseRule::Reconnect { honour_hint: true };
+        };
+        if let Some(rule) = self.codes.get(&code) {
+            return rule.clone();
+        }
+        if let Some((_, rule)) = self.ranges.iter().find(|(r, _)| r.contains(&code)) {
+            return rule.clone();
+        }
+        default_rule(code)
+    }
+}
+
+fn default_rule(code: u16) -> CloseRule {
+    match code {
+        1001 | 1012 => CloseRule::Reconnect { honour_hint: true },
+        1013 => CloseRule::StepLadder { honour_hint: true },
+        1008 => CloseRule::Terminal(TerminalReason::PolicyViolation),
+        4001 => CloseRule::Terminal(TerminalReason::InvalidToken),
+        4002 => CloseRule::RefreshToken,
+        4003 => CloseRule::Terminal(TerminalReason::ChannelNotAuthorized),
+        4010 => CloseRule::Floor(CONCURRENCY_FLOOR),
+        4012 => CloseRule::Terminal(TerminalReason::AccountSuspended),
+        4020 => CloseRule::Terminal(TerminalReason::AdminDisconnect),
+        _ => CloseRule::Reconnect { honour_hint: false },
+    }
+}
+
+/// What a failed WebSocket upgrade means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandshakeRule {
+    /// 401 with a token provider: fetch a fresh token and try once more at
+    /// once; a second 401 in the same outage is terminal.
+    RetryWithFreshToken,
+    /// Honour the server's Retry-After (never earlier, up to 10 % later).
+    RetryAfter(Duration),
+    /// Step the ladder.
+    Ladder,
+    /// Stop.
+    Terminal(TerminalReason),
+}
+
+/// The decision for an upgrade answered with `status`.
+pub(crate) fn handshake_rule(
+    status: u16,
+    retry_after: Option<Duration>,
+    has_token_provider: bool,
+    fresh_token_retry_used: bool,
+) -> HandshakeRule {
+    match status {
+        401 if has_token_provider && !fresh_token_retry_used => HandshakeRule::RetryWithFreshToken,
+        401 => HandshakeRule::Terminal(TerminalReason::Unauthorized),
+        403 => HandshakeRule::Terminal(TerminalReason::Forbidden),
+        429 | 503 => match retry_after {
+            Some(d) => HandshakeRule::RetryAfter(d),
+            None => HandshakeRule::Ladder,
+        },
+        _ => HandshakeRule::Ladder,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_table() {
+        let p = ClosePolicy::new();
+        let reconnect = CloseRule::Reconnect { honour_hint: false };
+        let hinted = CloseRule::Reconnect { honour_hint: true };
+        assert_eq!(p.rule_for(None), hinted);
+        for c in [1000, 1002, 1003, 1006, 1011, 3000, 4000, 4999] {
+            assert_eq!(p.rule_for(Some(c)), reconnect, "{c}");
+        }
+        assert_eq!(p.rule_for(Some(1001)), hinted);
+        assert_eq!(p.rule_for(Some(1012)), hinted);
+        assert_eq!(
+            p.rule_for(Some(1013)),
+            CloseRule::StepLadder { honour_hint: true }
+        );
+        let terminal = |r| CloseRule::Terminal(r);
+        assert_eq!(
+            p.rule_for(Some(1008)),
+            terminal(TerminalReason::PolicyViolation)
+        );
+        assert_eq!(
+            p.rule_for(Some(4001)),
+            terminal(TerminalReason::InvalidToken)
+        );
+        assert_eq!(
+            p.rule_for(Some(4003)),
+            terminal(TerminalReason::ChannelNotAuthorized)
+        );
+        assert_eq!(
+            p.rule_for(Some(4012)),
+            terminal(TerminalReason::AccountSuspended)
+        );
+        assert_eq!(
+            p.rule_for(Some(4020)),
+            terminal(TerminalReason::AdminDisconnect)
+        );
+        assert_eq!(p.rule_for(Some(4002)), CloseRule::RefreshToken);
+        assert_eq!(
+            p.rule_for(Some(4010)),
+            CloseRule::Floor(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn overrides_code_beats_range_beats_default() {
+        let p = ClosePolicy::new()
+            .with_range(
+                4100..=4199,
+                CloseRule::Terminal(TerminalReason::CloseCode(4100)),
+            )
+            .with_code(4150, CloseRule::Reconnect { honour_hint: false })
+            .with_code(4001, CloseRule::Reconnect { honour_hint: false });
+        assert_eq!(
+            p.rule_for(Some(4150)),
+            CloseRule::Reconnect { honour_hint: false }
+        );
+        assert!(matches!(p.rule_for(Some(4199)), CloseRule::Terminal(_)));
+        assert_eq!(
+            p.rule_for(Some(4001)),
+            CloseRule::Reconnect { honour_hint: false }
+        );
+        assert!(matches!(p.rule_for(Some(4012)), CloseRule::Terminal(_)));
+    }
+
+    #[test]
+    fn handshake_statuses() {
+        use HandshakeRule::*;
+        let ra = Some(Duration::from_secs(7));
+        assert_eq!(handshake_rule(401, None, true, false), RetryWithFreshToken);
+        assert_eq!(
+            handshake_rule(401, None, true, true),
+            Terminal(TerminalReason::Unauthorized)
+        );
+        assert_eq!(
+            handshake_rule(401, None, false, false),
+            Terminal(TerminalReason::Unauthorized)
+        );
+        assert_eq!(
+            handshake_rule(403, None, true, false),
+            Terminal(TerminalReason::Forbidden)
+        );
+        assert_eq!(
+            handshake_rule(429, ra, false, false),
+            RetryAfter(Duration::from_secs(7))
+        );
+        assert_eq!(
+            handshake_rule(503, ra, false, false),
+            RetryAfter(Duration::from_secs(7))
+        );
+        assert_eq!(handshake_rule(503, None, false, false), Ladder);
+        assert_eq!(handshake_rule(500, ra, false, false), Ladder);
+        assert_eq!(handshake_rule(404, None, false, false), Ladder);
+    }
+}

@@ -1,0 +1,107 @@
+//! Keepalive: pings on a quiet link and the pong deadline that catches a
+//! half-open socket.
+//!
+//! Any inbound frame is proof of life, so a busy link sends no pings at all;
+//! a quiet one is pinged every `interval`, and a ping that sees no frame at
+//! all within `pong_timeout` declares the transport dead. The worst case from
+//! the last frame to detection is `interval + pong_timeout`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::rng::Rng;
+
+/// What the ping timer should do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PingDue {
+    /// Something arrived lately: check again at `next`.
+    NotYet { next: Instant },
+    /// Send this ping, expect life by `deadline`, check again at `next`.
+    Send {
+        payload: Bytes,
+        deadline: Instant,
+        next: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Keepalive {
+    interval: Duration,
+    pong_timeout: Duration,
+    last_rx: Option<Instant>,
+    pings: u64,
+}
+
+impl Keepalive {
+    pub(crate) fn new(interval: Duration, pong_timeout: Duration) -> Self {
+        Keepalive {
+            interval,
+            pong_timeout,
+            last_rx: None,
+            pings: 0,
+        }
+    }
+
+    /// A new transport. Returns when the first ping is due: jittered inside
+    /// the interval so a fleet that connected together does not ping together.
+    pub(crate) fn start(&mut self, now: Instant, rng: &mut Rng) -> Instant {
+        self.last_rx = Some(now);
+        let nanos = u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX);
+        now + Duration::from_nanos(rng.between(nanos / 2, nanos))
+    }
+
+    pub(crate) fn on_rx(&mut self, now: Instant) {
+        self.last_rx = Some(now);
+    }
+
+    pub(crate) fn on_ping_timer(&mut self, now: Instant) -> PingDue {
+        if let Some(rx) = self.last_rx {
+            let quiet_since = rx + self.interval;
+            if quiet_since > now {
+                return PingDue::NotYet { next: quiet_since };
+            }
+        }
+        self.pings += 1;
+        PingDue::Send {
+            payload: Bytes::copy_from_slice(&self.pings.to_be_bytes()),
+            deadline: now + self.pong_timeout,
+            next: now + self.interval,
+        }
+    }
+
+    /// A probe after a wake or network change: ping now.
+    pub(crate) fn probe(&mut self, now: Instant) -> (Bytes, Instant) {
+        self.pings += 1;
+        (
+            Bytes::copy_from_slice(&self.pings.to_be_bytes()),
+            now + self.pong_timeout,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_link_is_not_pinged_quiet_link_is() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut k = Keepalive::new(s(15), s(10));
+        let first = k.start(t0, &mut Rng::new(1));
+        assert!(first >= t0 + Duration::from_millis(7500) && first <= t0 + s(15));
+        k.on_rx(t0 + s(10));
+        assert_eq!(
+            k.on_ping_timer(t0 + s(12)),
+            PingDue::NotYet { next: t0 + s(25) }
+        );
+        match k.on_ping_timer(t0 + s(25)) {
+            PingDue::Send { deadline, next, .. } => {
+                assert_eq!(deadline, t0 + s(35));
+                assert_eq!(next, t0 + s(40));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The sans-IO heart of redial: one reconnecting WebSocket client as a pure
+//! state machine.
+//!
+//! A [`Session`] takes time, transport events and user intents through
+//! `handle_*` methods, each given the current `now`, and answers with
+//! [`Action`]s for the adapter (dial, send, close, fetch a token) and
+//! [`Event`]s for the application (state changes, reconnect scheduled,
+//! messages, why it ended). It reads no clock, does no IO and draws randomness
+//! only from the seed in its [`Config`], so a seed and a list of inputs always
+//! give the same outputs: fuzzable, property-testable and simulable for a
+//! whole fleet on a virtual clock.
+//!
+//! # The calling contract
+//! 1. Feed an input (`handle_connect`, `handle_frame`, `handle_timeout`, ...).
+//! 2. Drain [`Session::poll_action`] and [`Session::poll_event`] until both
+//!    are empty; carry out every action in order.
+//! 3. Sleep until [`Session::poll_timeout`] or the next input, whichever
+//!    comes first, and call [`Session::handle_timeout`]. Early or repeated
+//!    calls are harmless; after one, `poll_timeout` is later than `now`.
+//! 4. Report the outcome of every [`Action::FetchToken`] and [`Action::Dial`].
+//!    After [`Action::Close`], report nothing more about that transport.
+//!
+//! # A run loop
+//! A complete driver over a scripted transport: the server accepts, echoes
+//! one message, then drops; the session reconnects after its backoff.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use redial_core::{Action, Config, Event, Frame, Payload, Raw, Session, State};
+//!
+//! let config = Config::builder().seed(42).build().expect("valid config");
+//! let mut session = Session::new(config, Raw);
+//! let mut now = Instant::now();
+//! session.handle_connect(now);
+//! session.handle_send(now, Payload::text("hello")).expect("queue has room");
+//!
+//! let mut dials = 0;
+//! let mut echoed = Vec::new();
+//! while dials < 2 {
+//!     while let Some(action) = session.poll_action() {
+//!         match action {
+//!             Action::Dial { .. } => {
+//!                 dials += 1;
+//!                 session.handle_dial_ok(now); // the WebSocket is open
+//!             }
+//!             Action::Send(Frame::Text(t)) => {
+//!                 echoed.push(t.to_string());
+//!                 session.handle_frame(now, Frame::Text(t)); // the echo
+//!                 session.handle_transport_closed(now, None); // then a drop
+//!             }
+//!             Action::Send(_) | Action::FetchToken | Action::Close(_) => {}
+//!             _ => {}
+//!         }
+//!     }
+//!     while let Some(event) = session.poll_event() {
+//!         if let Event::ReconnectScheduled { attempt, delay } = event {
+//!             assert_eq!(attempt, 1);
+//!             assert!(delay <= Duration::from_secs(2)); // full jitter, first window
+//!         }
+//!     }
+//!     match session.poll_timeout() {
+//!         Some(deadline) => {
+//!             now = now.max(deadline); // a real driver sleeps until then
+//!             session.handle_timeout(now);
+//!         }
+//!         None => break,
+//!     }
+//! }
+//! assert_eq!(echoed, ["hello"]);
+//! assert_eq!(dials, 2);
+//! assert_eq!(session.state(), State::Connected);
+//! ```
+//!
+//! # Where things are
+//! - [`backoff`]: the delay policies (full jitter by default).
+//! - [`close_policy`]: where a close code or handshake status becomes a
+//!   decision.
+//! - [`wire`]: redial's binary protocol codec; [`Raw`] and [`Wire`] are the
+//!   two [`Protocol`]s.
+//! - [`Session`]: the state machine that ties them together.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod action;
+pub mod backoff;
+pub mod close_policy;
+mod config;
+mod error;
+mod event;
+mod keepalive;
+pub mod payload;
+mod protocol;
+mod queue;
+mod rng;
+pub mod secret;
+mod session;
+mod timer;
+pub mod transport;
+pub mod wire;
+
+pub use action::Action;
+pub use backoff::Backoff;
+pub use close_policy::{ClosePolicy, CloseRule};
+pub use config::{Config, ConfigBuilder, ConfigError};
+pub use error::SendError;
+pub use event::{Event, SessionInfo, State, TerminalReason};
+pub use payload::{Payload, Text};
+pub use protocol::{Inbound, Protocol, ProtocolError, Raw, Wire};
+pub use secret::{AuthToken, ResumeToken};
+pub use session::{Session, TokenFailure};
+pub use transport::{CloseFrame, DialFailure, Frame};

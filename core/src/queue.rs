@@ -1,0 +1,190 @@
+//! The outbound queue: every message keeps its sequence number until the
+//! protocol says it is safe to forget.
+
+use std::collections::VecDeque;
+
+use crate::error::SendError;
+use crate::payload::{Payload, Text};
+
+/// One queued message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) channel: Option<Text>,
+    pub(crate) payload: Payload,
+}
+
+/// Messages in sequence order: `[0, sent)` were written to the current
+/// transport, `[sent, len)` wait for one.
+///
+/// With acks (Wire) an entry leaves only when acknowledged; without (Raw) it
+/// leaves when written, which is the at-most-once edge of a transport that
+/// dies right after the write.
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    entries: VecDeque<Entry>,
+    sent: usize,
+    bytes: usize,
+    max_messages: usize,
+    max_bytes: usize,
+    next_seq: u64,
+}
+
+impl Queue {
+    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Queue {
+            entries: VecDeque::new(),
+            sent: 0,
+            bytes: 0,
+            max_messages,
+            max_bytes,
+            next_seq: 1,
+        }
+    }
+
+    /// Queues a message and returns its sequence number.
+    pub(crate) fn push(
+        &mut self,
+        channel: Option<Text>,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        let len = payload.len() + channel.as_ref().map_or(0, Text::len);
+        if len > self.max_bytes {
+            return Err(SendError::TooLarge {
+                len,
+                max: self.max_bytes,
+            });
+        }
+        if self.entries.len() >= self.max_messages || self.bytes + len > self.max_bytes {
+            return Err(SendError::QueueFull {
+                messages: self.entries.len(),
+                bytes: self.bytes,
+            });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += len;
+        self.entries.push_back(Entry {
+            seq,
+            channel,
+            payload,
+        });
+        Ok(seq)
+    }
+
+    /// The next entry to write, marked as written.
+    pub(crate) fn next_unsent(&mut self) -> Option<&Entry> {
+        let e = self.entries.get(self.sent)?;
+        self.sent += 1;
+        Some(e)
+    }
+
+    /// The next entry to write, removed (protocols without acks).
+    pub(crate) fn pop_unsent(&mut self) -> Option<Entry> {
+        debug_assert_eq!(self.sent, 0, "ack-less queues keep nothing written");
+        let e = self.entries.pop_front()?;
+        self.bytes -= entry_len(&e);
+        Some(e)
+    }
+
+    /// Forgets every entry up to and including `seq`; returns how many went.
+    pub(crate) fn ack_through(&mut self, seq: u64) -> usize {
+        let mut n = 0;
+        while self.entries.front().is_some_and(|e| e.seq <= seq) {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= entry_len(&e);
+                n += 1;
+            }
+        }
+        self.sent = self.sent.saturating_sub(n);
+        n
+    }
+
+    /// A new transport: everything still here must be written again.
+    pub(crate) fn rewind(&mut self) {
+        self.sent = 0;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The highest sequence number handed out so far (0: none).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+}
+
+fn entry_len(e: &Entry) -> usize {
+    e.payload.len() + e.channel.as_ref().map_or(0, Text::len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Payload {
+        Payload::text(s)
+    }
+
+    #[test]
+    fn seqs_are_consecutive_and_acks_are_cumulative() {
+        let mut q = Queue::new(10, 1000);
+        for i in 1..=5 {
+            assert_eq!(q.push(None, p("x")).unwrap(), i);
+        }
+        assert_eq!(q.next_unsent().unwrap().seq, 1);
+        assert_eq!(q.next_unsent().unwrap().seq, 2);
+        assert_eq!(q.ack_through(1), 1);
+        assert_eq!(q.next_unsent().unwrap().seq, 3);
+        q.rewind();
+        assert_eq!(q.next_unsent().unwrap().seq, 2);
+        assert_eq!(q.ack_through(10), 4);
+        assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
+        assert_eq!(q.push(None, p("y")).unwrap(), 6);
+    }
+
+    #[test]
+    fn limits_are_errors_not_drops() {
+        let mut q = Queue::new(2, 10);
+        q.push(None, p("aaaa")).unwrap();
+        q.push(None, p("bbbb")).unwrap();
+        assert_eq!(
+            q.push(None, p("c")),
+            Err(SendError::QueueFull {
+                messages: 2,
+                bytes: 8
+            })
+        );
+        let mut q = Queue::new(10, 10);
+        q.push(Some(Text::from("chan")), p("aaaa")).unwrap();
+        assert!(matches!(
+            q.push(None, p("bbb")),
+            Err(SendError::QueueFull { .. })
+        ));
+        assert!(matches!(
+            q.push(None, p("01234567890")),
+            Err(SendError::TooLarge { len: 11, max: 10 })
+        ));
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn pop_unsent_removes() {
+        let mut q = Queue::new(10, 100);
+        q.push(None, p("a")).unwrap();
+        q.push(None, p("b")).unwrap();
+        assert_eq!(q.pop_unsent().unwrap().seq, 1);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.bytes(), 1);
+    }
+}

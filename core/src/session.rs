@@ -1,0 +1,1092 @@
+//! The session: one long-lived connection's whole life, as a state machine.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::action::Action;
+use crate::backoff::Ladder;
+use crate::close_policy::{handshake_rule, CloseRule, HandshakeRule};
+use crate::config::Config;
+use crate::error::SendError;
+use crate::event::{Event, SessionInfo, State, TerminalReason};
+use crate::keepalive::{Keepalive, PingDue};
+use crate::payload::{Payload, Text};
+use crate::protocol::{check_channel, Inbound, Protocol, ProtocolError};
+use crate::queue::Queue;
+use crate::rng::Rng;
+use crate::secret::{AuthToken, ResumeToken};
+use crate::timer::{Timer, TimerTable};
+use crate::transport::{CloseFrame, DialFailure, Frame};
+use crate::wire::{self, error_code};
+
+/// The token provider could not produce a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFailure {
+    /// The provider says the user is not authorized (a terminal answer):
+    /// retrying cannot help.
+    pub unauthorized: bool,
+    /// What went wrong, for events and logs. Must not contain the token.
+    pub message: String,
+}
+
+impl TokenFailure {
+    /// A failure worth retrying (provider down, timeout, ...).
+    pub fn transient(message: impl Into<String>) -> Self {
+        TokenFailure {
+            unauthorized: false,
+            message: message.into(),
+        }
+    }
+
+    /// The provider refuses: the session ends as `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        TokenFailure {
+            unauthorized: true,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the connection is, in more detail than the public [`State`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    FetchingToken,
+    Dialing,
+    /// Transport open, HELLO sent, waiting for WELCOME.
+    Handshaking,
+    Connected,
+    /// Backing off before the next attempt.
+    Waiting,
+    Closed,
+}
+
+/// How soon to come back after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delay {
+    Ladder,
+    /// A server-given delay (already jittered).
+    Exactly(Duration),
+    /// The ladder's delay, but no sooner than this (jittered up to +10 %).
+    Floor(Duration),
+    Now,
+}
+
+/// One reconnecting WebSocket client, without IO.
+///
+/// # Calling contract
+/// - Feed every input through a `handle_*` method with the current time.
+///   Time must not go backwards; an earlier `now` is treated as the latest
+///   one seen.
+/// - After any input, drain [`poll_action`](Self::poll_action) and
+///   [`poll_event`](Self::poll_event) until both return `None`, carrying out
+///   each action in order.
+/// - Then wait until [`poll_timeout`](Self::poll_timeout) (or the next input)
+///   and call [`handle_timeout`](Self::handle_timeout). Calling it early or
+///   twice is harmless; after it, `poll_timeout` is later than `now` or `None`.
+/// - Report the result of every [`Action::FetchToken`] and [`Action::Dial`];
+///   after an [`Action::Close`] report nothing more about that transport.
+///
+/// A session never reads a clock, never does IO and draws randomness only
+/// from the seed in its [`Config`]: the same seed and inputs give the same
+/// outputs.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    protocol: Box<dyn Protocol>,
+    rng: Rng,
+    ladder: Ladder,
+    timers: TimerTable,
+    keepalive: Option<Keepalive>,
+    phase: Phase,
+    /// The state last reported in [`Event::StateChanged`].
+    reported: State,
+    closing: bool,
+    now: Option<Instant>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    queue: Queue,
+
+    /// Reconnect attempts in the current outage.
+    attempts: u32,
+    ever_connected: bool,
+    outage_started: Option<Instant>,
+    /// The current connection has stayed up `stable_after`.
+    stable: bool,
+    fresh_token_retry_used: bool,
+    refresh_retry_used: bool,
+    token_failures: u32,
+    /// Delay drawn from the last GOING_AWAY, for the next reconnect.
+    hint: Option<Duration>,
+
+    resume: Option<(ResumeToken, Instant)>,
+    presented_resume: bool,
+    info: Option<SessionInfo>,
+    subscriptions: BTreeSet<Text>,
+    /// Highest inbound offset delivered to the application.
+    delivered: u64,
+    /// Highest inbound offset reported to the server.
+    reported_offset: u64,
+    unreported: u32,
+}
+
+impl Session {
+    /// A session in [`State::Idle`]; call [`handle_connect`](Self::handle_connect)
+    /// to start.
+    pub fn new(config: Config, protocol: impl Protocol) -> Self {
+        let keepalive = config
+            .ping_interval
+            .map(|i| Keepalive::new(i, config.pong_timeout));
+        Session {
+            rng: Rng::new(config.seed.unwrap_or(0)),
+            ladder: Ladder::new(config.backoff.clone()),
+            queue: Queue::new(config.queue_max_messages, config.queue_max_bytes),
+            protocol: Box::new(protocol),
+            timers: TimerTable::default(),
+            keepalive,
+            phase: Phase::Idle,
+            reported: State::Idle,
+            closing: false,
+            now: None,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            attempts: 0,
+            ever_connected: false,
+            outage_started: None,
+            stable: false,
+            fresh_token_retry_used: false,
+            refresh_retry_used: false,
+            token_failures: 0,
+            hint: None,
+            resume: None,
+            presented_resume: false,
+            info: None,
+            subscriptions: BTreeSet::new(),
+            delivered: 0,
+            reported_offset: 0,
+            unreported: 0,
+            config,
+        }
+    }
+
+    // ----- outputs -----------------------------------------------------
+
+    /// The next action for the adapter.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None`
+    /// when nothing is pending (idle or closed).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ----- read-only views -------------------------------------------
+
+    /// The public state.
+    pub fn state(&self) -> State {
+        self.public_state()
+    }
+
+    /// Reconnect attempts in the current outage (0 while connected and stable).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Messages queued (not yet written, or written but not acked).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Payload bytes queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.bytes()
+    }
+
+    /// The server-side session, once a [`Wire`](crate::Wire) WELCOME came.
+    pub fn session_info(&self) -> Option<&SessionInfo> {
+        self.info.as_ref()
+    }
+
+    /// The channels this session wants to be subscribed to.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Text> {
+        self.subscriptions.iter()
+    }
+
+    /// The highest inbound offset delivered to the application.
+    pub fn delivered_offset(&self) -> u64 {
+        self.delivered
+    }
+
+    /// The protocol's name.
+    pub fn protocol_name(&self) -> &'static str {
+        self.protocol.name()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- inputs: user intent -----------------------------------------
+
+    /// Start connecting. Only meaningful in [`State::Idle`].
+    pub fn handle_connect(&mut self, now: Instant) {
+        let now = self.clock(now);
+        if self.phase != Phase::Idle {
+            return;
+        }
+        self.outage_started = Some(now);
+        self.timers.set(Timer::Stuck, now + self.config.stuck_after);
+        self.start_attempt(now);
+        self.sync_state();
+    }
+
+    /// Send an application message (for [`Wire`](crate::Wire): a PUBLISH
+    /// with no channel). Returns its sequence number.
+    ///
+    /// Queued until a transport takes it; with [`Wire`](crate::Wire) kept
+    /// until acknowledged and replayed after a reconnect. A full queue is an
+    /// error, never a silent drop.
+    pub fn handle_send(&mut self, now: Instant, payload: Payload) -> Result<u64, SendError> {
+        self.enqueue(now, None, payload)
+    }
+
+    /// Publish to a channel ([`Wire`](crate::Wire) only).
+    pub fn handle_publish(
+        &mut self,
+        now: Instant,
+        channel: impl Into<Text>,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        let channel = channel.into();
+        if !self.protocol.has_session() {
+            return Err(self.unsupported("channels"));
+        }
+        check_channel(&channel, &self.config.wire_limits)?;
+        self.enqueue(now, Some(channel), payload)
+    }
+
+    /// Subscribe to a channel ([`Wire`](crate::Wire) only). The subscription
+    /// is renewed after every reconnect the server did not keep it through.
+    pub fn handle_subscribe(
+        &mut self,
+        now: Instant,
+        channel: impl Into<Text>,
+    ) -> Result<(), SendError> {
+        self.clock(now);
+        let channel = channel.into();
+        self.check_open()?;
+        if !self.protocol.has_session() {
+            return Err(self.unsupported("subscriptions"));
+        }
+        check_channel(&channel, &self.config.wire_limits)?;
+        if self.subscriptions.insert(channel.clone()) && self.phase == Phase::Connected {
+            self.send_control(wire::Frame::Subscribe { channel });
+        }
+        Ok(())
+    }
+
+    /// Drop a subscription ([`Wire`](crate::Wire) only).
+    pub fn handle_unsubscribe(
+        &mut self,
+        now: Instant,
+        channel: impl Into<Text>,
+    ) -> Result<(), SendError> {
+        self.clock(now);
+        let channel = channel.into();
+        self.check_open()?;
+        if !self.protocol.has_session() {
+            return Err(self.unsupported("subscriptions"));
+        }
+        if self.subscriptions.remove(&channel) && self.phase == Phase::Connected {
+            self.send_control(wire::Frame::Unsubscribe { channel });
+        }
+        Ok(())
+    }
+
+    /// Close gracefully: take no new messages, wait (at most `close_linger`,
+    /// reconnecting if need be) until everything queued is delivered, then
+    /// close with 1000. Ends in [`Event::Closed`] with `closed_by_user`.
+    pub fn handle_close(&mut self, now: Instant) {
+        let now = self.clock(now);
+        match self.phase {
+            Phase::Closed => return,
+            Phase::Idle => {
+                self.finish(TerminalReason::ClosedByUser, None, "closed by user".into());
+                return;
+            }
+            _ => {}
+        }
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        if self.queue.is_empty() {
+            self.close_now();
+        } else {
+            self.timers
+                .set(Timer::CloseLinger, now + self.config.close_linger);
+            self.sync_state();
+        }
+    }
+
+    /// Skip the current backoff and dial now. The attempt count stays.
+    pub fn handle_retry_now(&mut self, now: Instant) {
+        let now = self.clock(now);
+        if self.phase == Phase::Waiting {
+            self.timers.stop(Timer::Backoff);
+            self.start_attempt(now);
+            self.sync_state();
+        }
+    }
+
+    /// The network came back (or changed): while waiting, dial now; while
+    /// connected, probe the transport with a ping, since the old path may be
+    /// gone without a word.
+    pub fn handle_network_online(&mut self, now: Instant) {
+        let now = self.clock(now);
+        match self.phase {
+            Phase::Waiting => self.handle_retry_now(now),
+            Phase::Connected => self.probe(now),
+            _ => {}
+        }
+    }
+
+    /// The machine woke from sleep: same as
+    /// [`handle_network_online`](Self::handle_network_online).
+    pub fn handle_wake(&mut self, now: Instant) {
+        self.handle_network_online(now);
+    }
+
+    // ----- inputs: token provider --------------------------------------
+
+    /// The token provider answered [`Action::FetchToken`].
+    pub fn handle_token(&mut self, now: Instant, token: AuthToken) {
+        self.clock(now);
+        if self.phase != Phase::FetchingToken {
+            return;
+        }
+        self.token_failures = 0;
+        self.dial(Some(token));
+    }
+
+    /// The token provider failed.
+    pub fn handle_token_failed(&mut self, now: Instant, failure: TokenFailure) {
+        let now = self.clock(now);
+        if self.phase != Phase::FetchingToken {
+            return;
+        }
+        self.timers.stop(Timer::ConnectTimeout);
+        self.token_failed(now, failure);
+        self.sync_state();
+    }
+
+    // ----- inputs: transport -------------------------------------------
+
+    /// The WebSocket handshake of the dial in flight completed.
+    pub fn handle_dial_ok(&mut self, now: Instant) {
+        let now = self.clock(now);
+        if self.phase != Phase::Dialing {
+            return;
+        }
+        if self.protocol.has_session() {
+            self.phase = Phase::Handshaking;
+            let resume = match &self.resume {
+                Some((token, expires)) if *expires > now => Some(token.clone()),
+                _ => None,
+            };
+            if resume.is_none() {
+                self.resume = None;
+            }
+            self.presented_resume = resume.is_some();
+            let hello = wire::Frame::Hello(wire::Hello {
+                version: wire::VERSION,
+                resume_token: resume,
+                last_offset: self.delivered,
+                name: self.config.session_name.clone(),
+            });
+            self.send_control(hello);
+        } else {
+            self.on_connected(now, false, None);
+        }
+        self.sync_state();
+    }
+
+    /// The dial in flight failed.
+    pub fn handle_dial_failed(&mut self, now: Instant, failure: DialFailure) {
+        let now = self.clock(now);
+        if self.phase != Phase::Dialing {
+            return;
+        }
+        self.timers.stop(Timer::ConnectTimeout);
+        self.dial_failed(now, failure);
+        self.sync_state();
+    }
+
+    /// A frame arrived on the open transport.
+    pub fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        let now = self.clock(now);
+        if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+            return;
+        }
+        if let Some(k) = &mut self.keepalive {
+            k.on_rx(now);
+        }
+        self.timers.stop(Timer::PongDeadline);
+        if matches!(frame, Frame::Ping(_) | Frame::Pong(_)) {
+            return;
+        }
+        match self.protocol.decode(frame, &self.config.wire_limits) {
+            Ok(Inbound::Data(payload)) => self.on_data(now, payload),
+            Ok(Inbound::Frame(f)) => self.on_frame(now, f),
+            Err(e) => self.protocol_error(now, e),
+        }
+        self.sync_state();
+    }
+
+    /// The transport closed, with the server's close frame if one came.
+    pub fn handle_transport_closed(&mut self, now: Instant, close: Option<CloseFrame>) {
+        let now = self.clock(now);
+        if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+            return;
+        }
+        let (code, reason) = match close {
+            Some(c) => (Some(c.code), c.reason),
+            None => (None, "connection lost".to_owned()),
+        };
+        let rule = self.config.close_policy.rule_for(code);
+        self.lost(now, code, reason, rule);
+        self.sync_state();
+    }
+
+    /// Time passed: fire every timer due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
+        while let Some(timer) = self.timers.pop_expired(now) {
+            self.on_timer(now, timer);
+        }
+        self.sync_state();
+    }
+
+    // ----- internals ---------------------------------------------------
+
+    fn clock(&mut self, now: Instant) -> Instant {
+        let now = match self.now {
+            Some(prev) if prev > now => prev,
+            _ => now,
+        };
+        self.now = Some(now);
+        now
+    }
+
+    fn public_state(&self) -> State {
+        match self.phase {
+            Phase::Idle => State::Idle,
+            Phase::Closed => State::Closed,
+            _ if self.closing => State::Closing,
+            Phase::Connected => State::Connected,
+            _ if self.ever_connected || self.attempts > 0 => State::Reconnecting,
+            _ => State::Connecting,
+        }
+    }
+
+    fn sync_state(&mut self) {
+        let to = self.public_state();
+        if to != self.reported {
+            let from = std::mem::replace(&mut self.reported, to);
+            self.events.push_back(Event::StateChanged { from, to });
+        }
+    }
+
+    fn unsupported(&self, what: &'static str) -> SendError {
+        SendError::Unsupported {
+            protocol: self.protocol.name(),
+            what,
+        }
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        match (self.phase, self.closing) {
+            (Phase::Closed, _) => Err(SendError::Closed),
+            (_, true) => Err(SendError::Closing),
+            _ => Ok(()),
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        channel: Option<Text>,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        self.clock(now);
+        self.check_open()?;
+        if self.protocol.has_session() {
+            // The PUBLISH header is at most 1 + 10 + 1 + 2 + channel bytes.
+            let frame_len = payload.len() + channel.as_ref().map_or(0, Text::len) + 14;
+            let max = self.config.wire_limits.max_frame_len;
+            if frame_len > max {
+                return Err(SendError::TooLarge {
+                    len: frame_len,
+                    max,
+                });
+            }
+        }
+        let seq = self.queue.push(channel, payload)?;
+        if self.phase == Phase::Connected {
+            self.flush_queue();
+        }
+        Ok(seq)
+    }
+
+    /// Writes every queued message the current transport has not had.
+    fn flush_queue(&mut self) {
+        let Session {
+            queue,
+            protocol,
+            actions,
+            ..
+        } = self;
+        if protocol.has_session() {
+            while let Some(e) = queue.next_unsent() {
+                let frame = wire::Frame::Publish {
+                    seq: e.seq,
+                    channel: e.channel.clone(),
+                    payload: e.payload.clone(),
+                };
+                if let Some(f) = protocol.encode(&frame) {
+                    actions.push_back(Action::Send(f));
+                }
+            }
+        } else {
+            while let Some(e) = queue.pop_unsent() {
+                let frame = wire::Frame::Publish {
+                    seq: e.seq,
+                    channel: e.channel,
+                    payload: e.payload,
+                };
+                if let Some(f) = protocol.encode(&frame) {
+                    actions.push_back(Action::Send(f));
+                }
+            }
+        }
+    }
+
+    fn send_control(&mut self, frame: wire::Frame) {
+        if let Some(f) = self.protocol.encode(&frame) {
+            self.actions.push_back(Action::Send(f));
+        }
+    }
+
+    fn start_attempt(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::ConnectTimeout, now + self.config.connect_timeout);
+        if self.config.token_provider {
+            self.phase = Phase::FetchingToken;
+            self.actions.push_back(Action::FetchToken);
+        } else {
+            self.dial(None);
+        }
+    }
+
+    fn dial(&mut self, token: Option<AuthToken>) {
+        self.phase = Phase::Dialing;
+        self.actions.push_back(Action::Dial {
+            attempt: self.attempts,
+            token,
+        });
+    }
+
+    fn on_connected(&mut self, now: Instant, resumed: bool, session: Option<SessionInfo>) {
+        self.phase = Phase::Connected;
+        for t in [Timer::ConnectTimeout, Timer::Backoff, Timer::Stuck] {
+            self.timers.stop(t);
+        }
+        let reconnect = self.ever_connected;
+        self.ever_connected = true;
+        self.outage_started = None;
+        self.stable = false;
+        self.hint = None;
+        self.timers
+            .set(Timer::StableAfter, now + self.config.stable_after);
+        if let Some(k) = &mut self.keepalive {
+            let first = k.start(now, &mut self.rng);
+            self.timers.set(Timer::Ping, first);
+        }
+        self.events.push_back(Event::Connected {
+            reconnect,
+            resumed,
+            session,
+        });
+        self.sync_state();
+        self.flush_queue();
+        if self.closing && self.queue.is_empty() {
+            self.close_now();
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, payload: Payload) {
+        if self.phase != Phase::Connected {
+            return self.protocol_error(now, ProtocolError::UnexpectedText);
+        }
+        self.events.push_back(Event::Message {
+            channel: None,
+            offset: None,
+            payload,
+        });
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: wire::Frame) {
+        use wire::Frame as F;
+        let handshaking = self.phase == Phase::Handshaking;
+        match frame {
+            F::Welcome(w) if handshaking => self.on_welcome(now, w),
+            F::GoingAway {
+                retry_after_ms,
+                window_ms,
+            } => {
+                let retry_after = Duration::from_millis(retry_after_ms);
+                let window = Duration::from_millis(window_ms);
+                let spread = self.rng.below_inclusive(window_ms);
+                self.hint = Some(retry_after + Duration::from_millis(spread));
+                self.events.push_back(Event::GoingAway {
+                    retry_after,
+                    window,
+                });
+            }
+            F::Error {
+                code,
+                terminal: true,
+                reason,
+            } => {
+                let why = match code {
+                    error_code::UNSUPPORTED_VERSION => TerminalReason::UnsupportedVersion,
+                    error_code::NAME_UNAVAILABLE => TerminalReason::NameUnavailable,
+                    error_code::UNAUTHORIZED => TerminalReason::Unauthorized,
+                    c => TerminalReason::ServerError(c),
+                };
+                self.close_transport(1000, "terminal error");
+                self.finish(why, Some(code), reason.to_string());
+            }
+            F::Error { code, reason, .. } => {
+                self.events.push_back(Event::ServerError { code, reason });
+            }
+            f if handshaking => {
+                self.protocol_error(now, ProtocolError::unexpected(f.kind(), "before WELCOME"))
+            }
+            F::Ack { seq } => self.on_ack(now, seq),
+            F::Message {
+                offset,
+                channel,
+                payload,
+            } => self.on_message(now, offset, channel, payload),
+            F::Subscribed { channel } => self.events.push_back(Event::Subscribed { channel }),
+            F::SubscribeError {
+                channel,
+                code,
+                reason,
+            } => {
+                self.subscriptions.remove(&channel);
+                self.events.push_back(Event::SubscribeFailed {
+                    channel,
+                    code,
+                    reason,
+                });
+            }
+            f => self.protocol_error(now, ProtocolError::unexpected(f.kind(), "from a server")),
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, w: wire::Welcome) {
+        if w.version != wire::VERSION {
+            self.close_transport(1002, "unsupported version");
+            return self.finish(
+                TerminalReason::UnsupportedVersion,
+                None,
+                format!("server chose version {}", w.version),
+            );
+        }
+        let info = SessionInfo {
+            id: w.session_id,
+            name: w.name,
+        };
+        if !w.resumed {
+            if self.presented_resume {
+                if let Some(previous) = self.info.take() {
+                    self.events.push_back(Event::ResumeRejected { previous });
+                }
+            }
+            // A fresh session numbers its messages from 1 again.
+            self.delivered = 0;
+            self.reported_offset = 0;
+            self.unreported = 0;
+        }
+        self.resume = (!w.resume_token.is_empty()).then(|| {
+            (
+                w.resume_token,
+                now + Duration::from_millis(w.token_lifetime_ms),
+            )
+        });
+        self.info = Some(info.clone());
+        self.queue.rewind();
+        if w.last_client_seq > 0 {
+            let highest = self.queue.last_seq();
+            let seq = w.last_client_seq.min(highest);
+            if self.queue.ack_through(seq) > 0 {
+                self.events.push_back(Event::Acked { seq });
+            }
+        }
+        let kept: BTreeSet<Text> = w.kept.into_iter().collect();
+        let wanted: Vec<Text> = self.subscriptions.iter().cloned().collect();
+        for channel in wanted {
+            if kept.contains(&channel) {
+                self.events.push_back(Event::Subscribed { channel });
+            } else {
+                self.send_control(wire::Frame::Subscribe { channel });
+            }
+        }
+        self.on_connected(now, w.resumed, Some(info));
+    }
+
+    fn on_ack(&mut self, now: Instant, seq: u64) {
+        let highest = self.queue.last_seq();
+        if seq > highest {
+            return self.protocol_error(now, ProtocolError::AckBeyondSent { seq, highest });
+        }
+        if self.queue.ack_through(seq) > 0 {
+            self.events.push_back(Event::Acked { seq });
+        }
+        if self.closing && self.queue.is_empty() {
+            self.close_now();
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, offset: u64, channel: Option<Text>, payload: Payload) {
+        if offset <= self.delivered {
+            // A replay of something the application already has.
+            return;
+        }
+        if offset > self.delivered + 1 {
+            self.events.push_back(Event::Gap {
+                from: self.delivered + 1,
+                to: offset - 1,
+            });
+        }
+        self.delivered = offset;
+        self.events.push_back(Event::Message {
+            channel,
+            offset: Some(offset),
+            payload,
+        });
+        self.unreported += 1;
+        if self.unreported >= self.config.ack_every {
+            self.report_offset();
+        } else if !self.timers.is_set(Timer::InboundAck) {
+            self.timers
+                .set(Timer::InboundAck, now + self.config.ack_delay);
+        }
+    }
+
+    fn report_offset(&mut self) {
+        self.timers.stop(Timer::InboundAck);
+        self.unreported = 0;
+        if self.delivered > self.reported_offset && self.phase == Phase::Connected {
+            self.reported_offset = self.delivered;
+            self.send_control(wire::Frame::Received {
+                offset: self.delivered,
+            });
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::ConnectTimeout => match self.phase {
+                Phase::FetchingToken => {
+                    self.token_failed(now, TokenFailure::transient("token provider timed out"))
+                }
+                Phase::Dialing => {
+                    self.close_transport(1000, "connect timeout");
+                    self.dial_failed(now, DialFailure::Timeout);
+                }
+                Phase::Handshaking => {
+                    self.close_transport(1002, "no WELCOME in time");
+                    let rule = CloseRule::Reconnect { honour_hint: true };
+                    self.lost(now, None, "no WELCOME in time".into(), rule);
+                }
+                _ => {}
+            },
+            Timer::Backoff => {
+                if self.phase == Phase::Waiting {
+                    self.start_attempt(now);
+                }
+            }
+            Timer::Ping => {
+                if self.phase != Phase::Connected {
+                    return;
+                }
+                let Some(k) = &mut self.keepalive else { return };
+                match k.on_ping_timer(now) {
+                    PingDue::NotYet { next } => self.timers.set(Timer::Ping, next),
+                    PingDue::Send {
+                        payload,
+                        deadline,
+                        next,
+                    } => {
+                        self.actions.push_back(Action::Send(Frame::Ping(payload)));
+                        if !self.timers.is_set(Timer::PongDeadline) {
+                            self.timers.set(Timer::PongDeadline, deadline);
+                        }
+                        self.timers.set(Timer::Ping, next);
+                    }
+                }
+            }
+            Timer::PongDeadline => {
+                if self.phase == Phase::Connected {
+                    self.close_transport(1001, "pong timeout");
+                    let rule = CloseRule::Reconnect { honour_hint: true };
+                    self.lost(now, None, "pong timeout".into(), rule);
+                }
+            }
+            Timer::StableAfter => {
+                if self.phase == Phase::Connected {
+                    self.stable = true;
+                }
+            }
+            Timer::Stuck => {
+                if let Some(since) = self.outage_started {
+                    self.events.push_back(Event::Stuck {
+                        for_: now.saturating_duration_since(since),
+                        attempts: self.attempts,
+                    });
+                }
+            }
+            Timer::CloseLinger => {
+                if self.closing {
+                    self.close_now();
+                }
+            }
+            Timer::InboundAck => self.report_offset(),
+        }
+    }
+
+    fn probe(&mut self, now: Instant) {
+        let Some(k) = &mut self.keepalive else { return };
+        let (payload, deadline) = k.probe(now);
+        self.actions.push_back(Action::Send(Frame::Ping(payload)));
+        if !self.timers.is_set(Timer::PongDeadline) {
+            self.timers.set(Timer::PongDeadline, deadline);
+        }
+    }
+
+    fn token_failed(&mut self, now: Instant, failure: TokenFailure) {
+        if failure.unauthorized {
+            return self.finish(TerminalReason::Unauthorized, None, failure.message);
+        }
+        self.token_failures = self.token_failures.saturating_add(1);
+        if self.token_failures >= self.config.token_failure_threshold {
+            self.events.push_back(Event::TokenProviderFailing {
+                consecutive: self.token_failures,
+                message: failure.message,
+            });
+        }
+        self.retry(now, Delay::Ladder);
+    }
+
+    fn dial_failed(&mut self, now: Instant, failure: DialFailure) {
+        let status = match failure {
+            DialFailure::Http { status, .. } => Some(status),
+            _ => None,
+        };
+        self.events.push_back(Event::DialFailed {
+            attempt: self.attempts,
+            status,
+            reason: failure.describe(),
+        });
+        let rule = match failure {
+            DialFailure::Http {
+                status,
+                retry_after,
+            } => handshake_rule(
+                status,
+                retry_after,
+                self.config.token_provider,
+                self.fresh_token_retry_used,
+            ),
+            DialFailure::Io(_) | DialFailure::Timeout => HandshakeRule::Ladder,
+        };
+        match rule {
+            HandshakeRule::RetryWithFreshToken => {
+                self.fresh_token_retry_used = true;
+                self.retry(now, Delay::Now);
+            }
+            HandshakeRule::RetryAfter(d) => {
+                let extra = self.jitter_tenth(d);
+                self.retry(now, Delay::Exactly(d + extra));
+            }
+            HandshakeRule::Ladder => self.retry(now, Delay::Ladder),
+            HandshakeRule::Terminal(why) => self.finish(why, status, failure.describe()),
+        }
+    }
+
+    /// Up to 10 % of `d`, so a fleet told the same thing does not return
+    /// in lockstep.
+    fn jitter_tenth(&mut self, d: Duration) -> Duration {
+        let tenth = u64::try_from(d.as_nanos() / 10).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.rng.below_inclusive(tenth))
+    }
+
+    /// The open transport is gone (closed by the server, or by us after
+    /// deciding it is dead). `rule` says what happens next.
+    fn lost(&mut self, now: Instant, code: Option<u16>, reason: String, rule: CloseRule) {
+        for t in [
+            Timer::Ping,
+            Timer::PongDeadline,
+            Timer::StableAfter,
+            Timer::InboundAck,
+            Timer::ConnectTimeout,
+        ] {
+            self.timers.stop(t);
+        }
+        self.unreported = 0;
+        let was_stable = std::mem::take(&mut self.stable);
+        let will_reconnect = match &rule {
+            CloseRule::Terminal(_) => false,
+            CloseRule::RefreshToken => self.config.token_provider,
+            _ => !(self.closing && self.queue.is_empty()),
+        };
+        self.events.push_back(Event::Disconnected {
+            code,
+            reason: reason.clone(),
+            will_reconnect,
+        });
+        if !will_reconnect {
+            let why = match rule {
+                CloseRule::Terminal(why) => why,
+                CloseRule::RefreshToken if !self.config.token_provider => {
+                    TerminalReason::TokenExpired
+                }
+                _ => TerminalReason::ClosedByUser,
+            };
+            return self.finish(why, code, reason);
+        }
+        if was_stable {
+            self.attempts = 0;
+            self.fresh_token_retry_used = false;
+            self.refresh_retry_used = false;
+            if !matches!(rule, CloseRule::StepLadder { .. }) {
+                self.ladder.reset();
+            }
+        }
+        if self.outage_started.is_none() {
+            self.outage_started = Some(now);
+            self.timers.set(Timer::Stuck, now + self.config.stuck_after);
+        }
+        let hint = self.hint.take();
+        let delay = match rule {
+            CloseRule::Reconnect { honour_hint } | CloseRule::StepLadder { honour_hint } => {
+                match hint {
+                    Some(d) if honour_hint => Delay::Exactly(d),
+                    _ => Delay::Ladder,
+                }
+            }
+            CloseRule::RefreshToken if !self.refresh_retry_used => {
+                self.refresh_retry_used = true;
+                Delay::Now
+            }
+            CloseRule::RefreshToken => Delay::Ladder,
+            CloseRule::Floor(f) => Delay::Floor(f),
+            CloseRule::Terminal(_) => Delay::Ladder,
+        };
+        self.retry(now, delay);
+    }
+
+    /// Schedules the next attempt, or ends the session when the attempts are
+    /// used up.
+    fn retry(&mut self, now: Instant, delay: Delay) {
+        let max = self.config.max_attempts;
+        if max != 0 && self.attempts >= max {
+            return self.finish(
+                TerminalReason::AttemptsExhausted,
+                None,
+                format!("{max} reconnect attempts failed"),
+            );
+        }
+        self.attempts += 1;
+        // The ladder steps on every failure, whatever sets this delay, so a
+        // server that keeps sending hints still sees the windows grow.
+        let ladder = self.ladder.next_delay(&mut self.rng);
+        let delay = match delay {
+            Delay::Ladder => ladder,
+            Delay::Exactly(d) => d,
+            Delay::Floor(f) => {
+                let floor = f + self.jitter_tenth(f);
+                ladder.max(floor)
+            }
+            Delay::Now => Duration::ZERO,
+        };
+        self.phase = Phase::Waiting;
+        self.timers.set(Timer::Backoff, now + delay);
+        self.events.push_back(Event::ReconnectScheduled {
+            attempt: self.attempts,
+            delay,
+        });
+    }
+
+    fn protocol_error(&mut self, now: Instant, error: ProtocolError) {
+        let reason = error.to_string();
+        self.events.push_back(Event::ProtocolError { error });
+        self.close_transport(1002, "protocol error");
+        self.lost(
+            now,
+            None,
+            reason,
+            CloseRule::Reconnect { honour_hint: false },
+        );
+    }
+
+    /// Asks the adapter to close the transport (or abandon the dial).
+    fn close_transport(&mut self, code: u16, reason: &str) {
+        if matches!(
+            self.phase,
+            Phase::Dialing | Phase::Handshaking | Phase::Connected
+        ) {
+            self.actions
+                .push_back(Action::Close(CloseFrame::new(code, reason)));
+        }
+    }
+
+    fn close_now(&mut self) {
+        self.report_offset();
+        self.close_transport(1000, "closed by user");
+        let detail = if self.queue.is_empty() {
+            "closed by user".to_owned()
+        } else {
+            format!(
+                "closed by user with {} messages undelivered",
+                self.queue.len()
+            )
+        };
+        self.finish(TerminalReason::ClosedByUser, None, detail);
+    }
+
+    /// Ends the session. Nothing happens after this.
+    fn finish(&mut self, reason: TerminalReason, code: Option<u16>, detail: String) {
+        self.phase = Phase::Closed;
+        self.closing = false;
+        self.timers.stop_all();
+        self.sync_state();
+        self.events.push_back(Event::Closed {
+            reason,
+            code,
+            detail,
+            undelivered: self.queue.len(),
+        });
+    }
+}

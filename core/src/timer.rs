@@ -1,0 +1,118 @@
+//! The session's timers: one enum, one table.
+
+use std::time::Instant;
+
+/// Every deadline the session can be waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// The token fetch, dial or WELCOME is taking too long.
+    ConnectTimeout,
+    /// The backoff before the next reconnect attempt is over.
+    Backoff,
+    /// Time to send a keepalive ping (if nothing arrived lately).
+    Ping,
+    /// A ping went unanswered: the transport is dead.
+    PongDeadline,
+    /// The connection has been up long enough to reset the ladder.
+    StableAfter,
+    /// The outage has lasted `stuck_after`.
+    Stuck,
+    /// A graceful close waited long enough for the queue to drain.
+    CloseLinger,
+    /// Acknowledge received messages (coalesced).
+    InboundAck,
+}
+
+impl Timer {
+    /// Table order: also the order in which timers due at the same instant
+    /// fire. A dead transport is noticed before a ping would be sent on it.
+    pub(crate) const ALL: [Timer; 8] = [
+        Timer::ConnectTimeout,
+        Timer::PongDeadline,
+        Timer::Backoff,
+        Timer::Ping,
+        Timer::StableAfter,
+        Timer::Stuck,
+        Timer::CloseLinger,
+        Timer::InboundAck,
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Timer::ConnectTimeout => 0,
+            Timer::PongDeadline => 1,
+            Timer::Backoff => 2,
+            Timer::Ping => 3,
+            Timer::StableAfter => 4,
+            Timer::Stuck => 5,
+            Timer::CloseLinger => 6,
+            Timer::InboundAck => 7,
+        }
+    }
+}
+
+/// When each timer is due, if armed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TimerTable {
+    due: [Option<Instant>; 8],
+}
+
+impl TimerTable {
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+        self.due[timer.index()] = Some(at);
+    }
+
+    pub(crate) fn stop(&mut self, timer: Timer) {
+        self.due[timer.index()] = None;
+    }
+
+    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.due[timer.index()]
+    }
+
+    pub(crate) fn is_set(&self, timer: Timer) -> bool {
+        self.get(timer).is_some()
+    }
+
+    pub(crate) fn stop_all(&mut self) {
+        self.due = Default::default();
+    }
+
+    /// The earliest armed deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.due.iter().flatten().min().copied()
+    }
+
+    /// Disarms and returns the first timer (in table order) due at or before
+    /// `now`.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Timer> {
+        let t = Timer::ALL
+            .into_iter()
+            .find(|t| self.get(*t).is_some_and(|at| at <= now))?;
+        self.stop(t);
+        Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn earliest_wins_and_expired_pop_in_table_order() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        assert_eq!(t.next(), None);
+        t.set(Timer::Ping, t0 + Duration::from_secs(2));
+        t.set(Timer::PongDeadline, t0 + Duration::from_secs(2));
+        t.set(Timer::Stuck, t0 + Duration::from_secs(1));
+        assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
+        let now = t0 + Duration::from_secs(2);
+        assert_eq!(t.pop_expired(now), Some(Timer::PongDeadline));
+        assert_eq!(t.pop_expired(now), Some(Timer::Ping));
+        assert_eq!(t.pop_expired(now), Some(Timer::Stuck));
+        assert_eq!(t.pop_expired(now), None);
+        assert_eq!(t.next(), None);
+    }
+}

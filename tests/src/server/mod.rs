@@ -1,0 +1,4 @@
+//! Reference server (work in progress).
+pub(crate) mod admission;
+pub mod names;
+pub mod token;
