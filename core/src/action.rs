@@ -12,6 +12,8 @@ pub enum Action {
     /// Call the token provider, then report with
     /// [`handle_token`](crate::Session::handle_token) or
     /// [`handle_token_failed`](crate::Session::handle_token_failed).
+    /// A fetch still running from an earlier attempt (one that outlived the
+    /// connect timeout) is abandoned: only the newest answer counts.
     FetchToken,
     /// Open a new WebSocket, then report with
     /// [`handle_dial_ok`](crate::Session::handle_dial_ok) or

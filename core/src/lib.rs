@@ -87,6 +87,8 @@ pub mod close_policy;
 mod config;
 mod error;
 mod event;
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+pub mod fuzzing;
 mod keepalive;
 pub mod payload;
 mod protocol;
