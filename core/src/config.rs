@@ -48,6 +48,7 @@ pub struct Config {
     pub(crate) session_name: Option<Text>,
     pub(crate) ack_delay: Duration,
     pub(crate) ack_every: u32,
+    pub(crate) max_server_delay: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +72,7 @@ impl Default for Config {
             session_name: None,
             ack_delay: Duration::from_millis(50),
             ack_every: 64,
+            max_server_delay: Duration::from_secs(3600),
         }
     }
 }
@@ -154,6 +156,12 @@ impl Config {
     /// Wire decoder limits.
     pub fn wire_limits(&self) -> &Limits {
         &self.wire_limits
+    }
+
+    /// The longest wait a server can impose through Retry-After or
+    /// GOING_AWAY (before the 10 % jitter).
+    pub fn max_server_delay(&self) -> Duration {
+        self.max_server_delay
     }
 
     /// The session name requested in HELLO ([`Wire`](crate::Wire) only).
@@ -253,6 +261,12 @@ impl ConfigBuilder {
         /// Acknowledge at once after this many unacknowledged messages (default 64).
         ack_every: u32
     );
+    setter!(
+        /// Cap on any wait a server asks for (Retry-After, GOING_AWAY), so a
+        /// broken or hostile server cannot park the client for days
+        /// (default 1 h).
+        max_server_delay: Duration
+    );
 
     /// The session name to request in HELLO ([`Wire`](crate::Wire) only).
     pub fn session_name(mut self, name: impl Into<Text>) -> Self {
@@ -304,6 +318,7 @@ impl ConfigBuilder {
             ("stuck_after", c.stuck_after),
             ("close_linger", c.close_linger),
             ("ack_delay", c.ack_delay),
+            ("max_server_delay", c.max_server_delay),
             ("ping_interval", c.ping_interval.unwrap_or_default()),
         ] {
             if d > day {

@@ -313,12 +313,12 @@ impl Harness {
             Session::new(config, Raw)
         };
         // The largest delay any input can legitimately ask for: the policy's
-        // cap, a Retry-After of 255 s (+10 %), a GOING_AWAY of 65.5 + 65.5 s,
-        // or the 30 s concurrency floor (+10 %).
+        // cap, a server's wait (capped at max_server_delay, +10 %), or the
+        // 30 s concurrency floor (+10 %).
         let largest_delay = backoff
             .largest()
-            .max(Duration::from_millis(281_000))
-            .max(Duration::from_millis(131_070));
+            .max(session.config().max_server_delay().mul_f64(1.1))
+            .max(Duration::from_secs(33));
         Harness {
             session,
             now: base,

@@ -652,10 +652,12 @@ impl Session {
                 retry_after_ms,
                 window_ms,
             } => {
-                let retry_after = Duration::from_millis(retry_after_ms);
-                let window = Duration::from_millis(window_ms);
-                let spread = self.rng.below_inclusive(window_ms);
-                self.hint = Some(retry_after + Duration::from_millis(spread));
+                let cap = self.config.max_server_delay;
+                let retry_after = Duration::from_millis(retry_after_ms).min(cap);
+                let window = Duration::from_millis(window_ms).min(cap);
+                let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+                let spread = Duration::from_millis(self.rng.below_inclusive(window_ms));
+                self.hint = Some((retry_after + spread).min(cap));
                 self.events.push_back(Event::GoingAway {
                     retry_after,
                     window,
@@ -927,6 +929,7 @@ impl Session {
                 self.retry(now, Delay::Now);
             }
             HandshakeRule::RetryAfter(d) => {
+                let d = d.min(self.config.max_server_delay);
                 let extra = self.jitter_tenth(d);
                 self.retry(now, Delay::Exactly(d + extra));
             }

@@ -274,6 +274,39 @@ fn going_away_hint_replaces_the_backoff_for_1001() {
     assert!(d >= S(8) && d <= S(12), "{d:?}");
 }
 
+/// Regression (found by the `session_events` fuzz target): a GOING_AWAY or
+/// Retry-After with an absurd value cannot park the client beyond
+/// `max_server_delay`.
+#[test]
+fn server_waits_are_capped() {
+    let mut t = T::with(quiet().max_server_delay(S(60)), true);
+    t.connect();
+    let welcome = W::Welcome(wire::Welcome {
+        version: wire::VERSION,
+        resumed: true,
+        session_id: Text::from("id"),
+        name: Text::from("n"),
+        resume_token: ResumeToken::default(),
+        token_lifetime_ms: 0,
+        last_client_seq: 0,
+        kept: vec![],
+    });
+    t.s.handle_frame(t.now, Frame::Binary(welcome.to_bytes()));
+    // The fuzzer's input: GOING_AWAY retry_after 11 ms, window 553443 ms.
+    t.s.handle_frame(
+        t.now,
+        Frame::Binary(Bytes::from_static(&[0x0b, 0x0b, 0xe3, 0xe3, 0x21])),
+    );
+    t.close(1001);
+    assert!(t.scheduled()[0].1 <= S(60), "{:?}", t.scheduled());
+    let mut t = T::new(quiet().max_server_delay(S(60)));
+    t.s.handle_connect(t.now);
+    t.s.handle_dial_failed(t.now, DialFailure::http(503, Some(S(86_400))));
+    t.drain();
+    let d = t.scheduled()[0].1;
+    assert!(d >= S(60) && d <= S(66), "{d:?}");
+}
+
 #[test]
 fn handshake_statuses() {
     // 401 without a provider, 403: terminal, named.
