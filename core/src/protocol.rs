@@ -69,6 +69,12 @@ pub trait Protocol: fmt::Debug + Send + 'static {
     /// PUBLISH payloads and takes every message as [`Inbound::Data`].
     fn has_session(&self) -> bool;
 
+    /// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) the adapter
+    /// must request on every dial, if any.
+    fn subprotocol(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The WebSocket message for a client frame, or `None` to not send it.
     fn encode(&mut self, frame: &wire::Frame) -> Option<Frame>;
 
@@ -124,6 +130,10 @@ impl Protocol for Wire {
 
     fn has_session(&self) -> bool {
         true
+    }
+
+    fn subprotocol(&self) -> Option<&'static str> {
+        Some(wire::SUBPROTOCOL)
     }
 
     fn encode(&mut self, frame: &wire::Frame) -> Option<Frame> {

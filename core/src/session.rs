@@ -620,12 +620,14 @@ impl Session {
             let first = k.start(now, &mut self.rng);
             self.timers.set(Timer::Ping, first);
         }
+        // State first, so that a consumer reacting to `Connected` reads
+        // `State::Connected`.
+        self.sync_state();
         self.events.push_back(Event::Connected {
             reconnect,
             resumed,
             session,
         });
-        self.sync_state();
         self.flush_queue();
         if self.closing && self.queue.is_empty() {
             self.close_now();

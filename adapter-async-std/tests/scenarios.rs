@@ -1,0 +1,58 @@
+//! The shared scenarios, each run twice: under async-std and under smol,
+//! with the driver task spawned on that runtime's own executor. One more
+//! test uses the crate's built-in executor.
+
+use redial_async_std::{AsyncIo, Builder};
+
+fn on_async_std(url: String) -> Builder {
+    let rt = AsyncIo::with_spawner(|task| {
+        async_std::task::spawn(task);
+    });
+    Builder::new(rt, url)
+}
+
+fn on_smol(url: String) -> Builder {
+    let rt = AsyncIo::with_spawner(|task| smol::spawn(task).detach());
+    Builder::new(rt, url)
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod async_std_runtime {
+            $(
+                #[test]
+                fn $name() {
+                    async_std::task::block_on(redial_driver::testing::$name(super::on_async_std));
+                }
+            )*
+        }
+        mod smol_runtime {
+            $(
+                #[test]
+                fn $name() {
+                    smol::block_on(redial_driver::testing::$name(super::on_smol));
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
+    connect_send_receive,
+    reconnect_delivers_outage_messages,
+    close_4001_is_terminal,
+    retry_after_is_honoured,
+    half_open_is_detected,
+    graceful_close,
+    dropping_handles_closes,
+    token_provider_once_per_dial,
+    token_in_query,
+    send_waits_for_room,
+);
+
+#[test]
+fn built_in_executor() {
+    smol::block_on(redial_driver::testing::connect_send_receive(
+        redial_async_std::builder,
+    ));
+}

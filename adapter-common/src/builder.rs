@@ -1,0 +1,263 @@
+//! The connection builder: one API shape for every runtime.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redial_core::{Config, Protocol, Raw, Session};
+
+use crate::driver::Driver;
+use crate::handle::{Events, Handle, Shared};
+use crate::request::{RequestTemplate, TokenPlacement};
+use crate::token::TokenProvider;
+use crate::{Runtime, SpawnError};
+
+/// Events buffered for a slow consumer before the driver waits (default).
+pub const DEFAULT_EVENT_CAPACITY: usize = 64;
+/// Commands buffered before handles wait (default).
+pub const DEFAULT_COMMAND_CAPACITY: usize = 64;
+/// How long a closing socket may take to say goodbye (default).
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The connection could not be set up. Nothing was dialed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The URL is not a `ws://` or `wss://` URL.
+    #[error("invalid WebSocket URL: {0}")]
+    InvalidUrl(String),
+    /// A header name or value is not valid HTTP.
+    #[error("invalid header {0:?}")]
+    InvalidHeader(String),
+    /// The token query parameter's name is empty.
+    #[error("the token query parameter needs a name")]
+    InvalidTokenParam,
+    /// A token provider was given but the config does not fetch tokens, or
+    /// the other way round. Set `ConfigBuilder::token_provider(true)` exactly
+    /// when a provider is given.
+    #[error(
+        "token provider mismatch: config.token_provider() is {config}, but a provider was {}",
+        if *.provider { "given" } else { "not given" }
+    )]
+    TokenProviderMismatch {
+        /// What the config says.
+        config: bool,
+        /// Whether a provider was given.
+        provider: bool,
+    },
+    /// A capacity is zero.
+    #[error("{0} must be at least 1")]
+    ZeroCapacity(&'static str),
+    /// The runtime could not start the driver task.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+type MakeSession = Box<dyn FnOnce(Config) -> Session + Send>;
+
+/// Configures one connection; [`connect`](Builder::connect) starts it.
+///
+/// The adapters give this a runtime (`redial_tokio::builder(url)`,
+/// `redial_async_std::builder(url)`).
+pub struct Builder<R: Runtime> {
+    runtime: R,
+    url: String,
+    headers: Vec<(String, String)>,
+    config: Config,
+    make_session: MakeSession,
+    token: Option<Arc<dyn TokenProvider>>,
+    placement: TokenPlacement,
+    event_capacity: usize,
+    command_capacity: usize,
+    close_timeout: Duration,
+}
+
+impl<R: Runtime> fmt::Debug for Builder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("headers", &self.headers.len())
+            .field("config", &self.config)
+            .field("token_provider", &self.token.is_some())
+            .field("placement", &self.placement)
+            .field("event_capacity", &self.event_capacity)
+            .field("command_capacity", &self.command_capacity)
+            .field("close_timeout", &self.close_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Builder<R> {
+    /// A builder for `url` (`ws://` or `wss://`) on `runtime`, with the
+    /// default [`Config`] and the [`Raw`] protocol.
+    pub fn new(runtime: R, url: impl Into<String>) -> Self {
+        Builder {
+            runtime,
+            url: url.into(),
+            headers: Vec::new(),
+            config: Config::default(),
+            make_session: Box::new(|config| Session::new(config, Raw)),
+            token: None,
+            placement: TokenPlacement::default(),
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            command_capacity: DEFAULT_COMMAND_CAPACITY,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+        }
+    }
+
+    /// The runtime this builder will spawn on.
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    /// Adds a header to every upgrade request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The session's configuration. Without a seed, one is drawn from OS
+    /// randomness so a fleet does not jitter in lockstep.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The protocol ([`Raw`], the default, or [`Wire`](redial_core::Wire)).
+    /// Its WebSocket subprotocol, if it has one, is requested on every dial.
+    pub fn protocol(mut self, protocol: impl Protocol) -> Self {
+        if let Some(sub) = protocol.subprotocol() {
+            self = self.header("Sec-WebSocket-Protocol", sub);
+        }
+        self.make_session = Box::new(move |config| Session::new(config, protocol));
+        self
+    }
+
+    /// Fetches a token before every dial. The config must have
+    /// `token_provider(true)`.
+    pub fn token_provider(mut self, provider: impl TokenProvider) -> Self {
+        self.token = Some(Arc::new(provider));
+        self
+    }
+
+    /// Where the token goes (default `Authorization: Bearer <token>`).
+    pub fn token_placement(mut self, placement: TokenPlacement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Events buffered before the driver waits for the consumer (default 64).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// Commands buffered before handles wait for the driver (default 64).
+    pub fn command_capacity(mut self, capacity: usize) -> Self {
+        self.command_capacity = capacity;
+        self
+    }
+
+    /// How long a socket being closed may take to send its close frame and
+    /// hear the answer before it is dropped (default 2 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Starts connecting in a task on the runtime. The first events say how
+    /// it goes.
+    pub fn connect(self) -> Result<(Handle, Events), BuildError> {
+        let runtime = self.runtime.clone();
+        let (handle, events, driver) = self.start()?;
+        runtime.spawn(Box::pin(driver.run()))?;
+        Ok((handle, events))
+    }
+
+    /// Like [`connect`](Self::connect) but hands back the driver instead of
+    /// spawning it, for callers with their own executor: run
+    /// [`Driver::run`] to completion.
+    pub fn start(self) -> Result<(Handle, Events, Driver<R>), BuildError> {
+        let Builder {
+            runtime,
+            url,
+            headers,
+            config,
+            make_session,
+            token,
+            placement,
+            event_capacity,
+            command_capacity,
+            close_timeout,
+        } = self;
+        if event_capacity == 0 {
+            return Err(BuildError::ZeroCapacity("event_capacity"));
+        }
+        if command_capacity == 0 {
+            return Err(BuildError::ZeroCapacity("command_capacity"));
+        }
+        if config.token_provider() != token.is_some() {
+            return Err(BuildError::TokenProviderMismatch {
+                config: config.token_provider(),
+                provider: token.is_some(),
+            });
+        }
+        let template = RequestTemplate::new(url, &headers, &placement)?;
+        let config = match config.seed() {
+            Some(_) => config,
+            None => config.with_seed(os_seed()),
+        };
+        let mut session = make_session(config);
+        session.handle_connect(runtime.now());
+        let shared = Arc::new(Shared::new(session.state()));
+        let (command_tx, command_rx) = async_channel::bounded(command_capacity);
+        let (event_tx, event_rx) = async_channel::bounded(event_capacity);
+        let span = tracing::info_span!(
+            "redial",
+            endpoint = %template.endpoint(),
+            protocol = session.protocol_name()
+        );
+        let driver = Driver::new(
+            runtime,
+            session,
+            template,
+            token,
+            command_rx,
+            event_tx,
+            Arc::clone(&shared),
+            close_timeout,
+            span,
+        );
+        Ok((
+            Handle::new(command_tx, shared),
+            Events::new(event_rx),
+            driver,
+        ))
+    }
+}
+
+/// A seed from the OS: `RandomState` keys come from the OS's generator,
+/// mixed with a counter and the wall clock so every call differs.
+fn os_seed() -> u64 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    h.write_u128(nanos);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_differ() {
+        assert_ne!(os_seed(), os_seed());
+    }
+}

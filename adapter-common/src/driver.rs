@@ -1,0 +1,607 @@
+//! The driver task: one per connection, carrying out the session's actions.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+use futures_util::future::poll_fn;
+use futures_util::{SinkExt, StreamExt};
+use redial_core::{Action, AuthToken, DialFailure, Event, SendError, Session, State, TokenFailure};
+use tracing::{debug, info, warn, Instrument, Span};
+use tungstenite::Message;
+
+use crate::convert::{
+    close_frame_from_ws, close_frame_to_ws, dial_failure, frame_to_message, message_to_frame,
+};
+use crate::handle::{Command, Shared};
+use crate::request::RequestTemplate;
+use crate::token::TokenProvider;
+use crate::{BoxFuture, Runtime};
+
+/// Socket messages handled in a row before the other inputs are looked at
+/// first, so a flooding server cannot starve commands or timers.
+const MAX_SOCKET_STREAK: u32 = 32;
+/// Messages read from a closing socket per wake-up.
+const MAX_LINGER_READS: u32 = 64;
+
+/// One connection's task. [`Builder::connect`](crate::Builder::connect)
+/// spawns it; [`Builder::start`](crate::Builder::start) hands it over to be
+/// run on an executor of the caller's choosing.
+pub struct Driver<R: Runtime> {
+    inner: Inner<R>,
+    span: Span,
+}
+
+impl<R: Runtime> fmt::Debug for Driver<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("state", &self.inner.session.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Driver<R> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        runtime: R,
+        session: Session,
+        template: RequestTemplate,
+        provider: Option<Arc<dyn TokenProvider>>,
+        commands: async_channel::Receiver<Command>,
+        events: async_channel::Sender<Event>,
+        shared: Arc<Shared>,
+        close_timeout: Duration,
+        span: Span,
+    ) -> Self {
+        Driver {
+            inner: Inner {
+                rt: runtime,
+                session,
+                template,
+                provider,
+                commands: Box::pin(commands),
+                commands_open: true,
+                events,
+                events_open: true,
+                shared,
+                close_timeout,
+                token_fut: None,
+                dial_fut: None,
+                socket: None,
+                outbox: VecDeque::new(),
+                needs_flush: false,
+                linger: None,
+                timer: None,
+                socket_streak: 0,
+                refused: None,
+            },
+            span,
+        }
+    }
+
+    /// Runs the connection until the session is closed and the last event
+    /// is delivered.
+    pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        let Driver { mut inner, span } = self;
+        async move { inner.run().await }.instrument(span)
+    }
+}
+
+struct Inner<R: Runtime> {
+    rt: R,
+    session: Session,
+    template: RequestTemplate,
+    provider: Option<Arc<dyn TokenProvider>>,
+    commands: Pin<Box<async_channel::Receiver<Command>>>,
+    commands_open: bool,
+    events: async_channel::Sender<Event>,
+    events_open: bool,
+    shared: Arc<Shared>,
+    close_timeout: Duration,
+
+    token_fut: Option<BoxFuture<Result<AuthToken, TokenFailure>>>,
+    dial_fut: Option<BoxFuture<Result<R::Socket, tungstenite::Error>>>,
+    socket: Option<R::Socket>,
+    /// Frames the session asked for that the socket has not taken yet.
+    outbox: VecDeque<Message>,
+    needs_flush: bool,
+    /// A socket being closed: its close frame going out, bounded in time.
+    linger: Option<Linger<R>>,
+    /// The session's single timer: its deadline and the sleep for it.
+    timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    socket_streak: u32,
+    /// A send was refused as `QueueFull` with this outbox length and queue
+    /// length; the senders waiting for room are woken when that changes.
+    refused: Option<(usize, usize)>,
+}
+
+struct Linger<R: Runtime> {
+    socket: R::Socket,
+    close: Option<Message>,
+    flushed: bool,
+    deadline: Pin<Box<R::Sleep>>,
+}
+
+enum Input<S> {
+    Message(Message),
+    SocketEnded,
+    SocketFailed(tungstenite::Error),
+    /// The outbox emptied.
+    Drained,
+    Command(Command),
+    HandlesGone,
+    Dialed(Result<S, tungstenite::Error>),
+    Token(Result<AuthToken, TokenFailure>),
+    Timeout,
+}
+
+impl<R: Runtime> Drop for Inner<R> {
+    fn drop(&mut self) {
+        // However the task ends (even dropped with its runtime), handles
+        // waiting in `close` or `send` must not wait forever.
+        self.shared.set_state(State::Closed);
+    }
+}
+
+impl<R: Runtime> Inner<R> {
+    async fn run(&mut self) {
+        loop {
+            self.drain().await;
+            self.publish();
+            if self.session.state() == State::Closed {
+                break;
+            }
+            self.arm_timer();
+            let input = poll_fn(|cx| self.poll_input(cx)).await;
+            self.handle(input);
+        }
+        if let Some(socket) = self.socket.take() {
+            let close = redial_core::CloseFrame::new(1000, "closed");
+            self.start_linger(
+                socket,
+                Some(Message::Close(Some(close_frame_to_ws(&close)))),
+            );
+        }
+        // Let a closing socket say goodbye (bounded by `close_timeout`).
+        poll_fn(|cx| {
+            self.poll_linger(cx);
+            match self.linger {
+                None => Poll::Ready(()),
+                Some(_) => Poll::Pending,
+            }
+        })
+        .await;
+        debug!("driver finished");
+    }
+
+    /// Carries out every action and delivers every event, until the
+    /// session has nothing more to say.
+    async fn drain(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(action) = self.session.poll_action() {
+                busy = true;
+                self.carry_out(action);
+            }
+            // Published before the events go out, so `state()` never lags
+            // what the consumer has seen.
+            self.shared.set_state(self.session.state());
+            while let Some(event) = self.session.poll_event() {
+                busy = true;
+                trace_event(&event);
+                if self.events_open && self.events.send(event).await.is_err() {
+                    // Nobody reads events any more; the connection goes on.
+                    self.events_open = false;
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// Tells the handles the state, and wakes refused senders when room
+    /// may have appeared.
+    fn publish(&mut self) {
+        let state = self.session.state();
+        let queued = self.session.queued();
+        self.shared.set_queued(queued, self.session.queued_bytes());
+        self.shared.set_state(state);
+        if let Some((outbox, before)) = self.refused {
+            let room = self.outbox.is_empty() && (outbox > 0 || queued < before);
+            if room || state == State::Closed {
+                self.refused = None;
+                self.shared.space.notify(usize::MAX);
+            }
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        match self.session.poll_timeout() {
+            None => self.timer = None,
+            Some(deadline) => {
+                if self.timer.as_ref().map(|(d, _)| *d) != Some(deadline) {
+                    self.timer = Some((deadline, Box::pin(self.rt.sleep_until(deadline))));
+                }
+            }
+        }
+    }
+
+    fn carry_out(&mut self, action: Action) {
+        let now = self.rt.now();
+        match action {
+            Action::FetchToken => match &self.provider {
+                Some(provider) => {
+                    debug!("fetching token");
+                    // A fetch still running from an earlier attempt is
+                    // abandoned: only the newest answer counts.
+                    self.token_fut = Some(provider.token());
+                }
+                None => self.session.handle_token_failed(
+                    now,
+                    TokenFailure::unauthorized("no token provider configured"),
+                ),
+            },
+            Action::Dial { attempt, token } => {
+                self.token_fut = None;
+                match self.template.request(token.as_ref()) {
+                    Ok(request) => {
+                        info!(attempt, token = token.is_some(), "dialing");
+                        self.dial_fut = Some(self.rt.dial(request));
+                    }
+                    Err(why) => {
+                        warn!(attempt, %why, "cannot build the upgrade request");
+                        self.session.handle_dial_failed(now, DialFailure::Io(why));
+                    }
+                }
+            }
+            Action::Send(frame) => match (frame_to_message(frame), &self.socket) {
+                (Some(message), Some(_)) => self.outbox.push_back(message),
+                _ => debug!("frame not sent: no open socket"),
+            },
+            Action::Close(frame) => {
+                if self.dial_fut.take().is_some() {
+                    debug!("dial abandoned");
+                }
+                if let Some(socket) = self.socket.take() {
+                    info!(code = frame.code, reason = %frame.reason, "closing the socket");
+                    self.outbox.clear();
+                    self.needs_flush = false;
+                    let close = Message::Close(Some(close_frame_to_ws(&frame)));
+                    self.start_linger(socket, Some(close));
+                }
+            }
+            other => debug!(?other, "unknown action ignored"),
+        }
+    }
+
+    fn handle(&mut self, input: Input<R::Socket>) {
+        let now = self.rt.now();
+        match input {
+            Input::Message(Message::Close(frame)) => {
+                let close = close_frame_from_ws(frame);
+                info!(
+                    code = close.as_ref().map(|c| c.code),
+                    reason = close.as_ref().map(|c| c.reason.as_str()),
+                    "server closed the connection"
+                );
+                if let Some(socket) = self.socket.take() {
+                    // tungstenite has queued the close reply; flush it.
+                    self.start_linger(socket, None);
+                }
+                self.outbox.clear();
+                self.needs_flush = false;
+                self.session.handle_transport_closed(now, close);
+            }
+            Input::Message(message) => {
+                if matches!(message, Message::Ping(_)) {
+                    // tungstenite queued the pong; the next write flushes it.
+                    self.needs_flush = true;
+                }
+                if let Some(frame) = message_to_frame(message) {
+                    self.session.handle_frame(now, frame);
+                }
+            }
+            Input::SocketEnded => {
+                info!("connection lost");
+                self.drop_socket();
+                self.session.handle_transport_closed(now, None);
+            }
+            Input::SocketFailed(error) => {
+                info!(%error, "connection failed");
+                self.drop_socket();
+                self.session.handle_transport_closed(now, None);
+            }
+            Input::Drained => {}
+            Input::Command(command) => self.command(now, command),
+            Input::HandlesGone => {
+                debug!("every handle dropped: closing");
+                self.session.handle_close(now);
+            }
+            Input::Dialed(Ok(socket)) => {
+                info!("connected");
+                self.socket = Some(socket);
+                self.outbox.clear();
+                self.needs_flush = false;
+                self.session.handle_dial_ok(now);
+            }
+            Input::Dialed(Err(error)) => {
+                let failure = dial_failure(&error);
+                warn!(reason = %failure.describe(), "dial failed");
+                self.session.handle_dial_failed(now, failure);
+            }
+            Input::Token(Ok(token)) => {
+                debug!("token fetched");
+                self.session.handle_token(now, token);
+            }
+            Input::Token(Err(failure)) => {
+                warn!(
+                    unauthorized = failure.unauthorized,
+                    message = %failure.message,
+                    "token provider failed"
+                );
+                self.session.handle_token_failed(now, failure);
+            }
+            Input::Timeout => self.session.handle_timeout(now),
+        }
+    }
+
+    fn command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Send {
+                channel,
+                payload,
+                reply,
+            } => {
+                let result = if self.outbox.is_empty() {
+                    match channel {
+                        None => self.session.handle_send(now, payload),
+                        Some(c) => self.session.handle_publish(now, c, payload),
+                    }
+                } else {
+                    // The socket is not taking frames: hold new ones back
+                    // in the sender rather than here.
+                    Err(SendError::QueueFull {
+                        messages: self.session.queued() + self.outbox.len(),
+                        bytes: self.session.queued_bytes(),
+                    })
+                };
+                if matches!(result, Err(SendError::QueueFull { .. })) {
+                    self.refused = Some((self.outbox.len(), self.session.queued()));
+                }
+                let _ = reply.send(result);
+            }
+            Command::Subscribe { channel, reply } => {
+                let _ = reply.send(self.session.handle_subscribe(now, channel));
+            }
+            Command::Unsubscribe { channel, reply } => {
+                let _ = reply.send(self.session.handle_unsubscribe(now, channel));
+            }
+            Command::RetryNow => self.session.handle_retry_now(now),
+            Command::NetworkOnline => self.session.handle_network_online(now),
+            Command::Close => {
+                debug!("close requested");
+                self.session.handle_close(now);
+            }
+        }
+    }
+
+    fn drop_socket(&mut self) {
+        self.socket = None;
+        self.outbox.clear();
+        self.needs_flush = false;
+    }
+
+    fn start_linger(&mut self, socket: R::Socket, close: Option<Message>) {
+        let deadline = self.rt.now() + self.close_timeout;
+        self.linger = Some(Linger {
+            socket,
+            close,
+            flushed: false,
+            deadline: Box::pin(self.rt.sleep_until(deadline)),
+        });
+    }
+
+    /// Waits for the first input, in this order: the socket's messages
+    /// (proof of life before any deadline is judged), the handles'
+    /// commands, the dial, the token fetch, the timer.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
+        if let Some(input) = self.poll_write(cx) {
+            return Poll::Ready(input);
+        }
+        self.poll_linger(cx);
+        let socket_first = self.socket_streak < MAX_SOCKET_STREAK;
+        if socket_first {
+            if let Poll::Ready(input) = self.poll_socket(cx) {
+                self.socket_streak += 1;
+                return Poll::Ready(input);
+            }
+        }
+        self.socket_streak = 0;
+        if let Poll::Ready(input) = self.poll_others(cx) {
+            return Poll::Ready(input);
+        }
+        if !socket_first {
+            return self.poll_socket(cx);
+        }
+        Poll::Pending
+    }
+
+    /// Moves frames from the outbox into the socket and flushes. Returns
+    /// an input when the socket failed or the outbox just emptied.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<Input<R::Socket>> {
+        let socket = self.socket.as_mut()?;
+        let had_frames = !self.outbox.is_empty();
+        while !self.outbox.is_empty() {
+            match socket.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(message) = self.outbox.pop_front() {
+                        if let Err(e) = socket.start_send_unpin(message) {
+                            return Some(Input::SocketFailed(e));
+                        }
+                        self.needs_flush = true;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Some(Input::SocketFailed(e)),
+                Poll::Pending => break,
+            }
+        }
+        if self.needs_flush {
+            match socket.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Some(Input::SocketFailed(e)),
+                Poll::Pending => {}
+            }
+        }
+        (had_frames && self.outbox.is_empty()).then_some(Input::Drained)
+    }
+
+    fn poll_socket(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
+        let Some(socket) = self.socket.as_mut() else {
+            return Poll::Pending;
+        };
+        socket.poll_next_unpin(cx).map(|next| match next {
+            Some(Ok(message)) => Input::Message(message),
+            Some(Err(e)) => Input::SocketFailed(e),
+            None => Input::SocketEnded,
+        })
+    }
+
+    fn poll_others(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
+        if self.commands_open {
+            match self.commands.as_mut().poll_next(cx) {
+                Poll::Ready(Some(command)) => return Poll::Ready(Input::Command(command)),
+                Poll::Ready(None) => {
+                    self.commands_open = false;
+                    return Poll::Ready(Input::HandlesGone);
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Some(dial) = self.dial_fut.as_mut() {
+            if let Poll::Ready(result) = dial.as_mut().poll(cx) {
+                self.dial_fut = None;
+                return Poll::Ready(Input::Dialed(result));
+            }
+        }
+        if let Some(fetch) = self.token_fut.as_mut() {
+            if let Poll::Ready(result) = fetch.as_mut().poll(cx) {
+                self.token_fut = None;
+                return Poll::Ready(Input::Token(result));
+            }
+        }
+        if let Some((_, sleep)) = self.timer.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                // Always re-armed from the session afterwards, so a sleep
+                // that completed is never polled again.
+                self.timer = None;
+                return Poll::Ready(Input::Timeout);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Drives a closing socket: close frame out, flush, read until the peer
+    /// finishes; dropped when done or when `close_timeout` runs out.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) {
+        let Some(l) = self.linger.as_mut() else {
+            return;
+        };
+        if l.deadline.as_mut().poll(cx).is_ready() {
+            debug!("closing socket timed out; dropped");
+            self.linger = None;
+            return;
+        }
+        let mut reads = 0;
+        let done = loop {
+            if let Some(message) = l.close.take() {
+                match l.socket.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if l.socket.start_send_unpin(message).is_err() {
+                            break true;
+                        }
+                    }
+                    Poll::Ready(Err(_)) => break true,
+                    Poll::Pending => {
+                        l.close = Some(message);
+                        break false;
+                    }
+                }
+            }
+            if !l.flushed {
+                match l.socket.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => l.flushed = true,
+                    Poll::Ready(Err(_)) => break true,
+                    Poll::Pending => break false,
+                }
+            }
+            match l.socket.poll_next_unpin(cx) {
+                // Whatever still comes is discarded; reading it may queue a
+                // reply (pong, close), so flush again.
+                Poll::Ready(Some(Ok(_))) => l.flushed = false,
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => break true,
+                Poll::Pending => break false,
+            }
+            reads += 1;
+            if reads >= MAX_LINGER_READS {
+                cx.waker().wake_by_ref();
+                break false;
+            }
+        };
+        if done {
+            debug!("socket closed");
+            self.linger = None;
+        }
+    }
+}
+
+/// Logs the session's decisions. Never payloads, never tokens.
+fn trace_event(event: &Event) {
+    match event {
+        Event::StateChanged { from, to } => debug!(%from, %to, "state changed"),
+        Event::ReconnectScheduled { attempt, delay } => info!(
+            attempt,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "reconnect scheduled"
+        ),
+        Event::DialFailed {
+            attempt, status, ..
+        } => debug!(attempt, status, "dial failure reported"),
+        Event::Disconnected {
+            code,
+            reason,
+            will_reconnect,
+        } => info!(code, %reason, will_reconnect, "disconnected"),
+        Event::Connected {
+            reconnect, resumed, ..
+        } => info!(reconnect, resumed, "session connected"),
+        Event::Stuck { for_, attempts } => warn!(
+            for_ms = u64::try_from(for_.as_millis()).unwrap_or(u64::MAX),
+            attempts, "still reconnecting"
+        ),
+        Event::TokenProviderFailing { consecutive, .. } => {
+            warn!(consecutive, "token provider keeps failing")
+        }
+        Event::GoingAway {
+            retry_after,
+            window,
+        } => info!(
+            retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+            window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            "server going away"
+        ),
+        Event::ProtocolError { error } => warn!(%error, "protocol error"),
+        Event::Closed {
+            reason,
+            code,
+            undelivered,
+            ..
+        } => info!(reason = reason.name(), code, undelivered, "session closed"),
+        _ => {}
+    }
+}

@@ -1,0 +1,263 @@
+//! The application's side: a cloneable [`Handle`] and the [`Events`] stream.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_channel::oneshot;
+use futures_core::Stream;
+use redial_core::{Event, Payload, SendError, State, Text};
+
+/// What a handle asks of the driver.
+pub(crate) enum Command {
+    Send {
+        channel: Option<Text>,
+        payload: Payload,
+        reply: oneshot::Sender<Result<u64, SendError>>,
+    },
+    Subscribe {
+        channel: Text,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    Unsubscribe {
+        channel: Text,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    RetryNow,
+    NetworkOnline,
+    Close,
+}
+
+/// What the driver publishes for the handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
+    /// Notified when a refused send may now fit.
+    pub(crate) space: event_listener::Event,
+    /// Notified when the state changes.
+    pub(crate) changed: event_listener::Event,
+}
+
+impl Shared {
+    pub(crate) fn new(state: State) -> Self {
+        Shared {
+            state: Mutex::new(state),
+            queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            space: event_listener::Event::new(),
+            changed: event_listener::Event::new(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_state(&self, state: State) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *s != state {
+            *s = state;
+            drop(s);
+            self.changed.notify(usize::MAX);
+            if state == State::Closed {
+                self.space.notify(usize::MAX);
+            }
+        }
+    }
+
+    pub(crate) fn set_queued(&self, messages: usize, bytes: usize) {
+        self.queued.store(messages, Ordering::Relaxed);
+        self.queued_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    fn queue_full(&self) -> SendError {
+        SendError::QueueFull {
+            messages: self.queued.load(Ordering::Relaxed),
+            bytes: self.queued_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Talks to one connection. Cheap to clone; every clone drives the same
+/// session.
+///
+/// Dropping the last handle closes the connection as [`Handle::close`] does
+/// (flush, then close with 1000). Every method is safe to call after the
+/// session closed: sends answer [`SendError::Closed`], the rest do nothing.
+#[derive(Clone)]
+pub struct Handle {
+    tx: async_channel::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    pub(crate) fn new(tx: async_channel::Sender<Command>, shared: Arc<Shared>) -> Self {
+        Handle { tx, shared }
+    }
+
+    /// Sends an application message (for [`Wire`](redial_core::Wire): a
+    /// publish with no channel) and returns its sequence number once the
+    /// session has queued it.
+    ///
+    /// When the queue is full this waits for room rather than failing:
+    /// backpressure instead of loss. It fails for the session's other
+    /// refusals ([`SendError::TooLarge`], [`SendError::Closing`],
+    /// [`SendError::Closed`], ...).
+    pub async fn send(&self, payload: Payload) -> Result<u64, SendError> {
+        self.send_waiting(None, payload).await
+    }
+
+    /// Like [`send`](Self::send), but answers [`SendError::QueueFull`] at
+    /// once instead of waiting for room.
+    pub async fn try_send(&self, payload: Payload) -> Result<u64, SendError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Send {
+            channel: None,
+            payload,
+            reply,
+        };
+        match self.tx.try_send(command) {
+            Ok(()) => answer.await.unwrap_or(Err(SendError::Closed)),
+            Err(async_channel::TrySendError::Full(_)) => Err(self.shared.queue_full()),
+            Err(async_channel::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// Publishes to a channel ([`Wire`](redial_core::Wire) only); waits for
+    /// queue room like [`send`](Self::send).
+    pub async fn publish(
+        &self,
+        channel: impl Into<Text>,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        self.send_waiting(Some(channel.into()), payload).await
+    }
+
+    /// Subscribes to a channel ([`Wire`](redial_core::Wire) only). The
+    /// confirmation arrives as [`Event::Subscribed`].
+    pub async fn subscribe(&self, channel: impl Into<Text>) -> Result<(), SendError> {
+        let channel = channel.into();
+        self.request(|reply| Command::Subscribe { channel, reply })
+            .await
+    }
+
+    /// Drops a subscription ([`Wire`](redial_core::Wire) only).
+    pub async fn unsubscribe(&self, channel: impl Into<Text>) -> Result<(), SendError> {
+        let channel = channel.into();
+        self.request(|reply| Command::Unsubscribe { channel, reply })
+            .await
+    }
+
+    /// Skips the current backoff and dials now (the attempt count stays).
+    pub async fn retry_now(&self) {
+        let _ = self.tx.send(Command::RetryNow).await;
+    }
+
+    /// Tells the session the network came back or changed: while waiting it
+    /// dials now, while connected it probes the socket with a ping.
+    pub async fn network_online(&self) {
+        let _ = self.tx.send(Command::NetworkOnline).await;
+    }
+
+    /// Closes gracefully: no new messages are taken, what is queued is
+    /// delivered (for at most the config's `close_linger`), then the socket
+    /// closes with 1000. Resolves when the session is
+    /// [`Closed`](State::Closed).
+    pub async fn close(&self) {
+        let _ = self.tx.send(Command::Close).await;
+        loop {
+            let changed = self.shared.changed.listen();
+            if self.state() == State::Closed {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// The session's state, as of the driver's last step.
+    pub fn state(&self) -> State {
+        self.shared.state()
+    }
+
+    async fn send_waiting(
+        &self,
+        channel: Option<Text>,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        loop {
+            // Listen before asking, so room made in between is not missed.
+            let space = self.shared.space.listen();
+            let answer = self
+                .request(|reply| Command::Send {
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                    reply,
+                })
+                .await;
+            match answer {
+                Err(SendError::QueueFull { .. }) if self.state() != State::Closed => space.await,
+                other => return other,
+            }
+        }
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, SendError>>) -> Command,
+    ) -> Result<T, SendError> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(command(reply)).await.is_err() {
+            return Err(SendError::Closed);
+        }
+        answer.await.unwrap_or(Err(SendError::Closed))
+    }
+}
+
+/// The session's [`Event`]s, in order, ending after [`Event::Closed`].
+///
+/// Bounded: while it is full the driver waits, reading nothing from the
+/// socket (see the crate docs). Dropping it is fine; events are then
+/// discarded.
+pub struct Events {
+    rx: Pin<Box<async_channel::Receiver<Event>>>,
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("buffered", &self.rx.len())
+            .finish()
+    }
+}
+
+impl Events {
+    pub(crate) fn new(rx: async_channel::Receiver<Event>) -> Self {
+        Events { rx: Box::pin(rx) }
+    }
+
+    /// The next event; `None` once the session has closed and every event
+    /// was read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        futures_util::StreamExt::next(self).await
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}

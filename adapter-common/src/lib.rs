@@ -1,0 +1,98 @@
+//! The runtime-neutral half of redial's adapters: one task per connection
+//! that drives a [`redial_core::Session`] over a tungstenite WebSocket.
+//!
+//! `redial-tokio` and `redial-async-std` are thin: each implements
+//! [`Runtime`] (a clock, a sleep, a dial and a spawn) in a few dozen lines
+//! and re-exports the [`Builder`], [`Handle`] and [`Events`] defined here.
+//! Every decision (when to retry, what a close code means, what to replay)
+//! belongs to the core; this crate only carries out its
+//! [`Action`](redial_core::Action)s and reports what the socket did.
+//!
+//! # The driver task
+//! One future per connection ([`Driver`]) waits on all its inputs at once:
+//! the socket, the handles' commands, the dial or token fetch in flight and
+//! the session's single timer. After every input it drains the session's
+//! actions and events, exactly as the core's calling contract asks.
+//!
+//! # Bounded everywhere
+//! - Commands travel over a bounded channel; [`Handle::send`] waits for room
+//!   there and, when the session answers
+//!   [`SendError::QueueFull`](redial_core::SendError::QueueFull), for queue
+//!   space: backpressure instead of loss. While the socket itself is not
+//!   taking frames, new sends are answered `QueueFull` too, so nothing piles
+//!   up between the session and the socket.
+//! - [`Events`] is a bounded stream. With a slow consumer the driver waits
+//!   for room before it does anything else: it stops reading the socket, so
+//!   TCP backpressure reaches the server, and keepalive deadlines are judged
+//!   only after the frames that arrived meanwhile have been read. A consumer
+//!   that stops reading altogether stalls the connection (and
+//!   [`Handle::close`]); drop the [`Events`] to ignore events instead.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod builder;
+mod convert;
+mod driver;
+mod handle;
+mod request;
+#[cfg(feature = "test-server")]
+pub mod testing;
+#[cfg(feature = "rustls")]
+pub mod tls;
+mod token;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use futures_core::Stream;
+use futures_sink::Sink;
+
+pub use builder::{BuildError, Builder};
+pub use convert::{close_frame_to_ws, dial_failure, frame_to_message, message_to_frame};
+pub use driver::Driver;
+pub use handle::{Events, Handle};
+pub use redial_core;
+pub use request::TokenPlacement;
+pub use token::TokenProvider;
+pub use tungstenite;
+
+/// A boxed, sendable future, as the [`Runtime`] hands them around.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The few things a runtime must provide to run a connection.
+///
+/// Implemented by each adapter; nothing here decides anything.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// An open WebSocket.
+    type Socket: Stream<Item = Result<tungstenite::Message, tungstenite::Error>>
+        + Sink<tungstenite::Message, Error = tungstenite::Error>
+        + Send
+        + Unpin
+        + 'static;
+
+    /// What [`sleep_until`](Runtime::sleep_until) returns.
+    type Sleep: Future<Output = ()> + Send + 'static;
+
+    /// The current time on this runtime's clock (the session's `now`).
+    fn now(&self) -> Instant;
+
+    /// Completes at `deadline` on this runtime's clock.
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+
+    /// Opens a WebSocket for this upgrade request (TCP, TLS for `wss://`,
+    /// then the HTTP upgrade). An HTTP answer other than 101 is
+    /// [`tungstenite::Error::Http`].
+    fn dial(
+        &self,
+        request: tungstenite::handshake::client::Request,
+    ) -> BoxFuture<Result<Self::Socket, tungstenite::Error>>;
+
+    /// Runs the connection's driver task in the background.
+    fn spawn(&self, task: BoxFuture<()>) -> Result<(), SpawnError>;
+}
+
+/// The runtime could not start the driver task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot spawn the driver task: {0}")]
+pub struct SpawnError(pub String);

@@ -1,0 +1,489 @@
+//! The scenarios each adapter runs against [`TestServer`]. Each takes a
+//! function making the adapter's builder for a URL.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join;
+use redial_core::{
+    AuthToken, Backoff, Event, Payload, SendError, State, TerminalReason, TokenFailure,
+};
+
+use super::{fast_config, wait_event, wait_server, within, Plan, ServerEvent, TestServer, WAIT};
+use crate::{Builder, Runtime, TokenPlacement};
+
+fn text(e: &Event) -> Option<&str> {
+    match e {
+        Event::Message { payload, .. } => payload.as_text(),
+        _ => None,
+    }
+}
+
+fn is_connected(e: &Event) -> bool {
+    matches!(e, Event::Connected { .. })
+}
+
+fn is_closed(e: &Event) -> bool {
+    matches!(e, Event::Closed { .. })
+}
+
+/// Connect, send, receive, then close.
+pub async fn connect_send_receive<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    assert_eq!(handle.state(), State::Connecting);
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+    assert_eq!(handle.state(), State::Connected);
+
+    handle.send(Payload::text("hello")).await.expect("send");
+    let got = wait_server(&rt, &mut server, "hello", |e| {
+        matches!(e, ServerEvent::Text { .. })
+    })
+    .await;
+    assert_eq!(
+        got,
+        ServerEvent::Text {
+            conn: 0,
+            text: "hello".into()
+        }
+    );
+
+    server.send_text(0, "world");
+    let e = wait_event(&rt, &mut events, "message", |e| text(e).is_some()).await;
+    assert_eq!(text(&e), Some("world"));
+
+    within(&rt, WAIT, "close", handle.close()).await;
+    assert_eq!(handle.state(), State::Closed);
+    wait_server(&rt, &mut server, "close frame", |e| {
+        matches!(
+            e,
+            ServerEvent::Closed {
+                code: Some(1000),
+                ..
+            }
+        )
+    })
+    .await;
+}
+
+/// The server drops the connection; messages sent during the outage are
+/// delivered, in order, after the reconnect.
+pub async fn reconnect_delivers_outage_messages<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    // A fixed 300 ms backoff: the sends below surely land in the outage.
+    let fixed = Duration::from_millis(300);
+    let config = fast_config()
+        .backoff(Backoff::proportional(fixed, 1.0, 0.0, fixed))
+        .build()
+        .expect("config");
+    let builder = make(server.url().to_owned()).config(config);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    server.drop_conn(0);
+    let e = wait_event(&rt, &mut events, "disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    assert!(matches!(
+        e,
+        Event::Disconnected {
+            code: None,
+            will_reconnect: true,
+            ..
+        }
+    ));
+    for m in ["one", "two", "three"] {
+        handle.send(Payload::text(m)).await.expect("queued");
+    }
+    assert_eq!(handle.state(), State::Reconnecting);
+
+    let e = wait_event(&rt, &mut events, "reconnected", is_connected).await;
+    assert!(matches!(
+        e,
+        Event::Connected {
+            reconnect: true,
+            ..
+        }
+    ));
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match wait_server(&rt, &mut server, "outage messages", |e| {
+            matches!(e, ServerEvent::Text { .. })
+        })
+        .await
+        {
+            ServerEvent::Text { conn, text } => {
+                assert_eq!(conn, 1, "sent on the new connection");
+                got.push(text);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, ["one", "two", "three"]);
+    assert_eq!(server.dials(), 2);
+    within(&rt, WAIT, "close", handle.close()).await;
+}
+
+/// Close 4001 ends the session as `invalid_token`, with no second dial.
+pub async fn close_4001_is_terminal<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let server = TestServer::start(|_| Plan::Accept).expect("server");
+    let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    server.close(0, 4001, "invalid token");
+    let e = wait_event(&rt, &mut events, "disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        Event::Disconnected {
+            code: Some(4001),
+            reason: "invalid token".into(),
+            will_reconnect: false
+        }
+    );
+    let e = wait_event(&rt, &mut events, "closed", is_closed).await;
+    assert!(matches!(
+        e,
+        Event::Closed {
+            reason: TerminalReason::InvalidToken,
+            code: Some(4001),
+            ..
+        }
+    ));
+    // The stream ends: the driver is gone, so no dial can follow.
+    assert_eq!(
+        within(&rt, WAIT, "end of events", events.recv()).await,
+        None
+    );
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(server.dials(), 1);
+    assert_eq!(
+        handle.send(Payload::text("late")).await,
+        Err(SendError::Closed)
+    );
+}
+
+/// A 503 with `Retry-After: 1` holds the next dial back at least 1 s.
+pub async fn retry_after_is_honoured<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|n| match n {
+        0 => Plan::Reject {
+            status: 503,
+            retry_after: Some(1),
+        },
+        _ => Plan::Accept,
+    })
+    .expect("server");
+    retry_after_against(make, &mut server).await;
+}
+
+/// [`retry_after_is_honoured`] against a given server (the tokio adapter
+/// runs it on a paused clock with [`TestServer::start_local`]).
+pub async fn retry_after_against<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+    server: &mut TestServer,
+) {
+    let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    let e = wait_event(&rt, &mut events, "dial failure", |e| {
+        matches!(e, Event::DialFailed { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            e,
+            Event::DialFailed {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = wait_event(&rt, &mut events, "reconnect scheduled", |e| {
+        matches!(e, Event::ReconnectScheduled { .. })
+    })
+    .await;
+    let Event::ReconnectScheduled { delay, .. } = e else {
+        unreachable!()
+    };
+    assert!(delay >= Duration::from_secs(1), "{delay:?}");
+    assert!(delay <= Duration::from_millis(1100), "{delay:?}");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    let mut dials = Vec::new();
+    while dials.len() < 2 {
+        let e = wait_server(&rt, server, "dials", |e| {
+            matches!(e, ServerEvent::Dialed { .. })
+        })
+        .await;
+        if let ServerEvent::Dialed { at, .. } = e {
+            dials.push(at);
+        }
+    }
+    let gap = dials[1].duration_since(dials[0]);
+    assert!(gap >= Duration::from_secs(1), "redialed after {gap:?}");
+    assert_eq!(server.dials(), 2);
+    within(&rt, WAIT, "close", handle.close()).await;
+}
+
+/// A server that stops reading (so pings go unanswered) is declared dead
+/// within ping interval + pong timeout, and the client reconnects.
+pub async fn half_open_is_detected<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let server = TestServer::start(|_| Plan::Accept).expect("server");
+    half_open_against(make, &server).await;
+}
+
+/// [`half_open_is_detected`] against a given server (the tokio adapter
+/// also runs it on a paused clock with [`TestServer::start_local`]).
+pub async fn half_open_against<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+    server: &TestServer,
+) {
+    // Short close timeout: the dead socket will never answer our close.
+    let builder = make(server.url().to_owned())
+        .config(fast_config().build().expect("config"))
+        .close_timeout(Duration::from_millis(100));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+    let connected_at = rt.now();
+    server.stop_reading(0);
+
+    let e = wait_event(&rt, &mut events, "disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    let detected = rt.now().duration_since(connected_at);
+    let Event::Disconnected { code, reason, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(code, None);
+    assert!(reason.contains("pong"), "{reason}");
+    // Worst case is interval + timeout (400 ms); allow scheduling slack.
+    assert!(detected <= Duration::from_millis(700), "took {detected:?}");
+    assert!(detected >= Duration::from_millis(250), "took {detected:?}");
+
+    let e = wait_event(&rt, &mut events, "reconnected", is_connected).await;
+    assert!(matches!(
+        e,
+        Event::Connected {
+            reconnect: true,
+            ..
+        }
+    ));
+    within(&rt, WAIT, "close", handle.close()).await;
+}
+
+/// `close()` delivers what is queued, closes with 1000, and resolves when
+/// the session is closed; the event stream then ends.
+pub async fn graceful_close<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+    for m in ["a", "b", "c"] {
+        handle.send(Payload::text(m)).await.expect("send");
+    }
+    within(&rt, WAIT, "close", handle.close()).await;
+    assert_eq!(handle.state(), State::Closed);
+    let e = wait_event(&rt, &mut events, "closed", is_closed).await;
+    assert!(matches!(
+        e,
+        Event::Closed {
+            reason: TerminalReason::ClosedByUser,
+            undelivered: 0,
+            ..
+        }
+    ));
+    assert_eq!(
+        within(&rt, WAIT, "end of events", events.recv()).await,
+        None
+    );
+
+    let mut seen = Vec::new();
+    loop {
+        match wait_server(&rt, &mut server, "messages and close", |_| true).await {
+            ServerEvent::Text { text, .. } => seen.push(text),
+            ServerEvent::Closed { code, .. } => {
+                assert_eq!(code, Some(1000));
+                break;
+            }
+            ServerEvent::Dialed { .. } => {}
+        }
+    }
+    assert_eq!(seen, ["a", "b", "c"]);
+    assert_eq!(
+        handle.send(Payload::text("late")).await,
+        Err(SendError::Closed)
+    );
+}
+
+/// Dropping every handle closes the connection cleanly (1000).
+pub async fn dropping_handles_closes<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+    let clone = handle.clone();
+    drop(handle);
+    clone.send(Payload::text("last")).await.expect("send");
+    drop(clone);
+    let e = wait_event(&rt, &mut events, "closed", is_closed).await;
+    assert!(matches!(
+        e,
+        Event::Closed {
+            reason: TerminalReason::ClosedByUser,
+            ..
+        }
+    ));
+    assert_eq!(
+        within(&rt, WAIT, "end of events", events.recv()).await,
+        None
+    );
+    let e = wait_server(&rt, &mut server, "close frame", |e| {
+        matches!(e, ServerEvent::Closed { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ServerEvent::Closed {
+            conn: 0,
+            code: Some(1000)
+        }
+    );
+}
+
+fn counting_provider(
+    calls: Arc<AtomicUsize>,
+) -> impl Fn() -> std::future::Ready<Result<AuthToken, TokenFailure>> + Send + Sync + 'static {
+    move || {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        std::future::ready(Ok(AuthToken::new(format!("tok-{n}"))))
+    }
+}
+
+/// The provider is called once per dial, and each dial carries the token
+/// it returned (header placement, the default).
+pub async fn token_provider_once_per_dial<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = fast_config().token_provider(true).build().expect("config");
+    let builder = make(server.url().to_owned())
+        .config(config)
+        .token_provider(counting_provider(Arc::clone(&calls)));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+    server.drop_conn(0);
+    wait_event(&rt, &mut events, "reconnected", is_connected).await;
+
+    let mut auth = Vec::new();
+    while auth.len() < 2 {
+        if let ServerEvent::Dialed { authorization, .. } =
+            wait_server(&rt, &mut server, "dials", |e| {
+                matches!(e, ServerEvent::Dialed { .. })
+            })
+            .await
+        {
+            auth.push(authorization.unwrap_or_default());
+        }
+    }
+    assert_eq!(auth, ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(server.dials(), 2);
+    within(&rt, WAIT, "close", handle.close()).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// The token can travel as a query parameter instead.
+pub async fn token_in_query<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = fast_config().token_provider(true).build().expect("config");
+    let builder = make(server.url().to_owned())
+        .config(config)
+        .token_provider(counting_provider(Arc::clone(&calls)))
+        .token_placement(TokenPlacement::query("access_token"));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+    let e = wait_server(&rt, &mut server, "dial", |e| {
+        matches!(e, ServerEvent::Dialed { .. })
+    })
+    .await;
+    let ServerEvent::Dialed {
+        path,
+        authorization,
+        ..
+    } = e
+    else {
+        unreachable!()
+    };
+    assert_eq!(path, "/socket?access_token=tok-1");
+    assert_eq!(authorization, None);
+    within(&rt, WAIT, "close", handle.close()).await;
+}
+
+/// With the queue full, `try_send` says so at once and `send` waits for
+/// room (here: the reconnect that flushes the queue) instead of failing.
+pub async fn send_waits_for_room<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|n| match n {
+        0 => Plan::Reject {
+            status: 500,
+            retry_after: None,
+        },
+        _ => Plan::Accept,
+    })
+    .expect("server");
+    let fixed = Duration::from_millis(300);
+    let config = fast_config()
+        .backoff(Backoff::proportional(fixed, 1.0, 0.0, fixed))
+        .queue_max_messages(2)
+        .build()
+        .expect("config");
+    let builder = make(server.url().to_owned()).config(config);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "dial failure", |e| {
+        matches!(e, Event::DialFailed { .. })
+    })
+    .await;
+    handle.try_send(Payload::text("1")).await.expect("room");
+    handle.try_send(Payload::text("2")).await.expect("room");
+    assert!(matches!(
+        handle.try_send(Payload::text("x")).await,
+        Err(SendError::QueueFull { messages: 2, .. })
+    ));
+    let waiting = async {
+        let seq = handle.send(Payload::text("3")).await.expect("send waits");
+        // Room only appears when the reconnect flushes the queue.
+        assert_eq!(handle.state(), State::Connected);
+        seq
+    };
+    let watch = wait_event(&rt, &mut events, "connected", is_connected);
+    let (seq, _) = within(&rt, WAIT, "send to finish", join(waiting, watch)).await;
+    assert_eq!(seq, 3);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let ServerEvent::Text { text, .. } = wait_server(&rt, &mut server, "messages", |e| {
+            matches!(e, ServerEvent::Text { .. })
+        })
+        .await
+        {
+            got.push(text);
+        }
+    }
+    assert_eq!(got, ["1", "2", "3"]);
+    within(&rt, WAIT, "close", handle.close()).await;
+}

@@ -1,0 +1,320 @@
+//! A scripted loopback WebSocket server for the adapters' tests.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How the server answers the upgrade of connection number `n` (0-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Upgrade and keep the connection.
+    Accept,
+    /// Answer with this HTTP status (and `Retry-After: secs`).
+    Reject {
+        /// The status.
+        status: u16,
+        /// `Retry-After` in seconds.
+        retry_after: Option<u64>,
+    },
+}
+
+/// What the server saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// An upgrade request arrived (accepted or not).
+    Dialed {
+        /// The connection number.
+        conn: usize,
+        /// When, on the server runtime's clock (tokio's: virtual under a
+        /// paused test clock).
+        at: Instant,
+        /// The request's path and query.
+        path: String,
+        /// The `Authorization` header, if any.
+        authorization: Option<String>,
+    },
+    /// A text message.
+    Text {
+        /// The connection number.
+        conn: usize,
+        /// The text.
+        text: String,
+    },
+    /// The client closed: its close code, or `None` for a drop.
+    Closed {
+        /// The connection number.
+        conn: usize,
+        /// The client's close code.
+        code: Option<u16>,
+    },
+}
+
+#[derive(Debug)]
+enum ConnCommand {
+    Text(String),
+    Drop,
+    Close(u16, String),
+    StopReading,
+}
+
+type Script = Arc<dyn Fn(usize) -> Plan + Send + Sync>;
+
+#[derive(Default)]
+struct Conns {
+    commands: Mutex<Vec<Option<mpsc::UnboundedSender<ConnCommand>>>>,
+    dials: AtomicUsize,
+}
+
+/// A WebSocket server on 127.0.0.1 that follows a script, reports what it
+/// sees, and does what the test tells each connection to do.
+///
+/// [`start`](Self::start) runs it on its own thread with its own tokio
+/// runtime, so tests on any runtime can use it; [`start_local`](Self::start_local)
+/// runs it on the calling tokio runtime (for paused-clock tests, where a
+/// server elsewhere would let the clock jump while waiting for it). Its
+/// event buffer is unbounded: it is a test tool.
+pub struct TestServer {
+    url: String,
+    events: mpsc::UnboundedReceiver<ServerEvent>,
+    conns: Arc<Conns>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl TestServer {
+    /// Starts a server on its own thread.
+    pub fn start(script: impl Fn(usize) -> Plan + Send + Sync + 'static) -> std::io::Result<Self> {
+        let (listener, server, task) = Self::prepare(Arc::new(script))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("redial-test-server".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    if let Ok(listener) = TcpListener::from_std(listener) {
+                        task(listener).await;
+                    }
+                })
+            })?;
+        Ok(server)
+    }
+
+    /// Starts a server as a task on the current tokio runtime.
+    pub fn start_local(
+        script: impl Fn(usize) -> Plan + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let (listener, server, task) = Self::prepare(Arc::new(script))?;
+        let listener = TcpListener::from_std(listener)?;
+        tokio::spawn(task(listener));
+        Ok(server)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        script: Script,
+    ) -> std::io::Result<(
+        std::net::TcpListener,
+        TestServer,
+        impl FnOnce(TcpListener) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    )> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let url = format!("ws://{}/socket", listener.local_addr()?);
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let conns = Arc::new(Conns::default());
+        let server = TestServer {
+            url,
+            events,
+            conns: Arc::clone(&conns),
+            _shutdown: shutdown_tx,
+        };
+        let task = move |listener: TcpListener| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            Box::pin(async move {
+                tokio::select! {
+                    _ = accept_loop(listener, script, event_tx, conns) => {}
+                    _ = shutdown_rx => {}
+                }
+            })
+        };
+        Ok((listener, server, task))
+    }
+
+    /// The URL to dial.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Upgrade requests seen so far.
+    pub fn dials(&self) -> usize {
+        self.conns.dials.load(Ordering::SeqCst)
+    }
+
+    /// The next thing the server saw; `None` if the server stopped.
+    pub async fn next(&mut self) -> Option<ServerEvent> {
+        self.events.recv().await
+    }
+
+    /// The next event, if one is already there.
+    pub fn try_next(&mut self) -> Option<ServerEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Sends a text message on connection `conn`.
+    pub fn send_text(&self, conn: usize, text: impl Into<String>) {
+        self.command(conn, ConnCommand::Text(text.into()));
+    }
+
+    /// Drops connection `conn` without a close frame.
+    pub fn drop_conn(&self, conn: usize) {
+        self.command(conn, ConnCommand::Drop);
+    }
+
+    /// Closes connection `conn` with this code and reason.
+    pub fn close(&self, conn: usize, code: u16, reason: impl Into<String>) {
+        self.command(conn, ConnCommand::Close(code, reason.into()));
+    }
+
+    /// Stops reading connection `conn`: pings go unanswered (half-open).
+    pub fn stop_reading(&self, conn: usize) {
+        self.command(conn, ConnCommand::StopReading);
+    }
+
+    fn command(&self, conn: usize, command: ConnCommand) {
+        let commands = self
+            .conns
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(tx)) = commands.get(conn) {
+            let _ = tx.send(command);
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    script: Script,
+    events: mpsc::UnboundedSender<ServerEvent>,
+    conns: Arc<Conns>,
+) {
+    let mut n = 0;
+    while let Ok((stream, _)) = listener.accept().await {
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut commands = conns.commands.lock().unwrap_or_else(|e| e.into_inner());
+            commands.push(Some(tx));
+        }
+        let plan = script(n);
+        tokio::spawn(serve(
+            stream,
+            n,
+            plan,
+            events.clone(),
+            rx,
+            Arc::clone(&conns),
+        ));
+        n += 1;
+    }
+}
+
+// The handshake callback's error type is tungstenite's.
+#[allow(clippy::result_large_err)]
+async fn serve(
+    stream: TcpStream,
+    conn: usize,
+    plan: Plan,
+    events: mpsc::UnboundedSender<ServerEvent>,
+    mut commands: mpsc::UnboundedReceiver<ConnCommand>,
+    conns: Arc<Conns>,
+) {
+    let callback = |request: &Request, response: Response| {
+        conns.dials.fetch_add(1, Ordering::SeqCst);
+        let _ = events.send(ServerEvent::Dialed {
+            conn,
+            at: tokio::time::Instant::now().into_std(),
+            path: request
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            authorization: request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        });
+        match &plan {
+            Plan::Accept => Ok(response),
+            Plan::Reject {
+                status,
+                retry_after,
+            } => {
+                let mut error = ErrorResponse::new(Some("refused".to_owned()));
+                *error.status_mut() =
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                if let Some(secs) = retry_after {
+                    if let Ok(v) = secs.to_string().parse() {
+                        error.headers_mut().insert("retry-after", v);
+                    }
+                }
+                Err(error)
+            }
+        }
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let mut reading = true;
+    let mut close_seen = false;
+    loop {
+        tokio::select! {
+            message = ws.next(), if reading => match message {
+                Some(Ok(Message::Text(t))) => {
+                    let _ = events.send(ServerEvent::Text { conn, text: t.to_string() });
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    close_seen = true;
+                    let code = frame.map(|f| u16::from(f.code));
+                    let _ = events.send(ServerEvent::Closed { conn, code });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    if !close_seen {
+                        let _ = events.send(ServerEvent::Closed { conn, code: None });
+                    }
+                    return;
+                }
+            },
+            command = commands.recv() => match command {
+                Some(ConnCommand::Text(t)) => {
+                    let _ = ws.send(Message::text(t)).await;
+                }
+                Some(ConnCommand::Close(code, reason)) => {
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                    let _ = ws.send(Message::Close(Some(frame))).await;
+                    close_seen = true;
+                }
+                Some(ConnCommand::StopReading) => reading = false,
+                Some(ConnCommand::Drop) | None => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The shared scenarios on tokio, against a server on its own thread (real
+//! time), plus paused-clock versions where a local server keeps time exact.
+
+use std::time::Duration;
+
+use redial_driver::testing::{self, Plan, TestServer};
+use redial_tokio::builder;
+
+#[tokio::test]
+async fn connect_send_receive() {
+    testing::connect_send_receive(builder).await;
+}
+
+#[tokio::test]
+async fn reconnect_delivers_outage_messages() {
+    testing::reconnect_delivers_outage_messages(builder).await;
+}
+
+#[tokio::test]
+async fn close_4001_is_terminal() {
+    testing::close_4001_is_terminal(builder).await;
+}
+
+#[tokio::test]
+async fn half_open_is_detected() {
+    testing::half_open_is_detected(builder).await;
+}
+
+#[tokio::test]
+async fn graceful_close() {
+    testing::graceful_close(builder).await;
+}
+
+#[tokio::test]
+async fn dropping_handles_closes() {
+    testing::dropping_handles_closes(builder).await;
+}
+
+#[tokio::test]
+async fn token_provider_once_per_dial() {
+    testing::token_provider_once_per_dial(builder).await;
+}
+
+#[tokio::test]
+async fn token_in_query() {
+    testing::token_in_query(builder).await;
+}
+
+#[tokio::test]
+async fn send_waits_for_room() {
+    testing::send_waits_for_room(builder).await;
+}
+
+/// Retry-After on a paused clock: the server runs on this runtime, so the
+/// clock only jumps when both sides are idle, i.e. to the backoff deadline.
+/// The 1 s wait costs no real time, and the gap is exact virtual time.
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_paused() {
+    let mut server = TestServer::start_local(|n| match n {
+        0 => Plan::Reject {
+            status: 503,
+            retry_after: Some(1),
+        },
+        _ => Plan::Accept,
+    })
+    .unwrap();
+    let real = std::time::Instant::now();
+    testing::retry_after_against(builder, &mut server).await;
+    assert!(
+        real.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        real.elapsed()
+    );
+}
+
+/// Connecting outside a runtime is an error, not a panic.
+#[test]
+fn connect_outside_a_runtime_fails() {
+    let err = builder("ws://127.0.0.1:9/").connect().unwrap_err();
+    assert!(matches!(err, redial_tokio::BuildError::Spawn(_)), "{err}");
+}
+
+/// A provider without `token_provider(true)` in the config is refused.
+#[tokio::test]
+async fn provider_needs_the_config_flag() {
+    let err = builder("ws://127.0.0.1:9/")
+        .token_provider(|| async {
+            Ok::<_, redial_tokio::redial_core::TokenFailure>(
+                redial_tokio::redial_core::AuthToken::new("t"),
+            )
+        })
+        .connect()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        redial_tokio::BuildError::TokenProviderMismatch { .. }
+    ));
+}
+
+/// Half-open detection on a paused clock: once the server stops reading,
+/// nothing is runnable until the pong deadline, so the clock jumps straight
+/// there and detection time is exact virtual time.
+#[tokio::test(start_paused = true)]
+async fn half_open_is_detected_paused() {
+    let server = TestServer::start_local(|_| Plan::Accept).unwrap();
+    testing::half_open_against(builder, &server).await;
+}
