@@ -35,19 +35,10 @@ pub enum BuildError {
     /// The token query parameter's name is empty.
     #[error("the token query parameter needs a name")]
     InvalidTokenParam,
-    /// A token provider was given but the config does not fetch tokens, or
-    /// the other way round. Set `ConfigBuilder::token_provider(true)` exactly
-    /// when a provider is given.
-    #[error(
-        "token provider mismatch: config.token_provider() is {config}, but a provider was {}",
-        if *.provider { "given" } else { "not given" }
-    )]
-    TokenProviderMismatch {
-        /// What the config says.
-        config: bool,
-        /// Whether a provider was given.
-        provider: bool,
-    },
+    /// The config asks for a token before every dial
+    /// (`ConfigBuilder::token_provider(true)`) but no provider was given.
+    #[error("the config fetches a token before every dial, but no token provider was given")]
+    MissingTokenProvider,
     /// A capacity is zero.
     #[error("{0} must be at least 1")]
     ZeroCapacity(&'static str),
@@ -135,8 +126,8 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Fetches a token before every dial. The config must have
-    /// `token_provider(true)`.
+    /// Fetches a token before every dial (this turns on the config's
+    /// `token_provider`).
     pub fn token_provider(mut self, provider: impl TokenProvider) -> Self {
         self.token = Some(Arc::new(provider));
         self
@@ -198,12 +189,10 @@ impl<R: Runtime> Builder<R> {
         if command_capacity == 0 {
             return Err(BuildError::ZeroCapacity("command_capacity"));
         }
-        if config.token_provider() != token.is_some() {
-            return Err(BuildError::TokenProviderMismatch {
-                config: config.token_provider(),
-                provider: token.is_some(),
-            });
+        if config.token_provider() && token.is_none() {
+            return Err(BuildError::MissingTokenProvider);
         }
+        let config = config.with_token_provider(token.is_some());
         let template = RequestTemplate::new(url, &headers, &placement)?;
         let config = match config.seed() {
             Some(_) => config,

@@ -80,21 +80,18 @@ fn connect_outside_a_runtime_fails() {
     assert!(matches!(err, redial_tokio::BuildError::Spawn(_)), "{err}");
 }
 
-/// A provider without `token_provider(true)` in the config is refused.
+/// A config that fetches tokens, with no provider to fetch them, is refused.
 #[tokio::test]
-async fn provider_needs_the_config_flag() {
+async fn token_config_needs_a_provider() {
+    let config = redial_tokio::redial_core::Config::builder()
+        .token_provider(true)
+        .build()
+        .unwrap();
     let err = builder("ws://127.0.0.1:9/")
-        .token_provider(|| async {
-            Ok::<_, redial_tokio::redial_core::TokenFailure>(
-                redial_tokio::redial_core::AuthToken::new("t"),
-            )
-        })
+        .config(config)
         .connect()
         .unwrap_err();
-    assert!(matches!(
-        err,
-        redial_tokio::BuildError::TokenProviderMismatch { .. }
-    ));
+    assert!(matches!(err, redial_tokio::BuildError::MissingTokenProvider));
 }
 
 /// Half-open detection on a paused clock: once the server stops reading,

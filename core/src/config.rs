@@ -98,6 +98,13 @@ impl Config {
         self
     }
 
+    /// The same configuration with token fetching on or off (adapters turn
+    /// it on when they are given a token provider).
+    pub fn with_token_provider(mut self, on: bool) -> Self {
+        self.token_provider = on;
+        self
+    }
+
     /// The backoff policy.
     pub fn backoff(&self) -> &Backoff {
         &self.backoff

@@ -280,13 +280,7 @@ impl Session {
         now: Instant,
         channel: impl Into<Text>,
     ) -> Result<(), SendError> {
-        self.clock(now);
-        let channel = channel.into();
-        self.check_open()?;
-        if !self.protocol.has_session() {
-            return Err(self.unsupported("subscriptions"));
-        }
-        check_channel(&channel, &self.config.wire_limits)?;
+        let channel = self.subscription_input(now, channel.into())?;
         if self.subscriptions.insert(channel.clone()) && self.phase == Phase::Connected {
             self.send_control(wire::Frame::Subscribe { channel });
         }
@@ -299,12 +293,7 @@ impl Session {
         now: Instant,
         channel: impl Into<Text>,
     ) -> Result<(), SendError> {
-        self.clock(now);
-        let channel = channel.into();
-        self.check_open()?;
-        if !self.protocol.has_session() {
-            return Err(self.unsupported("subscriptions"));
-        }
+        let channel = self.subscription_input(now, channel.into())?;
         if self.subscriptions.remove(&channel) && self.phase == Phase::Connected {
             self.send_control(wire::Frame::Unsubscribe { channel });
         }
@@ -518,6 +507,17 @@ impl Session {
             (_, true) => Err(SendError::Closing),
             _ => Ok(()),
         }
+    }
+
+    /// Checks a subscribe or unsubscribe before it touches the set.
+    fn subscription_input(&mut self, now: Instant, channel: Text) -> Result<Text, SendError> {
+        self.clock(now);
+        self.check_open()?;
+        if !self.protocol.has_session() {
+            return Err(self.unsupported("subscriptions"));
+        }
+        check_channel(&channel, &self.config.wire_limits)?;
+        Ok(channel)
     }
 
     fn enqueue(

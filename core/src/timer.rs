@@ -93,26 +93,3 @@ impl TimerTable {
         Some(t)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn earliest_wins_and_expired_pop_in_table_order() {
-        let t0 = Instant::now();
-        let mut t = TimerTable::default();
-        assert_eq!(t.next(), None);
-        t.set(Timer::Ping, t0 + Duration::from_secs(2));
-        t.set(Timer::PongDeadline, t0 + Duration::from_secs(2));
-        t.set(Timer::Stuck, t0 + Duration::from_secs(1));
-        assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
-        let now = t0 + Duration::from_secs(2);
-        assert_eq!(t.pop_expired(now), Some(Timer::PongDeadline));
-        assert_eq!(t.pop_expired(now), Some(Timer::Ping));
-        assert_eq!(t.pop_expired(now), Some(Timer::Stuck));
-        assert_eq!(t.pop_expired(now), None);
-        assert_eq!(t.next(), None);
-    }
-}

@@ -90,6 +90,23 @@ impl T {
         self.drain();
     }
 
+    /// The server's WELCOME on the open transport (a fresh or resumed
+    /// session with a day-long resume token).
+    fn welcome(&mut self, resumed: bool) {
+        let welcome = W::Welcome(wire::Welcome {
+            version: wire::VERSION,
+            resumed,
+            session_id: Text::from("id"),
+            name: Text::from("calm-heron-7"),
+            resume_token: ResumeToken::new(Bytes::from_static(b"tok")),
+            token_lifetime_ms: 86_400_000,
+            last_client_seq: 0,
+            kept: vec![],
+        });
+        self.s
+            .handle_frame(self.now, Frame::Binary(welcome.to_bytes()));
+    }
+
     fn dials(&self) -> usize {
         self.actions
             .iter()
@@ -249,17 +266,7 @@ fn close_1013_steps_the_ladder_even_after_a_stable_connection() {
 fn going_away_hint_replaces_the_backoff_for_1001() {
     let mut t = T::with(quiet(), true);
     t.connect();
-    let welcome = W::Welcome(wire::Welcome {
-        version: wire::VERSION,
-        resumed: false,
-        session_id: Text::from("id"),
-        name: Text::from("calm-heron-7"),
-        resume_token: ResumeToken::new(Bytes::from_static(b"tok")),
-        token_lifetime_ms: 86_400_000,
-        last_client_seq: 0,
-        kept: vec![],
-    });
-    t.s.handle_frame(t.now, Frame::Binary(welcome.to_bytes()));
+    t.welcome(false);
     let away = W::GoingAway {
         retry_after_ms: 8000,
         window_ms: 4000,
@@ -281,17 +288,7 @@ fn going_away_hint_replaces_the_backoff_for_1001() {
 fn server_waits_are_capped() {
     let mut t = T::with(quiet().max_server_delay(S(60)), true);
     t.connect();
-    let welcome = W::Welcome(wire::Welcome {
-        version: wire::VERSION,
-        resumed: true,
-        session_id: Text::from("id"),
-        name: Text::from("n"),
-        resume_token: ResumeToken::default(),
-        token_lifetime_ms: 0,
-        last_client_seq: 0,
-        kept: vec![],
-    });
-    t.s.handle_frame(t.now, Frame::Binary(welcome.to_bytes()));
+    t.welcome(true);
     // The fuzzer's input: GOING_AWAY retry_after 11 ms, window 553443 ms.
     t.s.handle_frame(
         t.now,
@@ -451,6 +448,38 @@ fn keepalive_detects_a_half_open_socket_within_interval_plus_timeout() {
 }
 
 #[test]
+fn first_ping_is_jittered_inside_the_interval_then_regular() {
+    let mut firsts = Vec::new();
+    for seed in 0..50 {
+        let mut t = T::new(Config::builder().seed(seed));
+        t.connect();
+        let start = t.now;
+        let pinged = |t: &T| {
+            t.actions
+                .iter()
+                .any(|a| matches!(a, Action::Send(Frame::Ping(_))))
+        };
+        while !pinged(&t) {
+            let at = t.s.poll_timeout().unwrap();
+            t.now = at;
+            t.s.handle_timeout(at);
+            t.drain();
+        }
+        let at = t.now;
+        firsts.push(at - start);
+        // The pong arrives; the next ping is one interval after the first.
+        t.s.handle_frame(t.now, Frame::Pong(Bytes::new()));
+        let next = t.s.poll_timeout().unwrap();
+        assert!(next - at <= S(15));
+    }
+    assert!(
+        firsts.iter().all(|d| *d >= MS(7500) && *d <= S(15)),
+        "{firsts:?}"
+    );
+    assert!(firsts.iter().any(|d| *d < S(10)) && firsts.iter().any(|d| *d > S(12)));
+}
+
+#[test]
 fn any_inbound_frame_is_proof_of_life() {
     let mut t = T::new(Config::builder());
     t.connect();
@@ -565,17 +594,7 @@ fn raw_queues_while_disconnected_and_flushes_in_order() {
 fn a_full_queue_is_an_error_and_a_server_that_never_acks_fills_it() {
     let mut t = T::with(quiet().queue_max_messages(8).queue_max_bytes(1 << 20), true);
     t.connect();
-    let welcome = W::Welcome(wire::Welcome {
-        version: wire::VERSION,
-        resumed: false,
-        session_id: Text::from("id"),
-        name: Text::from("n"),
-        resume_token: ResumeToken::default(),
-        token_lifetime_ms: 0,
-        last_client_seq: 0,
-        kept: vec![],
-    });
-    t.s.handle_frame(t.now, Frame::Binary(welcome.to_bytes()));
+    t.welcome(false);
     for i in 0..8 {
         assert_eq!(
             t.s.handle_send(t.now, Payload::binary(vec![1u8; 100])),
@@ -634,5 +653,4 @@ fn same_seed_same_delays_other_seed_other_delays() {
 fn policies_are_configurable() {
     let t = T::new(quiet().backoff(Backoff::grpc()));
     assert_eq!(t.s.config().backoff(), &Backoff::grpc());
-    let _ = MS(1);
 }
