@@ -119,7 +119,10 @@ pub struct Session {
     /// Delay drawn from the last GOING_AWAY, for the next reconnect.
     hint: Option<Duration>,
 
-    resume: Option<(ResumeToken, Instant)>,
+    /// The latest resume token and its lifetime, counted from `lost_at`.
+    resume: Option<(ResumeToken, Duration)>,
+    /// When the last connection was lost (cleared while connected).
+    lost_at: Option<Instant>,
     presented_resume: bool,
     info: Option<SessionInfo>,
     subscriptions: BTreeSet<Text>,
@@ -159,6 +162,7 @@ impl Session {
             token_failures: 0,
             hint: None,
             resume: None,
+            lost_at: None,
             presented_resume: false,
             info: None,
             subscriptions: BTreeSet::new(),
@@ -387,8 +391,15 @@ impl Session {
         }
         if self.protocol.has_session() {
             self.phase = Phase::Handshaking;
-            let resume = match &self.resume {
-                Some((token, expires)) if *expires > now => Some(token.clone()),
+            // A token is good for its lifetime after the connection it came
+            // on was lost (PROTOCOL.md 8.6); a lifetime of 0 never resumes.
+            let resume = match (&self.resume, self.lost_at) {
+                (Some((token, life)), Some(lost))
+                    if !life.is_zero() && now.saturating_duration_since(lost) < *life =>
+                {
+                    Some(token.clone())
+                }
+                (Some((token, life)), None) if !life.is_zero() => Some(token.clone()),
                 _ => None,
             };
             if resume.is_none() {
@@ -612,6 +623,7 @@ impl Session {
         let reconnect = self.ever_connected;
         self.ever_connected = true;
         self.outage_started = None;
+        self.lost_at = None;
         self.stable = false;
         self.hint = None;
         self.timers
@@ -732,12 +744,8 @@ impl Session {
             self.reported_offset = 0;
             self.unreported = 0;
         }
-        self.resume = (!w.resume_token.is_empty()).then(|| {
-            (
-                w.resume_token,
-                now + Duration::from_millis(w.token_lifetime_ms),
-            )
-        });
+        self.resume = (!w.resume_token.is_empty())
+            .then(|| (w.resume_token, Duration::from_millis(w.token_lifetime_ms)));
         self.info = Some(info.clone());
         self.queue.rewind();
         if w.last_client_seq > 0 {
@@ -960,6 +968,7 @@ impl Session {
             self.timers.stop(t);
         }
         self.unreported = 0;
+        self.lost_at = Some(now);
         let was_stable = std::mem::take(&mut self.stable);
         let will_reconnect = match &rule {
             CloseRule::Terminal(_) => false,

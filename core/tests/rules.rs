@@ -93,13 +93,17 @@ impl T {
     /// The server's WELCOME on the open transport (a fresh or resumed
     /// session with a day-long resume token).
     fn welcome(&mut self, resumed: bool) {
+        self.welcome_with(resumed, 86_400_000);
+    }
+
+    fn welcome_with(&mut self, resumed: bool, token_lifetime_ms: u64) {
         let welcome = W::Welcome(wire::Welcome {
             version: wire::VERSION,
             resumed,
             session_id: Text::from("id"),
             name: Text::from("calm-heron-7"),
             resume_token: ResumeToken::new(Bytes::from_static(b"tok")),
-            token_lifetime_ms: 86_400_000,
+            token_lifetime_ms,
             last_client_seq: 0,
             kept: vec![],
         });
@@ -302,6 +306,57 @@ fn server_waits_are_capped() {
     t.drain();
     let d = t.scheduled()[0].1;
     assert!(d >= S(60) && d <= S(66), "{d:?}");
+}
+
+/// The HELLO on the newest transport: whether it presented a resume token.
+fn hello_has_token(t: &T) -> bool {
+    t.actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Send(Frame::Binary(b)) => match wire::decode(b.clone(), &Default::default()) {
+                Ok(W::Hello(h)) => Some(h.resume_token.is_some()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn resume_token_lifetime_counts_from_the_loss_not_the_issue() {
+    let hour = S(3600);
+    let mut t = T::with(quiet().max_attempts(0), true);
+    t.connect();
+    assert!(!hello_has_token(&t));
+    t.welcome_with(false, 24 * 3_600_000);
+    // Connected for two days: the token is still good once the link drops.
+    t.now += hour * 48;
+    t.close(1006);
+    t.until_dial();
+    t.now += hour * 23;
+    t.s.handle_dial_ok(t.now);
+    t.drain();
+    assert!(
+        hello_has_token(&t),
+        "23 h after the loss the token is presented"
+    );
+    t.welcome_with(true, 24 * 3_600_000);
+    t.close(1006);
+    t.until_dial();
+    t.now += hour * 25;
+    t.s.handle_dial_ok(t.now);
+    t.drain();
+    assert!(!hello_has_token(&t), "25 h after the loss it is not");
+    // A lifetime of 0 never resumes.
+    let mut t = T::with(quiet(), true);
+    t.connect();
+    t.welcome_with(false, 0);
+    t.close(1006);
+    t.until_dial();
+    t.s.handle_dial_ok(t.now);
+    t.drain();
+    assert!(!hello_has_token(&t));
 }
 
 #[test]
