@@ -283,6 +283,9 @@ struct Harness {
     server_acked: u64,
     next_offset: u64,
     welcomed: bool,
+    /// Highest PUBLISH seq written on the current transport: replays and new
+    /// messages must go out in order.
+    written_seq: u64,
     trace: Vec<String>,
 }
 
@@ -338,6 +341,7 @@ impl Harness {
             server_acked: 0,
             next_offset: 1,
             welcomed: false,
+            written_seq: 0,
             trace: Vec::new(),
         }
     }
@@ -560,6 +564,7 @@ impl Harness {
                     }
                     self.token_pending = false;
                     self.dial_pending = true;
+                    self.written_seq = 0;
                 }
                 Action::Send(Frame::Binary(b)) if self.wire => {
                     if let Ok(wire::Frame::Publish { seq, .. }) =
@@ -570,6 +575,12 @@ impl Harness {
                             seq > self.server_acked,
                             "seq {seq} the server acked was sent again"
                         );
+                        assert!(
+                            seq > self.written_seq,
+                            "seq {seq} written after {}",
+                            self.written_seq
+                        );
+                        self.written_seq = seq;
                         self.published = self.published.max(seq);
                     }
                 }
