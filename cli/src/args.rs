@@ -1,0 +1,263 @@
+//! Command-line arguments (clap derive). Every flag is documented in
+//! `cli/README.md`; keep the two in step.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redial",
+    version,
+    about = "A WebSocket client that stays connected: stdin lines out, messages in",
+    long_about = "A WebSocket client that stays connected.\n\n\
+        Every stdin line is sent as a message; every message received is \
+        printed on stdout, one per line. Connection events go to stderr \
+        (--events text|json). On stdin EOF everything sent is flushed (raw) \
+        or acknowledged (wire), then the socket closes with 1000.\n\n\
+        Exit codes: 0 clean, 1 other failure, 2 usage or configuration, \
+        3 rejected by the server, 4 reconnect attempts exhausted.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the reference Wire server (loopback only) until Ctrl-C.
+    Serve(ServeArgs),
+    /// Reference server, fault proxy and clients through scripted chaos.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    /// Plain WebSocket messages, no acknowledgements.
+    Raw,
+    /// redial's Wire protocol (subprotocol redial.v1): acknowledged,
+    /// replayed, resumable.
+    Wire,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventsArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackoffArg {
+    /// U(0, min(cap, first * 2^(n-1))).
+    FullJitter,
+    /// min(cap, first * multiplier^(n-1)) * (1 +- jitter).
+    Proportional,
+    /// min(cap, U(first, 3 * previous)).
+    Decorrelated,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The ws:// or wss:// URL to connect to.
+    #[arg(value_name = "URL", required = true)]
+    pub url: Option<String>,
+
+    /// raw: stdin lines are plain messages; wire: redial.v1 publishes,
+    /// acknowledged and replayed across reconnects.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Raw)]
+    pub protocol: ProtocolArg,
+
+    /// Send stdin lines as binary frames instead of text.
+    #[arg(long)]
+    pub binary: bool,
+
+    /// Subscribe to CHANNEL (repeatable; wire only).
+    #[arg(long, value_name = "CHANNEL")]
+    pub subscribe: Vec<String>,
+
+    /// Publish stdin lines to CHANNEL instead of sending them channel-less
+    /// (wire only).
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: Option<String>,
+
+    /// Session name to request from the server (wire only).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Extra header on every upgrade request, as 'Name: value' (repeatable).
+    #[arg(long, value_name = "HEADER", value_parser = parse_header)]
+    pub header: Vec<(String, String)>,
+
+    /// A fixed token, sent as `Authorization: Bearer TOKEN` on every dial.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_cmd")]
+    pub token: Option<String>,
+
+    /// Run CMD with `sh -c` before every dial; its stdout, trimmed, is the
+    /// token. A non-zero exit or empty output is a transient failure.
+    #[arg(long, value_name = "CMD")]
+    pub token_cmd: Option<String>,
+
+    /// Where connection events go on stderr: text or json (one object per line).
+    #[arg(long, value_enum, default_value_t = EventsArg::Text)]
+    pub events: EventsArg,
+
+    /// Don't close on stdin EOF: keep printing messages until Ctrl-C or the
+    /// session ends.
+    #[arg(long)]
+    pub keep_open: bool,
+
+    /// Reconnect attempts per outage before giving up (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_reconnect_attempts: u32,
+
+    /// Backoff policy between reconnect attempts.
+    #[arg(long, value_enum, default_value_t = BackoffArg::FullJitter)]
+    pub backoff: BackoffArg,
+
+    /// First window (full-jitter, default 2000), initial delay
+    /// (proportional, default 1000) or base (decorrelated, default 1000).
+    #[arg(long, value_name = "MS")]
+    pub backoff_first_ms: Option<u64>,
+
+    /// Largest delay window (default 30000; proportional 120000).
+    #[arg(long, value_name = "MS")]
+    pub backoff_cap_ms: Option<u64>,
+
+    /// Growth per attempt (proportional only).
+    #[arg(long, value_name = "X", default_value_t = 1.6)]
+    pub backoff_multiplier: f64,
+
+    /// Spread either side as a fraction of the delay, in [0, 1)
+    /// (proportional only).
+    #[arg(long, value_name = "F", default_value_t = 0.2)]
+    pub backoff_jitter: f64,
+
+    /// Keepalive ping interval on a quiet link (0 = off).
+    #[arg(long, value_name = "MS", default_value_t = 15_000)]
+    pub ping_interval_ms: u64,
+
+    /// Silence after a ping that means the link is dead.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub pong_timeout_ms: u64,
+
+    /// Time allowed for token + TCP + upgrade (+ WELCOME for wire).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+
+    /// Uptime after which the backoff ladder resets (flap damping).
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub stable_after_ms: u64,
+
+    /// Report `stuck` this far into an outage.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub stuck_after_ms: u64,
+
+    /// On close, how long to wait for unsent (raw) or unacknowledged (wire)
+    /// messages.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub close_linger_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen; loopback addresses only. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// How long a session stays resumable after its connection is lost.
+    #[arg(long, value_name = "MS", default_value_t = 24 * 3600 * 1000)]
+    pub token_lifetime_ms: u64,
+
+    /// Messages kept per session for replay.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub replay_capacity: usize,
+
+    /// Refuse SUBSCRIBE to CHANNEL (repeatable).
+    #[arg(long, value_name = "CHANNEL")]
+    pub deny_channel: Vec<String>,
+
+    /// Admit at most N upgrades per second (503 + Retry-After for the rest).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub admission_per_sec: Option<u32>,
+
+    /// Refuse every upgrade with this HTTP status (400-599).
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(400..600))]
+    pub reject_status: Option<u16>,
+
+    /// With --reject-status: send Retry-After with this many seconds.
+    #[arg(long, value_name = "S", requires = "reject_status")]
+    pub retry_after_s: Option<u64>,
+
+    /// Drop every connection abruptly after its N-th frame following HELLO.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub close_after: Option<u64>,
+
+    /// Seed for generated session names.
+    #[arg(long, value_name = "N", default_value_t = 0x5EED)]
+    pub name_seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the clients publish (5 to 3600).
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub seconds: u64,
+
+    /// How many clients (1 to 64).
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub clients: u64,
+
+    /// Seed for the clients' jitter, the random chaos and the server's names.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `'Name: value'` (the value may be empty; surrounding spaces are trimmed).
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected 'Name: value', got {s:?}"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("empty header name in {s:?}"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn headers_split_at_the_first_colon() {
+        assert_eq!(
+            parse_header("X-Trace:  a:b "),
+            Ok(("X-Trace".into(), "a:b".into()))
+        );
+        assert!(parse_header("nocolon").is_err());
+        assert!(parse_header(": v").is_err());
+    }
+
+    #[test]
+    fn url_or_subcommand() {
+        let c = Cli::try_parse_from(["redial", "ws://127.0.0.1:1/"]).unwrap();
+        assert!(c.command.is_none());
+        let c = Cli::try_parse_from(["redial", "serve", "--listen", "127.0.0.1:9"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Serve(_))));
+        assert!(Cli::try_parse_from(["redial"]).is_err());
+    }
+}

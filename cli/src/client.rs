@@ -1,0 +1,375 @@
+//! `redial [OPTIONS] <URL>`: stdin lines out, messages in, events on stderr.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redial_core::{
+    AuthToken, Backoff, Config, ConfigError, Event, Payload, SendError, TerminalReason, Text, Wire,
+};
+use redial_tokio::{BuildError, Events, Handle};
+use tokio::sync::mpsc;
+
+use crate::args::{BackoffArg, ClientArgs, ProtocolArg};
+use crate::report::{endpoint_label, Reporter};
+use crate::signals::Signals;
+use crate::token::run_token_cmd;
+use crate::{CliError, Exit};
+
+/// Lines buffered between the stdin thread and the session.
+const STDIN_BUFFER: usize = 64;
+
+/// The exit code for a session that ended with `reason`.
+pub fn exit_for(reason: TerminalReason, undelivered: usize) -> Exit {
+    match reason {
+        TerminalReason::ClosedByUser if undelivered == 0 => Exit::Clean,
+        TerminalReason::ClosedByUser => Exit::Failure,
+        TerminalReason::AttemptsExhausted => Exit::Exhausted,
+        TerminalReason::InvalidToken
+        | TerminalReason::TokenExpired
+        | TerminalReason::ChannelNotAuthorized
+        | TerminalReason::AccountSuspended
+        | TerminalReason::AdminDisconnect
+        | TerminalReason::PolicyViolation
+        | TerminalReason::Unauthorized
+        | TerminalReason::Forbidden
+        | TerminalReason::UnsupportedVersion
+        | TerminalReason::NameUnavailable
+        | TerminalReason::ServerError(_)
+        | TerminalReason::CloseCode(_) => Exit::Rejected,
+        _ => Exit::Failure,
+    }
+}
+
+/// Builds the session configuration from the flags. Errors name the flag.
+pub fn build_config(a: &ClientArgs) -> Result<Config, CliError> {
+    let ms = Duration::from_millis;
+    let backoff = match a.backoff {
+        BackoffArg::FullJitter => Backoff::full_jitter(
+            ms(a.backoff_first_ms.unwrap_or(2_000)),
+            ms(a.backoff_cap_ms.unwrap_or(30_000)),
+        ),
+        BackoffArg::Proportional => Backoff::proportional(
+            ms(a.backoff_first_ms.unwrap_or(1_000)),
+            a.backoff_multiplier,
+            a.backoff_jitter,
+            ms(a.backoff_cap_ms.unwrap_or(120_000)),
+        ),
+        BackoffArg::Decorrelated => Backoff::decorrelated(
+            ms(a.backoff_first_ms.unwrap_or(1_000)),
+            ms(a.backoff_cap_ms.unwrap_or(30_000)),
+        ),
+    };
+    let mut b = Config::builder()
+        .backoff(backoff)
+        .max_attempts(a.max_reconnect_attempts)
+        .ping_interval((a.ping_interval_ms > 0).then(|| ms(a.ping_interval_ms)))
+        .pong_timeout(ms(a.pong_timeout_ms))
+        .connect_timeout(ms(a.connect_timeout_ms))
+        .stable_after(ms(a.stable_after_ms))
+        .stuck_after(ms(a.stuck_after_ms))
+        .close_linger(ms(a.close_linger_ms))
+        .token_provider(a.token.is_some() || a.token_cmd.is_some());
+    if let Some(name) = &a.name {
+        b = b.session_name(name.as_str());
+    }
+    b.build().map_err(|e| CliError::Usage(config_message(&e)))
+}
+
+/// A config error in terms of the flag that caused it.
+fn config_message(e: &ConfigError) -> String {
+    match e {
+        ConfigError::Backoff(why) => {
+            format!("invalid backoff (--backoff, --backoff-first-ms, --backoff-cap-ms, ...): {why}")
+        }
+        ConfigError::OutOfRange { field, why } => {
+            let flag = match *field {
+                "ping_interval" => "--ping-interval-ms",
+                "pong_timeout" => "--pong-timeout-ms",
+                "connect_timeout" => "--connect-timeout-ms",
+                "stable_after" => "--stable-after-ms",
+                "stuck_after" => "--stuck-after-ms",
+                "close_linger" => "--close-linger-ms",
+                "session_name" => "--name",
+                _ => return e.to_string(),
+            };
+            let why = if *field == "ping_interval" {
+                "must be at least 10 ms (or 0 for off)"
+            } else {
+                why
+            };
+            format!("invalid {flag}: {why}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
+    let url = a.url.clone().unwrap_or_default();
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
+        return Err(CliError::Usage(format!(
+            "invalid URL {url:?}: must start with ws:// or wss://"
+        )));
+    }
+    if a.protocol == ProtocolArg::Raw {
+        let wire_only = [
+            ("--subscribe", !a.subscribe.is_empty()),
+            ("--channel", a.channel.is_some()),
+            ("--name", a.name.is_some()),
+        ];
+        if let Some((flag, _)) = wire_only.iter().find(|(_, used)| *used) {
+            return Err(CliError::Usage(format!("{flag} needs --protocol wire")));
+        }
+    }
+    if let Some(t) = &a.token {
+        if t.trim().is_empty() {
+            return Err(CliError::Usage("--token must not be empty".into()));
+        }
+    }
+    Ok(url)
+}
+
+fn build_error(e: BuildError) -> CliError {
+    match e {
+        BuildError::InvalidUrl(_) | BuildError::InvalidHeader(_) => CliError::Usage(e.to_string()),
+        other => CliError::Failure(other.to_string()),
+    }
+}
+
+/// What ended the session, as seen by the event task.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    reason: TerminalReason,
+    undelivered: usize,
+}
+
+/// Runs the client until the session ends; returns the exit code.
+pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
+    let url = usage_checks(&a)?;
+    let config = build_config(&a)?;
+    let reporter = Reporter::new(a.events, endpoint_label(&url));
+
+    let mut builder = redial_tokio::builder(url).config(config);
+    if a.protocol == ProtocolArg::Wire {
+        builder = builder.protocol(Wire);
+    }
+    for (name, value) in &a.header {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    if let Some(token) = &a.token {
+        let token = AuthToken::new(token.trim());
+        builder = builder.token_provider(move || {
+            let token = token.clone();
+            async move { Ok(token) }
+        });
+    } else if let Some(cmd) = &a.token_cmd {
+        let cmd: Arc<str> = Arc::from(cmd.as_str());
+        builder = builder.token_provider(move || run_token_cmd(cmd.clone()));
+    }
+    let mut signals = Signals::listen()?;
+    let (handle, events) = builder.connect().map_err(build_error)?;
+    // Read events from the start: the driver waits while they pile up.
+    let mut printer = tokio::spawn(print_events(events, reporter.clone()));
+    for channel in &a.subscribe {
+        // Recorded now, sent once connected and renewed after reconnects.
+        if let Err(e) = handle.subscribe(channel.as_str()).await {
+            reporter.warning(&format!("cannot subscribe to {channel}: {e}"));
+        }
+    }
+    let mut forwarder = tokio::spawn(forward_stdin(
+        handle.clone(),
+        reporter.clone(),
+        a.binary,
+        a.channel.clone().map(Text::from),
+    ));
+
+    // Wait for stdin to end, a signal, or the session to end on its own.
+    let ended = tokio::select! {
+        done = &mut printer => Some(done),
+        _ = &mut forwarder, if !a.keep_open => None,
+        _ = signals.recv() => None,
+    };
+    forwarder.abort();
+    let outcome = match ended {
+        Some(done) => done.map_err(join_error)?,
+        None => {
+            // Graceful close; a second signal stops waiting for it.
+            tokio::select! {
+                _ = handle.close() => printer.await.map_err(join_error)?,
+                _ = signals.recv() => {
+                    reporter.warning("interrupted again; not waiting for the close to finish");
+                    return Ok(Exit::Interrupted);
+                }
+            }
+        }
+    };
+    match outcome {
+        Some(o) => Ok(exit_for(o.reason, o.undelivered)),
+        None => Err(CliError::Failure(
+            "the session ended without saying why".into(),
+        )),
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> CliError {
+    CliError::Failure(format!("event task failed: {e}"))
+}
+
+/// Prints messages on stdout and events on stderr until the session ends.
+async fn print_events(mut events: Events, reporter: Reporter) -> Option<Outcome> {
+    let mut outcome = None;
+    let mut stdout_ok = true;
+    while let Some(event) = events.recv().await {
+        match &event {
+            Event::Message { payload, .. } => {
+                if stdout_ok {
+                    let mut out = std::io::stdout().lock();
+                    let written = out
+                        .write_all(payload.bytes())
+                        .and_then(|()| out.write_all(b"\n"))
+                        .and_then(|()| out.flush());
+                    if let Err(e) = written {
+                        stdout_ok = false;
+                        reporter.warning(&format!("stdout: {e}; messages are no longer printed"));
+                    }
+                }
+            }
+            Event::Closed {
+                reason,
+                undelivered,
+                ..
+            } => {
+                outcome = Some(Outcome {
+                    reason: *reason,
+                    undelivered: *undelivered,
+                });
+                reporter.event(&event);
+            }
+            _ => reporter.event(&event),
+        }
+    }
+    outcome
+}
+
+/// Sends every stdin line until EOF or the session refuses.
+async fn forward_stdin(handle: Handle, reporter: Reporter, binary: bool, channel: Option<Text>) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STDIN_BUFFER);
+    // A plain thread: a blocking stdin read must not hold up shutdown.
+    let reader = reporter.clone();
+    let spawned = std::thread::Builder::new()
+        .name("redial-stdin".into())
+        .spawn(move || read_lines(&tx, &reader));
+    if let Err(e) = spawned {
+        reporter.warning(&format!("cannot read stdin: {e}"));
+        return;
+    }
+    let mut line_no = 0u64;
+    while let Some(line) = rx.recv().await {
+        line_no += 1;
+        let payload = if binary {
+            Payload::binary(line)
+        } else {
+            match String::from_utf8(line) {
+                Ok(s) => Payload::text(s),
+                Err(e) => {
+                    reporter.warning(&format!(
+                        "line {line_no} is not UTF-8; sent with replacement characters (use --binary)"
+                    ));
+                    Payload::text(String::from_utf8_lossy(e.as_bytes()).into_owned())
+                }
+            }
+        };
+        let sent = match &channel {
+            Some(c) => handle.publish(c.clone(), payload).await,
+            None => handle.send(payload).await,
+        };
+        match sent {
+            Ok(_) => {}
+            Err(e @ (SendError::Closing | SendError::Closed)) => {
+                reporter.warning(&format!("line {line_no} not sent: {e}"));
+                return;
+            }
+            Err(e) => reporter.warning(&format!("line {line_no} not sent: {e}")),
+        }
+    }
+}
+
+/// Reads stdin line by line (without the `\n` and a `\r` before it).
+fn read_lines(tx: &mpsc::Sender<Vec<u8>>, reporter: &Reporter) {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                if tx.blocking_send(line).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                reporter.warning(&format!("reading stdin: {e}; treating it as EOF"));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> ClientArgs {
+        let mut v = vec!["redial"];
+        v.extend_from_slice(extra);
+        v.push("ws://127.0.0.1:1/");
+        crate::args::Cli::try_parse_from(v).unwrap().client
+    }
+
+    #[test]
+    fn defaults_build_the_library_defaults() {
+        let c = build_config(&args(&[])).unwrap();
+        assert_eq!(c.max_attempts(), 50);
+        assert_eq!(c.backoff(), &Backoff::default());
+        assert_eq!(c.ping_interval(), Some(Duration::from_secs(15)));
+        let c = build_config(&args(&["--ping-interval-ms", "0"])).unwrap();
+        assert_eq!(c.ping_interval(), None);
+    }
+
+    #[test]
+    fn config_errors_name_the_flag() {
+        let e = build_config(&args(&["--ping-interval-ms", "5"])).unwrap_err();
+        assert!(e.to_string().contains("--ping-interval-ms"), "{e}");
+        let e = build_config(&args(&["--backoff-first-ms", "0"])).unwrap_err();
+        assert!(e.to_string().contains("backoff"), "{e}");
+        let e = build_config(&args(&[
+            "--backoff",
+            "proportional",
+            "--backoff-jitter",
+            "1.5",
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("jitter"), "{e}");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_reason() {
+        assert_eq!(exit_for(TerminalReason::ClosedByUser, 0), Exit::Clean);
+        assert_eq!(exit_for(TerminalReason::ClosedByUser, 2), Exit::Failure);
+        assert_eq!(exit_for(TerminalReason::Forbidden, 0), Exit::Rejected);
+        assert_eq!(exit_for(TerminalReason::InvalidToken, 0), Exit::Rejected);
+        assert_eq!(
+            exit_for(TerminalReason::AttemptsExhausted, 0),
+            Exit::Exhausted
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! The `redial` binary end to end, against the reference server (and the
+//! fault proxy) started in-process on 127.0.0.1. Every wait is on something
+//! the child prints or the server counts; nothing sleeps for an event.
+// Test helpers (outside #[test] fns) unwrap too: a failed setup step should
+// panic with its message.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use redial_core::Payload;
+use redial_tests::proxy::{Cut, Proxy};
+use redial_tests::server::{Reject, Server, ServerConfig, ServerHandle};
+use tokio::process::Command;
+
+use common::{closed_port, echo_server, Run, BIN, WAIT};
+
+async fn server() -> ServerHandle {
+    Server::start(ServerConfig::default()).await.unwrap()
+}
+
+fn applied(server: &ServerHandle) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in server.session_names() {
+        for p in server.applied(&name) {
+            out.push(p.payload.as_text().unwrap().to_owned());
+        }
+    }
+    out
+}
+
+/// Fast reconnects for the fault tests.
+const QUICK: [&str; 6] = [
+    "--backoff-first-ms",
+    "20",
+    "--backoff-cap-ms",
+    "50",
+    "--max-reconnect-attempts",
+    "0",
+];
+
+#[tokio::test]
+async fn wire_round_trip_then_eof_exits_0() {
+    let server = server().await;
+    let url = server.url();
+    let mut run = Run::start(&["--protocol", "wire", &url]);
+    run.write("hello").await;
+    run.write("world").await;
+    // The reference server echoes a channel-less PUBLISH as a MESSAGE.
+    assert_eq!(run.line().await, "hello");
+    assert_eq!(run.line().await, "world");
+    let label = format!("[{}] connected (session ", server.addr());
+    run.text(&label).await;
+    run.eof();
+    assert_eq!(run.exit().await, 0, "{:#?}", run.stderr_seen);
+    assert!(run
+        .stderr_seen
+        .iter()
+        .any(|l| l.ends_with("closed: closed_by_user: closed by user")));
+    assert_eq!(applied(&server), ["hello", "world"]);
+}
+
+#[tokio::test]
+async fn raw_text_and_binary_round_trip_with_headers_and_token() {
+    let (url, seen) = echo_server().await;
+    let mut run = Run::start(&["--header", "X-Trace: t-1", "--token", "abc123", &url]);
+    run.write("ping 1").await;
+    assert_eq!(run.line().await, "text:ping 1");
+    run.eof();
+    assert_eq!(run.exit().await, 0, "{:#?}", run.stderr_seen);
+    {
+        let seen = seen.lock().unwrap();
+        let h = &seen[0];
+        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-trace"), Some("t-1"));
+        assert_eq!(get("authorization"), Some("Bearer abc123"));
+    }
+    assert!(!run.stderr_seen.iter().any(|l| l.contains("abc123")));
+
+    let mut run = Run::start(&["--binary", &url]);
+    run.write("bytes").await;
+    assert_eq!(run.line().await, "binary:bytes");
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+}
+
+#[tokio::test]
+async fn lines_written_during_an_outage_are_delivered_once() {
+    let server = server().await;
+    let proxy = Proxy::start(server.addr()).await.unwrap();
+    let url = format!("ws://{}/", proxy.addr());
+    let mut args = vec!["--protocol", "wire", "--events", "json"];
+    args.extend(QUICK);
+    args.push(&url);
+    let mut run = Run::start(&args);
+
+    let first = run.event("connected").await;
+    assert_eq!(first["reconnect"], false);
+    assert_eq!(first["resumed"], false);
+    let name = first["session_name"].as_str().unwrap().to_owned();
+    run.write("before").await;
+    assert_eq!(run.line().await, "before");
+
+    proxy.set_refusing(true);
+    proxy.cut_all(Cut::Reset);
+    let gone = run.event("disconnected").await;
+    assert_eq!(gone["will_reconnect"], true);
+    assert!(gone["reason"].is_string());
+    assert!(gone.get("code").is_some());
+    let scheduled = run.event("reconnect_scheduled").await;
+    assert_eq!(scheduled["attempt"], 1);
+    assert!(scheduled["delay_ms"].as_u64().unwrap() <= 50);
+    run.write("during 1").await;
+    run.write("during 2").await;
+    // At least one dial is refused while the lines wait.
+    run.event("dial_failed").await;
+    proxy.set_refusing(false);
+
+    let back = run.event("connected").await;
+    assert_eq!(back["reconnect"], true);
+    assert_eq!(back["resumed"], true);
+    assert_eq!(back["session_name"], name.as_str());
+    assert_eq!(run.line().await, "during 1");
+    assert_eq!(run.line().await, "during 2");
+    run.eof();
+    let closed = run.event("closed").await;
+    assert_eq!(closed["reason"], "closed_by_user");
+    assert_eq!(closed["undelivered"], 0);
+    assert_eq!(closed["exit_code"], 0);
+    assert_eq!(run.exit().await, 0);
+    assert_eq!(applied(&server), ["before", "during 1", "during 2"]);
+    let states: Vec<_> = run
+        .events_seen()
+        .into_iter()
+        .filter(|e| e["event"] == "state")
+        .map(|e| {
+            format!(
+                "{}>{}",
+                e["from"].as_str().unwrap(),
+                e["to"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&"connected>reconnecting".to_owned()),
+        "{states:?}"
+    );
+    assert!(states.last().unwrap().ends_with(">closed"), "{states:?}");
+}
+
+#[tokio::test]
+async fn server_close_4001_exits_3() {
+    let server = server().await;
+    let mut run = Run::start(&["--protocol", "wire", "--events", "json", &server.url()]);
+    run.event("connected").await;
+    server.close_all(4001, "token revoked");
+    let gone = run.event("disconnected").await;
+    assert_eq!(gone["code"], 4001);
+    assert_eq!(gone["will_reconnect"], false);
+    let closed = run.event("closed").await;
+    assert_eq!(closed["reason"], "invalid_token");
+    assert_eq!(closed["code"], 4001);
+    assert_eq!(closed["exit_code"], 3);
+    assert_eq!(run.exit().await, 3);
+}
+
+#[tokio::test]
+async fn handshake_403_exits_3_with_reason_and_code() {
+    let server = server().await;
+    server.reject_handshakes(Some(Reject {
+        status: 403,
+        retry_after: None,
+    }));
+    let mut run = Run::start(&["--protocol", "wire", &server.url()]);
+    assert_eq!(run.exit().await, 3);
+    assert!(
+        run.stderr_seen
+            .iter()
+            .any(|l| l.contains("closed: forbidden (403)")),
+        "{:#?}",
+        run.stderr_seen
+    );
+}
+
+#[tokio::test]
+async fn exhausted_attempts_exit_4() {
+    let dead = closed_port().await;
+    let url = format!("ws://{dead}/");
+    let mut run = Run::start(&[
+        "--events",
+        "json",
+        "--max-reconnect-attempts",
+        "2",
+        "--backoff-first-ms",
+        "10",
+        "--backoff-cap-ms",
+        "20",
+        &url,
+    ]);
+    let closed = run.event("closed").await;
+    assert_eq!(closed["reason"], "attempts_exhausted");
+    assert_eq!(run.exit().await, 4);
+    let scheduled = run
+        .events_seen()
+        .iter()
+        .filter(|e| e["event"] == "reconnect_scheduled")
+        .count();
+    assert_eq!(scheduled, 2);
+}
+
+#[tokio::test]
+async fn usage_and_config_errors_exit_2_with_one_line() {
+    let server = server().await;
+    let url = server.url();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--frobnicate", &url],
+        vec!["http://127.0.0.1:1/"],
+        vec!["ws://"],
+        vec![],
+        vec!["--ping-interval-ms", "5", &url],
+        vec!["--backoff-first-ms", "500", "--backoff-cap-ms", "100", &url],
+        vec!["--backoff", "proportional", "--backoff-jitter", "2", &url],
+        vec!["--max-reconnect-attempts", "-1", &url],
+        vec!["--subscribe", "news", &url],
+        vec!["--token", "a", "--token-cmd", "echo b", &url],
+        vec!["--header", "no colon", &url],
+        vec!["--header", "Bad Name: v", &url],
+        vec!["serve", "--listen", "0.0.0.0:0"],
+        vec!["demo", "--seconds", "1"],
+    ];
+    for args in cases {
+        let out = Command::new(BIN).args(&args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("redial: "), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(server.stats().connections, 0, "nothing may be sent");
+}
+
+#[tokio::test]
+async fn token_cmd_runs_once_per_dial_and_is_never_printed() {
+    let server = server().await;
+    let proxy = Proxy::start(server.addr()).await.unwrap();
+    let log = std::env::temp_dir().join(format!(
+        "redial-cli-token-{}-{}",
+        std::process::id(),
+        redial_cli_test_nonce()
+    ));
+    let cmd = format!("echo dial >> '{}'; echo s3cr3t-t0ken", log.display());
+    let url = format!("ws://{}/", proxy.addr());
+    let mut args = vec![
+        "--protocol",
+        "wire",
+        "--events",
+        "json",
+        "--token-cmd",
+        &cmd,
+    ];
+    args.extend(QUICK);
+    args.push(&url);
+    let mut run = Run::start(&args);
+    run.event("connected").await;
+    // A drop: one more dial.
+    proxy.cut_all(Cut::Reset);
+    run.event("connected").await;
+    // A refused dial still fetched its token first.
+    proxy.set_refusing(true);
+    proxy.cut_all(Cut::Fin);
+    run.event("dial_failed").await;
+    proxy.set_refusing(false);
+    run.event("connected").await;
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+    let calls = std::fs::read_to_string(&log).unwrap().lines().count() as u64;
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(calls, proxy.accepted(), "one token per dial");
+    assert_eq!(server.stats().connections + proxy.refused(), calls);
+    assert!(calls >= 4);
+    assert!(!run.stderr_seen.iter().any(|l| l.contains("s3cr3t")));
+}
+
+fn redial_cli_test_nonce() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test]
+async fn failing_token_cmd_is_transient_and_reported() {
+    let server = server().await;
+    let url = server.url();
+    let mut run = Run::start(&[
+        "--protocol",
+        "wire",
+        "--events",
+        "json",
+        "--token-cmd",
+        "echo vault sealed >&2; exit 1",
+        "--max-reconnect-attempts",
+        "3",
+        "--backoff-first-ms",
+        "10",
+        "--backoff-cap-ms",
+        "20",
+        &url,
+    ]);
+    let failing = run.event("token_provider_failing").await;
+    assert_eq!(failing["consecutive"], 3);
+    assert!(failing["message"]
+        .as_str()
+        .unwrap()
+        .contains("exited with 1: vault sealed"));
+    assert_eq!(run.exit().await, 4);
+    assert_eq!(server.stats().connections, 0);
+}
+
+#[tokio::test]
+async fn ctrl_c_closes_cleanly() {
+    let server = server().await;
+    let mut run = Run::start(&["--protocol", "wire", "--events", "json", &server.url()]);
+    run.event("connected").await;
+    run.write("last words").await;
+    assert_eq!(run.line().await, "last words");
+    run.signal("-INT").await;
+    let closed = run.event("closed").await;
+    assert_eq!(closed["reason"], "closed_by_user");
+    assert_eq!(run.exit().await, 0);
+}
+
+#[tokio::test]
+async fn serve_prints_its_url_and_takes_fault_flags() {
+    let mut serve = Run::start(&["serve", "--deny-channel", "secret"]);
+    let line = serve.line().await;
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let mut run = Run::start(&[
+        "--protocol",
+        "wire",
+        "--events",
+        "json",
+        "--subscribe",
+        "secret",
+        "--subscribe",
+        "news",
+        "--name",
+        "calm-otter-7",
+        &url,
+    ]);
+    let hello = run.event("connected").await;
+    assert_eq!(hello["session_name"], "calm-otter-7");
+    let refused = run.event("subscribe_failed").await;
+    assert_eq!(refused["channel"], "secret");
+    run.write("hi").await;
+    assert_eq!(run.line().await, "hi");
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+    serve.signal("-INT").await;
+    assert_eq!(serve.exit().await, 0);
+
+    // A scripted rejection with a retry hint: the client waits and retries.
+    let mut serve = Run::start(&["serve", "--reject-status", "503", "--retry-after-s", "7"]);
+    let url = serve.line().await.replace("listening on ", "");
+    let mut run = Run::start(&["--protocol", "wire", "--events", "json", &url]);
+    let failed = run.event("dial_failed").await;
+    assert_eq!(failed["status"], 503);
+    let scheduled = run.event("reconnect_scheduled").await;
+    assert!(scheduled["delay_ms"].as_u64().unwrap() >= 7_000);
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+    serve.signal("-TERM").await;
+    assert_eq!(serve.exit().await, 0);
+}
+
+#[tokio::test]
+async fn subscriptions_print_channel_messages() {
+    let server = server().await;
+    let mut run = Run::start(&[
+        "--protocol",
+        "wire",
+        "--events",
+        "json",
+        "--subscribe",
+        "news",
+        &server.url(),
+    ]);
+    run.event("subscribed").await;
+    assert_eq!(server.publish("news", Payload::text("extra, extra")), 1);
+    assert_eq!(run.line().await, "extra, extra");
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+}
+
+#[tokio::test]
+async fn demo_runs_clean() {
+    let out = tokio::time::timeout(
+        WAIT * 3,
+        Command::new(BIN)
+            .args(["demo", "--seconds", "5", "--clients", "2", "--seed", "3"])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("nothing lost, nothing duplicated"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("recovery p99"), "{stdout}");
+}
