@@ -155,8 +155,9 @@ pub enum Event {
         /// The server-side session ([`Wire`](crate::Wire) only).
         session: Option<SessionInfo>,
     },
-    /// We presented a resume token but got a fresh session: the old session
-    /// (and its name) is gone.
+    /// We had a session but got a fresh one (the server refused our resume
+    /// token, or it had expired on our clock and was not presented): the old
+    /// session and its name are gone. Comes just before `Connected`.
     ResumeRejected {
         /// The session we had.
         previous: SessionInfo,

@@ -123,7 +123,6 @@ pub struct Session {
     resume: Option<(ResumeToken, Duration)>,
     /// When the last connection was lost (cleared while connected).
     lost_at: Option<Instant>,
-    presented_resume: bool,
     info: Option<SessionInfo>,
     subscriptions: BTreeSet<Text>,
     /// Highest inbound offset delivered to the application.
@@ -163,7 +162,6 @@ impl Session {
             hint: None,
             resume: None,
             lost_at: None,
-            presented_resume: false,
             info: None,
             subscriptions: BTreeSet::new(),
             delivered: 0,
@@ -405,7 +403,6 @@ impl Session {
             if resume.is_none() {
                 self.resume = None;
             }
-            self.presented_resume = resume.is_some();
             let hello = wire::Frame::Hello(wire::Hello {
                 version: wire::VERSION,
                 resume_token: resume,
@@ -734,10 +731,10 @@ impl Session {
             name: w.name,
         };
         if !w.resumed {
-            if self.presented_resume {
-                if let Some(previous) = self.info.take() {
-                    self.events.push_back(Event::ResumeRejected { previous });
-                }
+            // Whether the server refused the token or we no longer presented
+            // it (expired on our clock), the old session and its name are gone.
+            if let Some(previous) = self.info.take() {
+                self.events.push_back(Event::ResumeRejected { previous });
             }
             // A fresh session numbers its messages from 1 again.
             self.delivered = 0;
@@ -756,15 +753,22 @@ impl Session {
             }
         }
         let kept: BTreeSet<Text> = w.kept.into_iter().collect();
-        let wanted: Vec<Text> = self.subscriptions.iter().cloned().collect();
-        for channel in wanted {
-            if kept.contains(&channel) {
-                self.events.push_back(Event::Subscribed { channel });
-            } else {
-                self.send_control(wire::Frame::Subscribe { channel });
-            }
+        let (confirmed, renew): (Vec<Text>, Vec<Text>) = self
+            .subscriptions
+            .iter()
+            .cloned()
+            .partition(|c| kept.contains(c));
+        for channel in renew {
+            self.send_control(wire::Frame::Subscribe { channel });
         }
         self.on_connected(now, w.resumed, Some(info));
+        // After `Connected`, so that events about the session follow the
+        // event that introduces it (unless it closed at once).
+        if self.phase == Phase::Connected {
+            for channel in confirmed {
+                self.events.push_back(Event::Subscribed { channel });
+            }
+        }
     }
 
     fn on_ack(&mut self, now: Instant, seq: u64) {
@@ -902,6 +906,11 @@ impl Session {
             return self.finish(TerminalReason::Unauthorized, None, failure.message);
         }
         self.token_failures = self.token_failures.saturating_add(1);
+        self.events.push_back(Event::DialFailed {
+            attempt: self.attempts,
+            status: None,
+            reason: format!("token provider: {}", failure.message),
+        });
         if self.token_failures >= self.config.token_failure_threshold {
             self.events.push_back(Event::TokenProviderFailing {
                 consecutive: self.token_failures,

@@ -348,6 +348,20 @@ fn resume_token_lifetime_counts_from_the_loss_not_the_issue() {
     t.s.handle_dial_ok(t.now);
     t.drain();
     assert!(!hello_has_token(&t), "25 h after the loss it is not");
+    t.welcome_with(false, 24 * 3_600_000);
+    t.drain();
+    let rejected = t
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::ResumeRejected { .. }));
+    let connected = t
+        .events
+        .iter()
+        .rposition(|e| matches!(e, Event::Connected { .. }));
+    assert!(
+        rejected.is_some() && rejected < connected,
+        "the lost session is reported"
+    );
     // A lifetime of 0 never resumes.
     let mut t = T::with(quiet(), true);
     t.connect();
@@ -589,6 +603,15 @@ fn token_provider_failures_warn_from_the_third_and_keep_retrying() {
         })
         .collect();
     assert_eq!(failing, vec![3, 4, 5]);
+    let failed = t
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::DialFailed { status: None, .. }));
+    assert_eq!(
+        failed.count(),
+        5,
+        "every provider failure is a failed attempt"
+    );
     assert_eq!(t.s.state(), State::Reconnecting);
     t.s.handle_token_failed(t.now, TokenFailure::unauthorized("user logged out"));
     t.drain();
