@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
@@ -73,6 +74,7 @@ impl<R: Runtime> Driver<R> {
                 token_fut: None,
                 dial_fut: None,
                 socket: None,
+                read_wake: None,
                 outbox: VecDeque::new(),
                 needs_flush: false,
                 linger: None,
@@ -107,6 +109,9 @@ struct Inner<R: Runtime> {
     token_fut: Option<BoxFuture<Result<AuthToken, TokenFailure>>>,
     dial_fut: Option<BoxFuture<Result<R::Socket, tungstenite::Error>>>,
     socket: Option<R::Socket>,
+    /// The waker the socket's read side holds since it last answered
+    /// `Pending`; see [`Inner::poll_socket`].
+    read_wake: Option<Arc<ReadWake>>,
     /// Frames the session asked for that the socket has not taken yet.
     outbox: VecDeque<Message>,
     needs_flush: bool,
@@ -118,6 +123,30 @@ struct Inner<R: Runtime> {
     /// A send was refused as `QueueFull` with this outbox length and queue
     /// length; the senders waiting for room are woken when that changes.
     refused: Option<(usize, usize)>,
+}
+
+/// The waker handed to the socket's read side: it records that the socket
+/// woke the task, then wakes the task.
+///
+/// tungstenite zero-fills its whole read buffer (128 KiB by default) on
+/// every read attempt, including the ones that end in `WouldBlock`, so a
+/// poll of an idle socket is not free. With this flag the driver polls the
+/// socket only when it may have something: after it woke the task, after a
+/// message (more may be buffered), or when the task's waker changed.
+struct ReadWake {
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 struct Linger<R: Runtime> {
@@ -326,6 +355,7 @@ impl<R: Runtime> Inner<R> {
             Input::Dialed(Ok(socket)) => {
                 info!("connected");
                 self.socket = Some(socket);
+                self.read_wake = None;
                 self.outbox.clear();
                 self.needs_flush = false;
                 self.session.handle_dial_ok(now);
@@ -465,7 +495,31 @@ impl<R: Runtime> Inner<R> {
         let Some(socket) = self.socket.as_mut() else {
             return Poll::Pending;
         };
-        socket.poll_next_unpin(cx).map(|next| match next {
+        let wake = match &self.read_wake {
+            Some(wake) if wake.task.will_wake(cx.waker()) => {
+                // Still registered with the socket from its last `Pending`,
+                // and the socket has not woken us since: nothing to read.
+                if !wake.woken.swap(false, Ordering::AcqRel) {
+                    return Poll::Pending;
+                }
+                Arc::clone(wake)
+            }
+            _ => {
+                let wake = Arc::new(ReadWake {
+                    woken: AtomicBool::new(false),
+                    task: cx.waker().clone(),
+                });
+                self.read_wake = Some(Arc::clone(&wake));
+                wake
+            }
+        };
+        let waker = Waker::from(Arc::clone(&wake));
+        let polled = socket.poll_next_unpin(&mut Context::from_waker(&waker));
+        if polled.is_ready() {
+            // More may be buffered: poll again next time.
+            wake.woken.store(true, Ordering::Release);
+        }
+        polled.map(|next| match next {
             Some(Ok(message)) => Input::Message(message),
             Some(Err(e)) => Input::SocketFailed(e),
             None => Input::SocketEnded,

@@ -91,7 +91,10 @@ async fn token_config_needs_a_provider() {
         .config(config)
         .connect()
         .unwrap_err();
-    assert!(matches!(err, redial_tokio::BuildError::MissingTokenProvider));
+    assert!(matches!(
+        err,
+        redial_tokio::BuildError::MissingTokenProvider
+    ));
 }
 
 /// Half-open detection on a paused clock: once the server stops reading,

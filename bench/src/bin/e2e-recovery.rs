@@ -1,0 +1,264 @@
+//! Recovery latency end to end, with redial-tokio's default policy.
+//!
+//! Clients (Raw protocol, default `Config`) connect through the
+//! fault-injecting proxy of `redial-tests` to a counting tokio-tungstenite
+//! server; everything on 127.0.0.1.
+//!
+//! 1. **Cuts.** `--clients` clients (default 40) are cut together with
+//!    `cut_all(Cut::Reset)`, `--rounds` times (default 5): 200 samples. A
+//!    sample is the time from the cut to that client's next
+//!    `Event::Connected`. Before every cut each client has been connected
+//!    for at least 5.5 s, past the default `stable_after` (5 s), so every
+//!    cut starts a fresh outage (first backoff window, `U(0, 2 s)`), as a
+//!    single cut of a long-lived connection would. The scheduled delay of
+//!    each reconnect is recorded too, so the overhead beyond the policy's
+//!    own wait (detection + dial + handshake) is reported separately.
+//! 2. **Half-open.** `--halfopen` clients (default 6) connect staggered over
+//!    one ping interval, then the proxy is blackholed; a sample is the time
+//!    from the blackhole to `Event::Disconnected` with reason
+//!    "pong timeout". Staggering spreads the clients' ping phases, so the
+//!    samples cover the range of the bound (ping interval + pong timeout,
+//!    25 s).
+//!
+//! `--quick` (CI smoke): 5 clients, 1 cut; the half-open part with a 1 s
+//! ping interval and 1 s pong timeout instead of the defaults. About 10 s.
+//!
+//! ```text
+//! cargo run --release -p redial-bench --bin e2e-recovery [-- --quick] [--clients N] [--rounds N] [--halfopen N] [--skip-cuts] [--skip-halfopen]
+//! ```
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use redial_bench::{load_average, percentile, secs, Args, CountingServer, Mode};
+use redial_core::{Config, Event};
+use redial_tests::proxy::{Cut, Proxy};
+use tokio::sync::mpsc;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a client saw, with when the bench heard of it.
+#[derive(Debug)]
+enum Seen {
+    Connected,
+    Disconnected { reason: String },
+    Scheduled { delay: Duration },
+}
+
+/// Starts one client whose events are reported as `(id, seen, at)`.
+fn start_client(
+    id: usize,
+    url: &str,
+    config: Config,
+    report: mpsc::UnboundedSender<(usize, Seen, Instant)>,
+) -> Result<redial_tokio::Handle, BoxError> {
+    let (handle, mut events) = redial_tokio::builder(url).config(config).connect()?;
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let at = Instant::now();
+            let seen = match event {
+                Event::Connected { .. } => Seen::Connected,
+                Event::Disconnected { reason, .. } => Seen::Disconnected { reason },
+                Event::ReconnectScheduled { delay, .. } => Seen::Scheduled { delay },
+                _ => continue,
+            };
+            if report.send((id, seen, at)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(handle)
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = Args::from_env();
+    let quick = args.flag("--quick");
+    let clients = args.number("--clients", if quick { 5 } else { 40 }) as usize;
+    let rounds = args.number("--rounds", if quick { 1 } else { 5 }) as usize;
+    let halfopen = args.number("--halfopen", if quick { 3 } else { 6 }) as usize;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        println!("e2e-recovery: load average {}", load_average());
+        let server = CountingServer::spawn(Mode::Sink)?;
+        if !args.flag("--skip-cuts") {
+            cuts(server.addr(), clients, rounds).await?;
+        }
+        if !args.flag("--skip-halfopen") {
+            half_open(server.addr(), halfopen, quick).await?;
+        }
+        println!("load average after: {}", load_average());
+        Ok(())
+    })
+}
+
+async fn cuts(server: std::net::SocketAddr, clients: usize, rounds: usize) -> Result<(), BoxError> {
+    let proxy = Proxy::start(server).await?;
+    let url = format!("ws://{}/", proxy.addr());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    for id in 0..clients {
+        handles.push(start_client(id, &url, Config::default(), tx.clone())?);
+    }
+    let mut connected = 0;
+    while connected < clients {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some((_, Seen::Connected, _))) => connected += 1,
+            Ok(Some(_)) => {}
+            _ => return Err("clients did not connect".into()),
+        }
+    }
+    println!(
+        "cuts: {clients} clients x {rounds} rounds through the proxy, default Config \
+         (full jitter, first window 2 s, stable_after 5 s)"
+    );
+    let stable = Duration::from_millis(5_500);
+    let mut latency = Vec::new();
+    let mut overhead = Vec::new();
+    let mut detect = Vec::new();
+    let mut last_connect = Instant::now();
+    for round in 0..rounds {
+        tokio::time::sleep_until((last_connect + stable).into()).await;
+        // Nothing from before the cut may count.
+        while rx.try_recv().is_ok() {}
+        let cut_at = Instant::now();
+        let cut = proxy.cut_all(Cut::Reset);
+        let mut delay = vec![None; clients];
+        let mut back = 0;
+        while back < clients {
+            let Ok(Some((id, seen, at))) =
+                tokio::time::timeout(Duration::from_secs(60), rx.recv()).await
+            else {
+                return Err(format!("round {round}: only {back} of {clients} reconnected").into());
+            };
+            match seen {
+                Seen::Disconnected { .. } => detect.push(at - cut_at),
+                Seen::Scheduled { delay: d } => delay[id] = Some(d),
+                Seen::Connected => {
+                    back += 1;
+                    let l = at - cut_at;
+                    latency.push(l);
+                    if let Some(d) = delay[id].take() {
+                        overhead.push(l.saturating_sub(d));
+                    }
+                    last_connect = at;
+                }
+            }
+        }
+        println!(
+            "  round {}: cut {cut} connections, all {clients} back after {}",
+            round + 1,
+            secs(last_connect - cut_at)
+        );
+    }
+    latency.sort();
+    overhead.sort();
+    detect.sort();
+    let row = |name: &str, v: &[Duration]| {
+        println!(
+            "  {name:<34} n={:<4} p50 {}  p99 {}  max {}",
+            v.len(),
+            secs(percentile(v, 0.5)),
+            secs(percentile(v, 0.99)),
+            secs(percentile(v, 1.0))
+        );
+    };
+    row("cut -> Connected", &latency);
+    row("cut -> Disconnected", &detect);
+    row("Connected - scheduled delay - cut", &overhead);
+    println!("  targets: p50 <= 1.200 s, p99 <= 2.200 s");
+    for h in &handles {
+        h.close().await;
+    }
+    Ok(())
+}
+
+async fn half_open(
+    server: std::net::SocketAddr,
+    clients: usize,
+    quick: bool,
+) -> Result<(), BoxError> {
+    let (ping, pong) = if quick {
+        (Duration::from_secs(1), Duration::from_secs(1))
+    } else {
+        let d = Config::default();
+        (
+            d.ping_interval().unwrap_or(Duration::from_secs(15)),
+            d.pong_timeout(),
+        )
+    };
+    let config = if quick {
+        Config::builder()
+            .ping_interval(Some(ping))
+            .pong_timeout(pong)
+            .build()?
+    } else {
+        Config::default()
+    };
+    let bound = ping + pong;
+    println!(
+        "half-open: {clients} clients staggered over {}, then blackhole; ping {}, pong timeout {}{}",
+        secs(ping),
+        secs(ping),
+        secs(pong),
+        if quick { " (quick: not the defaults)" } else { " (defaults)" }
+    );
+    let proxy = Proxy::start(server).await?;
+    let url = format!("ws://{}/", proxy.addr());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    let step = ping / clients.max(1) as u32;
+    for id in 0..clients {
+        handles.push(start_client(id, &url, config.clone(), tx.clone())?);
+        tokio::time::sleep(step).await;
+    }
+    let mut connected = 0;
+    while connected < clients {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some((_, Seen::Connected, _))) => connected += 1,
+            Ok(Some(_)) => {}
+            _ => return Err("clients did not connect".into()),
+        }
+    }
+    let hole_at = Instant::now();
+    proxy.blackhole(true);
+    let mut found = vec![None; clients];
+    let mut other = Vec::new();
+    while found.iter().any(Option::is_none) {
+        let Ok(Some((id, seen, at))) =
+            tokio::time::timeout(bound + Duration::from_secs(10), rx.recv()).await
+        else {
+            break;
+        };
+        if let Seen::Disconnected { reason } = seen {
+            if reason == "pong timeout" {
+                found[id].get_or_insert(at - hole_at);
+            } else {
+                other.push(reason);
+            }
+        }
+    }
+    let mut samples: Vec<Duration> = found.iter().flatten().copied().collect();
+    samples.sort();
+    let listed: Vec<String> = samples
+        .iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .collect();
+    println!(
+        "  blackhole -> Disconnected(\"pong timeout\"): n={} of {clients}, min {}  median {}  max {}  (bound {})",
+        samples.len(),
+        secs(percentile(&samples, 0.0)),
+        secs(percentile(&samples, 0.5)),
+        secs(percentile(&samples, 1.0)),
+        secs(bound)
+    );
+    println!("  samples (s): {}", listed.join(" "));
+    if !other.is_empty() {
+        println!("  other disconnect reasons: {other:?}");
+    }
+    proxy.blackhole(false);
+    drop(handles);
+    Ok(())
+}
