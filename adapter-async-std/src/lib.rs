@@ -13,6 +13,7 @@ use async_executor::Executor;
 use async_tungstenite::smol::ConnectStream;
 use async_tungstenite::WebSocketStream;
 use redial_driver::tungstenite::handshake::client::Request;
+use redial_driver::tungstenite::protocol::WebSocketConfig;
 use redial_driver::tungstenite::Error as WsError;
 use redial_driver::{BoxFuture, Runtime};
 
@@ -85,9 +86,13 @@ impl Runtime for AsyncIo {
         Sleep(async_io::Timer::at(deadline))
     }
 
-    fn dial(&self, request: Request) -> BoxFuture<Result<Self::Socket, WsError>> {
+    fn dial(
+        &self,
+        request: Request,
+        config: WebSocketConfig,
+    ) -> BoxFuture<Result<Self::Socket, WsError>> {
         Box::pin(async move {
-            let (socket, _response) = connect(request).await?;
+            let (socket, _response) = connect(request, config).await?;
             Ok(socket)
         })
     }
@@ -104,6 +109,7 @@ impl Runtime for AsyncIo {
 #[cfg(feature = "rustls")]
 async fn connect(
     request: Request,
+    config: WebSocketConfig,
 ) -> Result<
     (
         WebSocketStream<ConnectStream>,
@@ -118,12 +124,18 @@ async fn connect(
     } else {
         None
     };
-    async_tungstenite::smol::connect_async_with_tls_connector(request, connector).await
+    async_tungstenite::smol::connect_async_with_tls_connector_and_config(
+        request,
+        connector,
+        Some(config),
+    )
+    .await
 }
 
 #[cfg(not(feature = "rustls"))]
 async fn connect(
     request: Request,
+    config: WebSocketConfig,
 ) -> Result<
     (
         WebSocketStream<ConnectStream>,
@@ -131,7 +143,7 @@ async fn connect(
     ),
     WsError,
 > {
-    async_tungstenite::smol::connect_async(request).await
+    async_tungstenite::smol::connect_async_with_config(request, Some(config)).await
 }
 
 /// The built-in executor: one thread, started on first use, running every

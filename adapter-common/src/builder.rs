@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redial_core::{Config, Protocol, Raw, Session};
+use tungstenite::protocol::WebSocketConfig;
 
 use crate::driver::Driver;
 use crate::handle::{Events, Handle, Shared};
@@ -64,6 +65,7 @@ pub struct Builder<R: Runtime> {
     event_capacity: usize,
     command_capacity: usize,
     close_timeout: Duration,
+    websocket: WebSocketConfig,
 }
 
 impl<R: Runtime> fmt::Debug for Builder<R> {
@@ -95,6 +97,7 @@ impl<R: Runtime> Builder<R> {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            websocket: WebSocketConfig::default(),
         }
     }
 
@@ -151,6 +154,15 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// tungstenite's socket settings for every dial (default: tungstenite's).
+    /// Its 128 KiB read buffer is most of an idle connection's memory; a
+    /// fleet of mostly idle clients with small messages can lower it with
+    /// `WebSocketConfig::default().read_buffer_size(8 * 1024)`.
+    pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
+        self.websocket = config;
+        self
+    }
+
     /// How long a socket being closed may take to send its close frame and
     /// hear the answer before it is dropped (default 2 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
@@ -182,6 +194,7 @@ impl<R: Runtime> Builder<R> {
             event_capacity,
             command_capacity,
             close_timeout,
+            websocket,
         } = self;
         if event_capacity == 0 {
             return Err(BuildError::ZeroCapacity("event_capacity"));
@@ -217,6 +230,7 @@ impl<R: Runtime> Builder<R> {
             event_tx,
             Arc::clone(&shared),
             close_timeout,
+            websocket,
             span,
         );
         Ok((

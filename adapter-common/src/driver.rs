@@ -14,6 +14,7 @@ use futures_util::future::poll_fn;
 use futures_util::{SinkExt, StreamExt};
 use redial_core::{Action, AuthToken, DialFailure, Event, SendError, Session, State, TokenFailure};
 use tracing::{debug, info, warn, Instrument, Span};
+use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
 use crate::convert::{
@@ -57,6 +58,7 @@ impl<R: Runtime> Driver<R> {
         events: async_channel::Sender<Event>,
         shared: Arc<Shared>,
         close_timeout: Duration,
+        websocket: WebSocketConfig,
         span: Span,
     ) -> Self {
         Driver {
@@ -71,6 +73,7 @@ impl<R: Runtime> Driver<R> {
                 events_open: true,
                 shared,
                 close_timeout,
+                websocket,
                 token_fut: None,
                 dial_fut: None,
                 socket: None,
@@ -105,6 +108,7 @@ struct Inner<R: Runtime> {
     events_open: bool,
     shared: Arc<Shared>,
     close_timeout: Duration,
+    websocket: WebSocketConfig,
 
     token_fut: Option<BoxFuture<Result<AuthToken, TokenFailure>>>,
     dial_fut: Option<BoxFuture<Result<R::Socket, tungstenite::Error>>>,
@@ -281,7 +285,7 @@ impl<R: Runtime> Inner<R> {
                 match self.template.request(token.as_ref()) {
                     Ok(request) => {
                         info!(attempt, token = token.is_some(), "dialing");
-                        self.dial_fut = Some(self.rt.dial(request));
+                        self.dial_fut = Some(self.rt.dial(request, self.websocket));
                     }
                     Err(why) => {
                         warn!(attempt, %why, "cannot build the upgrade request");

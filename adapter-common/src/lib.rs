@@ -83,9 +83,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Opens a WebSocket for this upgrade request (TCP, TLS for `wss://`,
     /// then the HTTP upgrade). An HTTP answer other than 101 is
     /// [`tungstenite::Error::Http`].
+    ///
+    /// `config` is tungstenite's socket configuration (buffer sizes, message
+    /// limits) from [`Builder::websocket_config`].
     fn dial(
         &self,
         request: tungstenite::handshake::client::Request,
+        config: tungstenite::protocol::WebSocketConfig,
     ) -> BoxFuture<Result<Self::Socket, tungstenite::Error>>;
 
     /// Runs the connection's driver task in the background.

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use redial_driver::tungstenite::handshake::client::Request;
+use redial_driver::tungstenite::protocol::WebSocketConfig;
 use redial_driver::{BoxFuture, Runtime};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -46,9 +47,10 @@ impl Runtime for Tokio {
     fn dial(
         &self,
         request: Request,
+        config: WebSocketConfig,
     ) -> BoxFuture<Result<Self::Socket, tokio_tungstenite::tungstenite::Error>> {
         Box::pin(async move {
-            let (socket, _response) = connect(request).await?;
+            let (socket, _response) = connect(request, config).await?;
             Ok(socket)
         })
     }
@@ -69,7 +71,10 @@ type Connected = (
 /// TCP (no Nagle: keepalive pings should not wait), TLS for `wss://` with
 /// the shared rustls configuration, then the upgrade.
 #[cfg(feature = "rustls")]
-async fn connect(request: Request) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
+async fn connect(
+    request: Request,
+    config: WebSocketConfig,
+) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
     let connector = if request.uri().scheme_str() == Some("wss") {
         let config = redial_driver::tls::client_config()
             .map_err(|e| tokio_tungstenite::tungstenite::Error::Io(std::io::Error::other(e)))?;
@@ -77,10 +82,13 @@ async fn connect(request: Request) -> Result<Connected, tokio_tungstenite::tungs
     } else {
         None
     };
-    tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await
+    tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector).await
 }
 
 #[cfg(not(feature = "rustls"))]
-async fn connect(request: Request) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
-    tokio_tungstenite::connect_async_with_config(request, None, true).await
+async fn connect(
+    request: Request,
+    config: WebSocketConfig,
+) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
+    tokio_tungstenite::connect_async_with_config(request, Some(config), true).await
 }

@@ -234,8 +234,11 @@ fn open(variant: &str, url: &str, ready: Ready) -> Result<(), BoxError> {
             });
         }
         "redial-8k" => {
-            let (handle, mut events) =
-                redial_driver::Builder::new(SmallReadBuffer, url).connect()?;
+            let websocket = redial_driver::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(8 * 1024);
+            let (handle, mut events) = redial_tokio::builder(url)
+                .websocket_config(websocket)
+                .connect()?;
             tokio::spawn(async move {
                 let _handle = handle;
                 while let Some(event) = events.recv().await {
@@ -248,42 +251,4 @@ fn open(variant: &str, url: &str, ready: Ready) -> Result<(), BoxError> {
         other => return Err(format!("unknown variant {other}").into()),
     }
     Ok(())
-}
-
-/// redial-tokio's runtime with one change: tungstenite's read buffer is
-/// 8 KiB instead of its default 128 KiB (plain `ws://` only).
-#[derive(Debug, Clone)]
-struct SmallReadBuffer;
-
-impl redial_driver::Runtime for SmallReadBuffer {
-    type Socket = tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >;
-    type Sleep = tokio::time::Sleep;
-
-    fn now(&self) -> std::time::Instant {
-        tokio::time::Instant::now().into_std()
-    }
-
-    fn sleep_until(&self, deadline: std::time::Instant) -> Self::Sleep {
-        tokio::time::sleep_until(deadline.into())
-    }
-
-    fn dial(
-        &self,
-        request: redial_driver::tungstenite::handshake::client::Request,
-    ) -> redial_driver::BoxFuture<Result<Self::Socket, redial_driver::tungstenite::Error>> {
-        Box::pin(async move {
-            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                .read_buffer_size(8 * 1024);
-            let (socket, _) =
-                tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-            Ok(socket)
-        })
-    }
-
-    fn spawn(&self, task: redial_driver::BoxFuture<()>) -> Result<(), redial_driver::SpawnError> {
-        tokio::spawn(task);
-        Ok(())
-    }
 }
