@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::payload::{Payload, Text};
 use crate::secret::ResumeToken;
@@ -497,7 +497,7 @@ pub fn decode(input: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
             max: limits.max_frame_len,
         });
     }
-    let mut r = Reader::new(&input);
+    let mut r = Reader::new(input);
     let type_byte = r.u8("type")?;
     let kind =
         FrameKind::from_type_byte(type_byte).ok_or(DecodeError::UnknownFrameType(type_byte))?;
@@ -562,7 +562,7 @@ pub fn decode(input: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
     Ok(frame)
 }
 
-fn decode_hello(r: &mut Reader<'_>, limits: &Limits) -> Result<Hello, DecodeError> {
+fn decode_hello(r: &mut Reader, limits: &Limits) -> Result<Hello, DecodeError> {
     let version = r.varint("version")?;
     let flags = r.flags(FrameKind::Hello, HELLO_HAS_TOKEN | HELLO_HAS_NAME)?;
     let resume_token = if flags & HELLO_HAS_TOKEN != 0 {
@@ -586,7 +586,7 @@ fn decode_hello(r: &mut Reader<'_>, limits: &Limits) -> Result<Hello, DecodeErro
     })
 }
 
-fn decode_welcome(r: &mut Reader<'_>, limits: &Limits) -> Result<Welcome, DecodeError> {
+fn decode_welcome(r: &mut Reader, limits: &Limits) -> Result<Welcome, DecodeError> {
     let version = r.varint("version")?;
     let flags = r.flags(FrameKind::Welcome, WELCOME_RESUMED)?;
     let session_id = r.text("session_id", limits.max_session_id_len)?;
@@ -636,13 +636,13 @@ fn as_u64(n: usize) -> u64 {
 }
 
 /// A cursor over the input; every read checks bounds and returns slices.
-struct Reader<'a> {
-    buf: &'a Bytes,
+struct Reader {
+    buf: Bytes,
     pos: usize,
 }
 
-impl<'a> Reader<'a> {
-    fn new(buf: &'a Bytes) -> Self {
+impl Reader {
+    fn new(buf: Bytes) -> Self {
         Reader { buf, pos: 0 }
     }
 
@@ -756,9 +756,13 @@ impl<'a> Reader<'a> {
         } else {
             None
         };
+        // The payload is the rest of the input: take the input itself and
+        // drop the header, rather than slicing (a refcount round trip, or
+        // an allocation when the input is not yet in shared form).
         let start = self.pos.min(self.buf.len());
-        self.pos = self.buf.len();
-        let rest = self.buf.slice(start..);
+        let mut rest = std::mem::take(&mut self.buf);
+        rest.advance(start);
+        self.pos = 0;
         let payload = if flags & DATA_IS_TEXT != 0 {
             let text =
                 Text::from_utf8(rest).map_err(|_| DecodeError::InvalidUtf8 { field: "payload" })?;

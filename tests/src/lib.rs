@@ -3,5 +3,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod fleet;
 pub mod proxy;
 pub mod server;
