@@ -1,4 +1,4 @@
-//! What realtime-SDK users know (seed 002): terminal close codes with their
+//! What realtime-SDK users know: terminal close codes with their
 //! symbolic names and no retry, 4002 refreshing the token through the
 //! provider, a slow floor after 4010, GOING_AWAY's retry hint, channels
 //! resubscribed after every reconnect, and a stuck-reconnect notice.

@@ -1,4 +1,4 @@
-//! What users of a hand-written reconnect supervisor know (seed 004): no
+//! What users of a hand-written reconnect supervisor know: no
 //! publish lost or repeated across drops, half-open links caught by the pong
 //! deadline; and flap damping: a server that accepts and drops at once sees
 //! growing delays, not a tight loop.

@@ -1,4 +1,4 @@
-//! What tunnel users know (seeds 000 and 003): one long-lived WebSocket whose
+//! What tunnel users know: one long-lived WebSocket whose
 //! session name (the tunnel's subdomain) survives reconnects thanks to a
 //! resume token, a fresh name once the token has expired, 401/403 on
 //! reconnect and a cap on reconnect attempts that end the session.

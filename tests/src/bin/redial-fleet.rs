@@ -55,7 +55,7 @@ fn policies() -> Result<Vec<(&'static str, Config)>, String> {
     [
         ("default: full jitter 2 s x2 cap 30 s", Backoff::default()),
         (
-            "SDK (seed 002): 500 ms x2 +-20 % cap 30 s",
+            "SDK: 500 ms x2 +-20 % cap 30 s",
             Backoff::proportional(ms(500), 2.0, 0.2, s(30)),
         ),
         ("gRPC: 1 s x1.6 +-20 % cap 120 s", Backoff::grpc()),
