@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use redial_core::{Backoff, Config, Event, Payload, State, TerminalReason, Wire};
 use redial_tests::proxy::{Cut, Proxy};
+use redial_tests::rng::SeededRng;
 use redial_tests::server::{Server, ServerConfig, ServerControl};
 use redial_tokio::Handle;
 
@@ -124,24 +125,6 @@ impl Chaos {
     }
 }
 
-/// splitmix64: small, seedable, good enough to place chaos.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// The scripted faults plus the seeded random ones, sorted by time.
 fn schedule(total: Duration, seed: u64) -> Vec<(Duration, Chaos)> {
     let at = |f: f64| total.mul_f64(f);
@@ -154,14 +137,14 @@ fn schedule(total: Duration, seed: u64) -> Vec<(Duration, Chaos)> {
         (at(0.62) + Duration::from_millis(1500), Chaos::AcceptAgain),
         (at(0.78), Chaos::CutFin),
     ];
-    let mut rng = Rng(seed ^ 0xC4A0_5C4A_05C4_A05C);
+    let mut rng = SeededRng::new(seed ^ 0xC4A0_5C4A_05C4_A05C);
     let random = (total.as_secs() / 4).max(1);
     for _ in 0..random {
         let when = at(0.05 + 0.83 * rng.unit());
-        let chaos = match rng.next() % 3 {
+        let chaos = match rng.below(3) {
             0 => Chaos::CutReset,
             1 => Chaos::CutFin,
-            _ => Chaos::Latency(Duration::from_millis(100 + rng.next() % 300)),
+            _ => Chaos::Latency(rng.millis(100, 399)),
         };
         plan.push((when, chaos));
         if let Chaos::Latency(_) = chaos {

@@ -5,4 +5,5 @@
 
 pub mod fleet;
 pub mod proxy;
+pub mod rng;
 pub mod server;

@@ -27,6 +27,7 @@ use common::{fast_config, message_text, ms, pause, within, Client, Harness, Seen
 use redial_core::{Event, Payload, Wire};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::Cut;
+use redial_tests::rng::SeededRng;
 use redial_tests::server::ServerConfig;
 
 const DEFAULT_SECS: u64 = 12;
@@ -35,24 +36,6 @@ const DEFAULT_SEED: u64 = 0x5EED_50A4;
 const PACE: Duration = Duration::from_millis(5);
 /// How long the system may take to settle once the chaos is over.
 const DRAIN: Duration = Duration::from_secs(30);
-
-/// splitmix64: small, seedable, good enough to pick faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi]` milliseconds.
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo + 1))
-    }
-}
 
 /// What the chaos did, by kind.
 #[derive(Debug, Default, Clone)]
@@ -73,15 +56,15 @@ async fn chaos(
     seed: u64,
     stop: Arc<AtomicBool>,
 ) -> Chaos {
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng::new(seed);
     let mut did = Chaos::default();
     while !stop.load(Ordering::SeqCst) {
         // Long enough between faults that most connections get somewhere.
-        tokio::time::sleep(rng.ms(200, 700)).await;
+        tokio::time::sleep(rng.millis(200, 700)).await;
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        match rng.next() % 100 {
+        match rng.below(100) {
             0..=29 => {
                 proxy.cut_all(Cut::Reset);
                 did.rst += 1;
@@ -92,18 +75,18 @@ async fn chaos(
             }
             50..=64 => {
                 proxy.blackhole(true);
-                tokio::time::sleep(rng.ms(300, 1200)).await;
+                tokio::time::sleep(rng.millis(300, 1200)).await;
                 proxy.blackhole(false);
                 did.blackhole += 1;
             }
             65..=77 => {
-                proxy.set_latency(rng.ms(10, 60));
-                tokio::time::sleep(rng.ms(500, 1500)).await;
+                proxy.set_latency(rng.millis(10, 60));
+                tokio::time::sleep(rng.millis(500, 1500)).await;
                 proxy.set_latency(Duration::ZERO);
                 did.latency += 1;
             }
             78..=87 => {
-                proxy.refuse_new(Some(rng.ms(200, 800)));
+                proxy.refuse_new(Some(rng.millis(200, 800)));
                 proxy.cut_all(Cut::Reset);
                 did.refuse += 1;
             }

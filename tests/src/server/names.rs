@@ -1,6 +1,8 @@
 //! Session names: the validation rule for requested names and the generator
 //! for random ones (`wandering-otter-42`).
 
+use crate::rng::SeededRng;
+
 /// Whether `name` matches `^[a-z0-9][a-z0-9-]{1,28}[a-z0-9]$`.
 ///
 /// Checked by hand so the harness needs no regex engine: 3 to 30 bytes, lower
@@ -53,27 +55,19 @@ const ANIMALS: &[&str] = &[
 /// be repeated name for name.
 #[derive(Debug, Clone)]
 pub struct NameGen {
-    state: u64,
+    rng: SeededRng,
 }
 
 impl NameGen {
     /// A generator whose sequence depends only on `seed`.
     pub fn new(seed: u64) -> Self {
-        NameGen { state: seed }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        // SplitMix64: tiny, well mixed, and stable across releases.
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        NameGen {
+            rng: SeededRng::new(seed),
+        }
     }
 
     fn pick(&mut self, n: usize) -> usize {
-        // `n` is a small list length, so the modulo bias is negligible.
-        (self.next_u64() % n as u64) as usize
+        self.rng.below(n as u64) as usize
     }
 
     /// The next name, `adjective-animal-N` with N in 1..=99; always valid
