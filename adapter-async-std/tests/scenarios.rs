@@ -48,6 +48,9 @@ scenarios!(
     token_provider_once_per_dial,
     token_in_query,
     send_waits_for_room,
+    feed_across_reconnect,
+    feed_waits_for_slow_server,
+    feed_refusals,
 );
 
 #[test]

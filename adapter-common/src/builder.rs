@@ -213,7 +213,7 @@ impl<R: Runtime> Builder<R> {
         };
         let mut session = make_session(config);
         session.handle_connect(runtime.now());
-        let shared = Arc::new(Shared::new(session.state()));
+        let shared = Arc::new(Shared::new(session.state(), session.send_limits()));
         let (command_tx, command_rx) = async_channel::bounded(command_capacity);
         let (event_tx, event_rx) = async_channel::bounded(event_capacity);
         let span = tracing::info_span!(

@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use event_listener::EventListener;
 use futures_core::Stream;
 use futures_util::future::poll_fn;
 use futures_util::{SinkExt, StreamExt};
-use redial_core::{Action, AuthToken, DialFailure, Event, SendError, Session, State, TokenFailure};
+use redial_core::{
+    Action, AuthToken, DialFailure, Event, Payload, SendError, Session, State, Text, TokenFailure,
+};
 use tracing::{debug, info, warn, Instrument, Span};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
@@ -30,6 +33,12 @@ use crate::{BoxFuture, Runtime};
 const MAX_SOCKET_STREAK: u32 = 32;
 /// Messages read from a closing socket per wake-up.
 const MAX_LINGER_READS: u32 = 64;
+/// Commands taken one after the other, before anything is written, when
+/// they are already waiting: their frames go out with one flush.
+const MAX_COMMAND_BATCH: u32 = 32;
+/// Commands handled in a row before the dial, the token fetch and the timer
+/// are looked at first, so a flood of sends cannot starve them.
+const MAX_COMMAND_STREAK: u32 = 64;
 
 /// One connection's task. [`Builder::connect`](crate::Builder::connect)
 /// spawns it; [`Builder::start`](crate::Builder::start) hands it over to be
@@ -79,11 +88,17 @@ impl<R: Runtime> Driver<R> {
                 socket: None,
                 read_wake: None,
                 outbox: VecDeque::new(),
+                socket_full: false,
                 needs_flush: false,
                 linger: None,
                 timer: None,
                 socket_streak: 0,
+                command_streak: 0,
+                command_batch: 0,
                 refused: None,
+                stalled: None,
+                close_listener: None,
+                close_grace: None,
             },
             span,
         }
@@ -118,15 +133,43 @@ struct Inner<R: Runtime> {
     read_wake: Option<Arc<ReadWake>>,
     /// Frames the session asked for that the socket has not taken yet.
     outbox: VecDeque<Message>,
+    /// The socket answered `Pending` with frames still in the outbox: it
+    /// is not taking frames, so new messages wait in the handles.
+    socket_full: bool,
     needs_flush: bool,
     /// A socket being closed: its close frame going out, bounded in time.
     linger: Option<Linger<R>>,
     /// The session's single timer: its deadline and the sleep for it.
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
     socket_streak: u32,
+    /// Commands handled since the dial, token fetch and timer were polled.
+    command_streak: u32,
+    /// Commands taken in the current batch (0: not in a batch).
+    command_batch: u32,
     /// A send was refused as `QueueFull` with this outbox length and queue
     /// length; the senders waiting for room are woken when that changes.
     refused: Option<(usize, usize)>,
+    /// A fed message there was no room for. While it is held no command is
+    /// read, so the command channel fills and `Handle::feed` waits.
+    stalled: Option<Stalled>,
+    /// Listens for `Shared::close_asked` while a fed message is held.
+    close_listener: Option<EventListener>,
+    /// Started when a close is asked while a fed message is held: how long
+    /// that message may still wait for room (`close_timeout`) before the
+    /// close goes ahead without it.
+    close_grace: Option<Pin<Box<R::Sleep>>>,
+}
+
+/// A fed message waiting for room, and what the session looked like when
+/// it had none: it is offered again once that changed.
+struct Stalled {
+    channel: Option<Text>,
+    payload: Payload,
+    /// Held because the socket was full, not the session's queue.
+    by_socket: bool,
+    queued: usize,
+    queued_bytes: usize,
+    state: State,
 }
 
 /// The waker handed to the socket's read side: it records that the socket
@@ -155,7 +198,8 @@ impl Wake for ReadWake {
 
 struct Linger<R: Runtime> {
     socket: R::Socket,
-    close: Option<Message>,
+    /// Frames still to write, the close frame (if ours) last.
+    out: VecDeque<Message>,
     flushed: bool,
     deadline: Pin<Box<R::Sleep>>,
 }
@@ -168,6 +212,8 @@ enum Input<S> {
     Drained,
     Command(Command),
     HandlesGone,
+    /// A close was asked while a fed message is held (no commands read).
+    CloseAsked,
     Dialed(Result<S, tungstenite::Error>),
     Token(Result<AuthToken, TokenFailure>),
     Timeout,
@@ -185,6 +231,10 @@ impl<R: Runtime> Inner<R> {
     async fn run(&mut self) {
         loop {
             self.drain().await;
+            if self.retry_stalled() {
+                // Queued (or refused): carry out what that caused first.
+                continue;
+            }
             self.publish();
             if self.session.state() == State::Closed {
                 break;
@@ -193,12 +243,10 @@ impl<R: Runtime> Inner<R> {
             let input = poll_fn(|cx| self.poll_input(cx)).await;
             self.handle(input);
         }
+        self.refuse_leftovers();
         if let Some(socket) = self.socket.take() {
             let close = redial_core::CloseFrame::new(1000, "closed");
-            self.start_linger(
-                socket,
-                Some(Message::Close(Some(close_frame_to_ws(&close)))),
-            );
+            self.close_socket(socket, Message::Close(Some(close_frame_to_ws(&close))));
         }
         // Let a closing socket say goodbye (bounded by `close_timeout`).
         poll_fn(|cx| {
@@ -234,6 +282,92 @@ impl<R: Runtime> Inner<R> {
             }
             if !busy {
                 return;
+            }
+        }
+    }
+
+    /// Offers the held fed message to the session again if something that
+    /// could make room for it changed. True when it is no longer held.
+    fn retry_stalled(&mut self) -> bool {
+        let Some(held) = &self.stalled else {
+            return false;
+        };
+        let state = self.session.state();
+        // A closing session refuses it: no need to wait for room then.
+        if !matches!(state, State::Closing | State::Closed) {
+            if self.socket_full {
+                return false;
+            }
+            let unchanged = held.queued == self.session.queued()
+                && held.queued_bytes == self.session.queued_bytes()
+                && held.state == state;
+            if !held.by_socket && unchanged {
+                return false;
+            }
+        }
+        let Some(held) = self.stalled.take() else {
+            return false;
+        };
+        self.feed(self.rt.now(), held.channel, held.payload);
+        self.stalled.is_none()
+    }
+
+    /// The session is closed: fed messages still in the command channel
+    /// (or held) will never be queued. Counted and logged, not lost
+    /// silently; later feeds are answered `Closed` by the channel.
+    fn refuse_leftovers(&mut self) {
+        self.commands.close();
+        let mut refused = usize::from(self.stalled.take().is_some());
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Feed { .. } = command {
+                refused += 1;
+            }
+            // Other commands are dropped: a `send` waiting for its reply
+            // gets `Closed`.
+        }
+        if refused > 0 {
+            for _ in 0..refused {
+                self.shared.feed_refused();
+            }
+            warn!(
+                messages = refused,
+                "fed messages not sent: the session closed before they were queued"
+            );
+        }
+    }
+
+    /// Queues a fed message, or holds it when there is no room yet.
+    fn feed(&mut self, now: Instant, channel: Option<Text>, payload: Payload) {
+        let closing = matches!(self.session.state(), State::Closing | State::Closed);
+        let result = if self.socket_full && !closing {
+            Err(SendError::QueueFull {
+                messages: self.session.queued() + self.outbox.len(),
+                bytes: self.session.queued_bytes(),
+            })
+        } else {
+            // Cloned (reference counts) so a `QueueFull` can keep them.
+            match channel.clone() {
+                None => self.session.handle_send(now, payload.clone()),
+                Some(c) => self.session.handle_publish(now, c, payload.clone()),
+            }
+        };
+        match result {
+            Ok(_) => {}
+            Err(SendError::QueueFull { .. }) => {
+                self.stalled = Some(Stalled {
+                    channel,
+                    payload,
+                    by_socket: self.socket_full && !closing,
+                    queued: self.session.queued(),
+                    queued_bytes: self.session.queued_bytes(),
+                    state: self.session.state(),
+                });
+            }
+            Err(error) => {
+                // `Handle::feed` checked everything else up front: this is
+                // a close that overtook the message.
+                self.shared.feed_refused();
+                warn!(%error, "fed message not sent: refused by the session");
             }
         }
     }
@@ -303,10 +437,8 @@ impl<R: Runtime> Inner<R> {
                 }
                 if let Some(socket) = self.socket.take() {
                     info!(code = frame.code, reason = %frame.reason, "closing the socket");
-                    self.outbox.clear();
-                    self.needs_flush = false;
                     let close = Message::Close(Some(close_frame_to_ws(&frame)));
-                    self.start_linger(socket, Some(close));
+                    self.close_socket(socket, close);
                 }
             }
             other => debug!(?other, "unknown action ignored"),
@@ -325,10 +457,9 @@ impl<R: Runtime> Inner<R> {
                 );
                 if let Some(socket) = self.socket.take() {
                     // tungstenite has queued the close reply; flush it.
-                    self.start_linger(socket, None);
+                    self.start_linger(socket, VecDeque::new());
                 }
-                self.outbox.clear();
-                self.needs_flush = false;
+                self.clear_outbox();
                 self.session.handle_transport_closed(now, close);
             }
             Input::Message(message) => {
@@ -356,12 +487,15 @@ impl<R: Runtime> Inner<R> {
                 debug!("every handle dropped: closing");
                 self.session.handle_close(now);
             }
+            Input::CloseAsked => {
+                debug!("close asked while a fed message waits for room: closing");
+                self.session.handle_close(now);
+            }
             Input::Dialed(Ok(socket)) => {
                 info!("connected");
                 self.socket = Some(socket);
                 self.read_wake = None;
-                self.outbox.clear();
-                self.needs_flush = false;
+                self.clear_outbox();
                 self.session.handle_dial_ok(now);
             }
             Input::Dialed(Err(error)) => {
@@ -392,7 +526,7 @@ impl<R: Runtime> Inner<R> {
                 payload,
                 reply,
             } => {
-                let result = if self.outbox.is_empty() {
+                let result = if !self.socket_full {
                     match channel {
                         None => self.session.handle_send(now, payload),
                         Some(c) => self.session.handle_publish(now, c, payload),
@@ -416,6 +550,7 @@ impl<R: Runtime> Inner<R> {
             Command::Unsubscribe { channel, reply } => {
                 let _ = reply.send(self.session.handle_unsubscribe(now, channel));
             }
+            Command::Feed { channel, payload } => self.feed(now, channel, payload),
             Command::RetryNow => self.session.handle_retry_now(now),
             Command::NetworkOnline => self.session.handle_network_online(now),
             Command::Close => {
@@ -427,15 +562,30 @@ impl<R: Runtime> Inner<R> {
 
     fn drop_socket(&mut self) {
         self.socket = None;
+        self.clear_outbox();
+    }
+
+    fn clear_outbox(&mut self) {
         self.outbox.clear();
+        self.socket_full = false;
         self.needs_flush = false;
     }
 
-    fn start_linger(&mut self, socket: R::Socket, close: Option<Message>) {
+    /// Closes the socket we chose to close: the frames the session already
+    /// handed over (for Raw they have left its queue; a batch of sends
+    /// followed by a close leaves some here) go out first, then `close`.
+    fn close_socket(&mut self, socket: R::Socket, close: Message) {
+        let mut out = std::mem::take(&mut self.outbox);
+        self.clear_outbox();
+        out.push_back(close);
+        self.start_linger(socket, out);
+    }
+
+    fn start_linger(&mut self, socket: R::Socket, out: VecDeque<Message>) {
         let deadline = self.rt.now() + self.close_timeout;
         self.linger = Some(Linger {
             socket,
-            close,
+            out,
             flushed: false,
             deadline: Box::pin(self.rt.sleep_until(deadline)),
         });
@@ -444,7 +594,23 @@ impl<R: Runtime> Inner<R> {
     /// Waits for the first input, in this order: the socket's messages
     /// (proof of life before any deadline is judged), the handles'
     /// commands, the dial, the token fetch, the timer.
+    ///
+    /// Commands that follow a command and are already waiting are taken
+    /// first (up to [`MAX_COMMAND_BATCH`]), before anything is written, so
+    /// a burst of sends goes out with one flush.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
+        if self.command_batch > 0 {
+            if self.command_batch < MAX_COMMAND_BATCH {
+                if let Poll::Ready(input) = self.poll_command(cx) {
+                    if matches!(input, Input::Command(_)) {
+                        self.command_batch += 1;
+                        self.command_streak += 1;
+                    }
+                    return Poll::Ready(input);
+                }
+            }
+            self.command_batch = 0;
+        }
         if let Some(input) = self.poll_write(cx) {
             return Poll::Ready(input);
         }
@@ -485,6 +651,8 @@ impl<R: Runtime> Inner<R> {
                 Poll::Pending => break,
             }
         }
+        // Left with frames only when the socket said `Pending`.
+        self.socket_full = !self.outbox.is_empty();
         if self.needs_flush {
             match socket.poll_flush_unpin(cx) {
                 Poll::Ready(Ok(())) => self.needs_flush = false,
@@ -530,16 +698,64 @@ impl<R: Runtime> Inner<R> {
         })
     }
 
-    fn poll_others(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
-        if self.commands_open {
-            match self.commands.as_mut().poll_next(cx) {
-                Poll::Ready(Some(command)) => return Poll::Ready(Input::Command(command)),
-                Poll::Ready(None) => {
-                    self.commands_open = false;
-                    return Poll::Ready(Input::HandlesGone);
-                }
-                Poll::Pending => {}
+    /// The next command, unless a fed message is held (see `stalled`).
+    fn poll_command(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
+        if !self.commands_open || self.stalled.is_some() {
+            return Poll::Pending;
+        }
+        match self.commands.as_mut().poll_next(cx) {
+            Poll::Ready(Some(command)) => Poll::Ready(Input::Command(command)),
+            Poll::Ready(None) => {
+                self.commands_open = false;
+                Poll::Ready(Input::HandlesGone)
             }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Ready when a close was asked while a fed message is held (commands,
+    /// `Close` among them, are not read then) and the message has had
+    /// `close_timeout` to find room since. A socket that is merely slow
+    /// makes room well within that, and the close then comes in its turn,
+    /// after everything fed before it.
+    fn poll_close_asked(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stalled.is_none() {
+            self.close_listener = None;
+            return Poll::Pending;
+        }
+        loop {
+            if self.shared.close_asked.load(Ordering::Acquire) {
+                self.close_listener = None;
+                let grace = self.close_grace.get_or_insert_with(|| {
+                    Box::pin(self.rt.sleep_until(self.rt.now() + self.close_timeout))
+                });
+                return grace.as_mut().poll(cx);
+            }
+            match self.close_listener.as_mut() {
+                // Listen, then look at the flag again: no notice is missed.
+                None => self.close_listener = Some(self.shared.wake_driver.listen()),
+                Some(listener) => match Pin::new(listener).poll(cx) {
+                    Poll::Ready(()) => self.close_listener = None,
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
+        }
+    }
+
+    /// The handles' commands first, unless they have had
+    /// [`MAX_COMMAND_STREAK`] turns in a row; then the close flag, the
+    /// dial, the token fetch and the timer.
+    fn poll_others(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
+        let commands_first = self.command_streak < MAX_COMMAND_STREAK;
+        if commands_first {
+            if let Poll::Ready(input) = self.poll_command(cx) {
+                self.took(&input);
+                return Poll::Ready(input);
+            }
+        }
+        self.command_streak = 0;
+        if self.poll_close_asked(cx).is_ready() {
+            return Poll::Ready(Input::CloseAsked);
         }
         if let Some(dial) = self.dial_fut.as_mut() {
             if let Poll::Ready(result) = dial.as_mut().poll(cx) {
@@ -561,7 +777,21 @@ impl<R: Runtime> Inner<R> {
                 return Poll::Ready(Input::Timeout);
             }
         }
+        if !commands_first {
+            if let Poll::Ready(input) = self.poll_command(cx) {
+                self.took(&input);
+                return Poll::Ready(input);
+            }
+        }
         Poll::Pending
+    }
+
+    /// Counts a command taken by `poll_others`; it starts a batch.
+    fn took(&mut self, input: &Input<R::Socket>) {
+        if matches!(input, Input::Command(_)) {
+            self.command_streak += 1;
+            self.command_batch = 1;
+        }
     }
 
     /// Drives a closing socket: close frame out, flush, read until the peer
@@ -576,18 +806,19 @@ impl<R: Runtime> Inner<R> {
             return;
         }
         let mut reads = 0;
-        let done = loop {
-            if let Some(message) = l.close.take() {
+        let done = 'lingering: loop {
+            while let Some(message) = l.out.pop_front() {
                 match l.socket.poll_ready_unpin(cx) {
                     Poll::Ready(Ok(())) => {
                         if l.socket.start_send_unpin(message).is_err() {
-                            break true;
+                            break 'lingering true;
                         }
+                        l.flushed = false;
                     }
-                    Poll::Ready(Err(_)) => break true,
+                    Poll::Ready(Err(_)) => break 'lingering true,
                     Poll::Pending => {
-                        l.close = Some(message);
-                        break false;
+                        l.out.push_front(message);
+                        break 'lingering false;
                     }
                 }
             }

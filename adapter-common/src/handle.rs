@@ -2,13 +2,13 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_channel::oneshot;
 use futures_core::Stream;
-use redial_core::{Event, Payload, SendError, State, Text};
+use redial_core::{Event, Payload, SendError, SendLimits, State, Text};
 
 /// What a handle asks of the driver.
 pub(crate) enum Command {
@@ -25,6 +25,11 @@ pub(crate) enum Command {
         channel: Text,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
+    /// A send nobody waits on: see [`Handle::feed`].
+    Feed {
+        channel: Option<Text>,
+        payload: Payload,
+    },
     RetryNow,
     NetworkOnline,
     Close,
@@ -36,6 +41,16 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     queued: AtomicUsize,
     queued_bytes: AtomicUsize,
+    /// The session's own up-front refusals, for [`Handle::feed`].
+    limits: SendLimits,
+    /// Fed messages the driver could not queue after `feed` returned.
+    feeds_refused: AtomicU64,
+    /// Set by [`Handle::close`] and by dropping the last handle: a driver
+    /// that holds back a fed message (and so reads no commands) closes
+    /// anyway.
+    pub(crate) close_asked: AtomicBool,
+    /// Notified when `close_asked` is set.
+    pub(crate) wake_driver: event_listener::Event,
     /// Notified when a refused send may now fit.
     pub(crate) space: event_listener::Event,
     /// Notified when the state changes.
@@ -43,14 +58,27 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(state: State) -> Self {
+    pub(crate) fn new(state: State, limits: SendLimits) -> Self {
         Shared {
             state: Mutex::new(state),
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
+            limits,
+            feeds_refused: AtomicU64::new(0),
+            close_asked: AtomicBool::new(false),
+            wake_driver: event_listener::Event::new(),
             space: event_listener::Event::new(),
             changed: event_listener::Event::new(),
         }
+    }
+
+    pub(crate) fn feed_refused(&self) {
+        self.feeds_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ask_close(&self) {
+        self.close_asked.store(true, Ordering::Release);
+        self.wake_driver.notify(usize::MAX);
     }
 
     pub(crate) fn state(&self) -> State {
@@ -88,10 +116,35 @@ impl Shared {
 /// Dropping the last handle closes the connection as [`Handle::close`] does
 /// (flush, then close with 1000). Every method is safe to call after the
 /// session closed: sends answer [`SendError::Closed`], the rest do nothing.
+///
+/// # `send` or `feed`
+/// - [`send`](Self::send) / [`publish`](Self::publish) wait for the
+///   session's answer: you get the sequence number (to match
+///   [`Event::Acked`]) or the exact error. One message per round trip to
+///   the driver task, so one sender has one message in flight.
+/// - [`feed`](Self::feed) / [`feed_publish`](Self::feed_publish) hand the
+///   message to the driver and return: no sequence number, and only the
+///   errors that can be known up front. Many messages in flight, written in
+///   batches with one flush: use it for throughput. Backpressure is the
+///   same (a full queue makes `feed` wait, nothing is dropped).
+///
+/// Both go through the same ordered command channel: messages from one
+/// task, whichever way they were sent, are queued in the order sent.
 #[derive(Clone)]
 pub struct Handle {
     tx: async_channel::Sender<Command>,
     shared: Arc<Shared>,
+    _last: Arc<LastHandle>,
+}
+
+/// Dropped with the last [`Handle`]: tells a driver that is not reading
+/// commands (see [`Handle::feed`]) that nobody is left.
+struct LastHandle(Arc<Shared>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.ask_close();
+    }
 }
 
 impl fmt::Debug for Handle {
@@ -104,7 +157,11 @@ impl fmt::Debug for Handle {
 
 impl Handle {
     pub(crate) fn new(tx: async_channel::Sender<Command>, shared: Arc<Shared>) -> Self {
-        Handle { tx, shared }
+        Handle {
+            tx,
+            _last: Arc::new(LastHandle(Arc::clone(&shared))),
+            shared,
+        }
     }
 
     /// Sends an application message (for [`Wire`](redial_core::Wire): a
@@ -145,6 +202,58 @@ impl Handle {
         self.send_waiting(Some(channel.into()), payload).await
     }
 
+    /// Hands a message to the driver without waiting for the session's
+    /// answer (for [`Wire`](redial_core::Wire): a publish with no channel).
+    /// The fast way to send many messages; see "`send` or `feed`" above.
+    ///
+    /// Returns as soon as the bounded command channel took the message: it
+    /// waits only for room there. The driver queues fed messages in order
+    /// and never drops one for lack of room: when the session's queue is
+    /// full (or the socket is not taking frames) it holds the message and
+    /// reads no more commands until there is room, so the command channel
+    /// fills and `feed` waits. Backpressure instead of loss, as with
+    /// [`send`](Self::send).
+    ///
+    /// # Errors
+    /// Answered here, before anything is handed over: every refusal the
+    /// session would give for good ([`SendError::TooLarge`], and for
+    /// [`feed_publish`](Self::feed_publish) [`SendError::Unsupported`] and
+    /// [`SendError::InvalidChannel`]), and [`SendError::Closing`] /
+    /// [`SendError::Closed`] when the session is already closing or closed.
+    /// Never [`SendError::QueueFull`]: `feed` waits instead.
+    ///
+    /// Not answered: a close that overtakes a message already fed (another
+    /// handle's [`close`](Self::close), the last handle dropped, or the
+    /// session ending on its own). Such a message is not queued; the driver
+    /// logs a `warn` and counts it in [`feeds_refused`](Self::feeds_refused).
+    /// A close asked while the driver holds a message for lack of room
+    /// waits for room at most the builder's `close_timeout` (default 2 s),
+    /// then takes effect anyway (the server may never come back): what was
+    /// fed but not yet queued is then refused, as the waiting
+    /// [`send`](Self::send)s would be. With a server that is just slow,
+    /// the close comes in its turn, after everything fed before it. If you
+    /// need to know about every message, use `send`.
+    pub async fn feed(&self, payload: Payload) -> Result<(), SendError> {
+        self.feed_to(None, payload).await
+    }
+
+    /// [`feed`](Self::feed) to a channel ([`Wire`](redial_core::Wire) only):
+    /// the fire-and-forget form of [`publish`](Self::publish).
+    pub async fn feed_publish(
+        &self,
+        channel: impl Into<Text>,
+        payload: Payload,
+    ) -> Result<(), SendError> {
+        self.feed_to(Some(channel.into()), payload).await
+    }
+
+    /// Fed messages that were handed over but could not be queued because
+    /// the session closed first (see [`feed`](Self::feed)). Zero unless a
+    /// close raced the feeds.
+    pub fn feeds_refused(&self) -> u64 {
+        self.shared.feeds_refused.load(Ordering::Relaxed)
+    }
+
     /// Subscribes to a channel ([`Wire`](redial_core::Wire) only). The
     /// confirmation arrives as [`Event::Subscribed`].
     pub async fn subscribe(&self, channel: impl Into<Text>) -> Result<(), SendError> {
@@ -176,6 +285,9 @@ impl Handle {
     /// closes with 1000. Resolves when the session is
     /// [`Closed`](State::Closed).
     pub async fn close(&self) {
+        // Reaches the driver even while it reads no commands (holding a fed
+        // message for lack of room); the command keeps the usual order.
+        self.shared.ask_close();
         let _ = self.tx.send(Command::Close).await;
         loop {
             let changed = self.shared.changed.listen();
@@ -189,6 +301,19 @@ impl Handle {
     /// The session's state, as of the driver's last step.
     pub fn state(&self) -> State {
         self.shared.state()
+    }
+
+    async fn feed_to(&self, channel: Option<Text>, payload: Payload) -> Result<(), SendError> {
+        self.shared.limits.check(channel.as_ref(), &payload)?;
+        match self.state() {
+            State::Closed => return Err(SendError::Closed),
+            State::Closing => return Err(SendError::Closing),
+            _ => {}
+        }
+        self.tx
+            .send(Command::Feed { channel, payload })
+            .await
+            .map_err(|_| SendError::Closed)
     }
 
     async fn send_waiting(

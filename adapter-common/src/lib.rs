@@ -21,6 +21,11 @@
 //!   space: backpressure instead of loss. While the socket itself is not
 //!   taking frames, new sends are answered `QueueFull` too, so nothing piles
 //!   up between the session and the socket.
+//! - [`Handle::feed`] does not wait for an answer. A fed message the session
+//!   has no room for is held by the driver (one slot), which then reads no
+//!   commands until there is room: the command channel fills and `feed`
+//!   waits. Commands already waiting are taken in batches of up to 32, and
+//!   their frames are written with one flush.
 //! - [`Events`] is a bounded stream. With a slow consumer the driver waits
 //!   for room before it does anything else: it stops reading the socket, so
 //!   TCP backpressure reaches the server, and keepalive deadlines are judged

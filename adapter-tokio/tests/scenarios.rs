@@ -51,6 +51,21 @@ async fn send_waits_for_room() {
     testing::send_waits_for_room(builder).await;
 }
 
+#[tokio::test]
+async fn feed_across_reconnect() {
+    testing::feed_across_reconnect(builder).await;
+}
+
+#[tokio::test]
+async fn feed_waits_for_slow_server() {
+    testing::feed_waits_for_slow_server(builder).await;
+}
+
+#[tokio::test]
+async fn feed_refusals() {
+    testing::feed_refusals(builder).await;
+}
+
 /// Retry-After on a paused clock: the server runs on this runtime, so the
 /// clock only jumps when both sides are idle, i.e. to the backoff deadline.
 /// The 1 s wait costs no real time, and the gap is exact virtual time.

@@ -108,6 +108,7 @@ pub use error::SendError;
 pub use event::{Event, SessionInfo, State, TerminalReason};
 pub use payload::{Payload, Text};
 pub use protocol::{Inbound, Protocol, ProtocolError, Raw, Wire};
+pub use queue::SendLimits;
 pub use secret::{AuthToken, ResumeToken};
 pub use session::{Session, TokenFailure};
 pub use transport::{CloseFrame, DialFailure, Frame};

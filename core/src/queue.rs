@@ -5,6 +5,71 @@ use std::collections::VecDeque;
 
 use crate::error::SendError;
 use crate::payload::{Payload, Text};
+use crate::protocol::check_channel;
+use crate::wire::Limits;
+
+/// What a session refuses for good, whatever its state: a message too large
+/// for the queue or a frame, or a channel the protocol cannot carry.
+///
+/// [`Session::send_limits`](crate::Session::send_limits) gives a copy, so
+/// that code away from the session (an adapter's handle) can refuse such a
+/// message up front with exactly the session's rules.
+#[derive(Debug, Clone)]
+pub struct SendLimits {
+    protocol: &'static str,
+    has_session: bool,
+    queue_max_bytes: usize,
+    wire: Limits,
+}
+
+impl SendLimits {
+    pub(crate) fn new(
+        protocol: &'static str,
+        has_session: bool,
+        queue_max_bytes: usize,
+        wire: Limits,
+    ) -> Self {
+        SendLimits {
+            protocol,
+            has_session,
+            queue_max_bytes,
+            wire,
+        }
+    }
+
+    /// `Ok` when the session could take this message given room in its
+    /// queue; otherwise the refusal it would give.
+    pub fn check(&self, channel: Option<&Text>, payload: &Payload) -> Result<(), SendError> {
+        let channel_len = channel.map_or(0, Text::len);
+        if let Some(channel) = channel {
+            if !self.has_session {
+                return Err(SendError::Unsupported {
+                    protocol: self.protocol,
+                    what: "channels",
+                });
+            }
+            check_channel(channel, &self.wire)?;
+        }
+        if self.has_session {
+            // The PUBLISH header is at most 1 + 10 + 1 + 2 + channel bytes.
+            let frame_len = payload.len() + channel_len + 14;
+            if frame_len > self.wire.max_frame_len {
+                return Err(SendError::TooLarge {
+                    len: frame_len,
+                    max: self.wire.max_frame_len,
+                });
+            }
+        }
+        let len = payload.len() + channel_len;
+        if len > self.queue_max_bytes {
+            return Err(SendError::TooLarge {
+                len,
+                max: self.queue_max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// One queued message.
 #[derive(Debug, Clone, PartialEq, Eq)]

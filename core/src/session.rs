@@ -12,7 +12,7 @@ use crate::event::{Event, SessionInfo, State, TerminalReason};
 use crate::keepalive::{Keepalive, PingDue};
 use crate::payload::{Payload, Text};
 use crate::protocol::{check_channel, Inbound, Protocol, ProtocolError};
-use crate::queue::Queue;
+use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
 use crate::secret::{AuthToken, ResumeToken};
 use crate::timer::{Timer, TimerTable};
@@ -226,6 +226,17 @@ impl Session {
         self.delivered
     }
 
+    /// The refusals that do not depend on the session's state, for checking
+    /// a message before handing it over.
+    pub fn send_limits(&self) -> SendLimits {
+        SendLimits::new(
+            self.protocol.name(),
+            self.protocol.has_session(),
+            self.config.queue_max_bytes,
+            self.config.wire_limits,
+        )
+    }
+
     /// The protocol's name.
     pub fn protocol_name(&self) -> &'static str {
         self.protocol.name()
@@ -267,12 +278,7 @@ impl Session {
         channel: impl Into<Text>,
         payload: Payload,
     ) -> Result<u64, SendError> {
-        let channel = channel.into();
-        if !self.protocol.has_session() {
-            return Err(self.unsupported("channels"));
-        }
-        check_channel(&channel, &self.config.wire_limits)?;
-        self.enqueue(now, Some(channel), payload)
+        self.enqueue(now, Some(channel.into()), payload)
     }
 
     /// Subscribe to a channel ([`Wire`](crate::Wire) only). The subscription
@@ -535,18 +541,8 @@ impl Session {
         payload: Payload,
     ) -> Result<u64, SendError> {
         self.clock(now);
+        self.send_limits().check(channel.as_ref(), &payload)?;
         self.check_open()?;
-        if self.protocol.has_session() {
-            // The PUBLISH header is at most 1 + 10 + 1 + 2 + channel bytes.
-            let frame_len = payload.len() + channel.as_ref().map_or(0, Text::len) + 14;
-            let max = self.config.wire_limits.max_frame_len;
-            if frame_len > max {
-                return Err(SendError::TooLarge {
-                    len: frame_len,
-                    max,
-                });
-            }
-        }
         let seq = self.queue.push(channel, payload)?;
         if self.phase == Phase::Connected {
             self.flush_queue();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join;
+use futures_util::future::{join, select, Either};
 use redial_core::{
     AuthToken, Backoff, Event, Payload, SendError, State, TerminalReason, TokenFailure,
 };
@@ -486,4 +486,252 @@ pub async fn send_waits_for_room<R: Runtime>(make: impl Fn(String) -> Builder<R>
     }
     assert_eq!(got, ["1", "2", "3"]);
     within(&rt, WAIT, "close", handle.close()).await;
+}
+
+/// A numbered text message: six digits, then `pad` bytes of filler.
+fn numbered(i: usize, pad: usize) -> Payload {
+    Payload::text(format!("{i:06}{}", "x".repeat(pad)))
+}
+
+/// The next `n` texts the server reads, as (connection, number).
+async fn read_numbered<R: Runtime>(
+    rt: &R,
+    server: &mut TestServer,
+    n: usize,
+) -> Vec<(usize, usize)> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        if let ServerEvent::Text { conn, text } = wait_server(rt, server, "fed messages", |e| {
+            matches!(e, ServerEvent::Text { .. })
+        })
+        .await
+        {
+            let number = text
+                .get(..6)
+                .and_then(|d| d.parse().ok())
+                .expect("numbered");
+            got.push((conn, number));
+        }
+    }
+    got
+}
+
+/// Closes, and checks that the server read nothing more before the close
+/// frame on `conn` (so every message came exactly once).
+async fn close_with_nothing_more<R: Runtime>(
+    rt: &R,
+    server: &mut TestServer,
+    handle: &crate::Handle,
+    conn: usize,
+) {
+    within(rt, WAIT, "close", handle.close()).await;
+    loop {
+        match wait_server(rt, server, "close frame", |_| true).await {
+            ServerEvent::Text { text, .. } => {
+                panic!("read again: {:?}", text.get(..6).unwrap_or(&text))
+            }
+            ServerEvent::Closed { conn: c, code } if c == conn => {
+                assert_eq!(code, Some(1000));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(handle.feeds_refused(), 0);
+}
+
+/// `feed` while connected, then through an outage: everything arrives once,
+/// in order. During the outage the queue (8) fills, the driver holds one
+/// more and the command channel (4) fills; the next `feed` waits until the
+/// reconnect makes room, and then everything is delivered.
+pub async fn feed_across_reconnect<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    // A fixed 300 ms backoff: the feeds below surely start in the outage.
+    let fixed = Duration::from_millis(300);
+    let config = fast_config()
+        .backoff(Backoff::proportional(fixed, 1.0, 0.0, fixed))
+        .queue_max_messages(8)
+        .build()
+        .expect("config");
+    let builder = make(server.url().to_owned())
+        .config(config)
+        .command_capacity(4);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    for i in 0..20 {
+        handle.feed(numbered(i, 0)).await.expect("fed");
+    }
+    let got = read_numbered(&rt, &mut server, 20).await;
+    assert_eq!(got, (0..20).map(|i| (0, i)).collect::<Vec<_>>());
+
+    server.drop_conn(0);
+    wait_event(&rt, &mut events, "disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    const TAKEN_IN_OUTAGE: usize = 8 + 1 + 4;
+    let feeding = async {
+        for i in 20..120 {
+            handle.feed(numbered(i, 0)).await.expect("fed");
+            if i - 20 >= TAKEN_IN_OUTAGE {
+                // Only the reconnect could have made room.
+                assert_eq!(handle.state(), State::Connected, "feed {i} did not wait");
+            }
+        }
+    };
+    let watch = wait_event(&rt, &mut events, "reconnected", is_connected);
+    within(&rt, WAIT, "feeds", join(feeding, watch)).await;
+
+    let got = read_numbered(&rt, &mut server, 100).await;
+    assert_eq!(got, (20..120).map(|i| (1, i)).collect::<Vec<_>>());
+    assert_eq!(server.dials(), 2);
+    close_with_nothing_more(&rt, &mut server, &handle, 1).await;
+}
+
+/// Feeds numbered 64 KiB messages from `*fed` on until one waits, and
+/// returns that waiting feed (its message not yet handed over).
+///
+/// No event says "this feed is waiting", so a feed counts as waiting once
+/// it has not finished for a quiet period; a busy machine can only end the
+/// loop early, which the callers tolerate.
+async fn feed_until_waiting<'h, R: Runtime>(
+    rt: &R,
+    handle: &'h crate::Handle,
+    fed: &mut usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'h>> {
+    const PAD: usize = 64 * 1024;
+    const LIMIT: usize = 2000;
+    let first = *fed;
+    loop {
+        assert!(
+            *fed - first < LIMIT,
+            "{LIMIT} feeds never waited for the socket"
+        );
+        let mut feed = Box::pin(handle.feed(numbered(*fed, PAD)));
+        let quiet = Box::pin(rt.sleep_until(rt.now() + Duration::from_millis(300)));
+        match select(feed.as_mut(), quiet).await {
+            Either::Left((result, _)) => {
+                result.expect("fed");
+                *fed += 1;
+            }
+            Either::Right(_) => return feed,
+        }
+    }
+}
+
+/// A server that stops reading: once the socket takes no more, `feed`
+/// waits (backpressure) instead of dropping or buffering without bound,
+/// and goes on when the server reads again. Then a close asked while the
+/// driver holds a message for the full socket: it waits for the server to
+/// read and comes after everything fed before it. Nothing is lost.
+pub async fn feed_waits_for_slow_server<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    // No keepalive: unanswered pings would end the connection.
+    let config = fast_config()
+        .ping_interval(None)
+        .queue_max_messages(2)
+        .build()
+        .expect("config");
+    let builder = make(server.url().to_owned())
+        .config(config)
+        .command_capacity(2);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    // 64 KiB messages fill the TCP buffers after a few MiB.
+    server.stop_reading(0);
+    let mut fed = 0;
+    let waiting = feed_until_waiting(&rt, &handle, &mut fed).await;
+    assert!(fed > 2, "waited after {fed} messages");
+    server.resume_reading(0);
+    within(&rt, WAIT, "the waiting feed", waiting)
+        .await
+        .expect("fed");
+    fed += 1;
+    let got = read_numbered(&rt, &mut server, fed).await;
+    assert_eq!(got, (0..fed).map(|i| (0, i)).collect::<Vec<_>>());
+
+    server.stop_reading(0);
+    let first = fed;
+    // Cancelled: its message is never handed over.
+    drop(feed_until_waiting(&rt, &handle, &mut fed).await);
+    let resume = async {
+        server.resume_reading(0);
+    };
+    within(&rt, WAIT, "close", join(handle.close(), resume)).await;
+    let got = read_numbered(&rt, &mut server, fed - first).await;
+    assert_eq!(got, (first..fed).map(|i| (0, i)).collect::<Vec<_>>());
+    let e = wait_server(&rt, &mut server, "close frame", |_| true).await;
+    assert_eq!(
+        e,
+        ServerEvent::Closed {
+            conn: 0,
+            code: Some(1000)
+        }
+    );
+    assert_eq!(handle.feeds_refused(), 0);
+}
+
+/// What `feed` refuses up front, and a close while the driver holds a fed
+/// message for lack of room: the close is not stuck behind it, and the held
+/// message is counted as refused.
+pub async fn feed_refusals<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let server = TestServer::start(|_| Plan::Reject {
+        status: 500,
+        retry_after: None,
+    })
+    .expect("server");
+    let config = fast_config()
+        .queue_max_messages(2)
+        .queue_max_bytes(1024)
+        .close_linger(Duration::from_millis(100))
+        .build()
+        .expect("config");
+    // The close below waits this long for room for the held message.
+    let builder = make(server.url().to_owned())
+        .config(config)
+        .command_capacity(4)
+        .close_timeout(Duration::from_millis(100));
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    assert!(matches!(
+        handle.feed_publish("news", Payload::text("x")).await,
+        Err(SendError::Unsupported { .. })
+    ));
+    assert_eq!(
+        handle.feed(Payload::binary(vec![0; 2000])).await,
+        Err(SendError::TooLarge {
+            len: 2000,
+            max: 1024
+        })
+    );
+    wait_event(&rt, &mut events, "dial failure", |e| {
+        matches!(e, Event::DialFailed { .. })
+    })
+    .await;
+    for m in ["1", "2", "3"] {
+        handle.feed(Payload::text(m)).await.expect("fed");
+    }
+    // "3" has no room until a connection that never comes.
+    within(&rt, WAIT, "close", handle.close()).await;
+    let e = wait_event(&rt, &mut events, "closed", is_closed).await;
+    assert!(
+        matches!(
+            e,
+            Event::Closed {
+                reason: TerminalReason::ClosedByUser,
+                undelivered: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(handle.feeds_refused(), 1);
+    assert_eq!(
+        handle.feed(Payload::text("late")).await,
+        Err(SendError::Closed)
+    );
 }

@@ -64,6 +64,7 @@ enum ConnCommand {
     Drop,
     Close(u16, String),
     StopReading,
+    ResumeReading,
 }
 
 type Script = Arc<dyn Fn(usize) -> Plan + Send + Sync>;
@@ -197,6 +198,11 @@ impl TestServer {
         self.command(conn, ConnCommand::StopReading);
     }
 
+    /// Reads connection `conn` again after [`stop_reading`](Self::stop_reading).
+    pub fn resume_reading(&self, conn: usize) {
+        self.command(conn, ConnCommand::ResumeReading);
+    }
+
     fn command(&self, conn: usize, command: ConnCommand) {
         let commands = self
             .conns
@@ -313,6 +319,7 @@ async fn serve(
                     close_seen = true;
                 }
                 Some(ConnCommand::StopReading) => reading = false,
+                Some(ConnCommand::ResumeReading) => reading = true,
                 Some(ConnCommand::Drop) | None => return,
             },
         }

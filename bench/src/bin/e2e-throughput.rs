@@ -6,7 +6,9 @@
 //! sends `--messages` more; the clock runs from the first send of that batch
 //! until the server has counted its last message. Every client sends the
 //! same `Bytes` (a refcount clone per message) and flushes after every
-//! message, as its documented per-message send does:
+//! message, as its documented per-message send does, except the batched
+//! ceiling and the redial `feed` rows, whose driver flushes once per batch
+//! of commands it finds waiting (up to 32):
 //!
 //! | client | how it sends |
 //! |---|---|
@@ -14,8 +16,10 @@
 //! | plain 0.28 / 0.26 | the same on the versions stream-tungstenite / ezsockets use |
 //! | plain, batched (ceiling) | `ws.feed(msg).await`, one flush at the end |
 //! | redial-tokio (Raw) | `handle.send(payload).await` |
+//! | redial-tokio (feed) | `handle.feed(payload).await` (no reply; driver batches writes) |
 //! | plain async-tungstenite 0.35 (async-io) | `ws.send(msg).await`, on `async_io::block_on` |
 //! | redial-async-std (Raw) | `handle.send(payload).await`, driver on the same executor thread |
+//! | redial-async-std (feed) | `handle.feed(payload).await`, driver on the same executor thread |
 //! | redial-async-std, built-in | the same, driver on the adapter's own executor thread |
 //! | stream-tungstenite 0.6.1 | `sender.send_async(msg).await` (bounded queue, writer task) |
 //! | ezsockets 0.7.2 | `client.binary(bytes)` (unbounded queue, actor task) |
@@ -73,14 +77,16 @@ fn main() -> Result<(), BoxError> {
     let payload = Bytes::from(vec![0xA5u8; MESSAGE_SIZE]);
 
     type Runner = fn(&str, &Arc<Counters>, Bytes, Plan) -> Result<Duration, BoxError>;
-    let clients: [(&'static str, Runner); 10] = [
+    let clients: [(&'static str, Runner); 12] = [
         ("plain tokio-tungstenite", plain),
         ("plain tokio-tungstenite 0.28", plain_028),
         ("plain tokio-tungstenite 0.26", plain_026),
         ("plain, batched flush", plain_batched),
         ("redial-tokio", redial_tokio),
+        ("redial-tokio (feed)", redial_tokio_feed),
         ("plain async-tungstenite", plain_async_tungstenite),
         ("redial-async-std", redial_async_std_same_thread),
+        ("redial-async-std (feed)", redial_async_std_same_thread_feed),
         (
             "redial-async-std, built-in executor",
             redial_async_std_builtin,
@@ -238,11 +244,39 @@ async fn wait_connected(events: &mut redial_tokio::Events) -> Result<(), BoxErro
     Err("session closed before connecting".into())
 }
 
+/// How a redial client hands over each message.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// `handle.send(..).await`: waits for the sequence number.
+    Send,
+    /// `handle.feed(..).await`: waits only for command-channel room.
+    Feed,
+}
+
 fn redial_tokio(
     url: &str,
     counters: &Arc<Counters>,
     payload: Bytes,
     plan: Plan,
+) -> Result<Duration, BoxError> {
+    redial_tokio_via(url, counters, payload, plan, Via::Send)
+}
+
+fn redial_tokio_feed(
+    url: &str,
+    counters: &Arc<Counters>,
+    payload: Bytes,
+    plan: Plan,
+) -> Result<Duration, BoxError> {
+    redial_tokio_via(url, counters, payload, plan, Via::Feed)
+}
+
+fn redial_tokio_via(
+    url: &str,
+    counters: &Arc<Counters>,
+    payload: Bytes,
+    plan: Plan,
+    via: Via,
 ) -> Result<Duration, BoxError> {
     let (url, counters) = (url.to_owned(), counters.clone());
     on_current_thread(async move {
@@ -250,11 +284,18 @@ fn redial_tokio(
         wait_connected(&mut events).await?;
         // Keep the events flowing, as an application would.
         let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
-        let elapsed = timed!(
-            &counters,
-            plan,
-            handle.send(Payload::binary(payload.clone())).await
-        );
+        let elapsed = match via {
+            Via::Send => timed!(
+                &counters,
+                plan,
+                handle.send(Payload::binary(payload.clone())).await
+            ),
+            Via::Feed => timed!(
+                &counters,
+                plan,
+                handle.feed(Payload::binary(payload.clone())).await
+            ),
+        };
         handle.close().await;
         let _ = drain.await;
         Ok(elapsed)
@@ -266,6 +307,7 @@ async fn redial_async_std_run(
     counters: &Counters,
     payload: Bytes,
     plan: Plan,
+    via: Via,
 ) -> Result<Duration, BoxError> {
     let (handle, mut events) = builder.connect()?;
     loop {
@@ -275,11 +317,18 @@ async fn redial_async_std_run(
             None => return Err("session closed before connecting".into()),
         }
     }
-    let elapsed = timed!(
-        counters,
-        plan,
-        handle.send(Payload::binary(payload.clone())).await
-    );
+    let elapsed = match via {
+        Via::Send => timed!(
+            counters,
+            plan,
+            handle.send(Payload::binary(payload.clone())).await
+        ),
+        Via::Feed => timed!(
+            counters,
+            plan,
+            handle.feed(Payload::binary(payload.clone())).await
+        ),
+    };
     handle.close().await;
     drop(events);
     Ok(elapsed)
@@ -316,11 +365,31 @@ fn redial_async_std_same_thread(
     payload: Bytes,
     plan: Plan,
 ) -> Result<Duration, BoxError> {
+    redial_async_std_same_thread_via(url, counters, payload, plan, Via::Send)
+}
+
+/// [`redial_async_std_same_thread`] with `handle.feed`.
+fn redial_async_std_same_thread_feed(
+    url: &str,
+    counters: &Arc<Counters>,
+    payload: Bytes,
+    plan: Plan,
+) -> Result<Duration, BoxError> {
+    redial_async_std_same_thread_via(url, counters, payload, plan, Via::Feed)
+}
+
+fn redial_async_std_same_thread_via(
+    url: &str,
+    counters: &Arc<Counters>,
+    payload: Bytes,
+    plan: Plan,
+    via: Via,
+) -> Result<Duration, BoxError> {
     let executor = Arc::new(async_executor::Executor::new());
     let spawner = executor.clone();
     let runtime = redial_async_std::AsyncIo::with_spawner(move |task| spawner.spawn(task).detach());
     let builder = redial_async_std::Builder::new(runtime, url);
-    async_io::block_on(executor.run(redial_async_std_run(builder, counters, payload, plan)))
+    async_io::block_on(executor.run(redial_async_std_run(builder, counters, payload, plan, via)))
 }
 
 /// The adapter's default: the driver on its built-in executor thread, the
@@ -336,6 +405,7 @@ fn redial_async_std_builtin(
         counters,
         payload,
         plan,
+        Via::Send,
     ))
 }
 
