@@ -106,21 +106,17 @@ impl Runtime for AsyncIo {
     }
 }
 
+type Connected = (
+    WebSocketStream<ConnectStream>,
+    async_tungstenite::tungstenite::handshake::client::Response,
+);
+
 #[cfg(feature = "rustls")]
-async fn connect(
-    request: Request,
-    config: WebSocketConfig,
-) -> Result<
-    (
-        WebSocketStream<ConnectStream>,
-        async_tungstenite::tungstenite::handshake::client::Response,
-    ),
-    WsError,
-> {
+async fn connect(request: Request, config: WebSocketConfig) -> Result<Connected, WsError> {
     let connector = if request.uri().scheme_str() == Some("wss") {
-        let config = redial_driver::tls::client_config()
+        let tls = redial_driver::tls::client_config()
             .map_err(|e| WsError::Io(std::io::Error::other(e)))?;
-        Some(futures_rustls::TlsConnector::from(config))
+        Some(futures_rustls::TlsConnector::from(tls))
     } else {
         None
     };
@@ -133,16 +129,7 @@ async fn connect(
 }
 
 #[cfg(not(feature = "rustls"))]
-async fn connect(
-    request: Request,
-    config: WebSocketConfig,
-) -> Result<
-    (
-        WebSocketStream<ConnectStream>,
-        async_tungstenite::tungstenite::handshake::client::Response,
-    ),
-    WsError,
-> {
+async fn connect(request: Request, config: WebSocketConfig) -> Result<Connected, WsError> {
     async_tungstenite::smol::connect_async_with_config(request, Some(config)).await
 }
 

@@ -76,9 +76,9 @@ async fn connect(
     config: WebSocketConfig,
 ) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
     let connector = if request.uri().scheme_str() == Some("wss") {
-        let config = redial_driver::tls::client_config()
+        let tls = redial_driver::tls::client_config()
             .map_err(|e| tokio_tungstenite::tungstenite::Error::Io(std::io::Error::other(e)))?;
-        Some(tokio_tungstenite::Connector::Rustls(config))
+        Some(tokio_tungstenite::Connector::Rustls(tls))
     } else {
         None
     };
