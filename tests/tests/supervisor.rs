@@ -97,18 +97,7 @@ async fn no_publish_lost_or_repeated_across_drops<R: Runtime>(make: impl Fn(Stri
     assert_eq!(applied, sent, "applied exactly once, in order");
     assert_eq!(h.server.stats().publishes_applied, 100);
     assert_eq!(h.server.session_names(), [name]);
-    let reconnects = c
-        .events
-        .matching(|e| {
-            matches!(
-                e,
-                Event::Connected {
-                    reconnect: true,
-                    ..
-                }
-            )
-        })
-        .len();
+    let reconnects = c.events.reconnects();
     assert!(reconnects >= 3, "only {reconnects} reconnects");
     c.close().await;
 }

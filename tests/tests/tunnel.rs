@@ -89,18 +89,7 @@ async fn name_survives_drops_and_restarts<R: Runtime>(make: impl Fn(String) -> B
 
     // One session on the server, resumed once per reconnect we saw.
     assert_eq!(h.server.session_names(), std::slice::from_ref(&name));
-    let reconnects = c
-        .events
-        .matching(|e| {
-            matches!(
-                e,
-                Event::Connected {
-                    reconnect: true,
-                    ..
-                }
-            )
-        })
-        .len();
+    let reconnects = c.events.reconnects();
     let info = h.server.session(&name).unwrap();
     assert_eq!(info.resumes, reconnects as u64);
     c.close().await;

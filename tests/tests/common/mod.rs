@@ -292,6 +292,20 @@ impl Recorder {
         self.all().into_iter().filter(|s| pred(&s.event)).collect()
     }
 
+    /// How many `Connected` events were reconnects.
+    pub fn reconnects(&self) -> usize {
+        self.matching(|e| {
+            matches!(
+                e,
+                Event::Connected {
+                    reconnect: true,
+                    ..
+                }
+            )
+        })
+        .len()
+    }
+
     /// Whether the event stream has ended (the session is closed).
     pub fn has_ended(&self) -> bool {
         self.log.progress.borrow().1
