@@ -70,6 +70,8 @@ enum Transition {
     BecomeStable,
     BackoffElapsed,
     RetryNow,
+    NetworkOnline,
+    Wake,
     UserClose,
 }
 
@@ -152,12 +154,15 @@ impl ReferenceStateMachine for Ref {
             Phase::Connected => prop_oneof![
                 4 => codes.prop_map(Transition::Drop),
                 2 => Just(Transition::BecomeStable),
+                1 => Just(Transition::NetworkOnline),
                 1 => Just(Transition::UserClose),
             ]
             .boxed(),
             Phase::Waiting => prop_oneof![
                 4 => Just(Transition::BackoffElapsed),
                 1 => Just(Transition::RetryNow),
+                1 => Just(Transition::NetworkOnline),
+                1 => Just(Transition::Wake),
                 1 => Just(Transition::UserClose),
             ]
             .boxed(),
@@ -218,10 +223,16 @@ impl ReferenceStateMachine for Ref {
             (Phase::Waiting, Transition::BackoffElapsed) => m.phase = Phase::Dialing,
             // `retry_now` cuts the client's own backoff, never the server's
             // wait: the dial moves to the end of that instead.
-            (Phase::Waiting, Transition::RetryNow) if !m.server_min.is_zero() => {
+            (
+                Phase::Waiting,
+                Transition::RetryNow | Transition::NetworkOnline | Transition::Wake,
+            ) if !m.server_min.is_zero() => {
                 m.gap_min = m.server_min;
             }
-            (Phase::Waiting, Transition::RetryNow) => m.phase = Phase::Dialing,
+            (
+                Phase::Waiting,
+                Transition::RetryNow | Transition::NetworkOnline | Transition::Wake,
+            ) => m.phase = Phase::Dialing,
             _ => {}
         }
         m
@@ -241,11 +252,14 @@ impl ReferenceStateMachine for Ref {
                 )
                 | (
                     Phase::Connected,
-                    Transition::Drop(_) | Transition::BecomeStable
+                    Transition::Drop(_) | Transition::BecomeStable | Transition::NetworkOnline
                 )
                 | (
                     Phase::Waiting,
-                    Transition::BackoffElapsed | Transition::RetryNow
+                    Transition::BackoffElapsed
+                        | Transition::RetryNow
+                        | Transition::NetworkOnline
+                        | Transition::Wake
                 )
         )
     }
@@ -396,6 +410,8 @@ impl StateMachineTest for SessionTest {
                 s.handle_timeout(sut.now);
             }
             Transition::RetryNow => s.handle_retry_now(now),
+            Transition::NetworkOnline => s.handle_network_online(now),
+            Transition::Wake => s.handle_wake(now),
             Transition::BackoffElapsed => {
                 // Fire timers in order until the dial goes out; the stuck
                 // notice may come first.
@@ -426,7 +442,9 @@ impl StateMachineTest for SessionTest {
         }
         let least = match t {
             Transition::BackoffElapsed => Some(m.gap_min),
-            Transition::RetryNow => Some(m.server_min),
+            Transition::RetryNow | Transition::NetworkOnline | Transition::Wake => {
+                Some(m.server_min)
+            }
             _ => None,
         };
         if let (Some(gap), Some(least)) = (sut.gap, least) {
