@@ -68,6 +68,9 @@ enum Phase {
 /// server answers brings two attempts closer than the ladder allows. The one
 /// exception is the first retry after a stable connection, which takes a
 /// server's wait as it is: that is what a deploy's GOING_AWAY window is for.
+/// The wait is the longer of the server's and the ladder's *draw*, not of
+/// the server's and the rung's lower bound: full jitter's lower bound is 0,
+/// so only the draw keeps a server that answers 0 from causing a tight loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delay {
     Ladder,
