@@ -18,6 +18,11 @@ use redial_driver::tungstenite::Error as WsError;
 use redial_driver::{BoxFuture, Runtime, TlsTrust};
 
 pub use redial_core;
+/// rustls and PEM reading, for [`Builder::root_certificates`].
+#[cfg(feature = "rustls")]
+pub use redial_driver::tls;
+/// tungstenite, for [`Builder::websocket_config`] (message size limits).
+pub use redial_driver::tungstenite;
 pub use redial_driver::{
     BuildError, Driver, Events, Handle, SpawnError, TokenPlacement, TokenProvider,
 };

@@ -11,6 +11,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use redial_core;
+/// rustls and PEM reading, for [`Builder::root_certificates`].
+#[cfg(feature = "rustls")]
+pub use redial_driver::tls;
+/// tungstenite, for [`Builder::websocket_config`] (message size limits).
+pub use redial_driver::tungstenite;
 pub use redial_driver::{
     BuildError, Driver, Events, Handle, SpawnError, TokenPlacement, TokenProvider,
 };

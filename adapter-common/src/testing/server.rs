@@ -90,7 +90,7 @@ pub struct TestServer {
     url: String,
     events: mpsc::UnboundedReceiver<ServerEvent>,
     conns: Arc<Conns>,
-    certificate: Option<CertificateDer<'static>>,
+    certificate: Option<(CertificateDer<'static>, String)>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -117,6 +117,7 @@ impl TestServer {
         let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
             .map_err(std::io::Error::other)?;
         let certificate = made.cert.der().clone();
+        let pem = made.cert.pem();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -128,13 +129,18 @@ impl TestServer {
         let mut server =
             Self::start_on_thread(Arc::new(script), Some(TlsAcceptor::from(Arc::new(config))))?;
         server.url = server.url.replacen("ws://", "wss://", 1);
-        server.certificate = Some(certificate);
+        server.certificate = Some((certificate, pem));
         Ok(server)
     }
 
     /// The self-signed certificate of a [`start_tls`](Self::start_tls) server.
     pub fn certificate(&self) -> Option<&CertificateDer<'static>> {
-        self.certificate.as_ref()
+        self.certificate.as_ref().map(|(der, _)| der)
+    }
+
+    /// The same certificate as PEM text, as a CA file would hold it.
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.certificate.as_ref().map(|(_, pem)| pem.as_str())
     }
 
     fn start_on_thread(script: Script, tls: Option<TlsAcceptor>) -> std::io::Result<Self> {
