@@ -407,18 +407,20 @@ impl<R: Runtime> Inner<R> {
     fn carry_out(&mut self, action: Action) {
         let now = self.rt.now();
         match action {
-            Action::FetchToken => match &self.provider {
-                Some(provider) => {
+            Action::FetchToken => {
+                // Cannot happen without a provider: `Builder::start` turns
+                // token fetching on exactly when it has one, and refuses a
+                // config that asks for tokens without one. Nothing to decide
+                // here; were it to happen, the connect timeout would end
+                // the attempt.
+                debug_assert!(self.provider.is_some(), "FetchToken without a provider");
+                if let Some(provider) = &self.provider {
                     debug!("fetching token");
                     // A fetch still running from an earlier attempt is
                     // abandoned: only the newest answer counts.
                     self.token_fut = Some(provider.token());
                 }
-                None => self.session.handle_token_failed(
-                    now,
-                    TokenFailure::unauthorized("no token provider configured"),
-                ),
-            },
+            }
             Action::Dial { attempt, token } => {
                 self.token_fut = None;
                 match self.template.request(token.as_ref()) {
