@@ -169,3 +169,95 @@ fn rejected_certificate_follows_the_override() {
         .unwrap();
     assert!(delay >= floor && delay <= floor + floor / 10, "{delay:?}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rule() -> impl Strategy<Value = CloseRule> {
+        prop_oneof![
+            Just(CloseRule::Terminal(TerminalReason::MessageTooLarge)),
+            Just(CloseRule::Terminal(TerminalReason::CloseCode(1009))),
+            Just(CloseRule::Reconnect { honour_hint: false }),
+            Just(CloseRule::StepLadder { honour_hint: true }),
+            (1u64..120).prop_map(|s| CloseRule::Floor(Duration::from_secs(s))),
+        ]
+    }
+
+    /// The first delay after `events`, if one was scheduled.
+    fn first_delay(events: &[Event]) -> Option<Duration> {
+        events.iter().find_map(|e| match e {
+            Event::ReconnectScheduled { delay, .. } => Some(*delay),
+            _ => None,
+        })
+    }
+
+    fn check(rule: &CloseRule, s: &Session, events: &[Event]) -> Result<(), TestCaseError> {
+        match rule {
+            CloseRule::Terminal(why) => {
+                prop_assert_eq!(s.state(), State::Closed);
+                let closed = events
+                    .iter()
+                    .any(|e| matches!(e, Event::Closed { reason, .. } if reason == why));
+                prop_assert!(closed, "{:?}", events);
+                prop_assert_eq!(first_delay(events), None);
+            }
+            CloseRule::Floor(floor) => {
+                prop_assert_eq!(s.state(), State::Reconnecting);
+                let d = first_delay(events).unwrap_or_default();
+                prop_assert!(d >= *floor && d <= *floor + *floor / 10, "{:?}", d);
+            }
+            _ => {
+                prop_assert_eq!(s.state(), State::Reconnecting);
+                prop_assert!(first_delay(events).is_some());
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Whatever the 1009 rule, an over-limit message is closed with
+        /// 1009 exactly once, reported first, and the rule is followed.
+        #[test]
+        fn too_large_follows_any_rule(
+            rule in rule(),
+            seed in any::<u64>(),
+            max in 1u64..(1 << 40),
+            over in 1u64..(1 << 20),
+            frame in any::<bool>(),
+        ) {
+            let policy = ClosePolicy::new().with_code(1009, rule.clone());
+            let (mut s, now) = connected(quiet().seed(seed).close_policy(policy));
+            let limit = if frame { SizeLimit::Frame } else { SizeLimit::Message };
+            s.handle_message_too_large(now, limit, max + over, max);
+            let (actions, events) = drain(&mut s);
+            let closes: Vec<_> = actions
+                .into_iter()
+                .filter(|a| matches!(a, Action::Close(_)))
+                .collect();
+            prop_assert_eq!(
+                closes,
+                vec![Action::Close(CloseFrame::new(1009, "message too big"))]
+            );
+            prop_assert_eq!(
+                &events[0],
+                &Event::MessageTooLarge { limit, size: max + over, max }
+            );
+            check(&rule, &s, &events)?;
+        }
+
+        /// Whatever the certificate rule, a rejected certificate follows it
+        /// and is reported once as a dial failure.
+        #[test]
+        fn rejected_certificate_follows_any_rule(rule in rule(), seed in any::<u64>()) {
+            let policy = ClosePolicy::new().with_certificate_rule(rule.clone());
+            let (s, events) = dial_rejected(quiet().seed(seed).close_policy(policy));
+            let failures = events
+                .iter()
+                .filter(|e| matches!(e, Event::DialFailed { .. }))
+                .count();
+            prop_assert_eq!(failures, 1);
+            check(&rule, &s, &events)?;
+        }
+    }
+}
