@@ -41,9 +41,8 @@ pub enum BuildError {
     /// (`ConfigBuilder::token_provider(true)`) but no provider was given.
     #[error("the config fetches a token before every dial, but no token provider was given")]
     MissingTokenProvider,
-    /// A certificate given to
-    /// [`root_certificates`](Builder::root_certificates) is not a usable
-    /// trust anchor.
+    /// A certificate given to `Builder::root_certificates` (cargo feature
+    /// `rustls`) is not a usable trust anchor.
     #[error("invalid root certificate: {0}")]
     InvalidRootCertificate(String),
     /// A capacity is zero.

@@ -93,7 +93,7 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     ///
     /// `config` is tungstenite's socket configuration (buffer sizes, message
     /// limits) from [`Builder::websocket_config`]; `trust` says which
-    /// certificates a `wss://` dial accepts ([`Builder::root_certificates`]).
+    /// certificates a `wss://` dial accepts (`Builder::root_certificates`).
     fn dial(
         &self,
         request: tungstenite::handshake::client::Request,

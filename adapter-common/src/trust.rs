@@ -6,10 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The TLS trust for one connection's dials: the webpki roots, plus the
-/// roots given to [`Builder::root_certificates`](crate::Builder::root_certificates).
+/// roots given to `Builder::root_certificates`.
 ///
 /// A runtime's `dial` takes its rustls configuration from
-/// [`client_config`](TlsTrust::client_config) (cargo feature `rustls`).
+/// `TlsTrust::client_config` (both with the cargo feature `rustls`).
 #[derive(Clone, Default)]
 pub struct TlsTrust {
     #[cfg(feature = "rustls")]
