@@ -132,6 +132,21 @@ async fn token_config_needs_a_provider() {
     ));
 }
 
+/// A root certificate that cannot be a trust anchor is refused before
+/// anything is dialed.
+#[tokio::test]
+async fn unusable_root_certificate_is_refused() {
+    let junk = redial_tokio::tls::rustls::pki_types::CertificateDer::from(vec![1, 2, 3]);
+    let err = builder("wss://127.0.0.1:9/")
+        .root_certificates([junk])
+        .connect()
+        .unwrap_err();
+    assert!(
+        matches!(err, redial_tokio::BuildError::InvalidRootCertificate(_)),
+        "{err}"
+    );
+}
+
 /// Half-open detection on a paused clock: once the server stops reading,
 /// nothing is runnable until the pong deadline, so the clock jumps straight
 /// there and detection time is exact virtual time.
