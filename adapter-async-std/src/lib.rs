@@ -15,9 +15,14 @@ use async_tungstenite::WebSocketStream;
 use redial_driver::tungstenite::handshake::client::Request;
 use redial_driver::tungstenite::protocol::WebSocketConfig;
 use redial_driver::tungstenite::Error as WsError;
-use redial_driver::{BoxFuture, Runtime};
+use redial_driver::{BoxFuture, Runtime, TlsTrust};
 
 pub use redial_core;
+/// rustls and PEM reading, for [`Builder::root_certificates`].
+#[cfg(feature = "rustls")]
+pub use redial_driver::tls;
+/// tungstenite, for [`Builder::websocket_config`] (message size limits).
+pub use redial_driver::tungstenite;
 pub use redial_driver::{
     BuildError, Driver, Events, Handle, SpawnError, TokenPlacement, TokenProvider,
 };
@@ -90,9 +95,10 @@ impl Runtime for AsyncIo {
         &self,
         request: Request,
         config: WebSocketConfig,
+        trust: TlsTrust,
     ) -> BoxFuture<Result<Self::Socket, WsError>> {
         Box::pin(async move {
-            let (socket, _response) = connect(request, config).await?;
+            let (socket, _response) = connect(request, config, trust).await?;
             Ok(socket)
         })
     }
@@ -112,9 +118,14 @@ type Connected = (
 );
 
 #[cfg(feature = "rustls")]
-async fn connect(request: Request, config: WebSocketConfig) -> Result<Connected, WsError> {
+async fn connect(
+    request: Request,
+    config: WebSocketConfig,
+    trust: TlsTrust,
+) -> Result<Connected, WsError> {
     let connector = if request.uri().scheme_str() == Some("wss") {
-        let tls = redial_driver::tls::client_config()
+        let tls = trust
+            .client_config()
             .map_err(|e| WsError::Io(std::io::Error::other(e)))?;
         Some(futures_rustls::TlsConnector::from(tls))
     } else {
@@ -129,7 +140,11 @@ async fn connect(request: Request, config: WebSocketConfig) -> Result<Connected,
 }
 
 #[cfg(not(feature = "rustls"))]
-async fn connect(request: Request, config: WebSocketConfig) -> Result<Connected, WsError> {
+async fn connect(
+    request: Request,
+    config: WebSocketConfig,
+    _trust: TlsTrust,
+) -> Result<Connected, WsError> {
     async_tungstenite::smol::connect_async_with_config(request, Some(config)).await
 }
 

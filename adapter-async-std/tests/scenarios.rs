@@ -51,6 +51,10 @@ scenarios!(
     feed_across_reconnect,
     feed_waits_for_slow_server,
     feed_refusals,
+    too_large_message_closes_1009,
+    too_large_frame_follows_the_policy,
+    untrusted_certificate_is_terminal,
+    trusted_root_connects,
 );
 
 #[test]

@@ -14,6 +14,7 @@ use crate::driver::Driver;
 use crate::handle::{Events, Handle, Shared};
 use crate::request::{RequestTemplate, TokenPlacement};
 use crate::token::TokenProvider;
+use crate::trust::TlsTrust;
 use crate::{Runtime, SpawnError};
 
 /// Events buffered for a slow consumer before the driver waits (default).
@@ -40,6 +41,10 @@ pub enum BuildError {
     /// (`ConfigBuilder::token_provider(true)`) but no provider was given.
     #[error("the config fetches a token before every dial, but no token provider was given")]
     MissingTokenProvider,
+    /// A certificate given to `Builder::root_certificates` (cargo feature
+    /// `rustls`) is not a usable trust anchor.
+    #[error("invalid root certificate: {0}")]
+    InvalidRootCertificate(String),
     /// A capacity is zero.
     #[error("{0} must be at least 1")]
     ZeroCapacity(&'static str),
@@ -66,6 +71,9 @@ pub struct Builder<R: Runtime> {
     command_capacity: usize,
     close_timeout: Duration,
     websocket: WebSocketConfig,
+    /// Extra roots for `wss://` (the webpki roots are always trusted).
+    #[cfg(feature = "rustls")]
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl<R: Runtime> fmt::Debug for Builder<R> {
@@ -98,6 +106,8 @@ impl<R: Runtime> Builder<R> {
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             websocket: WebSocketConfig::default(),
+            #[cfg(feature = "rustls")]
+            roots: Vec::new(),
         }
     }
 
@@ -163,6 +173,21 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Also trusts these root certificates on `wss://` dials, besides the
+    /// webpki roots: a private CA, or a self-signed development server's
+    /// certificate. [`tls::certificates_from_pem`](crate::tls::certificates_from_pem)
+    /// reads them from a PEM file's text. A certificate that cannot be a
+    /// trust anchor fails [`connect`](Self::connect) with
+    /// [`BuildError::InvalidRootCertificate`].
+    #[cfg(feature = "rustls")]
+    pub fn root_certificates(
+        mut self,
+        certs: impl IntoIterator<Item = rustls::pki_types::CertificateDer<'static>>,
+    ) -> Self {
+        self.roots.extend(certs);
+        self
+    }
+
     /// How long a socket being closed may take to send its close frame and
     /// hear the answer before it is dropped (default 2 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
@@ -195,6 +220,8 @@ impl<R: Runtime> Builder<R> {
             command_capacity,
             close_timeout,
             websocket,
+            #[cfg(feature = "rustls")]
+            roots,
         } = self;
         if event_capacity == 0 {
             return Err(BuildError::ZeroCapacity("event_capacity"));
@@ -205,6 +232,17 @@ impl<R: Runtime> Builder<R> {
         if config.token_provider() && token.is_none() {
             return Err(BuildError::MissingTokenProvider);
         }
+        #[cfg(feature = "rustls")]
+        let trust = if roots.is_empty() {
+            TlsTrust::default()
+        } else {
+            TlsTrust::new(
+                crate::tls::client_config_with(&roots)
+                    .map_err(BuildError::InvalidRootCertificate)?,
+            )
+        };
+        #[cfg(not(feature = "rustls"))]
+        let trust = TlsTrust::default();
         let config = config.with_token_provider(token.is_some());
         let template = RequestTemplate::new(url, &headers, &placement)?;
         let config = match config.seed() {
@@ -231,6 +269,7 @@ impl<R: Runtime> Builder<R> {
             Arc::clone(&shared),
             close_timeout,
             websocket,
+            trust,
             span,
         );
         Ok((

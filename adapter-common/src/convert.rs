@@ -66,7 +66,9 @@ pub(crate) fn close_frame_from_ws(frame: Option<WsCloseFrame>) -> Option<CloseFr
 }
 
 /// Why a dial failed, as the core wants it: the HTTP status and
-/// `Retry-After` of a refused upgrade, anything else as an IO failure.
+/// `Retry-After` of a refused upgrade, a certificate TLS rejected, anything
+/// else as an IO failure. The text is the underlying error's, without
+/// tungstenite's "IO error:" wrapper.
 pub fn dial_failure(error: &tungstenite::Error) -> DialFailure {
     match error {
         tungstenite::Error::Http(response) => {
@@ -77,8 +79,27 @@ pub fn dial_failure(error: &tungstenite::Error) -> DialFailure {
                 .and_then(parse_retry_after);
             DialFailure::http(response.status().as_u16(), retry_after)
         }
+        tungstenite::Error::Io(io) => match rejected_certificate(io) {
+            Some(why) => DialFailure::Certificate(why),
+            None => DialFailure::Io(io.to_string()),
+        },
         other => DialFailure::Io(other.to_string()),
     }
+}
+
+/// The reason TLS gave for refusing the server's certificate, when that is
+/// what this IO error is (rustls' stream wrappers carry its error inside).
+#[cfg(feature = "rustls")]
+fn rejected_certificate(io: &std::io::Error) -> Option<String> {
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        e @ rustls::Error::InvalidCertificate(_) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "rustls"))]
+fn rejected_certificate(_: &std::io::Error) -> Option<String> {
+    None
 }
 
 #[cfg(test)]
@@ -138,6 +159,48 @@ mod tests {
         );
         let e = tungstenite::Error::Io(std::io::Error::other("refused"));
         assert!(matches!(dial_failure(&e), DialFailure::Io(_)));
+    }
+
+    #[test]
+    fn io_errors_lose_the_wrapper() {
+        let e = tungstenite::Error::Io(std::io::Error::other("connection refused"));
+        assert_eq!(
+            dial_failure(&e),
+            DialFailure::Io("connection refused".into())
+        );
+        assert_eq!(dial_failure(&e).describe(), "io error: connection refused");
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn rejected_certificates_are_typed() {
+        use rustls::CertificateError;
+        for (cert, text) in [
+            (
+                CertificateError::UnknownIssuer,
+                "invalid peer certificate: UnknownIssuer",
+            ),
+            (
+                CertificateError::Expired,
+                "invalid peer certificate: Expired",
+            ),
+        ] {
+            let io = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(cert),
+            );
+            let failure = dial_failure(&tungstenite::Error::Io(io));
+            assert_eq!(failure, DialFailure::Certificate(text.into()));
+        }
+        // Other TLS trouble stays an IO failure (worth retrying).
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::HandshakeNotComplete,
+        );
+        assert!(matches!(
+            dial_failure(&tungstenite::Error::Io(io)),
+            DialFailure::Io(_)
+        ));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use futures_core::Stream;
 use futures_util::future::poll_fn;
 use futures_util::{SinkExt, StreamExt};
 use redial_core::{
-    Action, AuthToken, DialFailure, Event, Payload, SendError, Session, State, Text, TokenFailure,
+    Action, AuthToken, DialFailure, Event, Payload, SendError, Session, SizeLimit, State, Text,
+    TokenFailure,
 };
 use tracing::{debug, info, warn, Instrument, Span};
 use tungstenite::protocol::WebSocketConfig;
@@ -26,6 +27,7 @@ use crate::convert::{
 use crate::handle::{Command, Shared};
 use crate::request::RequestTemplate;
 use crate::token::TokenProvider;
+use crate::trust::TlsTrust;
 use crate::{BoxFuture, Runtime};
 
 /// Socket messages handled in a row before the other inputs are looked at
@@ -68,6 +70,7 @@ impl<R: Runtime> Driver<R> {
         shared: Arc<Shared>,
         close_timeout: Duration,
         websocket: WebSocketConfig,
+        trust: TlsTrust,
         span: Span,
     ) -> Self {
         Driver {
@@ -83,6 +86,7 @@ impl<R: Runtime> Driver<R> {
                 shared,
                 close_timeout,
                 websocket,
+                trust,
                 token_fut: None,
                 dial_fut: None,
                 socket: None,
@@ -124,6 +128,7 @@ struct Inner<R: Runtime> {
     shared: Arc<Shared>,
     close_timeout: Duration,
     websocket: WebSocketConfig,
+    trust: TlsTrust,
 
     token_fut: Option<BoxFuture<Result<AuthToken, TokenFailure>>>,
     dial_fut: Option<BoxFuture<Result<R::Socket, tungstenite::Error>>>,
@@ -402,24 +407,27 @@ impl<R: Runtime> Inner<R> {
     fn carry_out(&mut self, action: Action) {
         let now = self.rt.now();
         match action {
-            Action::FetchToken => match &self.provider {
-                Some(provider) => {
+            Action::FetchToken => {
+                // Cannot happen without a provider: `Builder::start` turns
+                // token fetching on exactly when it has one, and refuses a
+                // config that asks for tokens without one. Nothing to decide
+                // here; were it to happen, the connect timeout would end
+                // the attempt.
+                debug_assert!(self.provider.is_some(), "FetchToken without a provider");
+                if let Some(provider) = &self.provider {
                     debug!("fetching token");
                     // A fetch still running from an earlier attempt is
                     // abandoned: only the newest answer counts.
                     self.token_fut = Some(provider.token());
                 }
-                None => self.session.handle_token_failed(
-                    now,
-                    TokenFailure::unauthorized("no token provider configured"),
-                ),
-            },
+            }
             Action::Dial { attempt, token } => {
                 self.token_fut = None;
                 match self.template.request(token.as_ref()) {
                     Ok(request) => {
                         info!(attempt, token = token.is_some(), "dialing");
-                        self.dial_fut = Some(self.rt.dial(request, self.websocket));
+                        self.dial_fut =
+                            Some(self.rt.dial(request, self.websocket, self.trust.clone()));
                     }
                     Err(why) => {
                         warn!(attempt, %why, "cannot build the upgrade request");
@@ -475,6 +483,27 @@ impl<R: Runtime> Inner<R> {
                 info!("connection lost");
                 self.drop_socket();
                 self.session.handle_transport_closed(now, None);
+            }
+            Input::SocketFailed(tungstenite::Error::Capacity(
+                tungstenite::error::CapacityError::MessageTooLong { size, max_size },
+            )) => {
+                // Which limit: tungstenite reports both the same way.
+                let limit = if Some(max_size) == self.websocket.max_message_size {
+                    SizeLimit::Message
+                } else {
+                    SizeLimit::Frame
+                };
+                warn!(
+                    limit = limit.name(),
+                    size, max_size, "inbound message over the size limit"
+                );
+                // The session asks to close with 1009; that takes the socket.
+                self.session.handle_message_too_large(
+                    now,
+                    limit,
+                    u64::try_from(size).unwrap_or(u64::MAX),
+                    u64::try_from(max_size).unwrap_or(u64::MAX),
+                );
             }
             Input::SocketFailed(error) => {
                 info!(%error, "connection failed");

@@ -45,6 +45,7 @@ pub mod testing;
 #[cfg(feature = "rustls")]
 pub mod tls;
 mod token;
+mod trust;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -60,6 +61,7 @@ pub use handle::{Events, Handle};
 pub use redial_core;
 pub use request::TokenPlacement;
 pub use token::TokenProvider;
+pub use trust::TlsTrust;
 pub use tungstenite;
 
 /// A boxed, sendable future, as the [`Runtime`] hands them around.
@@ -90,11 +92,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// [`tungstenite::Error::Http`].
     ///
     /// `config` is tungstenite's socket configuration (buffer sizes, message
-    /// limits) from [`Builder::websocket_config`].
+    /// limits) from [`Builder::websocket_config`]; `trust` says which
+    /// certificates a `wss://` dial accepts (`Builder::root_certificates`).
     fn dial(
         &self,
         request: tungstenite::handshake::client::Request,
         config: tungstenite::protocol::WebSocketConfig,
+        trust: TlsTrust,
     ) -> BoxFuture<Result<Self::Socket, tungstenite::Error>>;
 
     /// Runs the connection's driver task in the background.

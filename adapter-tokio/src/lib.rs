@@ -6,11 +6,16 @@ use std::time::Instant;
 
 use redial_driver::tungstenite::handshake::client::Request;
 use redial_driver::tungstenite::protocol::WebSocketConfig;
-use redial_driver::{BoxFuture, Runtime};
+use redial_driver::{BoxFuture, Runtime, TlsTrust};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use redial_core;
+/// rustls and PEM reading, for [`Builder::root_certificates`].
+#[cfg(feature = "rustls")]
+pub use redial_driver::tls;
+/// tungstenite, for [`Builder::websocket_config`] (message size limits).
+pub use redial_driver::tungstenite;
 pub use redial_driver::{
     BuildError, Driver, Events, Handle, SpawnError, TokenPlacement, TokenProvider,
 };
@@ -48,9 +53,10 @@ impl Runtime for Tokio {
         &self,
         request: Request,
         config: WebSocketConfig,
+        trust: TlsTrust,
     ) -> BoxFuture<Result<Self::Socket, tokio_tungstenite::tungstenite::Error>> {
         Box::pin(async move {
-            let (socket, _response) = connect(request, config).await?;
+            let (socket, _response) = connect(request, config, trust).await?;
             Ok(socket)
         })
     }
@@ -74,9 +80,11 @@ type Connected = (
 async fn connect(
     request: Request,
     config: WebSocketConfig,
+    trust: TlsTrust,
 ) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
     let connector = if request.uri().scheme_str() == Some("wss") {
-        let tls = redial_driver::tls::client_config()
+        let tls = trust
+            .client_config()
             .map_err(|e| tokio_tungstenite::tungstenite::Error::Io(std::io::Error::other(e)))?;
         Some(tokio_tungstenite::Connector::Rustls(tls))
     } else {
@@ -89,6 +97,7 @@ async fn connect(
 async fn connect(
     request: Request,
     config: WebSocketConfig,
+    _trust: TlsTrust,
 ) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
     tokio_tungstenite::connect_async_with_config(request, Some(config), true).await
 }

@@ -66,6 +66,26 @@ async fn feed_refusals() {
     testing::feed_refusals(builder).await;
 }
 
+#[tokio::test]
+async fn too_large_message_closes_1009() {
+    testing::too_large_message_closes_1009(builder).await;
+}
+
+#[tokio::test]
+async fn too_large_frame_follows_the_policy() {
+    testing::too_large_frame_follows_the_policy(builder).await;
+}
+
+#[tokio::test]
+async fn untrusted_certificate_is_terminal() {
+    testing::untrusted_certificate_is_terminal(builder).await;
+}
+
+#[tokio::test]
+async fn trusted_root_connects() {
+    testing::trusted_root_connects(builder).await;
+}
+
 /// Retry-After on a paused clock: the server runs on this runtime, so the
 /// clock only jumps when both sides are idle, i.e. to the backoff deadline.
 /// The 1 s wait costs no real time, and the gap is exact virtual time.
@@ -110,6 +130,21 @@ async fn token_config_needs_a_provider() {
         err,
         redial_tokio::BuildError::MissingTokenProvider
     ));
+}
+
+/// A root certificate that cannot be a trust anchor is refused before
+/// anything is dialed.
+#[tokio::test]
+async fn unusable_root_certificate_is_refused() {
+    let junk = redial_tokio::tls::rustls::pki_types::CertificateDer::from(vec![1, 2, 3]);
+    let err = builder("wss://127.0.0.1:9/")
+        .root_certificates([junk])
+        .connect()
+        .unwrap_err();
+    assert!(
+        matches!(err, redial_tokio::BuildError::InvalidRootCertificate(_)),
+        "{err}"
+    );
 }
 
 /// Half-open detection on a paused clock: once the server stops reading,

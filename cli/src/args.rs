@@ -162,6 +162,18 @@ pub struct ClientArgs {
     /// messages.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub close_linger_ms: u64,
+
+    /// Largest inbound message (and frame) accepted, in bytes. A larger one
+    /// is not delivered: the client closes with 1009 and ends with
+    /// `message_too_large`.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_message_size: u64,
+
+    /// Also trust the CA (or self-signed) certificates in this PEM file for
+    /// wss:// (the public web roots stay trusted).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +213,16 @@ pub struct ServeArgs {
     /// Seed for generated session names.
     #[arg(long, value_name = "N", default_value_t = 0x5EED)]
     pub name_seed: u64,
+
+    /// On Ctrl-C or SIGTERM: the GOING_AWAY retry_after_ms sent to every
+    /// client before the 1001 close.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    pub going_away_retry_ms: u64,
+
+    /// On Ctrl-C or SIGTERM: the GOING_AWAY window_ms (clients spread their
+    /// reconnects over it).
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub going_away_window_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,9 @@ use std::time::Duration;
 use redial_core::{
     AuthToken, Backoff, Config, ConfigError, Event, Payload, SendError, TerminalReason, Text, Wire,
 };
+use redial_tokio::tls::certificates_from_pem;
+use redial_tokio::tls::rustls::pki_types::CertificateDer;
+use redial_tokio::tungstenite::protocol::WebSocketConfig;
 use redial_tokio::{BuildError, Events, Handle};
 use tokio::sync::mpsc;
 
@@ -130,9 +133,18 @@ fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
     Ok(url)
 }
 
+/// The certificates in `--ca-file`.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, CliError> {
+    let fail = |why: String| CliError::Usage(format!("--ca-file {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    certificates_from_pem(&pem).map_err(|e| fail(e.to_string()))
+}
+
 fn build_error(e: BuildError) -> CliError {
     match e {
-        BuildError::InvalidUrl(_) | BuildError::InvalidHeader(_) => CliError::Usage(e.to_string()),
+        BuildError::InvalidUrl(_)
+        | BuildError::InvalidHeader(_)
+        | BuildError::InvalidRootCertificate(_) => CliError::Usage(e.to_string()),
         other => CliError::Failure(other.to_string()),
     }
 }
@@ -156,6 +168,16 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
     }
     for (name, value) in &a.header {
         builder = builder.header(name.as_str(), value.as_str());
+    }
+    // One limit for messages and frames: a user thinks in messages.
+    let max = usize::try_from(a.max_message_size).unwrap_or(usize::MAX);
+    builder = builder.websocket_config(
+        WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max)),
+    );
+    if let Some(path) = &a.ca_file {
+        builder = builder.root_certificates(read_ca_file(path)?);
     }
     if let Some(token) = &a.token {
         let token = AuthToken::new(token.trim());

@@ -201,6 +201,12 @@ pub fn json_event(event: &Event) -> Option<Value> {
             "event": "protocol_error",
             "error": error.to_string(),
         }),
+        Event::MessageTooLarge { limit, size, max } => json!({
+            "event": "message_too_large",
+            "limit": limit.name(),
+            "size": size,
+            "max": max,
+        }),
         Event::ServerError { code, reason } => json!({
             "event": "server_error",
             "code": code,
@@ -311,6 +317,11 @@ pub fn text_event(event: &Event) -> Option<String> {
         Event::ServerError { code, reason } => {
             format!("server error {code}: {}", reason.as_str())
         }
+        Event::MessageTooLarge { limit, size, max } => format!(
+            "inbound {} of {size} bytes over the {max}-byte limit ({} over; --max-message-size)",
+            limit.name(),
+            size.saturating_sub(*max)
+        ),
         Event::Closed {
             reason,
             code,

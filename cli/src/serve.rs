@@ -10,7 +10,8 @@ use crate::signals::Signals;
 use crate::{CliError, Exit};
 
 /// Starts the server, prints `listening on ws://…/`, serves until Ctrl-C or
-/// SIGTERM, then closes every connection with 1001.
+/// SIGTERM, then shuts down as PROTOCOL.md section 1 asks: GOING_AWAY on
+/// every connection, then close 1001.
 pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
     let mut signals = Signals::listen()?;
     let config = ServerConfig {
@@ -40,7 +41,12 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
     }
     signals.recv().await;
     let stats = server.stats();
-    server.stop().await;
+    server
+        .shut_down(
+            Duration::from_millis(a.going_away_retry_ms),
+            Duration::from_millis(a.going_away_window_ms),
+        )
+        .await;
     eprintln!(
         "redial serve: stopped after {} connections, {} sessions ({} resumed), {} publishes applied, {} handshakes rejected",
         stats.connections,

@@ -56,16 +56,31 @@ pub enum CloseRule {
 /// | 1001 going away, 1012 service restart | reconnect, honour hint |
 /// | 1013 try again later | step the ladder, honour hint |
 /// | 1008 policy violation | terminal `policy_violation` |
+/// | 1009 message too big (ours for an inbound message over the limit, or the server's) | terminal `message_too_large` |
 /// | 4001 | terminal `invalid_token` |
 /// | 4002 | refresh the token, reconnect at once |
 /// | 4003 | terminal `channel_not_authorized` |
 /// | 4010 | reconnect with a 30 s floor |
 /// | 4012 | terminal `account_suspended` |
 /// | 4020 | terminal `admin_disconnect` |
+/// | dial: certificate rejected ([`DialFailure::Certificate`](crate::DialFailure::Certificate)) | terminal `certificate_rejected` |
+///
+/// Why 1009 is terminal: the size limit is the client's own setting and the
+/// message does not shrink by asking again; a [`Wire`](crate::Wire) server
+/// replays it on resume, so reconnecting would lose the connection to the
+/// same message in a loop. Raise the limit, or override 1009 with a
+/// reconnect rule for a server known to send such a message only once.
+///
+/// Why a rejected certificate is terminal: it stays rejected until someone
+/// changes the server or the client's trusted roots, and fifty retries only
+/// hide the cause. Override with
+/// [`with_certificate_rule`](ClosePolicy::with_certificate_rule) (for
+/// example while a certificate is being rotated).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClosePolicy {
     codes: BTreeMap<u16, CloseRule>,
     ranges: Vec<(RangeInclusive<u16>, CloseRule)>,
+    certificate: Option<CloseRule>,
 }
 
 /// The concurrency-cap floor for 4010.
@@ -94,6 +109,32 @@ impl ClosePolicy {
         self.codes
             .values()
             .chain(self.ranges.iter().map(|(_, r)| r))
+            .chain(self.certificate.iter())
+    }
+
+    /// Overrides what a dial whose certificate TLS rejected leads to.
+    /// [`CloseRule::Reconnect`], [`CloseRule::StepLadder`] and
+    /// [`CloseRule::RefreshToken`] retry on the ladder, [`CloseRule::Floor`]
+    /// no sooner than the floor, [`CloseRule::Terminal`] stops.
+    pub fn with_certificate_rule(mut self, rule: CloseRule) -> Self {
+        self.certificate = Some(rule);
+        self
+    }
+
+    /// The rule for a dial whose certificate TLS rejected.
+    pub fn certificate_rule(&self) -> CloseRule {
+        self.certificate
+            .clone()
+            .unwrap_or(CloseRule::Terminal(TerminalReason::CertificateRejected))
+    }
+
+    /// The decision for a dial whose certificate TLS rejected.
+    pub(crate) fn certificate_decision(&self) -> HandshakeRule {
+        match self.certificate_rule() {
+            CloseRule::Terminal(why) => HandshakeRule::Terminal(why),
+            CloseRule::Floor(floor) => HandshakeRule::RetryAfter(floor),
+            _ => HandshakeRule::Ladder,
+        }
     }
 
     /// The rule for a close with `code` (`None`: the transport ended without
@@ -117,6 +158,7 @@ fn default_rule(code: u16) -> CloseRule {
         1001 | 1012 => CloseRule::Reconnect { honour_hint: true },
         1013 => CloseRule::StepLadder { honour_hint: true },
         1008 => CloseRule::Terminal(TerminalReason::PolicyViolation),
+        1009 => CloseRule::Terminal(TerminalReason::MessageTooLarge),
         4001 => CloseRule::Terminal(TerminalReason::InvalidToken),
         4002 => CloseRule::RefreshToken,
         4003 => CloseRule::Terminal(TerminalReason::ChannelNotAuthorized),
@@ -205,6 +247,37 @@ mod tests {
             p.rule_for(Some(4010)),
             CloseRule::Floor(Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn too_large_and_certificate_rows() {
+        let p = ClosePolicy::new();
+        assert_eq!(
+            p.rule_for(Some(1009)),
+            CloseRule::Terminal(TerminalReason::MessageTooLarge)
+        );
+        assert_eq!(
+            p.certificate_decision(),
+            HandshakeRule::Terminal(TerminalReason::CertificateRejected)
+        );
+        let p = p
+            .with_code(1009, CloseRule::StepLadder { honour_hint: false })
+            .with_certificate_rule(CloseRule::Reconnect { honour_hint: false });
+        assert_eq!(
+            p.rule_for(Some(1009)),
+            CloseRule::StepLadder { honour_hint: false }
+        );
+        assert_eq!(p.certificate_decision(), HandshakeRule::Ladder);
+        let floor = Duration::from_secs(60);
+        let p = p.with_certificate_rule(CloseRule::Floor(floor));
+        assert_eq!(p.certificate_decision(), HandshakeRule::RetryAfter(floor));
+        // A range override does not reach the certificate rule.
+        let p = ClosePolicy::new()
+            .with_range(0..=u16::MAX, CloseRule::Reconnect { honour_hint: false });
+        assert!(matches!(
+            p.certificate_decision(),
+            HandshakeRule::Terminal(_)
+        ));
     }
 
     #[test]

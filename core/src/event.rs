@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::payload::{Payload, Text};
 use crate::protocol::ProtocolError;
+use crate::transport::SizeLimit;
 
 /// The connection's state as the application sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +81,10 @@ pub enum TerminalReason {
     ServerError(u16),
     /// A close code the user's [`ClosePolicy`](crate::ClosePolicy) made terminal.
     CloseCode(u16),
+    /// The TLS handshake rejected the server's certificate.
+    CertificateRejected,
+    /// A message over the size limit (close 1009, ours or the server's).
+    MessageTooLarge,
 }
 
 impl TerminalReason {
@@ -100,6 +105,8 @@ impl TerminalReason {
             TerminalReason::NameUnavailable => "name_unavailable",
             TerminalReason::ServerError(_) => "server_error",
             TerminalReason::CloseCode(_) => "terminal_close_code",
+            TerminalReason::CertificateRejected => "certificate_rejected",
+            TerminalReason::MessageTooLarge => "message_too_large",
         }
     }
 }
@@ -235,6 +242,18 @@ pub enum Event {
     ProtocolError {
         /// What was wrong.
         error: ProtocolError,
+    },
+    /// An inbound message was over the transport's size limit: it was not
+    /// read, and the connection is closed with 1009. A
+    /// [`Event::Disconnected`] follows, then what the close policy's 1009 rule
+    /// says (terminal `message_too_large` by default).
+    MessageTooLarge {
+        /// Which limit.
+        limit: SizeLimit,
+        /// The size the message (or frame) announced or reached, in bytes.
+        size: u64,
+        /// The limit, in bytes.
+        max: u64,
     },
     /// The server reported a non-terminal error.
     ServerError {

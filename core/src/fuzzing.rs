@@ -163,6 +163,11 @@ pub enum Step {
     Subscribed(u8),
     /// SUBSCRIBE_ERROR.
     SubscribeError(u8),
+    /// An inbound message over the size limit (frame limit or not, the
+    /// limit, how far over).
+    TooLarge(bool, u32, u16),
+    /// The dial failed: TLS rejected the certificate.
+    DialCertificate,
 }
 
 /// A whole scenario for [`session_events`].
@@ -553,6 +558,21 @@ impl Harness {
                 code: 1,
                 reason: Text::from("denied"),
             }),
+            Step::TooLarge(frame, max, over) => {
+                // The session asks to close the transport (1009): `drain`
+                // sees that Close.
+                let limit = if *frame {
+                    crate::SizeLimit::Frame
+                } else {
+                    crate::SizeLimit::Message
+                };
+                let max = u64::from(*max);
+                s.handle_message_too_large(now, limit, max + u64::from(*over) + 1, max);
+            }
+            Step::DialCertificate => {
+                self.dial_pending = false;
+                s.handle_dial_failed(now, DialFailure::Certificate("UnknownIssuer".into()));
+            }
         }
         self.drain();
     }

@@ -111,4 +111,4 @@ pub use protocol::{Inbound, Protocol, ProtocolError, Raw, Wire};
 pub use queue::SendLimits;
 pub use secret::{AuthToken, ResumeToken};
 pub use session::{Session, TokenFailure};
-pub use transport::{CloseFrame, DialFailure, Frame};
+pub use transport::{CloseFrame, DialFailure, Frame, SizeLimit};

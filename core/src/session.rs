@@ -16,7 +16,7 @@ use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
 use crate::secret::{AuthToken, ResumeToken};
 use crate::timer::{deadline, Timer, TimerTable};
-use crate::transport::{CloseFrame, DialFailure, Frame};
+use crate::transport::{CloseFrame, DialFailure, Frame, SizeLimit};
 use crate::wire::{self, error_code};
 
 /// The token provider could not produce a token.
@@ -533,6 +533,34 @@ impl Session {
         self.sync_state();
     }
 
+    /// An inbound message broke the transport's size `limit` of `max` bytes
+    /// with `size` bytes; the adapter did not deliver it. The session asks to
+    /// close with 1009 ([`Action::Close`]) and reports
+    /// [`Event::MessageTooLarge`]; what follows is the close policy's 1009
+    /// rule. The adapter reports nothing more about this transport.
+    pub fn handle_message_too_large(
+        &mut self,
+        now: Instant,
+        limit: SizeLimit,
+        size: u64,
+        max: u64,
+    ) {
+        let now = self.clock(now);
+        if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+            return;
+        }
+        self.events
+            .push_back(Event::MessageTooLarge { limit, size, max });
+        self.close_transport(1009, "message too big");
+        let reason = format!(
+            "inbound {} of {size} bytes over the {max}-byte limit",
+            limit.name()
+        );
+        let rule = self.config.close_policy.rule_for(Some(1009));
+        self.lost(now, Some(1009), reason, rule);
+        self.sync_state();
+    }
+
     /// Time passed: fire every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
@@ -1011,7 +1039,8 @@ impl Session {
                 self.config.token_provider,
                 self.fresh_token_retry_used,
             ),
-            DialFailure::Io(_) | DialFailure::Timeout => HandshakeRule::Ladder,
+            DialFailure::Certificate(_) => self.config.close_policy.certificate_decision(),
+            _ => HandshakeRule::Ladder,
         };
         match rule {
             HandshakeRule::RetryWithFreshToken => {

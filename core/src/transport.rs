@@ -81,6 +81,11 @@ pub enum DialFailure {
     /// The adapter gave up waiting. (The session's own connect timeout does
     /// not need reporting: the session already knows.)
     Timeout,
+    /// TLS refused the server's certificate (unknown issuer, expired, wrong
+    /// name, ...): the text is the TLS library's reason. What follows is the
+    /// [`ClosePolicy`](crate::ClosePolicy)'s certificate rule (terminal
+    /// `certificate_rejected` by default: retrying cannot fix a certificate).
+    Certificate(String),
     /// The server answered the upgrade with an HTTP status other than 101.
     Http {
         /// The status code.
@@ -103,8 +108,30 @@ impl DialFailure {
     pub fn describe(&self) -> String {
         match self {
             DialFailure::Io(e) => format!("io error: {e}"),
+            DialFailure::Certificate(e) => format!("certificate rejected: {e}"),
             DialFailure::Timeout => "dial timed out".to_owned(),
             DialFailure::Http { status, .. } => format!("HTTP {status}"),
+        }
+    }
+}
+
+/// Which of the transport's size limits an inbound message broke; see
+/// [`Session::handle_message_too_large`](crate::Session::handle_message_too_large).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SizeLimit {
+    /// The limit on a whole message (all its fragments together).
+    Message,
+    /// The limit on a single frame.
+    Frame,
+}
+
+impl SizeLimit {
+    /// The limit's name in snake case (`"message"`, `"frame"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SizeLimit::Message => "message",
+            SizeLimit::Frame => "frame",
         }
     }
 }

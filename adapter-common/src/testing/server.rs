@@ -5,8 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -87,6 +90,7 @@ pub struct TestServer {
     url: String,
     events: mpsc::UnboundedReceiver<ServerEvent>,
     conns: Arc<Conns>,
+    certificate: Option<(CertificateDer<'static>, String)>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -101,7 +105,46 @@ impl std::fmt::Debug for TestServer {
 impl TestServer {
     /// Starts a server on its own thread.
     pub fn start(script: impl Fn(usize) -> Plan + Send + Sync + 'static) -> std::io::Result<Self> {
-        let (listener, server, task) = Self::prepare(Arc::new(script))?;
+        Self::start_on_thread(Arc::new(script), None)
+    }
+
+    /// Starts a `wss://` server on its own thread, with a self-signed
+    /// certificate for 127.0.0.1 made on the spot; see
+    /// [`certificate`](Self::certificate).
+    pub fn start_tls(
+        script: impl Fn(usize) -> Plan + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .map_err(std::io::Error::other)?;
+        let certificate = made.cert.der().clone();
+        let pem = made.cert.pem();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.clone()], key)
+            .map_err(std::io::Error::other)?;
+        let mut server =
+            Self::start_on_thread(Arc::new(script), Some(TlsAcceptor::from(Arc::new(config))))?;
+        server.url = server.url.replacen("ws://", "wss://", 1);
+        server.certificate = Some((certificate, pem));
+        Ok(server)
+    }
+
+    /// The self-signed certificate of a [`start_tls`](Self::start_tls) server.
+    pub fn certificate(&self) -> Option<&CertificateDer<'static>> {
+        self.certificate.as_ref().map(|(der, _)| der)
+    }
+
+    /// The same certificate as PEM text, as a CA file would hold it.
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.certificate.as_ref().map(|(_, pem)| pem.as_str())
+    }
+
+    fn start_on_thread(script: Script, tls: Option<TlsAcceptor>) -> std::io::Result<Self> {
+        let (listener, server, task) = Self::prepare(script, tls)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -121,7 +164,7 @@ impl TestServer {
     pub fn start_local(
         script: impl Fn(usize) -> Plan + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
-        let (listener, server, task) = Self::prepare(Arc::new(script))?;
+        let (listener, server, task) = Self::prepare(Arc::new(script), None)?;
         let listener = TcpListener::from_std(listener)?;
         tokio::spawn(task(listener));
         Ok(server)
@@ -130,6 +173,7 @@ impl TestServer {
     #[allow(clippy::type_complexity)]
     fn prepare(
         script: Script,
+        tls: Option<TlsAcceptor>,
     ) -> std::io::Result<(
         std::net::TcpListener,
         TestServer,
@@ -145,12 +189,13 @@ impl TestServer {
             url,
             events,
             conns: Arc::clone(&conns),
+            certificate: None,
             _shutdown: shutdown_tx,
         };
         let task = move |listener: TcpListener| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
             Box::pin(async move {
                 tokio::select! {
-                    _ = accept_loop(listener, script, event_tx, conns) => {}
+                    _ = accept_loop(listener, script, event_tx, conns, tls) => {}
                     _ = shutdown_rx => {}
                 }
             })
@@ -220,6 +265,7 @@ async fn accept_loop(
     script: Script,
     events: mpsc::UnboundedSender<ServerEvent>,
     conns: Arc<Conns>,
+    tls: Option<TlsAcceptor>,
 ) {
     let mut n = 0;
     while let Ok((stream, _)) = listener.accept().await {
@@ -229,14 +275,18 @@ async fn accept_loop(
             commands.push(Some(tx));
         }
         let plan = script(n);
-        tokio::spawn(serve(
-            stream,
-            n,
-            plan,
-            events.clone(),
-            rx,
-            Arc::clone(&conns),
-        ));
+        let (events, conns, tls) = (events.clone(), Arc::clone(&conns), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve(stream, n, plan, events, rx, conns).await,
+                // A client that refuses the certificate ends here.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve(stream, n, plan, events, rx, conns).await;
+                    }
+                }
+            }
+        });
         n += 1;
     }
 }
@@ -244,7 +294,7 @@ async fn accept_loop(
 // The handshake callback's error type is tungstenite's.
 #[allow(clippy::result_large_err)]
 async fn serve(
-    stream: TcpStream,
+    stream: impl AsyncRead + AsyncWrite + Unpin,
     conn: usize,
     plan: Plan,
     events: mpsc::UnboundedSender<ServerEvent>,

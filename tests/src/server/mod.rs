@@ -324,8 +324,22 @@ impl ServerHandle {
 
     /// Closes every connection with 1001 and stops listening. Waits at most
     /// two seconds for the close handshakes.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         let _ = self.control.state.control.send(Control::Stop);
+        self.finish().await;
+    }
+
+    /// Shuts down as PROTOCOL.md sections 1 and 8.7 ask: GOING_AWAY
+    /// (`retry_after`, `window`) on every connection, then close 1001, then
+    /// stop listening. Waits at most two seconds for the close handshakes.
+    pub async fn shut_down(self, retry_after: Duration, window: Duration) {
+        self.control.going_away(retry_after, window);
+        self.finish().await;
+    }
+
+    /// Waits (two seconds at most) for the connections to close, then stops
+    /// listening.
+    async fn finish(mut self) {
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             self.control.wait_for(|s| s.live_connections == 0),

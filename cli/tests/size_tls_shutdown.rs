@@ -1,0 +1,155 @@
+//! `--max-message-size`, `--ca-file` and `redial serve`'s shutdown, end to
+//! end on 127.0.0.1. Every wait is on something a process prints or a
+//! server reports.
+// Test helpers unwrap too: a failed setup step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use redial_driver::testing::{Plan, ServerEvent, TestServer};
+
+use common::{echo_server, Run, WAIT};
+
+/// A message over `--max-message-size` is not printed: the client closes
+/// with 1009, says which limit and by how much, and exits 1.
+#[tokio::test]
+async fn max_message_size_closes_1009() {
+    let (url, _) = echo_server().await;
+    let mut run = Run::start(&["--events", "json", "--max-message-size", "1000", &url]);
+    run.event("connected").await;
+    run.write("fits").await;
+    assert_eq!(run.line().await, "text:fits");
+    // Echoed as "text:" + 3000 bytes.
+    run.write(&"x".repeat(3000)).await;
+    let too_large = run.event("message_too_large").await;
+    assert_eq!(too_large["limit"], "message");
+    assert_eq!(too_large["size"], 3005);
+    assert_eq!(too_large["max"], 1000);
+    let gone = run.event("disconnected").await;
+    assert_eq!(gone["code"], 1009);
+    assert_eq!(gone["will_reconnect"], false);
+    let closed = run.event("closed").await;
+    assert_eq!(closed["reason"], "message_too_large");
+    assert_eq!(closed["code"], 1009);
+    assert_eq!(run.exit().await, 1);
+
+    // Text events name the flag.
+    let mut run = Run::start(&["--max-message-size", "1000", &url]);
+    run.write(&"y".repeat(2000)).await;
+    let line = run.text("over the 1000-byte limit").await;
+    assert!(line.contains("1005 over; --max-message-size"), "{line}");
+    assert_eq!(run.exit().await, 1);
+}
+
+/// A self-signed `wss://` server: refused at once without `--ca-file`
+/// (one dial, a clean reason), trusted with it.
+#[tokio::test]
+async fn ca_file_trusts_a_self_signed_server() {
+    let mut server = TestServer::start_tls(|_| Plan::Accept).unwrap();
+    let url = server.url().to_owned();
+
+    let mut run = Run::start(&["--events", "json", &url]);
+    let failed = run.event("dial_failed").await;
+    let reason = "certificate rejected: invalid peer certificate: UnknownIssuer";
+    assert_eq!(failed["reason"], reason);
+    let closed = run.event("closed").await;
+    assert_eq!(closed["reason"], "certificate_rejected");
+    assert_eq!(closed["detail"], reason);
+    assert_eq!(run.exit().await, 1);
+    let failures = run
+        .events_seen()
+        .iter()
+        .filter(|e| e["event"] == "dial_failed" || e["event"] == "reconnect_scheduled")
+        .count();
+    assert_eq!(failures, 1, "{:#?}", run.stderr_seen);
+
+    let ca = CaFile::write(server.certificate_pem().unwrap());
+    let mut run = Run::start(&["--events", "json", "--ca-file", ca.path(), &url]);
+    run.event("connected").await;
+    run.write("over tls").await;
+    let (conn, got) = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(ServerEvent::Text { conn, text }) = server.next().await {
+                return (conn, text);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, "over tls");
+    // Connection numbers count TCP accepts: the refused client had 0.
+    server.send_text(conn, "back");
+    assert_eq!(run.line().await, "back");
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+}
+
+/// A `--ca-file` that is missing or holds no certificate is a usage error.
+#[tokio::test]
+async fn bad_ca_file_exits_2() {
+    let not_pem = CaFile::write("not a certificate");
+    for path in [not_pem.path(), "/nonexistent/redial-ca.pem"] {
+        let mut run = Run::start(&["--ca-file", path, "wss://127.0.0.1:9/"]);
+        let line = run.text("--ca-file").await;
+        assert!(line.contains(path), "{line}");
+        assert_eq!(run.exit().await, 2);
+    }
+}
+
+/// SIGTERM to `redial serve`: GOING_AWAY with the configured timing, then
+/// close 1001 (PROTOCOL.md section 1), then exit 0.
+#[tokio::test]
+async fn serve_sends_going_away_on_sigterm() {
+    let mut serve = Run::start(&[
+        "serve",
+        "--going-away-retry-ms",
+        "2500",
+        "--going-away-window-ms",
+        "4000",
+    ]);
+    let url = serve.line().await.replace("listening on ", "");
+    let mut run = Run::start(&["--protocol", "wire", "--events", "json", &url]);
+    run.event("connected").await;
+    serve.signal("-TERM").await;
+    let going = run.event("going_away").await;
+    assert_eq!(going["retry_after_ms"], 2500);
+    assert_eq!(going["window_ms"], 4000);
+    let gone = run.event("disconnected").await;
+    assert_eq!(gone["code"], 1001);
+    assert_eq!(gone["will_reconnect"], true);
+    // The hint is honoured: no sooner than retry_after, within the window.
+    let next = run.event("reconnect_scheduled").await;
+    let delay = next["delay_ms"].as_u64().unwrap();
+    assert!((2500..=6500).contains(&delay), "{delay}");
+    assert_eq!(serve.exit().await, 0);
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+}
+
+/// A PEM file in the temp dir, removed when dropped.
+struct CaFile(PathBuf);
+
+impl CaFile {
+    fn write(pem: &str) -> CaFile {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("redial-cli-ca-{}-{nanos}.pem", std::process::id()));
+        std::fs::write(&path, pem).unwrap();
+        CaFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for CaFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
