@@ -51,6 +51,8 @@ scenarios!(
     feed_across_reconnect,
     feed_waits_for_slow_server,
     feed_refusals,
+    largest_frame_arrives,
+    unsent_frames_survive_a_drop,
 );
 
 #[test]

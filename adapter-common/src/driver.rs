@@ -175,8 +175,8 @@ struct Stalled {
 /// The waker handed to the socket's read side: it records that the socket
 /// woke the task, then wakes the task.
 ///
-/// tungstenite zero-fills its whole read buffer (128 KiB by default) on
-/// every read attempt, including the ones that end in `WouldBlock`, so a
+/// tungstenite zero-fills its whole read buffer (16 KiB by redial's
+/// default, 128 KiB by tungstenite's) on every read attempt, including the ones that end in `WouldBlock`, so a
 /// poll of an idle socket is not free. With this flag the driver polls the
 /// socket only when it may have something: after it woke the task, after a
 /// message (more may be buffered), or when the task's waker changed.
@@ -435,6 +435,11 @@ impl<R: Runtime> Inner<R> {
                 if self.dial_fut.take().is_some() {
                     debug!("dial abandoned");
                 }
+                if !matches!(self.session.state(), State::Closing | State::Closed) {
+                    // The session gave up on this socket and reconnects:
+                    // what it has not taken yet goes out on the next one.
+                    self.hand_back_unsent(now);
+                }
                 if let Some(socket) = self.socket.take() {
                     info!(code = frame.code, reason = %frame.reason, "closing the socket");
                     let close = Message::Close(Some(close_frame_to_ws(&frame)));
@@ -459,7 +464,7 @@ impl<R: Runtime> Inner<R> {
                     // tungstenite has queued the close reply; flush it.
                     self.start_linger(socket, VecDeque::new());
                 }
-                self.clear_outbox();
+                self.hand_back_unsent(now);
                 self.session.handle_transport_closed(now, close);
             }
             Input::Message(message) => {
@@ -473,12 +478,12 @@ impl<R: Runtime> Inner<R> {
             }
             Input::SocketEnded => {
                 info!("connection lost");
-                self.drop_socket();
+                self.drop_socket(now);
                 self.session.handle_transport_closed(now, None);
             }
             Input::SocketFailed(error) => {
                 info!(%error, "connection failed");
-                self.drop_socket();
+                self.drop_socket(now);
                 self.session.handle_transport_closed(now, None);
             }
             Input::Drained => {}
@@ -560,9 +565,28 @@ impl<R: Runtime> Inner<R> {
         }
     }
 
-    fn drop_socket(&mut self) {
+    fn drop_socket(&mut self, now: Instant) {
         self.socket = None;
+        self.hand_back_unsent(now);
+    }
+
+    /// Gives the frames the socket never took back to the session, which
+    /// decides what becomes of them (Raw messages are queued again, in
+    /// order). The driver decides no loss.
+    fn hand_back_unsent(&mut self, now: Instant) {
+        let unsent = std::mem::take(&mut self.outbox);
         self.clear_outbox();
+        if unsent.is_empty() {
+            return;
+        }
+        let frames = unsent.len();
+        let requeued = self
+            .session
+            .handle_unsent(now, unsent.into_iter().filter_map(message_to_frame));
+        debug!(
+            frames,
+            requeued, "frames not written handed back to the session"
+        );
     }
 
     fn clear_outbox(&mut self) {

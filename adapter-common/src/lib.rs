@@ -45,6 +45,7 @@ pub mod testing;
 #[cfg(feature = "rustls")]
 pub mod tls;
 mod token;
+mod websocket;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +62,10 @@ pub use redial_core;
 pub use request::TokenPlacement;
 pub use token::TokenProvider;
 pub use tungstenite;
+pub use websocket::{
+    default_websocket_config, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_BUFFER_SIZE,
+};
 
 /// A boxed, sendable future, as the [`Runtime`] hands them around.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
