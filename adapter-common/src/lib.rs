@@ -25,7 +25,8 @@
 //!   has no room for is held by the driver (one slot), which then reads no
 //!   commands until there is room: the command channel fills and `feed`
 //!   waits. Commands already waiting are taken in batches of up to 32, and
-//!   their frames are written with one flush.
+//!   after a command the flush waits for the end of the driver's turn, so
+//!   messages handed over meanwhile go out with it: one flush per batch.
 //! - [`Events`] is a bounded stream. With a slow consumer the driver waits
 //!   for room before it does anything else: it stops reading the socket, so
 //!   TCP backpressure reaches the server, and keepalive deadlines are judged
