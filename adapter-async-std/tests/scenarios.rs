@@ -55,6 +55,8 @@ scenarios!(
     too_large_frame_follows_the_policy,
     untrusted_certificate_is_terminal,
     trusted_root_connects,
+    largest_frame_arrives,
+    unsent_frames_survive_a_drop,
 );
 
 #[test]

@@ -105,7 +105,7 @@ impl<R: Runtime> Builder<R> {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            websocket: WebSocketConfig::default(),
+            websocket: crate::default_websocket_config(),
             #[cfg(feature = "rustls")]
             roots: Vec::new(),
         }
@@ -164,10 +164,10 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// tungstenite's socket settings for every dial (default: tungstenite's).
-    /// Its 128 KiB read buffer is most of an idle connection's memory; a
-    /// fleet of mostly idle clients with small messages can lower it with
-    /// `WebSocketConfig::default().read_buffer_size(8 * 1024)`.
+    /// tungstenite's socket settings for every dial (default:
+    /// [`default_websocket_config`](crate::default_websocket_config): 16 KiB
+    /// read and write buffers, tungstenite's 64 MiB message and 16 MiB frame
+    /// limits). Start from that function to change one setting.
     pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
         self.websocket = config;
         self

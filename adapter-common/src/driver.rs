@@ -41,6 +41,9 @@ const MAX_COMMAND_BATCH: u32 = 32;
 /// Commands handled in a row before the dial, the token fetch and the timer
 /// are looked at first, so a flood of sends cannot starve them.
 const MAX_COMMAND_STREAK: u32 = 64;
+/// Frames handed to the socket before a flush is no longer put off for
+/// more (see [`Inner::defer_flush`]).
+const MAX_UNFLUSHED: u32 = 256;
 
 /// One connection's task. [`Builder::connect`](crate::Builder::connect)
 /// spawns it; [`Builder::start`](crate::Builder::start) hands it over to be
@@ -94,6 +97,9 @@ impl<R: Runtime> Driver<R> {
                 outbox: VecDeque::new(),
                 socket_full: false,
                 needs_flush: false,
+                took_command: false,
+                flush_deferred: false,
+                unflushed: 0,
                 linger: None,
                 timer: None,
                 socket_streak: 0,
@@ -142,6 +148,14 @@ struct Inner<R: Runtime> {
     /// is not taking frames, so new messages wait in the handles.
     socket_full: bool,
     needs_flush: bool,
+    /// A command was taken since the last write: its sender may hand over
+    /// the next message as soon as it runs (see [`Inner::defer_flush`]).
+    took_command: bool,
+    /// The flush waits until this poll of the task ends (see
+    /// [`Inner::defer_flush`]).
+    flush_deferred: bool,
+    /// Frames handed to the socket since the last flush.
+    unflushed: u32,
     /// A socket being closed: its close frame going out, bounded in time.
     linger: Option<Linger<R>>,
     /// The session's single timer: its deadline and the sleep for it.
@@ -180,8 +194,8 @@ struct Stalled {
 /// The waker handed to the socket's read side: it records that the socket
 /// woke the task, then wakes the task.
 ///
-/// tungstenite zero-fills its whole read buffer (128 KiB by default) on
-/// every read attempt, including the ones that end in `WouldBlock`, so a
+/// tungstenite zero-fills its whole read buffer (16 KiB by redial's
+/// default, 128 KiB by tungstenite's) on every read attempt, including the ones that end in `WouldBlock`, so a
 /// poll of an idle socket is not free. With this flag the driver polls the
 /// socket only when it may have something: after it woke the task, after a
 /// message (more may be buffered), or when the task's waker changed.
@@ -443,6 +457,11 @@ impl<R: Runtime> Inner<R> {
                 if self.dial_fut.take().is_some() {
                     debug!("dial abandoned");
                 }
+                if !matches!(self.session.state(), State::Closing | State::Closed) {
+                    // The session gave up on this socket and reconnects:
+                    // what it has not taken yet goes out on the next one.
+                    self.hand_back_unsent(now);
+                }
                 if let Some(socket) = self.socket.take() {
                     info!(code = frame.code, reason = %frame.reason, "closing the socket");
                     let close = Message::Close(Some(close_frame_to_ws(&frame)));
@@ -467,7 +486,7 @@ impl<R: Runtime> Inner<R> {
                     // tungstenite has queued the close reply; flush it.
                     self.start_linger(socket, VecDeque::new());
                 }
-                self.clear_outbox();
+                self.hand_back_unsent(now);
                 self.session.handle_transport_closed(now, close);
             }
             Input::Message(message) => {
@@ -481,7 +500,7 @@ impl<R: Runtime> Inner<R> {
             }
             Input::SocketEnded => {
                 info!("connection lost");
-                self.drop_socket();
+                self.drop_socket(now);
                 self.session.handle_transport_closed(now, None);
             }
             Input::SocketFailed(tungstenite::Error::Capacity(
@@ -507,7 +526,7 @@ impl<R: Runtime> Inner<R> {
             }
             Input::SocketFailed(error) => {
                 info!(%error, "connection failed");
-                self.drop_socket();
+                self.drop_socket(now);
                 self.session.handle_transport_closed(now, None);
             }
             Input::Drained => {}
@@ -589,15 +608,35 @@ impl<R: Runtime> Inner<R> {
         }
     }
 
-    fn drop_socket(&mut self) {
+    fn drop_socket(&mut self, now: Instant) {
         self.socket = None;
+        self.hand_back_unsent(now);
+    }
+
+    /// Gives the frames the socket never took back to the session, which
+    /// decides what becomes of them (Raw messages are queued again, in
+    /// order). The driver decides no loss.
+    fn hand_back_unsent(&mut self, now: Instant) {
+        let unsent = std::mem::take(&mut self.outbox);
         self.clear_outbox();
+        if unsent.is_empty() {
+            return;
+        }
+        let frames = unsent.len();
+        let requeued = self
+            .session
+            .handle_unsent(now, unsent.into_iter().filter_map(message_to_frame));
+        debug!(
+            frames,
+            requeued, "frames not written handed back to the session"
+        );
     }
 
     fn clear_outbox(&mut self) {
         self.outbox.clear();
         self.socket_full = false;
         self.needs_flush = false;
+        self.unflushed = 0;
     }
 
     /// Closes the socket we chose to close: the frames the session already
@@ -628,12 +667,23 @@ impl<R: Runtime> Inner<R> {
     /// first (up to [`MAX_COMMAND_BATCH`]), before anything is written, so
     /// a burst of sends goes out with one flush.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
+        let input = self.poll_inputs(cx);
+        if input.is_pending() {
+            // The task yields: the other tasks run, then the self-wake of
+            // `defer_flush` brings it back to flush what they did not add to.
+            self.flush_deferred = false;
+        }
+        input
+    }
+
+    fn poll_inputs(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
         if self.command_batch > 0 {
             if self.command_batch < MAX_COMMAND_BATCH {
                 if let Poll::Ready(input) = self.poll_command(cx) {
                     if matches!(input, Input::Command(_)) {
                         self.command_batch += 1;
                         self.command_streak += 1;
+                        self.took_command = true;
                     }
                     return Poll::Ready(input);
                 }
@@ -674,6 +724,7 @@ impl<R: Runtime> Inner<R> {
                             return Some(Input::SocketFailed(e));
                         }
                         self.needs_flush = true;
+                        self.unflushed = self.unflushed.saturating_add(1);
                     }
                 }
                 Poll::Ready(Err(e)) => return Some(Input::SocketFailed(e)),
@@ -682,14 +733,49 @@ impl<R: Runtime> Inner<R> {
         }
         // Left with frames only when the socket said `Pending`.
         self.socket_full = !self.outbox.is_empty();
-        if self.needs_flush {
+        let hold = self.needs_flush
+            && self.unflushed < MAX_UNFLUSHED
+            && (self.flush_deferred || self.defer_flush());
+        if hold {
+            // Whatever made this poll end (even an event waiting for room
+            // in `drain`), the task comes back to flush: no flush is left
+            // waiting for a wake-up that would never come.
+            cx.waker().wake_by_ref();
+        }
+        if self.needs_flush && !hold {
+            let socket = self.socket.as_mut()?;
             match socket.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    self.unflushed = 0;
+                }
                 Poll::Ready(Err(e)) => return Some(Input::SocketFailed(e)),
                 Poll::Pending => {}
             }
         }
         (had_frames && self.outbox.is_empty()).then_some(Input::Drained)
+    }
+
+    /// Puts the flush off for one turn of the executor, so that messages
+    /// other tasks are about to hand over go out with it: one flush (and
+    /// one TCP segment, with `TCP_NODELAY`) per batch, not per message.
+    ///
+    /// Only right after a command was taken (a sender that just got its
+    /// answer often has the next message ready), at most [`MAX_UNFLUSHED`]
+    /// frames, and never twice in a row without a new command: a lone
+    /// message waits one turn. Until `poll_input` answers `Pending` nothing
+    /// is flushed (socket input handled meanwhile does not cut the batch
+    /// short); the task wakes itself whenever it holds a flush, and the
+    /// next poll looks at commands
+    /// before it writes, so the batch grows while each turn brings a
+    /// message and is flushed at the first turn that brings none.
+    fn defer_flush(&mut self) -> bool {
+        if !std::mem::take(&mut self.took_command) {
+            return false;
+        }
+        self.flush_deferred = true;
+        self.command_batch = 1;
+        true
     }
 
     fn poll_socket(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
@@ -820,6 +906,7 @@ impl<R: Runtime> Inner<R> {
         if matches!(input, Input::Command(_)) {
             self.command_streak += 1;
             self.command_batch = 1;
+            self.took_command = true;
         }
     }
 

@@ -324,9 +324,9 @@ impl Handle {
         channel: Option<Text>,
         payload: Payload,
     ) -> Result<u64, SendError> {
+        // Listening costs an allocation: only after a first `QueueFull`.
+        let mut space = None;
         loop {
-            // Listen before asking, so room made in between is not missed.
-            let space = self.shared.space.listen();
             let answer = self
                 .request(|reply| Command::Send {
                     channel: channel.clone(),
@@ -335,7 +335,14 @@ impl Handle {
                 })
                 .await;
             match answer {
-                Err(SendError::QueueFull { .. }) if self.state() != State::Closed => space.await,
+                Err(SendError::QueueFull { .. }) if self.state() != State::Closed => {
+                    match space.take() {
+                        // Listen, then ask again before waiting, so room
+                        // made in between is not missed.
+                        None => space = Some(self.shared.space.listen()),
+                        Some(listener) => listener.await,
+                    }
+                }
                 other => return other,
             }
         }

@@ -25,7 +25,8 @@
 //!   has no room for is held by the driver (one slot), which then reads no
 //!   commands until there is room: the command channel fills and `feed`
 //!   waits. Commands already waiting are taken in batches of up to 32, and
-//!   their frames are written with one flush.
+//!   after a command the flush waits for the end of the driver's turn, so
+//!   messages handed over meanwhile go out with it: one flush per batch.
 //! - [`Events`] is a bounded stream. With a slow consumer the driver waits
 //!   for room before it does anything else: it stops reading the socket, so
 //!   TCP backpressure reaches the server, and keepalive deadlines are judged
@@ -46,6 +47,7 @@ pub mod testing;
 pub mod tls;
 mod token;
 mod trust;
+mod websocket;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +65,10 @@ pub use request::TokenPlacement;
 pub use token::TokenProvider;
 pub use trust::TlsTrust;
 pub use tungstenite;
+pub use websocket::{
+    default_websocket_config, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_BUFFER_SIZE,
+};
 
 /// A boxed, sendable future, as the [`Runtime`] hands them around.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -86,6 +86,16 @@ async fn trusted_root_connects() {
     testing::trusted_root_connects(builder).await;
 }
 
+#[tokio::test]
+async fn largest_frame_arrives() {
+    testing::largest_frame_arrives(builder).await;
+}
+
+#[tokio::test]
+async fn unsent_frames_survive_a_drop() {
+    testing::unsent_frames_survive_a_drop(builder).await;
+}
+
 /// Retry-After on a paused clock: the server runs on this runtime, so the
 /// clock only jumps when both sides are idle, i.e. to the backoff deadline.
 /// The 1 s wait costs no real time, and the gap is exact virtual time.

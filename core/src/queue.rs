@@ -77,6 +77,9 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) channel: Option<Text>,
     pub(crate) payload: Payload,
+    /// The payload is a frame the protocol already encoded (handed over
+    /// once, never written, given back): it is written as it is.
+    pub(crate) encoded: bool,
 }
 
 /// Messages in sequence order: `[0, sent)` were written to the current
@@ -133,8 +136,26 @@ impl Queue {
             seq,
             channel,
             payload,
+            encoded: false,
         });
         Ok(seq)
+    }
+
+    /// Puts messages that left the queue but were never written back at
+    /// its front, oldest first (protocols without acks). They were admitted
+    /// once, so the limits do not refuse them; they keep no seq (0): Raw
+    /// reports no seq after the send.
+    pub(crate) fn requeue_front(&mut self, encoded: impl DoubleEndedIterator<Item = Payload>) {
+        debug_assert_eq!(self.sent, 0, "ack-less queues keep nothing written");
+        for payload in encoded.rev() {
+            self.bytes += payload.len();
+            self.entries.push_front(Entry {
+                seq: 0,
+                channel: None,
+                payload,
+                encoded: true,
+            });
+        }
     }
 
     /// The next entry to write, marked as written.

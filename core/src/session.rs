@@ -561,6 +561,56 @@ impl Session {
         self.sync_state();
     }
 
+    /// Frames from [`Action::Send`] that were never written: the adapter
+    /// hands them back, oldest first, instead of dropping them. Returns how
+    /// many went back to the queue as messages.
+    ///
+    /// Call it only about a transport that is gone or being closed: when it
+    /// ends with frames not yet written (before
+    /// [`handle_transport_closed`](Self::handle_transport_closed), so the
+    /// session counts them when it decides what comes next), and when
+    /// carrying out an [`Action::Close`] while the session is not closing
+    /// (it reconnects: writing them to the transport it gave up on would
+    /// lose them). Only frames never handed to the transport qualify: the
+    /// ones not yet written are always the last ones handed over, so pass
+    /// them in the order they came. A frame written to a transport that then
+    /// died stays at most once.
+    ///
+    /// Without a session layer ([`Raw`](crate::Raw)) application messages
+    /// go back to the front of the queue, in order, and are written first,
+    /// as they were encoded, on the next transport; pings are dropped (the
+    /// session writes no other frame there). With one
+    /// ([`Wire`](crate::Wire)) nothing is taken: every unacknowledged
+    /// PUBLISH is still queued and is written again anyway, and HELLO,
+    /// SUBSCRIBE and RECEIVED are rebuilt for the next transport. A closed
+    /// session takes nothing.
+    pub fn handle_unsent(
+        &mut self,
+        now: Instant,
+        frames: impl IntoIterator<Item = Frame>,
+    ) -> usize {
+        self.clock(now);
+        if self.protocol.has_session() || self.phase == Phase::Closed {
+            return 0;
+        }
+        // Without a session layer the session's only text and binary frames
+        // are the queue's messages: a future control message of that shape
+        // must be told apart here before it could come back as user data.
+        let messages: Vec<Payload> = frames
+            .into_iter()
+            .filter_map(|frame| match frame {
+                Frame::Text(t) => Some(Payload::text(t)),
+                Frame::Binary(b) => Some(Payload::binary(b)),
+                Frame::Ping(_) | Frame::Pong(_) => None,
+            })
+            .collect();
+        let n = messages.len();
+        // Not written now even while `Connected`: the adapter is reporting
+        // on a transport that is gone; the next one writes them first.
+        self.queue.requeue_front(messages.into_iter());
+        n
+    }
+
     /// Time passed: fire every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
@@ -663,6 +713,10 @@ impl Session {
             }
         } else {
             while let Some(e) = queue.pop_unsent() {
+                if e.encoded {
+                    actions.push_back(Action::Send(encoded_frame(&e.payload)));
+                    continue;
+                }
                 let frame = wire::Frame::Publish {
                     seq: e.seq,
                     channel: e.channel,
@@ -676,6 +730,10 @@ impl Session {
     }
 
     fn send_control(&mut self, frame: wire::Frame) {
+        debug_assert!(
+            self.protocol.has_session(),
+            "without a session layer only messages and pings are written (see handle_unsent)"
+        );
         if let Some(f) = self.protocol.encode(&frame) {
             self.actions.push_back(Action::Send(f));
         }
@@ -1250,5 +1308,13 @@ impl Session {
             detail,
             undelivered: self.queue.len(),
         });
+    }
+}
+
+/// A message handed back by [`Session::handle_unsent`], as it was written.
+fn encoded_frame(payload: &Payload) -> Frame {
+    match payload.text_value() {
+        Some(text) => Frame::Text(text),
+        None => Frame::Binary(payload.bytes().clone()),
     }
 }

@@ -735,3 +735,106 @@ pub async fn feed_refusals<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
         Err(SendError::Closed)
     );
 }
+
+/// With the builder's default socket settings (small buffers), the largest
+/// message a server sends without fragmenting it (one frame of
+/// [`DEFAULT_MAX_FRAME_SIZE`](crate::DEFAULT_MAX_FRAME_SIZE) bytes) still
+/// arrives whole, and the connection goes on.
+pub async fn largest_frame_arrives<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    // No keepalive: on a loaded machine 16 MiB in a debug build can take
+    // longer than the fast config's pong deadline to arrive, and a ping's
+    // answer queues behind it.
+    let config = fast_config().ping_interval(None).build().expect("config");
+    let builder = make(server.url().to_owned()).config(config);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    let size = crate::DEFAULT_MAX_FRAME_SIZE;
+    assert!(size > 100 * crate::DEFAULT_READ_BUFFER_SIZE);
+    let mut big = "y".repeat(size - 6);
+    big.insert_str(0, "large:");
+    server.send_text(0, big);
+    server.send_text(0, "after");
+    // A generous limit: only a failure waits it out.
+    let large = async {
+        loop {
+            match events.recv().await {
+                Some(e) if text(&e).is_some() => return e,
+                Some(_) => {}
+                None => panic!("event stream ended while waiting for the large message"),
+            }
+        }
+    };
+    let e = within(&rt, Duration::from_secs(60), "the large message", large).await;
+    let got = text(&e).expect("text");
+    assert_eq!(got.len(), size);
+    assert!(got.starts_with("large:") && got.bytes().skip(6).all(|b| b == b'y'));
+    let e = wait_event(&rt, &mut events, "the next message", |e| text(e).is_some()).await;
+    assert_eq!(text(&e), Some("after"));
+    assert_eq!(handle.state(), State::Connected);
+    within(&rt, WAIT, "close", handle.close()).await;
+    wait_server(&rt, &mut server, "close frame", |e| {
+        matches!(
+            e,
+            ServerEvent::Closed {
+                code: Some(1000),
+                ..
+            }
+        )
+    })
+    .await;
+}
+
+/// Raw messages the session handed over but the socket never took go back
+/// to the session when the connection drops, and arrive after the
+/// reconnect, in order, before anything sent later. Only what the socket
+/// had taken (written, then lost with the connection) may be missing.
+pub async fn unsent_frames_survive_a_drop<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    // No keepalive: unanswered pings would end the connection first.
+    let config = fast_config().ping_interval(None).build().expect("config");
+    let builder = make(server.url().to_owned())
+        .config(config)
+        .command_capacity(1);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    // The server reads nothing: the TCP buffers fill, then the socket
+    // takes no more and frames wait in the driver.
+    server.stop_reading(0);
+    let mut fed = 0;
+    let waiting = feed_until_waiting(&rt, &handle, &mut fed).await;
+    // `fed` waits for the command channel (1), which holds `fed - 1`; the
+    // driver holds `fed - 2` for the full socket. Everything before that
+    // went to the session, which handed it to the driver; whatever the
+    // socket had not taken is still in the driver when the connection drops.
+    assert!(fed > 3, "waited after {fed} messages");
+    let held_outside = fed - 2;
+    server.drop_conn(0);
+    wait_event(&rt, &mut events, "reconnected", is_connected).await;
+    within(&rt, WAIT, "the waiting feed", waiting)
+        .await
+        .expect("fed");
+
+    let mut got = Vec::new();
+    while got.last() != Some(&fed) {
+        let (conn, number) = read_numbered(&rt, &mut server, 1).await[0];
+        assert_eq!(conn, 1, "the first connection read nothing");
+        got.push(number);
+    }
+    let first = got[0];
+    assert_eq!(
+        got,
+        (first..=fed).collect::<Vec<_>>(),
+        "in order, once each, nothing after the gap missing"
+    );
+    assert!(
+        first < held_outside,
+        "no message the driver had been handed came back (first after the drop: {first}, \
+         held outside the driver from {held_outside})"
+    );
+    close_with_nothing_more(&rt, &mut server, &handle, 1).await;
+}

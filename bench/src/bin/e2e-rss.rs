@@ -14,12 +14,12 @@
 //! connections by a task reading the socket (so pings would be answered);
 //! redial connections by a task reading `Events`.
 //!
-//! Variants: `plain` and `redial` (the defaults), plus two that say what
-//! dominates: `plain-8k` (tungstenite's read buffer at 8 KiB instead of
-//! 128 KiB) and `redial-cap1` (event and command channels of capacity 1
-//! instead of 64), and `redial-8k`: redial's driver on a tokio runtime
-//! (defined here, like redial-tokio's but for the buffer size) whose
-//! sockets have tungstenite's read buffer at 8 KiB.
+//! Variants: `plain` and `redial` (the defaults: redial's are
+//! `redial_driver::default_websocket_config()`, 16 KiB buffers), plus
+//! three that say what dominates: `plain-8k` (tungstenite's read buffer at
+//! 8 KiB instead of 128 KiB), `redial-cap1` (event and command channels of
+//! capacity 1 instead of 64) and `redial-128k` (redial with tungstenite's
+//! own defaults, 128 KiB buffers: redial's default before it chose its own).
 //!
 //! Needs about `connections + 100` file descriptors per process
 //! (`ulimit -n`); it says so when the limit is lower.
@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const VARIANTS: [&str; 5] = ["plain", "redial", "plain-8k", "redial-cap1", "redial-8k"];
+const VARIANTS: [&str; 5] = ["plain", "redial", "plain-8k", "redial-cap1", "redial-128k"];
 
 fn main() -> Result<(), BoxError> {
     let args = Args::from_env();
@@ -233,9 +233,8 @@ fn open(variant: &str, url: &str, ready: Ready) -> Result<(), BoxError> {
                 }
             });
         }
-        "redial-8k" => {
-            let websocket = redial_driver::tungstenite::protocol::WebSocketConfig::default()
-                .read_buffer_size(8 * 1024);
+        "redial-128k" => {
+            let websocket = redial_driver::tungstenite::protocol::WebSocketConfig::default();
             let (handle, mut events) = redial_tokio::builder(url)
                 .websocket_config(websocket)
                 .connect()?;

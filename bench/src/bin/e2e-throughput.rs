@@ -1,5 +1,8 @@
-//! Client→server throughput on loopback, 1 KiB binary messages.
+//! Throughput on loopback, two workloads: one-way (1 KiB binary messages,
+//! client to a counting server) and echo (64 B and 1 KiB, a plain server
+//! echoes every message, up to 256 in flight).
 //!
+//! # One-way
 //! One counting tokio-tungstenite server (its own thread and current-thread
 //! runtime) receives from one client at a time. Each client connects with
 //! Nagle off, sends a warm-up batch, waits until the server counted it, then
@@ -27,8 +30,24 @@
 //! The tokio clients run as a spawned task on a current-thread runtime on
 //! the main thread.
 //!
+//! # Echo
+//! A plain tokio-tungstenite server (its own thread and current-thread
+//! runtime; `send` with a flush per echo, Nagle off as every server here)
+//! sends every message back. The client has one task writing and one task
+//! counting echoes; the writer waits for a permit before each message, and
+//! the counter gives one back per echo, so at most 256 messages are in
+//! flight. After a warm-up that is fully echoed, the clock runs from the
+//! first measured write until the last echo was counted.
+//!
+//! | client | writes | counts |
+//! |---|---|---|
+//! | plain tokio-tungstenite 0.30 | `SinkExt::send` (a flush per message) on the split socket, `connect_async` (Nagle on): as a user gets it | the split socket's stream |
+//! | plain, TCP_NODELAY | the same with Nagle off (context) | the same |
+//! | redial-tokio `send` | `handle.send(payload).await` (returns the seq) | `Event::Message` from `Events` |
+//! | redial-tokio `feed` | `handle.feed(payload).await` | the same |
+//!
 //! ```text
-//! cargo run --release -p redial-bench --bin e2e-throughput [-- --quick] [--messages N] [--only NAME]
+//! cargo run --release -p redial-bench --bin e2e-throughput [-- --quick] [--messages N] [--only NAME] [--workload one-way|echo|both]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -36,7 +55,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, Stream, StreamExt};
 use redial_bench::{load_average, Args, Counters, CountingServer, Mode};
 use redial_core::{Event, Payload};
 
@@ -60,10 +79,27 @@ fn main() -> Result<(), BoxError> {
     let args = Args::from_env();
     let quick = args.flag("--quick");
     let plan = Plan {
-        warmup: args.number("--warmup", if quick { 2_000 } else { 20_000 }),
+        warmup: args
+            .number("--warmup", if quick { 2_000 } else { 20_000 })
+            .max(1),
         messages: args.number("--messages", if quick { 10_000 } else { 200_000 }),
     };
     let only = args.value("--only").map(str::to_owned);
+    let workload = args.value("--workload").unwrap_or("both").to_owned();
+    if !matches!(workload.as_str(), "one-way" | "echo" | "both") {
+        return Err(format!("--workload {workload}: one-way, echo or both").into());
+    }
+    if workload != "one-way" {
+        echo_workload(plan, only.as_deref())?;
+    }
+    if workload != "echo" {
+        one_way_workload(plan, only.as_deref())?;
+    }
+    println!("load average after: {}", load_average());
+    Ok(())
+}
+
+fn one_way_workload(plan: Plan, only: Option<&str>) -> Result<(), BoxError> {
     println!(
         "e2e-throughput: {} warm-up + {} measured messages of {} B per client; load average {}",
         plan.warmup,
@@ -96,7 +132,7 @@ fn main() -> Result<(), BoxError> {
     ];
     let mut outcomes = Vec::new();
     for (name, run) in clients {
-        if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+        if only.is_some_and(|o| !name.starts_with(o)) {
             continue;
         }
         let elapsed =
@@ -126,8 +162,193 @@ fn main() -> Result<(), BoxError> {
             println!("  {:<38} {:>6.3}x", o.name, rate(o) / rate(base));
         }
     }
-    println!("load average after: {}", load_average());
     Ok(())
+}
+
+/// Messages in flight in the echo workload.
+const IN_FLIGHT: usize = 256;
+
+type EchoRunner = fn(&str, Bytes, Plan) -> Result<Duration, BoxError>;
+
+/// Every echo client at 64 B and at 1 KiB, side by side, each size's
+/// ratios to the plain client as a user gets it.
+fn echo_workload(plan: Plan, only: Option<&str>) -> Result<(), BoxError> {
+    println!(
+        "echo: {} warm-up + {} measured messages, up to {IN_FLIGHT} in flight; load average {}",
+        plan.warmup,
+        plan.messages,
+        load_average()
+    );
+    let server = CountingServer::spawn(Mode::Echo)?;
+    let url = server.url();
+    let clients: [(&'static str, EchoRunner); 4] = [
+        ("echo plain tokio-tungstenite", echo_plain),
+        ("echo plain, TCP_NODELAY", echo_plain_nodelay),
+        ("echo redial-tokio send", echo_redial_send),
+        ("echo redial-tokio feed", echo_redial_feed),
+    ];
+    for size in [64, 1024] {
+        let payload = Bytes::from(vec![0x5Au8; size]);
+        let mut outcomes = Vec::new();
+        for (name, run) in clients {
+            if only.is_some_and(|o| !name.starts_with(o)) {
+                continue;
+            }
+            let elapsed = run(&url, payload.clone(), plan).map_err(|e| format!("{name}: {e}"))?;
+            let o = Outcome {
+                name,
+                elapsed,
+                messages: plan.messages,
+            };
+            println!(
+                "  {size:>4} B  {:<32} {:>10.0} msg/s  ({:.3} s)",
+                o.name,
+                rate(&o),
+                o.elapsed.as_secs_f64()
+            );
+            outcomes.push(o);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(base) = outcomes
+            .iter()
+            .find(|o| o.name == "echo plain tokio-tungstenite")
+        {
+            println!(
+                "  {size:>4} B  ratios to plain tokio-tungstenite (Nagle on, send per message):"
+            );
+            for o in &outcomes {
+                println!(
+                    "  {size:>4} B  {:<32} {:>6.3}x",
+                    o.name,
+                    rate(o) / rate(base)
+                );
+            }
+        }
+    }
+    println!("echo done; load average {}", load_average());
+    Ok(())
+}
+
+/// Writes a fully echoed warm-up, then the measured messages, each
+/// `$send` (an awaited `Result`) after taking one of [`IN_FLIGHT`] permits
+/// that `$echoes` (a stream yielding `()` per echo, read on its own task)
+/// gives back. Evaluates to the time from the first measured write to the
+/// last echo.
+macro_rules! echoed {
+    ($plan:expr, $echoes:expr, $send:expr) => {{
+        let plan: Plan = $plan;
+        let window = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let warm = Arc::new(tokio::sync::Notify::new());
+        let total = plan.warmup + plan.messages;
+        let reader = tokio::spawn(count_echoes(
+            $echoes,
+            total,
+            plan.warmup,
+            window.clone(),
+            warm.clone(),
+        ));
+        for _ in 0..plan.warmup {
+            window.acquire().await?.forget();
+            $send?;
+        }
+        warm.notified().await;
+        let start = Instant::now();
+        for _ in 0..plan.messages {
+            window.acquire().await?.forget();
+            $send?;
+        }
+        let end = reader.await??;
+        end - start
+    }};
+}
+
+/// Counts `total` echoes, one permit back per echo; tells `warm` when the
+/// warm-up is all back. Returns when the last one came.
+async fn count_echoes(
+    mut echoes: impl Stream<Item = ()> + Unpin,
+    total: u64,
+    warmup: u64,
+    window: Arc<tokio::sync::Semaphore>,
+    warm: Arc<tokio::sync::Notify>,
+) -> Result<Instant, BoxError> {
+    let mut got = 0;
+    while got < total {
+        if echoes.next().await.is_none() {
+            return Err(format!("connection ended after {got} echoes").into());
+        }
+        got += 1;
+        window.add_permits(1);
+        if got == warmup {
+            warm.notify_one();
+        }
+    }
+    Ok(Instant::now())
+}
+
+fn echo_plain(url: &str, payload: Bytes, plan: Plan) -> Result<Duration, BoxError> {
+    echo_plain_with(url, payload, plan, false)
+}
+
+fn echo_plain_nodelay(url: &str, payload: Bytes, plan: Plan) -> Result<Duration, BoxError> {
+    echo_plain_with(url, payload, plan, true)
+}
+
+fn echo_plain_with(
+    url: &str,
+    payload: Bytes,
+    plan: Plan,
+    nodelay: bool,
+) -> Result<Duration, BoxError> {
+    use tokio_tungstenite::tungstenite::Message;
+    let url = url.to_owned();
+    on_current_thread(async move {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, nodelay).await?;
+        let (mut sink, stream) = ws.split();
+        let echoes = stream
+            .filter_map(|m| std::future::ready(matches!(m, Ok(Message::Binary(_))).then_some(())));
+        let elapsed = echoed!(
+            plan,
+            echoes,
+            sink.send(Message::Binary(payload.clone())).await
+        );
+        let _ = sink.close().await;
+        Ok(elapsed)
+    })
+}
+
+fn echo_redial_send(url: &str, payload: Bytes, plan: Plan) -> Result<Duration, BoxError> {
+    echo_redial(url, payload, plan, Via::Send)
+}
+
+fn echo_redial_feed(url: &str, payload: Bytes, plan: Plan) -> Result<Duration, BoxError> {
+    echo_redial(url, payload, plan, Via::Feed)
+}
+
+fn echo_redial(url: &str, payload: Bytes, plan: Plan, via: Via) -> Result<Duration, BoxError> {
+    let url = url.to_owned();
+    on_current_thread(async move {
+        let (handle, mut events) = redial_tokio::builder(url).connect()?;
+        wait_connected(&mut events).await?;
+        let echoes = events
+            .filter_map(|e| std::future::ready(matches!(e, Event::Message { .. }).then_some(())));
+        let elapsed = match via {
+            Via::Send => echoed!(
+                plan,
+                echoes,
+                handle
+                    .send(Payload::binary(payload.clone()))
+                    .await
+                    .map(|_seq| ())
+            ),
+            Via::Feed => echoed!(
+                plan,
+                echoes,
+                handle.feed(Payload::binary(payload.clone())).await
+            ),
+        };
+        handle.close().await;
+        Ok(elapsed)
+    })
 }
 
 fn rate(o: &Outcome) -> f64 {
