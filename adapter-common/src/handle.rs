@@ -269,13 +269,16 @@ impl Handle {
             .await
     }
 
-    /// Skips the current backoff and dials now (the attempt count stays).
+    /// Cuts the client's own backoff short and dials now (the attempt count
+    /// stays). A wait the server imposed (Retry-After, GOING_AWAY, a 4010
+    /// floor) is kept: the dial then comes when that wait ends.
     pub async fn retry_now(&self) {
         let _ = self.tx.send(Command::RetryNow).await;
     }
 
     /// Tells the session the network came back or changed: while waiting it
-    /// dials now, while connected it probes the socket with a ping.
+    /// dials as [`retry_now`](Self::retry_now) does (never inside a wait the
+    /// server imposed), while connected it probes the socket with a ping.
     pub async fn network_online(&self) {
         let _ = self.tx.send(Command::NetworkOnline).await;
     }

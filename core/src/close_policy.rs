@@ -16,7 +16,8 @@ use crate::event::TerminalReason;
 #[non_exhaustive]
 pub enum CloseRule {
     /// Reconnect on the ladder. With `honour_hint`, a retry hint the server
-    /// sent (GOING_AWAY) replaces the ladder's delay.
+    /// sent (GOING_AWAY) replaces the ladder's delay on the first retry after
+    /// a stable connection, and otherwise only lengthens it.
     Reconnect {
         /// Use the server's retry hint when there is one.
         honour_hint: bool,
@@ -33,7 +34,10 @@ pub enum CloseRule {
     /// the ladder); without a token provider this is terminal `token_expired`.
     RefreshToken,
     /// Reconnect, but no sooner than this floor (plus up to 10 % jitter so a
-    /// fleet does not come back in lockstep).
+    /// fleet does not come back in lockstep), and never sooner than the
+    /// ladder's own draw. Capped by `max_server_delay` like a server's wait;
+    /// [`ConfigBuilder::build`](crate::ConfigBuilder::build) rejects floors
+    /// above 24 h.
     Floor(Duration),
     /// Never reconnect; the session ends with this reason.
     Terminal(TerminalReason),
@@ -83,6 +87,13 @@ impl ClosePolicy {
     pub fn with_range(mut self, codes: RangeInclusive<u16>, rule: CloseRule) -> Self {
         self.ranges.push((codes, rule));
         self
+    }
+
+    /// Every override, for validation.
+    pub(crate) fn overrides(&self) -> impl Iterator<Item = &CloseRule> {
+        self.codes
+            .values()
+            .chain(self.ranges.iter().map(|(_, r)| r))
     }
 
     /// The rule for a close with `code` (`None`: the transport ended without

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::close_policy::ClosePolicy;
+use crate::close_policy::{ClosePolicy, CloseRule};
 use crate::payload::Text;
 use crate::wire::Limits;
 
@@ -165,8 +165,8 @@ impl Config {
         &self.wire_limits
     }
 
-    /// The longest wait a server can impose through Retry-After or
-    /// GOING_AWAY (before the 10 % jitter).
+    /// The longest wait a server can impose through Retry-After, GOING_AWAY
+    /// or a close-policy floor (before the 10 % jitter).
     pub fn max_server_delay(&self) -> Duration {
         self.max_server_delay
     }
@@ -269,9 +269,9 @@ impl ConfigBuilder {
         ack_every: u32
     );
     setter!(
-        /// Cap on any wait a server asks for (Retry-After, GOING_AWAY), so a
-        /// broken or hostile server cannot park the client for days
-        /// (default 1 h).
+        /// Cap on any wait a server asks for (Retry-After, GOING_AWAY) and on
+        /// close-policy floors, so a broken or hostile server cannot park the
+        /// client for days (default 1 h).
         max_server_delay: Duration
     );
 
@@ -318,6 +318,11 @@ impl ConfigBuilder {
             }
         }
         let day = Duration::from_secs(24 * 3600);
+        for rule in c.close_policy.overrides() {
+            if matches!(rule, CloseRule::Floor(f) if *f > day) {
+                return range("close_policy", "a Floor must be at most 24 h");
+            }
+        }
         for (field, d) in [
             ("connect_timeout", c.connect_timeout),
             ("pong_timeout", c.pong_timeout),
@@ -374,5 +379,31 @@ mod tests {
         assert!(matches!(e, ConfigError::Backoff(_)));
         let e = Config::builder().session_name("").build().unwrap_err();
         assert!(e.to_string().contains("session_name"));
+    }
+
+    #[test]
+    fn close_policy_floors_beyond_a_day_are_rejected() {
+        for f in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX / 2),
+            Duration::from_secs(24 * 3600 + 1),
+        ] {
+            let policy = ClosePolicy::new().with_code(4100, CloseRule::Floor(f));
+            let e = Config::builder().close_policy(policy).build().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::OutOfRange {
+                        field: "close_policy",
+                        ..
+                    }
+                ),
+                "{f:?}: {e}"
+            );
+            let policy = ClosePolicy::new().with_range(4100..=4199, CloseRule::Floor(f));
+            assert!(Config::builder().close_policy(policy).build().is_err());
+        }
+        let day = ClosePolicy::new().with_code(4100, CloseRule::Floor(Duration::from_secs(86_400)));
+        assert!(Config::builder().close_policy(day).build().is_ok());
     }
 }

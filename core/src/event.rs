@@ -70,7 +70,9 @@ pub enum TerminalReason {
     AttemptsExhausted,
     /// The user closed the session.
     ClosedByUser,
-    /// The server does not speak a protocol version we do.
+    /// The server does not speak a protocol version we do (its terminal
+    /// ERROR `unsupported_version`; a WELCOME with a version we did not
+    /// offer is a protocol error and a reconnect instead).
     UnsupportedVersion,
     /// The requested session name is invalid or taken.
     NameUnavailable,

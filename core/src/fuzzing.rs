@@ -261,6 +261,18 @@ pub fn backoff_ladder(s: &LadderScenario) {
     }
 }
 
+/// A reconnect the session scheduled, for checking the dial that ends it.
+#[derive(Debug, Clone, Copy)]
+struct Scheduled {
+    at: Instant,
+    delay: Duration,
+    /// Lower bound of the part of the wait the server imposed.
+    server_min: Duration,
+    /// A `retry_now`, wake or network-online came since: only the server's
+    /// part still binds.
+    cut: bool,
+}
+
 /// Plays adapter and server around a session and checks it after every step.
 struct Harness {
     session: Session,
@@ -268,6 +280,20 @@ struct Harness {
     wire: bool,
     max_attempts: u32,
     largest_delay: Duration,
+    policy: Backoff,
+    /// A lower estimate of the session's ladder rung: it counts every
+    /// scheduled reconnect and resets after every stable connection (the
+    /// session does not reset for 1013), and a rung's lower bound never
+    /// falls as the rung grows, so its lower bound is one the session must
+    /// respect.
+    rung: u32,
+    /// When the current connection was established.
+    connected_at: Option<Instant>,
+    /// The retry_after of a GOING_AWAY on the current connection.
+    going_away: Option<Duration>,
+    scheduled: Option<Scheduled>,
+    /// The input being handled.
+    input: Option<Step>,
     dial_pending: bool,
     token_pending: bool,
     open: bool,
@@ -319,6 +345,7 @@ impl Harness {
         // cap, a server's wait (capped at max_server_delay, +10 %), or the
         // 30 s concurrency floor (+10 %).
         let largest_delay = backoff
+            .clone()
             .largest()
             .max(session.config().max_server_delay().mul_f64(1.1))
             .max(Duration::from_secs(33));
@@ -328,6 +355,12 @@ impl Harness {
             wire,
             max_attempts,
             largest_delay,
+            policy: backoff,
+            rung: 0,
+            connected_at: None,
+            going_away: None,
+            scheduled: None,
+            input: None,
             dial_pending: false,
             token_pending: false,
             open: false,
@@ -375,6 +408,12 @@ impl Harness {
             return;
         }
         self.trace.push(format!("> {step:?}"));
+        self.input = Some(step.clone());
+        if matches!(step, Step::RetryNow | Step::Wake | Step::NetworkOnline) {
+            if let Some(sch) = &mut self.scheduled {
+                sch.cut = true;
+            }
+        }
         let s = &mut self.session;
         match step {
             Step::Advance(ms) => {
@@ -531,6 +570,79 @@ impl Harness {
         }
     }
 
+    /// Checks a scheduled reconnect's delay from below: no server answer may
+    /// take it under the ladder's lower bound for its rung, except the
+    /// documented ones.
+    fn scheduled(&mut self, delay: Duration) {
+        let c = self.session.config();
+        let stable_after = c.stable_after();
+        let cap = c.max_server_delay();
+        let stable = self
+            .connected_at
+            .take()
+            .is_some_and(|at| self.now.saturating_duration_since(at) >= stable_after);
+        if stable {
+            self.rung = 0;
+        }
+        self.rung = self.rung.saturating_add(1);
+        let going_away = self.going_away.take();
+        // What the server imposed, as far as the input tells (a lower bound).
+        let server_min = match &self.input {
+            Some(Step::DialHttp(429 | 503, Some(ra))) => {
+                Duration::from_secs(u64::from(*ra)).min(cap)
+            }
+            Some(Step::TransportClosed(Some(4010), _)) => {
+                crate::close_policy::CONCURRENCY_FLOOR.min(cap)
+            }
+            Some(Step::TransportClosed(None | Some(1001 | 1012 | 1013), _)) => {
+                going_away.unwrap_or_default()
+            }
+            _ => Duration::ZERO,
+        };
+        let lo = self.policy.bounds(self.rung).0;
+        // The one retry at once with a fresh token after a 401 or 4002.
+        let fresh_token = matches!(
+            &self.input,
+            Some(Step::DialHttp(401, _) | Step::TransportClosed(Some(4002), _))
+        );
+        if !fresh_token {
+            assert!(
+                delay >= server_min,
+                "delay {delay:?} under the server's wait {server_min:?}"
+            );
+            // Only the first retry after a stable connection may take a
+            // GOING_AWAY hint below the ladder.
+            if !(stable && going_away.is_some()) {
+                assert!(
+                    delay >= lo,
+                    "delay {delay:?} under the ladder's lower bound {lo:?} for rung {}",
+                    self.rung
+                );
+            }
+        }
+        self.scheduled = Some(Scheduled {
+            at: self.now,
+            delay,
+            server_min,
+            cut: false,
+        });
+    }
+
+    /// A token fetch or dial went out: not before the scheduled delay, or
+    /// after a shortcut, not before the server's part of it.
+    fn attempt_started(&mut self) {
+        let Some(sch) = self.scheduled.take() else {
+            return;
+        };
+        let gap = self.now.saturating_duration_since(sch.at);
+        let least = if sch.cut { sch.server_min } else { sch.delay };
+        assert!(
+            gap >= least,
+            "attempt {gap:?} after the failure, {least:?} required (cut short: {})",
+            sch.cut
+        );
+    }
+
     fn timeout(&mut self) {
         self.session.handle_timeout(self.now);
         if let Some(t) = self.session.poll_timeout() {
@@ -552,8 +664,10 @@ impl Harness {
                     // never run beside a dial.
                     assert!(!self.dial_pending, "token fetch while dialing");
                     self.token_pending = true;
+                    self.attempt_started();
                 }
                 Action::Dial { attempt, .. } => {
+                    self.attempt_started();
                     assert!(!self.dial_pending, "two dials in flight");
                     assert!(!self.open, "dial while a transport is open");
                     if self.max_attempts != 0 {
@@ -610,14 +724,18 @@ impl Harness {
                         delay <= self.largest_delay,
                         "delay {delay:?} beyond every bound"
                     );
+                    self.scheduled(delay);
                     self.open = false;
                     self.welcomed = false;
                 }
+                Event::GoingAway { retry_after, .. } => self.going_away = Some(retry_after),
                 Event::Acked { seq } => {
                     assert!(seq >= self.acked, "acks went backwards");
                     self.acked = seq;
                 }
                 Event::Connected { resumed, .. } => {
+                    self.connected_at = Some(self.now);
+                    self.going_away = None;
                     self.welcomed = true;
                     if self.wire && !resumed {
                         self.delivered = 0;

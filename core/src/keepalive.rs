@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::rng::Rng;
+use crate::timer::deadline;
 
 /// What the ping timer should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +51,7 @@ impl Keepalive {
         // really ping, or its jitter would be lost to a full quiet interval.
         self.last_rx = None;
         let nanos = u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX);
-        now + Duration::from_nanos(rng.between(nanos / 2, nanos))
+        deadline(now, Duration::from_nanos(rng.between(nanos / 2, nanos)))
     }
 
     pub(crate) fn on_rx(&mut self, now: Instant) {
@@ -59,7 +60,7 @@ impl Keepalive {
 
     pub(crate) fn on_ping_timer(&mut self, now: Instant) -> PingDue {
         if let Some(rx) = self.last_rx {
-            let quiet_since = rx + self.interval;
+            let quiet_since = deadline(rx, self.interval);
             if quiet_since > now {
                 return PingDue::NotYet { next: quiet_since };
             }
@@ -67,8 +68,8 @@ impl Keepalive {
         self.pings += 1;
         PingDue::Send {
             payload: Bytes::copy_from_slice(&self.pings.to_be_bytes()),
-            deadline: now + self.pong_timeout,
-            next: now + self.interval,
+            deadline: deadline(now, self.pong_timeout),
+            next: deadline(now, self.interval),
         }
     }
 
@@ -77,7 +78,7 @@ impl Keepalive {
         self.pings += 1;
         (
             Bytes::copy_from_slice(&self.pings.to_be_bytes()),
-            now + self.pong_timeout,
+            deadline(now, self.pong_timeout),
         )
     }
 }

@@ -35,6 +35,14 @@ pub enum ProtocolError {
         /// When it came.
         when: &'static str,
     },
+    /// The WELCOME chose a version the HELLO did not offer (PROTOCOL.md 7.4).
+    #[error("WELCOME chose version {chosen}, but HELLO offered {offered}")]
+    VersionMismatch {
+        /// The version in the WELCOME.
+        chosen: u64,
+        /// The version in the HELLO (the highest this client speaks).
+        offered: u64,
+    },
     /// The server acknowledged a message we never sent.
     #[error("ACK for seq {seq}, but the highest seq sent is {highest}")]
     AckBeyondSent {

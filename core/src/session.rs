@@ -15,7 +15,7 @@ use crate::protocol::{check_channel, Inbound, Protocol, ProtocolError};
 use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
 use crate::secret::{AuthToken, ResumeToken};
-use crate::timer::{Timer, TimerTable};
+use crate::timer::{deadline, Timer, TimerTable};
 use crate::transport::{CloseFrame, DialFailure, Frame};
 use crate::wire::{self, error_code};
 
@@ -62,13 +62,23 @@ enum Phase {
 }
 
 /// How soon to come back after a failure.
+///
+/// The ladder draws a delay on every failure whatever the kind: a server's
+/// wait may lengthen that draw but never shorten it, so no sequence of
+/// server answers brings two attempts closer than the ladder allows. The one
+/// exception is the first retry after a stable connection, which takes a
+/// server's wait as it is: that is what a deploy's GOING_AWAY window is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delay {
     Ladder,
-    /// A server-given delay (already jittered).
-    Exactly(Duration),
-    /// The ladder's delay, but no sooner than this (jittered up to +10 %).
+    /// A wait the server asked for (Retry-After, GOING_AWAY), capped and
+    /// jittered already.
+    Server(Duration),
+    /// A close-policy floor: the ladder's draw, but no sooner than this
+    /// (capped by `max_server_delay`, jittered up to +10 %).
     Floor(Duration),
+    /// At once (the ladder still steps): the one fresh-token retry per
+    /// outage after a 401 or 4002.
     Now,
 }
 
@@ -107,12 +117,22 @@ pub struct Session {
     events: VecDeque<Event>,
     queue: Queue,
 
-    /// Reconnect attempts in the current outage.
+    /// Reconnect attempts in the current outage. Kept while connected: a
+    /// connection lost before `stable_after` continues the count.
     attempts: u32,
     ever_connected: bool,
     outage_started: Option<Instant>,
-    /// The current connection has stayed up `stable_after`.
-    stable: bool,
+    /// When the current connection was established.
+    connected_at: Option<Instant>,
+    /// The next retry is the first after a stable connection.
+    after_stable: bool,
+    /// The end of the part of the pending wait the server imposed (its
+    /// Retry-After, GOING_AWAY or a close-code floor), which the client's own
+    /// shortcuts (`retry_now`, network online, wake) must not cut.
+    server_until: Option<Instant>,
+    /// The last frame on this transport was a non-terminal ERROR, so a close
+    /// that follows it is not terminal whatever its code (PROTOCOL.md 6).
+    error_before_close: bool,
     fresh_token_retry_used: bool,
     refresh_retry_used: bool,
     token_failures: u32,
@@ -121,7 +141,8 @@ pub struct Session {
 
     /// The latest resume token and its lifetime, counted from `lost_at`.
     resume: Option<(ResumeToken, Duration)>,
-    /// When the last connection was lost (cleared while connected).
+    /// When the last established session's connection was lost (cleared
+    /// while connected; a handshake that fails before WELCOME leaves it).
     lost_at: Option<Instant>,
     info: Option<SessionInfo>,
     subscriptions: BTreeSet<Text>,
@@ -155,7 +176,10 @@ impl Session {
             attempts: 0,
             ever_connected: false,
             outage_started: None,
-            stable: false,
+            connected_at: None,
+            after_stable: false,
+            server_until: None,
+            error_before_close: false,
             fresh_token_retry_used: false,
             refresh_retry_used: false,
             token_failures: 0,
@@ -196,9 +220,17 @@ impl Session {
         self.public_state()
     }
 
-    /// Reconnect attempts in the current outage (0 while connected and stable).
+    /// Reconnect attempts in the current outage; 0 while connected.
+    ///
+    /// A connection lost before `stable_after` does not end the outage (flap
+    /// damping): the next outage's count continues from where the last one
+    /// stood. After a stable connection it starts again from 1.
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        if self.phase == Phase::Connected {
+            0
+        } else {
+            self.attempts
+        }
     }
 
     /// Messages queued (not yet written, or written but not acked).
@@ -256,7 +288,8 @@ impl Session {
             return;
         }
         self.outage_started = Some(now);
-        self.timers.set(Timer::Stuck, now + self.config.stuck_after);
+        self.timers
+            .set(Timer::Stuck, deadline(now, self.config.stuck_after));
         self.start_attempt(now);
         self.sync_state();
     }
@@ -329,24 +362,43 @@ impl Session {
             self.close_now();
         } else {
             self.timers
-                .set(Timer::CloseLinger, now + self.config.close_linger);
+                .set(Timer::CloseLinger, deadline(now, self.config.close_linger));
             self.sync_state();
         }
     }
 
-    /// Skip the current backoff and dial now. The attempt count stays.
+    /// Cut the client's own backoff short: while waiting, dial now. The
+    /// attempt count stays.
+    ///
+    /// A wait the server imposed is not cut: after a 429/503 Retry-After, a
+    /// GOING_AWAY or a close-code floor (4010) the dial moves to the end of
+    /// the server's part of the wait (when that is still ahead) instead of
+    /// happening now. Only the ladder's share beyond it is skipped.
     pub fn handle_retry_now(&mut self, now: Instant) {
         let now = self.clock(now);
-        if self.phase == Phase::Waiting {
-            self.timers.stop(Timer::Backoff);
-            self.start_attempt(now);
-            self.sync_state();
+        if self.phase != Phase::Waiting {
+            return;
         }
+        match self.server_until {
+            Some(until) if until > now => {
+                let due = self
+                    .timers
+                    .get(Timer::Backoff)
+                    .map_or(until, |at| at.min(until));
+                self.timers.set(Timer::Backoff, due);
+            }
+            _ => {
+                self.timers.stop(Timer::Backoff);
+                self.start_attempt(now);
+            }
+        }
+        self.sync_state();
     }
 
-    /// The network came back (or changed): while waiting, dial now; while
-    /// connected, probe the transport with a ping, since the old path may be
-    /// gone without a word.
+    /// The network came back (or changed): while waiting, as
+    /// [`handle_retry_now`](Self::handle_retry_now) (never earlier than a
+    /// wait the server imposed); while connected, probe the transport with a
+    /// ping, since the old path may be gone without a word.
     pub fn handle_network_online(&mut self, now: Instant) {
         let now = self.clock(now);
         match self.phase {
@@ -446,6 +498,8 @@ impl Session {
         if matches!(frame, Frame::Ping(_) | Frame::Pong(_)) {
             return;
         }
+        // Set again below when this frame is itself a non-terminal ERROR.
+        self.error_before_close = false;
         match self.protocol.decode(frame, &self.config.wire_limits) {
             Ok(Inbound::Data(payload)) => self.on_data(now, payload),
             Ok(Inbound::Frame(f)) => self.on_frame(now, f),
@@ -464,7 +518,14 @@ impl Session {
             Some(c) => (Some(c.code), c.reason),
             None => (None, "connection lost".to_owned()),
         };
-        let rule = self.config.close_policy.rule_for(code);
+        let mut rule = self.config.close_policy.rule_for(code);
+        if std::mem::take(&mut self.error_before_close) && matches!(rule, CloseRule::Terminal(_)) {
+            // The ERROR just before the close said reconnecting can help, and
+            // receivers act on the flag, not the code (PROTOCOL.md 6). Step
+            // the ladder: the server refused something, so coming back
+            // sooner each time would be wrong.
+            rule = CloseRule::StepLadder { honour_hint: true };
+        }
         self.lost(now, code, reason, rule);
         self.sync_state();
     }
@@ -590,8 +651,11 @@ impl Session {
     }
 
     fn start_attempt(&mut self, now: Instant) {
-        self.timers
-            .set(Timer::ConnectTimeout, now + self.config.connect_timeout);
+        self.server_until = None;
+        self.timers.set(
+            Timer::ConnectTimeout,
+            deadline(now, self.config.connect_timeout),
+        );
         if self.config.token_provider {
             self.phase = Phase::FetchingToken;
             self.actions.push_back(Action::FetchToken);
@@ -617,10 +681,9 @@ impl Session {
         self.ever_connected = true;
         self.outage_started = None;
         self.lost_at = None;
-        self.stable = false;
+        self.connected_at = Some(now);
+        self.error_before_close = false;
         self.hint = None;
-        self.timers
-            .set(Timer::StableAfter, now + self.config.stable_after);
         if let Some(k) = &mut self.keepalive {
             let first = k.start(now, &mut self.rng);
             self.timers.set(Timer::Ping, first);
@@ -664,7 +727,7 @@ impl Session {
                 let window = Duration::from_millis(window_ms).min(cap);
                 let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
                 let spread = Duration::from_millis(self.rng.below_inclusive(window_ms));
-                self.hint = Some((retry_after + spread).min(cap));
+                self.hint = Some(retry_after.saturating_add(spread).min(cap));
                 self.events.push_back(Event::GoingAway {
                     retry_after,
                     window,
@@ -685,6 +748,7 @@ impl Session {
                 self.finish(why, Some(code), reason.to_string());
             }
             F::Error { code, reason, .. } => {
+                self.error_before_close = true;
                 self.events.push_back(Event::ServerError { code, reason });
             }
             f if handshaking => {
@@ -715,11 +779,16 @@ impl Session {
 
     fn on_welcome(&mut self, now: Instant, w: wire::Welcome) {
         if w.version != wire::VERSION {
-            self.close_transport(1002, "unsupported version");
-            return self.finish(
-                TerminalReason::UnsupportedVersion,
-                None,
-                format!("server chose version {}", w.version),
+            // A protocol error, not the end (PROTOCOL.md 7.4): in a rolling
+            // deploy the next node may well speak our version, and the
+            // ladder keeps a server that never does from costing more than
+            // `max_attempts` slow tries.
+            return self.protocol_error(
+                now,
+                ProtocolError::VersionMismatch {
+                    chosen: w.version,
+                    offered: wire::VERSION,
+                },
             );
         }
         let info = SessionInfo {
@@ -756,6 +825,14 @@ impl Session {
             .partition(|c| kept.contains(c));
         for channel in renew {
             self.send_control(wire::Frame::Subscribe { channel });
+        }
+        // Kept channels the user dropped while disconnected (PROTOCOL.md 8.3).
+        for channel in kept.iter().filter(|c| !self.subscriptions.contains(*c)) {
+            if let Some(f) = self.protocol.encode(&wire::Frame::Unsubscribe {
+                channel: channel.clone(),
+            }) {
+                self.actions.push_back(Action::Send(f));
+            }
         }
         self.on_connected(now, w.resumed, Some(info));
         // After `Connected`, so that events about the session follow the
@@ -802,7 +879,7 @@ impl Session {
             self.report_offset();
         } else if !self.timers.is_set(Timer::InboundAck) {
             self.timers
-                .set(Timer::InboundAck, now + self.config.ack_delay);
+                .set(Timer::InboundAck, deadline(now, self.config.ack_delay));
         }
     }
 
@@ -864,11 +941,6 @@ impl Session {
                     self.close_transport(1001, "pong timeout");
                     let rule = CloseRule::Reconnect { honour_hint: true };
                     self.lost(now, None, "pong timeout".into(), rule);
-                }
-            }
-            Timer::StableAfter => {
-                if self.phase == Phase::Connected {
-                    self.stable = true;
                 }
             }
             Timer::Stuck => {
@@ -946,7 +1018,7 @@ impl Session {
             HandshakeRule::RetryAfter(d) => {
                 let d = d.min(self.config.max_server_delay);
                 let extra = self.jitter_tenth(d);
-                self.retry(now, Delay::Exactly(d + extra));
+                self.retry(now, Delay::Server(d.saturating_add(extra)));
             }
             HandshakeRule::Ladder => self.retry(now, Delay::Ladder),
             HandshakeRule::Terminal(why) => self.finish(why, status, failure.describe()),
@@ -966,15 +1038,28 @@ impl Session {
         for t in [
             Timer::Ping,
             Timer::PongDeadline,
-            Timer::StableAfter,
             Timer::InboundAck,
             Timer::ConnectTimeout,
         ] {
             self.timers.stop(t);
         }
         self.unreported = 0;
-        self.lost_at = Some(now);
-        let was_stable = std::mem::take(&mut self.stable);
+        self.error_before_close = false;
+        let established = self.phase == Phase::Connected;
+        if established {
+            // Only the loss of an established session starts the resume
+            // token's lifetime (PROTOCOL.md 8.6); a handshake that fails
+            // before WELCOME must not extend it.
+            self.lost_at = Some(now);
+        }
+        // Judged by uptime at the moment of the loss, not by whether a timer
+        // fired first: after a suspend the driver hands over the close and
+        // the overdue timers at the same instant.
+        let was_stable = established
+            && self
+                .connected_at
+                .is_some_and(|at| now.saturating_duration_since(at) >= self.config.stable_after);
+        self.connected_at = None;
         let will_reconnect = match &rule {
             CloseRule::Terminal(_) => false,
             CloseRule::RefreshToken => self.config.token_provider,
@@ -997,6 +1082,7 @@ impl Session {
         }
         if was_stable {
             self.attempts = 0;
+            self.after_stable = true;
             self.fresh_token_retry_used = false;
             self.refresh_retry_used = false;
             if !matches!(rule, CloseRule::StepLadder { .. }) {
@@ -1005,13 +1091,14 @@ impl Session {
         }
         if self.outage_started.is_none() {
             self.outage_started = Some(now);
-            self.timers.set(Timer::Stuck, now + self.config.stuck_after);
+            self.timers
+                .set(Timer::Stuck, deadline(now, self.config.stuck_after));
         }
         let hint = self.hint.take();
         let delay = match rule {
             CloseRule::Reconnect { honour_hint } | CloseRule::StepLadder { honour_hint } => {
                 match hint {
-                    Some(d) if honour_hint => Delay::Exactly(d),
+                    Some(d) if honour_hint => Delay::Server(d),
                     _ => Delay::Ladder,
                 }
             }
@@ -1038,20 +1125,26 @@ impl Session {
             );
         }
         self.attempts += 1;
+        let first_after_stable = std::mem::take(&mut self.after_stable);
         // The ladder steps on every failure, whatever sets this delay, so a
         // server that keeps sending hints still sees the windows grow.
-        let ladder = self.ladder.next_delay(&mut self.rng);
-        let delay = match delay {
-            Delay::Ladder => ladder,
-            Delay::Exactly(d) => d,
+        let draw = self.ladder.next_delay(&mut self.rng);
+        // (the delay, the part of it the server imposed)
+        let (delay, imposed) = match delay {
+            Delay::Ladder => (draw, Duration::ZERO),
+            Delay::Server(d) if first_after_stable => (d, d),
+            Delay::Server(d) => (draw.max(d), d),
             Delay::Floor(f) => {
-                let floor = f + self.jitter_tenth(f);
-                ladder.max(floor)
+                // A user's floor obeys the same cap as a server's wait.
+                let f = f.min(self.config.max_server_delay);
+                let floor = f.saturating_add(self.jitter_tenth(f));
+                (draw.max(floor), floor)
             }
-            Delay::Now => Duration::ZERO,
+            Delay::Now => (Duration::ZERO, Duration::ZERO),
         };
+        self.server_until = (!imposed.is_zero()).then(|| deadline(now, imposed));
         self.phase = Phase::Waiting;
-        self.timers.set(Timer::Backoff, now + delay);
+        self.timers.set(Timer::Backoff, deadline(now, delay));
         self.events.push_back(Event::ReconnectScheduled {
             attempt: self.attempts,
             delay,
@@ -1061,6 +1154,24 @@ impl Session {
     fn protocol_error(&mut self, now: Instant, error: ProtocolError) {
         let reason = error.to_string();
         self.events.push_back(Event::ProtocolError { error });
+        if matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+            // Tell the server why before the 1002 (PROTOCOL.md 3.3); a
+            // protocol without an ERROR frame does not encode it.
+            let mut why = reason.clone();
+            let max = self.config.wire_limits.max_reason_len;
+            if why.len() > max {
+                let mut cut = max;
+                while !why.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                why.truncate(cut);
+            }
+            self.send_control(wire::Frame::Error {
+                code: error_code::MALFORMED_FRAME,
+                terminal: false,
+                reason: Text::from(why),
+            });
+        }
         self.close_transport(1002, "protocol error");
         self.lost(
             now,

@@ -1,6 +1,22 @@
 //! The session's timers: one enum, one table.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// `now + d`, saturating: the latest instant this platform can represent
+/// within `d` instead of a panic. Every deadline goes through here, so no
+/// configured or server-given duration can overflow an `Instant`.
+pub(crate) fn deadline(now: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(at) = now.checked_add(d) {
+            return at;
+        }
+        d /= 2;
+        if d.is_zero() {
+            return now;
+        }
+    }
+}
 
 /// Every deadline the session can be waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -13,8 +29,6 @@ pub(crate) enum Timer {
     Ping,
     /// A ping went unanswered: the transport is dead.
     PongDeadline,
-    /// The connection has been up long enough to reset the ladder.
-    StableAfter,
     /// The outage has lasted `stuck_after`.
     Stuck,
     /// A graceful close waited long enough for the queue to drain.
@@ -26,12 +40,11 @@ pub(crate) enum Timer {
 impl Timer {
     /// Table order: also the order in which timers due at the same instant
     /// fire. A dead transport is noticed before a ping would be sent on it.
-    pub(crate) const ALL: [Timer; 8] = [
+    pub(crate) const ALL: [Timer; 7] = [
         Timer::ConnectTimeout,
         Timer::PongDeadline,
         Timer::Backoff,
         Timer::Ping,
-        Timer::StableAfter,
         Timer::Stuck,
         Timer::CloseLinger,
         Timer::InboundAck,
@@ -43,10 +56,9 @@ impl Timer {
             Timer::PongDeadline => 1,
             Timer::Backoff => 2,
             Timer::Ping => 3,
-            Timer::StableAfter => 4,
-            Timer::Stuck => 5,
-            Timer::CloseLinger => 6,
-            Timer::InboundAck => 7,
+            Timer::Stuck => 4,
+            Timer::CloseLinger => 5,
+            Timer::InboundAck => 6,
         }
     }
 }
@@ -54,7 +66,7 @@ impl Timer {
 /// When each timer is due, if armed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    due: [Option<Instant>; 8],
+    due: [Option<Instant>; 7],
 }
 
 impl TimerTable {
@@ -91,5 +103,22 @@ impl TimerTable {
             .find(|t| self.get(*t).is_some_and(|at| at <= now))?;
         self.stop(t);
         Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_saturate_instead_of_overflowing() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
+        let far = deadline(now, Duration::MAX);
+        assert!(far > now + Duration::from_secs(365 * 24 * 3600));
+        assert!(deadline(far, Duration::MAX) >= far);
     }
 }

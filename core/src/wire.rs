@@ -51,6 +51,28 @@ pub mod error_code {
     /// The server failed for reasons of its own.
     pub const INTERNAL: u16 = 6;
 
+    /// The terminal flag that goes with a code (PROTOCOL.md 6): set for
+    /// `unsupported_version`, `name_unavailable` and `unauthorized`, clear
+    /// for the others and for codes this version does not define.
+    pub fn is_terminal(code: u16) -> bool {
+        matches!(code, UNSUPPORTED_VERSION | NAME_UNAVAILABLE | UNAUTHORIZED)
+    }
+
+    /// The WebSocket close code that follows an ERROR when its sender closes
+    /// the connection (PROTOCOL.md 6): 1008 after a terminal one; after a
+    /// non-terminal one 1002 for `malformed_frame`, 1013 for `rate_limited`
+    /// and 1011 otherwise. None of the non-terminal ones is terminal in the
+    /// client's default close policy, and a client that saw the ERROR
+    /// follows its flag whatever the close code.
+    pub fn close_code(code: u16, terminal: bool) -> u16 {
+        match (code, terminal) {
+            (_, true) => 1008,
+            (MALFORMED_FRAME, false) => 1002,
+            (RATE_LIMITED, false) => 1013,
+            (_, false) => 1011,
+        }
+    }
+
     /// The snake_case name of a known code, for logs; `None` for others.
     ///
     /// Callers must still handle unknown codes, which later versions may add.
@@ -1093,6 +1115,25 @@ mod tests {
 
     fn t(s: &str) -> Text {
         Text::from(s)
+    }
+
+    #[test]
+    fn the_close_code_after_an_error_follows_the_table_in_section_6() {
+        use error_code::*;
+        let table = [
+            (UNSUPPORTED_VERSION, true, 1008),
+            (MALFORMED_FRAME, false, 1002),
+            (NAME_UNAVAILABLE, true, 1008),
+            (UNAUTHORIZED, true, 1008),
+            (RATE_LIMITED, false, 1013),
+            (INTERNAL, false, 1011),
+            (999, false, 1011),
+        ];
+        for (code, terminal, close) in table {
+            assert_eq!(is_terminal(code), terminal, "{code}");
+            assert_eq!(close_code(code, terminal), close, "{code}");
+        }
+        assert_eq!(close_code(RATE_LIMITED, true), 1008);
     }
 
     // ---- PROTOCOL.md examples ----

@@ -2,7 +2,10 @@
 //! side by side with the real `Session` over generated transition sequences
 //! (proptest-state-machine). After every transition the session must agree
 //! with the model on state, attempt count and terminal reason, and every
-//! delay it chooses must sit inside the bounds the model allows.
+//! delay it chooses must sit inside the bounds the model allows: above the
+//! ladder rung's lower bound as well as below its upper one, whatever the
+//! server said, and no dial may follow the failure before it sooner than
+//! that lower bound (or, after `retry_now`, than the server's own wait).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -32,8 +35,9 @@ enum Phase {
 enum Expect {
     /// Anywhere in the ladder rung's bounds.
     Rung(u32),
-    /// Exactly the server's Retry-After, up to 10 % more.
-    RetryAfter(Duration),
+    /// The server's Retry-After (up to 10 % more) or the rung's draw,
+    /// whichever is longer: a server's wait never shortens the ladder's.
+    RetryAfter(Duration, u32),
     /// At least the floor (up to 10 % more) or the rung, whichever is larger.
     Floor(Duration, u32),
 }
@@ -49,6 +53,10 @@ struct Model {
     ever_connected: bool,
     reason: Option<TerminalReason>,
     expect: Option<Expect>,
+    /// Lower bound of the part of the pending wait the server imposed.
+    server_min: Duration,
+    /// Lower bound of the time from the last failure to the next dial.
+    gap_min: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +70,8 @@ enum Transition {
     BecomeStable,
     BackoffElapsed,
     RetryNow,
+    NetworkOnline,
+    Wake,
     UserClose,
 }
 
@@ -100,6 +110,8 @@ impl ReferenceStateMachine for Ref {
                 ever_connected: false,
                 reason: None,
                 expect: None,
+                server_min: Duration::ZERO,
+                gap_min: Duration::ZERO,
             })
             .boxed()
     }
@@ -142,12 +154,15 @@ impl ReferenceStateMachine for Ref {
             Phase::Connected => prop_oneof![
                 4 => codes.prop_map(Transition::Drop),
                 2 => Just(Transition::BecomeStable),
+                1 => Just(Transition::NetworkOnline),
                 1 => Just(Transition::UserClose),
             ]
             .boxed(),
             Phase::Waiting => prop_oneof![
                 4 => Just(Transition::BackoffElapsed),
                 1 => Just(Transition::RetryNow),
+                1 => Just(Transition::NetworkOnline),
+                1 => Just(Transition::Wake),
                 1 => Just(Transition::UserClose),
             ]
             .boxed(),
@@ -175,7 +190,7 @@ impl ReferenceStateMachine for Ref {
                 403 => terminal(&mut m, TerminalReason::Forbidden),
                 429 | 503 if ra.is_some() => {
                     let ra = Duration::from_secs(ra.unwrap_or_default());
-                    m.fail(Some(Expect::RetryAfter(ra)));
+                    m.fail(Some(Expect::RetryAfter(ra, 0)));
                 }
                 _ => m.fail(None),
             },
@@ -205,9 +220,19 @@ impl ReferenceStateMachine for Ref {
                     m.fail(floor.map(|f| Expect::Floor(f, 0)));
                 }
             }
-            (Phase::Waiting, Transition::BackoffElapsed | Transition::RetryNow) => {
-                m.phase = Phase::Dialing;
+            (Phase::Waiting, Transition::BackoffElapsed) => m.phase = Phase::Dialing,
+            // `retry_now` cuts the client's own backoff, never the server's
+            // wait: the dial moves to the end of that instead.
+            (
+                Phase::Waiting,
+                Transition::RetryNow | Transition::NetworkOnline | Transition::Wake,
+            ) if !m.server_min.is_zero() => {
+                m.gap_min = m.server_min;
             }
+            (
+                Phase::Waiting,
+                Transition::RetryNow | Transition::NetworkOnline | Transition::Wake,
+            ) => m.phase = Phase::Dialing,
             _ => {}
         }
         m
@@ -227,11 +252,14 @@ impl ReferenceStateMachine for Ref {
                 )
                 | (
                     Phase::Connected,
-                    Transition::Drop(_) | Transition::BecomeStable
+                    Transition::Drop(_) | Transition::BecomeStable | Transition::NetworkOnline
                 )
                 | (
                     Phase::Waiting,
-                    Transition::BackoffElapsed | Transition::RetryNow
+                    Transition::BackoffElapsed
+                        | Transition::RetryNow
+                        | Transition::NetworkOnline
+                        | Transition::Wake
                 )
         )
     }
@@ -248,11 +276,27 @@ impl Model {
         self.attempts += 1;
         self.rung += 1;
         self.phase = Phase::Waiting;
-        self.expect = Some(match expect {
+        let expect = match expect {
             Some(Expect::Floor(f, _)) => Expect::Floor(f, self.rung),
+            Some(Expect::RetryAfter(ra, _)) => Expect::RetryAfter(ra, self.rung),
             Some(e) => e,
             None => Expect::Rung(self.rung),
-        });
+        };
+        let lo = self.policy.bounds(self.rung).0;
+        (self.server_min, self.gap_min) = match expect {
+            Expect::Rung(_) => (Duration::ZERO, lo),
+            Expect::RetryAfter(d, _) | Expect::Floor(d, _) => (d, d.max(lo)),
+        };
+        self.expect = Some(expect);
+    }
+
+    /// What `Session::attempts` reads: 0 while connected.
+    fn attempts(&self) -> u32 {
+        if self.phase == Phase::Connected {
+            0
+        } else {
+            self.attempts
+        }
     }
 
     fn state(&self) -> State {
@@ -272,6 +316,10 @@ struct Sut {
     dialing: bool,
     delays: Vec<Duration>,
     closed: Option<TerminalReason>,
+    /// When the last reconnect was scheduled.
+    failed_at: Instant,
+    /// Time from the last failure to the dial the last transition made.
+    gap: Option<Duration>,
 }
 
 impl Sut {
@@ -281,6 +329,7 @@ impl Sut {
                 Action::Dial { .. } => {
                     assert!(!self.dialing, "second dial in flight");
                     self.dialing = true;
+                    self.gap = Some(self.now - self.failed_at);
                 }
                 Action::Close(_) => self.dialing = false,
                 _ => {}
@@ -288,7 +337,10 @@ impl Sut {
         }
         while let Some(e) = self.session.poll_event() {
             match e {
-                Event::ReconnectScheduled { delay, .. } => self.delays.push(delay),
+                Event::ReconnectScheduled { delay, .. } => {
+                    self.delays.push(delay);
+                    self.failed_at = self.now;
+                }
                 Event::Closed { reason, .. } => {
                     assert!(self.closed.is_none(), "closed twice");
                     self.closed = Some(reason);
@@ -315,16 +367,20 @@ impl StateMachineTest for SessionTest {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .unwrap();
+        let now = Instant::now();
         Sut {
             session: Session::new(config, Raw),
-            now: Instant::now(),
+            now,
             dialing: false,
             delays: Vec::new(),
             closed: None,
+            failed_at: now,
+            gap: None,
         }
     }
 
     fn apply(mut sut: Sut, m: &Model, t: Transition) -> Sut {
+        sut.gap = None;
         let now = sut.now;
         let s = &mut sut.session;
         match t {
@@ -354,6 +410,8 @@ impl StateMachineTest for SessionTest {
                 s.handle_timeout(sut.now);
             }
             Transition::RetryNow => s.handle_retry_now(now),
+            Transition::NetworkOnline => s.handle_network_online(now),
+            Transition::Wake => s.handle_wake(now),
             Transition::BackoffElapsed => {
                 // Fire timers in order until the dial goes out; the stuck
                 // notice may come first.
@@ -369,6 +427,7 @@ impl StateMachineTest for SessionTest {
                         if matches!(a, Action::Dial { .. }) {
                             dialed = true;
                             sut.dialing = true;
+                            sut.gap = Some(sut.now - sut.failed_at);
                         }
                     }
                     if dialed {
@@ -380,6 +439,19 @@ impl StateMachineTest for SessionTest {
         sut.drain();
         if let (Some(expect), Some(delay)) = (m.expect, sut.delays.last().copied()) {
             check_delay(&m.policy, expect, delay);
+        }
+        let least = match t {
+            Transition::BackoffElapsed => Some(m.gap_min),
+            Transition::RetryNow | Transition::NetworkOnline | Transition::Wake => {
+                Some(m.server_min)
+            }
+            _ => None,
+        };
+        if let (Some(gap), Some(least)) = (sut.gap, least) {
+            assert!(
+                gap >= least,
+                "dialed {gap:?} after the failure, the model allows no sooner than {least:?}"
+            );
         }
         sut
     }
@@ -395,7 +467,16 @@ impl StateMachineTest for SessionTest {
             "terminal reason differs from the model"
         );
         if m.phase != Phase::Closed {
-            assert_eq!(sut.session.attempts(), m.attempts, "attempt count differs");
+            assert_eq!(
+                sut.session.attempts(),
+                m.attempts(),
+                "attempt count differs"
+            );
+            assert_eq!(
+                sut.dialing,
+                m.phase == Phase::Dialing,
+                "a dial in flight where the model has none, or none where it has one"
+            );
         } else {
             assert_eq!(sut.session.poll_timeout(), None);
         }
@@ -414,15 +495,20 @@ fn check_delay(policy: &Backoff, expect: Expect, delay: Duration) {
                 "rung {rung}: {delay:?} not in {lo:?}..={hi:?}"
             );
         }
-        Expect::RetryAfter(ra) => {
+        Expect::RetryAfter(ra, rung) => {
+            let (lo, hi) = policy.bounds(rung);
             assert!(
-                delay >= ra && delay <= ra + ra / 10,
-                "Retry-After {ra:?} gave {delay:?}"
+                delay >= ra.max(lo) && delay <= hi.max(ra + ra / 10),
+                "Retry-After {ra:?} on rung {rung} ({lo:?}..={hi:?}) gave {delay:?}"
             );
         }
         Expect::Floor(f, rung) => {
-            let hi = policy.bounds(rung).1.max(f + f / 10);
-            assert!(delay >= f && delay <= hi, "floor {f:?} gave {delay:?}");
+            let (lo, hi) = policy.bounds(rung);
+            let hi = hi.max(f + f / 10);
+            assert!(
+                delay >= f.max(lo) && delay <= hi,
+                "floor {f:?} on rung {rung} gave {delay:?}"
+            );
         }
     }
 }

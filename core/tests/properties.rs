@@ -63,17 +63,30 @@ fn step() -> impl Strategy<Value = fuzzing::Step> {
         6 => (any::<bool>(), 0u8..40, 0u16..5000).prop_map(|(resumed, last_client_seq, lifetime_ms)| Step::Welcome { resumed, last_client_seq, lifetime_ms }),
         8 => (0u8..40).prop_map(Step::Ack),
         8 => (1u8..40).prop_map(Step::Message),
-        4 => (prop_oneof![Just(None), Just(Some(1000u16)), Just(Some(1001)), Just(Some(1013)), Just(Some(4002)), Just(Some(4010)), Just(Some(4001))])
+        4 => (prop_oneof![Just(None), Just(Some(1000u16)), Just(Some(1001)), Just(Some(1012)), Just(Some(1013)), Just(Some(1008)), Just(Some(4002)), Just(Some(4010)), Just(Some(4001))])
             .prop_map(|c| Step::TransportClosed(c, "bye".into())),
         1 => (0u16..2000, 0u16..2000).prop_map(|(r, w)| Step::GoingAway(r, w)),
+        1 => Just(Step::GoingAway(0, 0)),
         1 => (1u16..8, any::<bool>()).prop_map(|(c, t)| Step::Error(c, t)),
         1 => (0u8..4).prop_map(Step::Subscribed),
         1 => (0u8..4).prop_map(Step::SubscribeError),
         1 => Just(Step::Close),
         1 => Just(Step::RetryNow),
         1 => Just(Step::Wake),
+        1 => Just(Step::NetworkOnline),
         1 => Just(Step::Pong),
         1 => proptest::collection::vec(any::<u8>(), 0..16).prop_map(Step::Binary),
+    ]
+}
+
+/// The default policy, and two whose delays have a lower bound above zero,
+/// so that a delay taken under the ladder's lower bound shows.
+fn policy() -> impl Strategy<Value = fuzzing::PolicyChoice> {
+    use fuzzing::PolicyChoice;
+    prop_oneof![
+        Just(PolicyChoice::Default),
+        Just(PolicyChoice::Proportional(500, 10, 20, 30_000)),
+        Just(PolicyChoice::Decorrelated(200, 20_000)),
     ]
 }
 
@@ -83,20 +96,23 @@ fn scenario() -> impl Strategy<Value = SessionScenario> {
         any::<bool>(),
         any::<bool>(),
         0u8..8,
+        policy(),
         proptest::collection::vec(step(), 1..160),
     )
-        .prop_map(|(seed, wire, token_provider, max_attempts, steps)| {
-            let mut steps = steps;
-            steps.insert(0, fuzzing::Step::Connect);
-            SessionScenario {
-                seed,
-                wire,
-                token_provider,
-                max_attempts,
-                policy: fuzzing::PolicyChoice::Default,
-                steps,
-            }
-        })
+        .prop_map(
+            |(seed, wire, token_provider, max_attempts, policy, steps)| {
+                let mut steps = steps;
+                steps.insert(0, fuzzing::Step::Connect);
+                SessionScenario {
+                    seed,
+                    wire,
+                    token_provider,
+                    max_attempts,
+                    policy,
+                    steps,
+                }
+            },
+        )
 }
 
 proptest! {

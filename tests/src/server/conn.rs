@@ -251,7 +251,7 @@ impl Conn {
                 terminal: false,
                 reason: Text::from(reason),
             }),
-            code: 1002,
+            code: error_code::close_code(error_code::MALFORMED_FRAME, false),
             reason: "protocol error".into(),
         }
     }
@@ -342,15 +342,21 @@ impl Conn {
                 self.session = Some(session);
                 Flow::Continue
             }
-            Some(HelloOutcome::Refuse { code, reason }) => Flow::Close {
-                last: Some(Frame::Error {
-                    code,
-                    terminal: true,
-                    reason: Text::from(reason.clone()),
-                }),
-                code: 1008,
-                reason,
-            },
+            Some(HelloOutcome::Refuse { code, reason }) => {
+                // The flag and the close code that follow from the code
+                // (PROTOCOL.md 6): a non-terminal refusal must not close with
+                // a code the client takes as terminal.
+                let terminal = error_code::is_terminal(code);
+                Flow::Close {
+                    last: Some(Frame::Error {
+                        code,
+                        terminal,
+                        reason: Text::from(reason.clone()),
+                    }),
+                    code: error_code::close_code(code, terminal),
+                    reason,
+                }
+            }
             None => Flow::Abort,
         }
     }
