@@ -519,6 +519,31 @@ impl<'a> Message<'a> {
     }
 }
 
+/// Fuzz entry point: any bytes as a received text frame never panic, and
+/// whatever decodes passes [`Message::validate`] and re-encodes to text that
+/// decodes to an equal message.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+pub fn fuzz_decode(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let server = decode_server(text);
+    match decode(text) {
+        Ok(message) => {
+            assert_eq!(message.validate(), Ok(()));
+            let again = message.encode();
+            assert_eq!(decode(&again), Ok(message.clone()), "{again}");
+            match message {
+                Message::ConnectionInit { .. } | Message::Subscribe { .. } => {
+                    assert!(matches!(server, Err(DecodeError::WrongDirection(_))));
+                }
+                _ => assert_eq!(server, Ok(message)),
+            }
+        }
+        Err(e) => assert_eq!(server, Err(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -902,6 +902,63 @@ fn put_line(out: &mut BytesMut, head: &[&str], optional: Option<&str>, numbers: 
     out.put_slice(b"\r\n");
 }
 
+/// Fuzz entry point: `data` split into WebSocket-sized chunks (sizes drawn
+/// from its first bytes) decodes exactly like `data` pushed whole, never
+/// panics, never buffers more than one operation within the limits, and
+/// every operation re-encodes to bytes that decode to an equal operation.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+pub fn fuzz_decode(data: &[u8]) {
+    let limits = Limits {
+        max_control_line: 256,
+        max_payload: 1024,
+    };
+    let bound = limits.max_control_line + 2 + limits.max_payload + 2;
+    let (sizes, stream) = data.split_at(data.len().min(4));
+    let run = |chunks: &mut dyn Iterator<Item = Bytes>| {
+        let mut d = Decoder::new(limits);
+        let mut ops = Vec::new();
+        for chunk in chunks {
+            d.push(chunk);
+            loop {
+                match d.next_op() {
+                    Ok(Some(op)) => ops.push(op),
+                    Ok(None) => break,
+                    Err(e) => return (ops, Some(e)),
+                }
+            }
+            assert!(d.buffered() <= bound, "{} bytes buffered", d.buffered());
+        }
+        (ops, None)
+    };
+    let whole = Bytes::copy_from_slice(stream);
+    let expected = run(&mut std::iter::once(whole.clone()));
+    let mut at = 0;
+    let mut i = 0;
+    let mut split = std::iter::from_fn(|| {
+        if at >= whole.len() {
+            return None;
+        }
+        let size = usize::from(sizes.get(i % sizes.len().max(1)).copied().unwrap_or(7)) + 1;
+        i += 1;
+        let end = whole.len().min(at + size);
+        let chunk = whole.slice(at..end);
+        at = end;
+        Some(chunk)
+    });
+    assert_eq!(run(&mut split), expected, "splitting changed the result");
+    for op in expected.0 {
+        let mut out = BytesMut::new();
+        op.encode(&mut out);
+        let mut d = Decoder::new(Limits {
+            max_control_line: 64 * 1024,
+            max_payload: 64 * 1024,
+        });
+        d.push(out.freeze());
+        assert_eq!(d.next_op(), Ok(Some(op)));
+        assert_eq!(d.next_op(), Ok(None));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
