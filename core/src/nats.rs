@@ -490,20 +490,32 @@ impl Decoder {
             });
         }
         let line = std::str::from_utf8(&view[..line_len]).map_err(|_| DecodeError::NotUtf8)?;
+        // Only MSG and HMSG have a fixed field count; INFO's JSON and
+        // -ERR's text may hold any number of spaces, so the rest of the line
+        // is split only for the former.
+        let mut all = fields(line);
+        let (op_start, op_end) = all.next().unwrap_or((0, 0));
+        let op = &line[op_start..op_end];
+        let rest_of_line = &line[op_end..];
         let mut tokens: [Range<usize>; 7] = std::array::from_fn(|_| 0..0);
-        let mut count = 0;
-        for (start, end) in fields(line) {
-            if count == tokens.len() {
-                return Err(DecodeError::Malformed {
-                    op: "control line",
-                    why: "too many fields",
-                });
+        tokens[0] = op_start..op_end;
+        let mut count = 1;
+        let fixed = ["MSG", "HMSG", "PING", "PONG", "+OK"];
+        if !fixed.iter().any(|f| op.eq_ignore_ascii_case(f)) {
+            drop(all);
+        } else {
+            for (start, end) in all {
+                if count == tokens.len() {
+                    return Err(DecodeError::Malformed {
+                        op: "control line",
+                        why: "too many fields",
+                    });
+                }
+                tokens[count] = start..end;
+                count += 1;
             }
-            tokens[count] = start..end;
-            count += 1;
         }
-        let op = tokens.first().map(|r| &line[r.clone()]).unwrap_or_default();
-        let args = &tokens[1..count.max(1)];
+        let args = &tokens[1..count];
         let after_line = lf + 1;
         let simple = |op: &'static str, value: ServerOp| {
             if args.is_empty() {
@@ -517,7 +529,7 @@ impl Decoder {
         };
         let (value, consumed) = if op.eq_ignore_ascii_case("MSG") || op.eq_ignore_ascii_case("HMSG")
         {
-            return self.parse_msg(line_len, &tokens[..count.max(1)]);
+            return self.parse_msg(line_len, &tokens[..count]);
         } else if op.eq_ignore_ascii_case("PING") {
             simple("PING", ServerOp::Ping)?
         } else if op.eq_ignore_ascii_case("PONG") {
@@ -525,7 +537,7 @@ impl Decoder {
         } else if op.eq_ignore_ascii_case("+OK") {
             simple("+OK", ServerOp::Ok)?
         } else if op.eq_ignore_ascii_case("-ERR") {
-            let rest = line[op.len()..].trim_matches([' ', '\t']);
+            let rest = rest_of_line.trim_matches([' ', '\t']);
             let message = rest
                 .strip_prefix('\'')
                 .and_then(|r| r.strip_suffix('\''))
@@ -537,7 +549,7 @@ impl Decoder {
             let message = text(&frame, range)?;
             return Ok(Some(ServerOp::Err(ServerError { message, kind })));
         } else if op.eq_ignore_ascii_case("INFO") {
-            let json = line[op.len()..].trim_matches([' ', '\t']);
+            let json = rest_of_line.trim_matches([' ', '\t']);
             let info: Info =
                 serde_json::from_str(json).map_err(|e| DecodeError::Info(e.to_string()))?;
             (ServerOp::Info(Box::new(info)), after_line)
@@ -1085,6 +1097,26 @@ mod tests {
         d.reset();
         d.push(Bytes::from(vec![b'x'; 17]));
         assert_eq!(d.next_op(), Ok(None), "CR may still come");
+    }
+
+    /// Regression (decode_nats fuzz finding): INFO JSON and -ERR text may
+    /// hold any number of spaces, and a line may start with whitespace.
+    #[test]
+    fn free_text_lines_are_not_split_into_fields() {
+        let mut d = Decoder::new(Limits::default());
+        d.push(Bytes::from_static(
+            b"INFO { \"server_id\" : \"a b c d e f g h\" , \"version\" : \"2\" , \"max_payload\" : 9 }\r\n\
+              \t-ERR #'Auth a b c d e f g h\r\n",
+        ));
+        assert!(
+            matches!(d.next_op(), Ok(Some(ServerOp::Info(i))) if i.server_id == "a b c d e f g h")
+        );
+        assert!(
+            matches!(d.next_op(), Ok(Some(ServerOp::Err(e))) if e.message == "#'Auth a b c d e f g h")
+        );
+        let crash = b"q\t\t\t\t-ERR #'AuthoRizationiatVo li\x01\x01\x01\x01HMSG _INBOX.x 2 `0 30\r\n\
+                      NATS/1.0 503 No Responders\r\n\r\n\r\non'\r\n-ERR 'Perm\0\0\0\0\0\0t\x14oo'\r\n";
+        fuzz_decode(crash);
     }
 
     #[test]
