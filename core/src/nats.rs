@@ -350,7 +350,8 @@ fn valid_subject(subject: &str) -> bool {
 pub struct Msg {
     /// The subject it was published to.
     pub subject: Text,
-    /// The subscription it was delivered for.
+    /// The subscription it was delivered for. Numeric, as [`ClientOp::Sub`]
+    /// writes them; a server echoing anything else is a protocol error.
     pub sid: u64,
     /// Where to send a reply, for requests.
     pub reply: Option<Text>,
@@ -857,7 +858,7 @@ impl ClientOp<'_> {
             } => {
                 check(subject)?;
                 reply.map(check).transpose()?;
-                put_line(out, &["PUB", subject], reply, &[payload.len()]);
+                put_line(out, &["PUB", subject], reply, &[len(payload.len())]);
                 out.put_slice(payload);
                 out.put_slice(b"\r\n");
             }
@@ -874,7 +875,7 @@ impl ClientOp<'_> {
                     out,
                     &["HPUB", subject],
                     reply,
-                    &[h.len(), h.len() + payload.len()],
+                    &[len(h.len()), len(h.len() + payload.len())],
                 );
                 out.put_slice(h.as_bytes());
                 out.put_slice(payload);
@@ -887,9 +888,7 @@ impl ClientOp<'_> {
             } => {
                 check(subject)?;
                 queue.map(check).transpose()?;
-                put_line(out, &["SUB", subject], queue, &[]);
-                out.truncate(out.len() - 2);
-                out.put_slice(format!(" {sid}\r\n").as_bytes());
+                put_line(out, &["SUB", subject], queue, &[sid]);
             }
             ClientOp::Unsub { sid, max } => match max {
                 Some(max) => out.put_slice(format!("UNSUB {sid} {max}\r\n").as_bytes()),
@@ -902,7 +901,12 @@ impl ClientOp<'_> {
     }
 }
 
-fn put_line(out: &mut BytesMut, head: &[&str], optional: Option<&str>, numbers: &[usize]) {
+fn len(n: usize) -> u64 {
+    // usize is at most 64 bits on every target Rust supports.
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn put_line(out: &mut BytesMut, head: &[&str], optional: Option<&str>, numbers: &[u64]) {
     out.put_slice(head.join(" ").as_bytes());
     if let Some(o) = optional {
         out.put_u8(b' ');
