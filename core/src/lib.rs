@@ -89,7 +89,11 @@ mod error;
 mod event;
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
+#[cfg(feature = "graphql-ws")]
+pub mod graphql_ws;
 mod keepalive;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod payload;
 mod protocol;
 mod queue;
