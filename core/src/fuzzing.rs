@@ -339,7 +339,7 @@ impl Harness {
         let session = if wire {
             Session::new(config, Wire)
         } else {
-            Session::new(config, Raw)
+            Session::new(config, Raw::new())
         };
         // The largest delay any input can legitimately ask for: the policy's
         // cap, a server's wait (capped at max_server_delay, +10 %), or the

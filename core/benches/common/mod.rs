@@ -23,7 +23,7 @@ pub fn drain(s: &mut Session) {
 
 /// A Raw session with an open transport.
 pub fn connected_raw(now: Instant) -> Session {
-    let mut s = Session::new(config(), Raw);
+    let mut s = Session::new(config(), Raw::new());
     s.handle_connect(now);
     drain(&mut s);
     s.handle_dial_ok(now);
