@@ -112,6 +112,8 @@ pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::SendError;
 pub use event::{Event, SessionInfo, State, TerminalReason};
 pub use payload::{Payload, Text};
+#[cfg(feature = "graphql-ws")]
+pub use protocol::GraphqlWs;
 pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire};
 
 pub use queue::SendLimits;

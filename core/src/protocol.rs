@@ -105,9 +105,13 @@ use crate::secret::{AuthToken, ResumeToken};
 use crate::transport::Frame;
 use crate::wire::{DecodeError, FrameKind, Limits};
 
+#[cfg(feature = "graphql-ws")]
+mod graphql_ws;
 mod raw;
 mod wire;
 
+#[cfg(feature = "graphql-ws")]
+pub use graphql_ws::GraphqlWs;
 pub use raw::{Raw, RawHeartbeat};
 pub use wire::Wire;
 
@@ -455,6 +459,30 @@ pub trait Protocol: fmt::Debug + Send + 'static {
         cx: &FrameContext<'_>,
         out: &mut Output,
     ) -> Result<(), ProtocolError>;
+
+    /// Refuses a message this protocol cannot carry, before it is queued
+    /// (a channel it needs and lacks, a subject it cannot encode).
+    ///
+    /// # Errors
+    /// The [`SendError`](crate::SendError) the caller gets.
+    fn check_publish(
+        &self,
+        channel: Option<&Text>,
+        payload: &Payload,
+    ) -> Result<(), crate::SendError> {
+        let _ = (channel, payload);
+        Ok(())
+    }
+
+    /// Refuses a subscription this protocol cannot send, before it is
+    /// kept.
+    ///
+    /// # Errors
+    /// The [`SendError`](crate::SendError) the caller gets.
+    fn check_subscription(&self, key: &Text, spec: &Payload) -> Result<(), crate::SendError> {
+        let _ = (key, spec);
+        Ok(())
+    }
 
     /// Sends an application message leaving the queue.
     fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output);

@@ -355,6 +355,7 @@ impl Session {
         if self.caps.subscription_spec && spec.is_empty() {
             return Err(self.unsupported("subscriptions without a spec"));
         }
+        self.protocol.check_subscription(&key, &spec)?;
         let changed = self.subscriptions.get(&key) != Some(&spec);
         if changed {
             self.subscriptions.insert(key.clone(), spec.clone());
@@ -685,6 +686,7 @@ impl Session {
     ) -> Result<u64, SendError> {
         self.clock(now);
         self.send_limits().check(channel.as_ref(), &payload)?;
+        self.protocol.check_publish(channel.as_ref(), &payload)?;
         self.check_open()?;
         let seq = self.queue.push(channel, payload)?;
         if self.phase == Phase::Connected {
