@@ -114,6 +114,8 @@ pub use event::{Event, SessionInfo, State, TerminalReason};
 pub use payload::{Payload, Text};
 #[cfg(feature = "graphql-ws")]
 pub use protocol::GraphqlWs;
+#[cfg(feature = "nats")]
+pub use protocol::Nats;
 pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire};
 
 pub use queue::SendLimits;

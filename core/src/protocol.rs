@@ -107,11 +107,15 @@ use crate::wire::{DecodeError, FrameKind, Limits};
 
 #[cfg(feature = "graphql-ws")]
 mod graphql_ws;
+#[cfg(feature = "nats")]
+mod nats;
 mod raw;
 mod wire;
 
 #[cfg(feature = "graphql-ws")]
 pub use graphql_ws::GraphqlWs;
+#[cfg(feature = "nats")]
+pub use nats::Nats;
 pub use raw::{Raw, RawHeartbeat};
 pub use wire::Wire;
 

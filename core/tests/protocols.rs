@@ -447,3 +447,257 @@ mod graphql {
         assert!(GraphqlWs::subscription("q", Some("[]")).is_err());
     }
 }
+
+// ----- NATS ---------------------------------------------------------------
+
+mod nats {
+    use super::*;
+    use redial_core::{AuthToken, Nats, TerminalReason};
+
+    const INFO: &str = r#"INFO {"server_id":"S","version":"2.9.25","proto":1,"headers":true,"max_payload":1048576}"#;
+
+    impl T {
+        fn nats(&mut self, data: &str) {
+            self.s
+                .handle_frame(self.now, Frame::Binary(data.as_bytes().to_vec().into()));
+        }
+
+        /// What was sent, as text (NATS frames are binary).
+        fn nats_sent(&mut self) -> String {
+            self.drain();
+            std::mem::take(&mut self.actions)
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Send(Frame::Binary(b)) => {
+                        Some(String::from_utf8_lossy(&b).into_owned())
+                    }
+                    Action::Close(c) => Some(format!("close:{}\n", c.code)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn handshake(&mut self) {
+            self.open();
+            self.nats(&format!("{INFO}\r\n"));
+            self.nats("PONG\r\n");
+        }
+    }
+
+    fn closed_reason(events: &[Event]) -> Option<TerminalReason> {
+        events.iter().find_map(|e| match e {
+            Event::Closed { reason, .. } => Some(*reason),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn info_connect_ping_pong_then_subscriptions_then_queued_publishes() {
+        let mut t = T::new(quiet().token_provider(true), Nats::new());
+        t.s.handle_subscribe(t.now, "prices.>").unwrap();
+        t.s.handle_subscribe_with(t.now, "jobs", Payload::text("workers"))
+            .unwrap();
+        t.s.handle_publish(t.now, "orders", Payload::text("buy"))
+            .unwrap();
+        t.s.handle_connect(t.now);
+        t.drain();
+        t.actions.clear();
+        t.s.handle_token(t.now, AuthToken::new("s3cret"));
+        t.open();
+        assert_eq!(t.nats_sent(), "", "the server speaks first");
+        t.nats(&format!("{INFO}\r\n"));
+        let connect = t.nats_sent();
+        assert!(connect.starts_with("CONNECT {"), "{connect}");
+        assert!(connect.contains(r#""verbose":false"#) && connect.contains(r#""headers":true"#));
+        assert!(connect.contains(r#""auth_token":"s3cret""#));
+        assert!(connect.ends_with("\r\nPING\r\n"));
+        assert_eq!(t.s.state(), State::Connecting);
+        t.nats("PONG\r\n");
+        assert_eq!(t.s.state(), State::Connected);
+        assert_eq!(
+            t.nats_sent(),
+            "SUB jobs workers 1\r\nSUB prices.> 2\r\nPUB orders 3\r\nbuy\r\n"
+        );
+    }
+
+    #[test]
+    fn the_same_sids_are_renewed_after_a_reconnect_and_messages_carry_the_subject() {
+        let mut t = T::new(quiet(), Nats::new());
+        t.s.handle_subscribe(t.now, "a").unwrap();
+        t.handshake();
+        assert!(t.nats_sent().ends_with("\r\nPING\r\nSUB a 1\r\n"));
+        t.s.handle_subscribe(t.now, "b.*").unwrap();
+        assert_eq!(t.nats_sent(), "SUB b.* 2\r\n");
+        // Two messages in one WebSocket message, one for an unknown sid.
+        t.nats("MSG a 1 2\r\nhi\r\nMSG b.x 2 5\r\nhello\r\nMSG z 9 1\r\n?\r\n");
+        let got: Vec<_> = t
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message {
+                    channel, payload, ..
+                } => Some((channel.unwrap().to_string(), payload.bytes().to_vec())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_owned(), b"hi".to_vec()),
+                ("b.x".to_owned(), b"hello".to_vec())
+            ]
+        );
+        t.drop_link();
+        t.s.handle_publish(t.now, "out", Payload::text("while away"))
+            .unwrap();
+        t.reconnect();
+        t.nats(&format!("{INFO}\r\n"));
+        t.nats_sent();
+        t.nats("PONG\r\n");
+        assert_eq!(
+            t.nats_sent(),
+            "SUB a 1\r\nSUB b.* 2\r\nPUB out 10\r\nwhile away\r\n"
+        );
+        t.s.handle_unsubscribe(t.now, "a").unwrap();
+        assert_eq!(t.nats_sent(), "UNSUB 1\r\n");
+        t.s.handle_subscribe(t.now, "c").unwrap();
+        assert_eq!(
+            t.nats_sent(),
+            "SUB c 3\r\n",
+            "a new sid, never a reused one"
+        );
+    }
+
+    #[test]
+    fn the_servers_ping_is_answered_and_ours_is_a_nats_ping() {
+        let b = Config::builder()
+            .seed(3)
+            .ping_interval(Some(MS(1000)))
+            .pong_timeout(MS(500));
+        let mut t = T::new(b, Nats::new());
+        t.handshake();
+        t.nats_sent();
+        t.nats("PING\r\n");
+        assert_eq!(t.nats_sent(), "PONG\r\n");
+        t.advance(MS(1000));
+        assert_eq!(t.nats_sent(), "PING\r\n");
+        t.advance(MS(500));
+        assert!(t
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { reason, .. } if reason == "pong timeout")));
+    }
+
+    #[test]
+    fn authorization_violation_is_terminal_others_by_meaning() {
+        let mut t = T::new(quiet(), Nats::new());
+        t.open();
+        t.nats(&format!("{INFO}\r\n"));
+        t.nats("-ERR 'Authorization Violation'\r\n");
+        assert_eq!(
+            closed_reason(&t.events()),
+            Some(TerminalReason::Unauthorized)
+        );
+
+        let mut t = T::new(quiet(), Nats::new());
+        t.handshake();
+        t.nats("-ERR 'Stale Connection'\r\n");
+        let events = t.events();
+        assert!(closed_reason(&events).is_none());
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                will_reconnect: true,
+                ..
+            }
+        )));
+
+        let mut t = T::new(quiet(), Nats::new());
+        t.s.handle_subscribe(t.now, "secret").unwrap();
+        t.handshake();
+        t.nats("-ERR 'Permissions Violation for Subscription to \"secret\"'\r\n");
+        let events = t.events();
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::SubscribeFailed { channel, .. } if channel == "secret")));
+        assert_eq!(t.s.state(), State::Connected);
+    }
+
+    #[test]
+    fn lame_duck_leaves_and_comes_back_within_the_window() {
+        let mut delays = Vec::new();
+        for seed in 0..8 {
+            let b = Config::builder().seed(seed).ping_interval(None);
+            let mut t = T::new(b, Nats::new().ldm_window(Duration::from_secs(20)));
+            t.handshake();
+            t.nats_sent();
+            t.nats(r#"INFO {"server_id":"S","version":"2.9","max_payload":1048576,"ldm":true}"#);
+            t.nats("\r\n");
+            assert_eq!(t.nats_sent(), "close:1001\n");
+            let events = t.events();
+            assert!(events.iter().any(|e| matches!(e, Event::GoingAway { .. })));
+            let delay = events
+                .iter()
+                .find_map(|e| match e {
+                    Event::ReconnectScheduled { delay, .. } => Some(*delay),
+                    _ => None,
+                })
+                .unwrap();
+            assert!(delay <= Duration::from_secs(20), "{delay:?}");
+            delays.push(delay);
+        }
+        delays.sort();
+        delays.dedup();
+        assert!(delays.len() > 4, "spread, not one wave: {delays:?}");
+    }
+
+    #[test]
+    fn garbage_is_a_protocol_error_and_a_reconnect() {
+        for garbage in [
+            "HELLO\r\n",
+            "MSG a x 2\r\nhi\r\n",
+            "PING\n",
+            "\u{0}\u{1}\r\n",
+        ] {
+            let mut t = T::new(quiet(), Nats::new());
+            t.s.handle_subscribe(t.now, "a").unwrap();
+            t.handshake();
+            t.nats_sent();
+            t.nats(garbage);
+            assert_eq!(t.nats_sent(), "close:1002\n", "{garbage:?}");
+            let events = t.events();
+            assert!(events
+                .iter()
+                .any(|e| matches!(e, Event::ProtocolError { .. })));
+            t.reconnect();
+            t.nats(&format!("{INFO}\r\n"));
+            t.nats("PONG\r\n");
+            assert_eq!(t.s.state(), State::Connected, "a fresh decoder");
+        }
+    }
+
+    #[test]
+    fn messages_before_the_handshake_are_dropped_and_bad_subjects_refused() {
+        let mut t = T::new(quiet(), Nats::new());
+        t.s.handle_subscribe(t.now, "a").unwrap();
+        assert!(matches!(
+            t.s.handle_send(t.now, Payload::text("no subject")),
+            Err(SendError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            t.s.handle_publish(t.now, "bad subject", Payload::text("x")),
+            Err(SendError::Invalid { .. })
+        ));
+        assert!(matches!(
+            t.s.handle_subscribe(t.now, "bad subject"),
+            Err(SendError::Invalid { .. })
+        ));
+        t.open();
+        t.nats(&format!("{INFO}\r\n"));
+        // No SUB went out on this connection yet: nothing is ours.
+        t.nats("MSG a 1 2\r\nhi\r\n");
+        let events = t.events();
+        assert!(!events.iter().any(|e| matches!(e, Event::Message { .. })));
+        assert_eq!(t.s.state(), State::Connecting);
+    }
+}
