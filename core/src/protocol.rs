@@ -196,6 +196,8 @@ pub struct Capabilities {
     pub acked_delivery: bool,
     /// Publishes may name a channel (or subject).
     pub channels: bool,
+    /// Every publish must name one (NATS subjects).
+    pub channel_required: bool,
     /// The session takes subscriptions and renews them after every connect.
     pub subscriptions: bool,
     /// Subscriptions need a spec (the message, query or subject behind the

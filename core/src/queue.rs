@@ -41,6 +41,12 @@ impl SendLimits {
     /// queue; otherwise the refusal it would give.
     pub fn check(&self, channel: Option<&Text>, payload: &Payload) -> Result<(), SendError> {
         let channel_len = channel.map_or(0, Text::len);
+        if channel.is_none() && self.caps.channel_required {
+            return Err(SendError::Unsupported {
+                protocol: self.protocol,
+                what: "messages without a channel",
+            });
+        }
         if let Some(channel) = channel {
             if !self.caps.channels {
                 return Err(SendError::Unsupported {

@@ -218,6 +218,7 @@ impl Protocol for Nats {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             channels: true,
+            channel_required: true,
             subscriptions: true,
             ..Capabilities::default()
         }
@@ -262,11 +263,9 @@ impl Protocol for Nats {
     }
 
     fn check_publish(&self, channel: Option<&Text>, payload: &Payload) -> Result<(), SendError> {
+        // `channel_required` refused a publish without one already.
         let Some(subject) = channel else {
-            return Err(SendError::Unsupported {
-                protocol: NAME,
-                what: "messages without a subject",
-            });
+            return Ok(());
         };
         let mut probe = BytesMut::new();
         ClientOp::Pub {

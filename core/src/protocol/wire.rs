@@ -38,6 +38,7 @@ impl Protocol for Wire {
         Capabilities {
             acked_delivery: true,
             channels: true,
+            channel_required: false,
             subscriptions: true,
             subscription_spec: false,
             frame_overhead: Some(PUBLISH_OVERHEAD),
