@@ -701,3 +701,22 @@ mod nats {
         assert_eq!(t.s.state(), State::Connecting);
     }
 }
+
+// ----- every protocol, arbitrary inputs ----------------------------------
+
+mod arbitrary_inputs {
+    use proptest::prelude::*;
+    use redial_core::fuzzing::{self, ProtocolScenario};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// The fuzz target `protocol_events`, as a property test.
+        #[test]
+        fn invariants_hold_for_every_protocol(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Some(s) = ProtocolScenario::from_bytes(&bytes) {
+                fuzzing::protocol_events(std::time::Instant::now(), &s);
+            }
+        }
+    }
+}
