@@ -445,6 +445,42 @@ async fn graphql_bad_token_is_terminal<R: Runtime>(make: impl Fn(String) -> Buil
     assert_eq!((reason, code), (TerminalReason::Forbidden, Some(4403)));
 }
 
+async fn graphql_init_timeout_4408_reconnects<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let options = GraphqlOptions {
+        init_timeout: ms(200),
+        ..GraphqlOptions::default()
+    };
+    let Some(server) = or_skip(GraphqlServer::start(options)) else {
+        return;
+    };
+    let proxy = ProxyThread::start(SocketAddr::from(([127, 0, 0, 1], server.port())));
+    // Our connection_init reaches the server only after its 200 ms.
+    proxy.handle.set_latency(ms(300));
+    let url = format!("ws://{}/graphql", proxy.handle.addr());
+    let mut c = Client::connect(
+        make(url)
+            .config(fast_config().build().unwrap())
+            .protocol(GraphqlWs::new()),
+    );
+    let seen = c.disconnected("the server's 4408").await;
+    assert!(
+        matches!(
+            seen.event,
+            Event::Disconnected {
+                code: Some(4408),
+                will_reconnect: true,
+                ..
+            }
+        ),
+        "{:?}",
+        seen.event
+    );
+    proxy.handle.set_latency(Duration::ZERO);
+    c.next("connected once the link is fast", is_connected)
+        .await;
+    c.close().await;
+}
+
 async fn graphql_garbage_is_a_protocol_error_and_a_reconnect<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
@@ -514,6 +550,7 @@ on_every_runtime!(
     graphql_server_pings_are_answered,
     graphql_half_open_is_caught_by_the_protocols_heartbeat,
     graphql_bad_token_is_terminal,
+    graphql_init_timeout_4408_reconnects,
     graphql_garbage_is_a_protocol_error_and_a_reconnect,
     raw_resubscribes_against_a_plain_feed,
 );
