@@ -291,6 +291,13 @@ pub struct Ready {
     /// The ones it kept that we no longer want are dropped through
     /// [`Protocol::unsubscribe`].
     pub kept: Vec<Text>,
+    /// The heartbeat interval the server wants: when shorter than the
+    /// config's `ping_interval` it is used on this connection (keepalive
+    /// off stays off).
+    pub heartbeat: Option<Duration>,
+    /// The largest message the server takes: larger sends are refused with
+    /// [`SendError::TooLarge`](crate::SendError::TooLarge) from then on.
+    pub max_message: Option<usize>,
 }
 
 impl Ready {

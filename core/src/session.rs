@@ -113,6 +113,8 @@ pub struct Session {
     awaiting: &'static str,
     /// The token of the dial in flight or the open transport.
     token: Option<AuthToken>,
+    /// The largest message the last server said it takes.
+    server_max_message: Option<usize>,
     rng: Rng,
     ladder: Ladder,
     timers: TimerTable,
@@ -179,6 +181,7 @@ impl Session {
             out: Output::default(),
             awaiting: "handshake reply",
             token: None,
+            server_max_message: None,
             timers: TimerTable::default(),
             keepalive,
             phase: Phase::Idle,
@@ -687,6 +690,14 @@ impl Session {
         self.clock(now);
         self.send_limits().check(channel.as_ref(), &payload)?;
         self.protocol.check_publish(channel.as_ref(), &payload)?;
+        if let Some(max) = self.server_max_message {
+            if payload.len() > max {
+                return Err(SendError::TooLarge {
+                    len: payload.len(),
+                    max,
+                });
+            }
+        }
         self.check_open()?;
         let seq = self.queue.push(channel, payload)?;
         if self.phase == Phase::Connected {
@@ -761,7 +772,13 @@ impl Session {
         });
     }
 
-    fn on_connected(&mut self, now: Instant, resumed: bool, session: Option<SessionInfo>) {
+    fn on_connected(
+        &mut self,
+        now: Instant,
+        resumed: bool,
+        session: Option<SessionInfo>,
+        heartbeat: Option<Duration>,
+    ) {
         self.phase = Phase::Connected;
         for t in [Timer::ConnectTimeout, Timer::Backoff, Timer::Stuck] {
             self.timers.stop(t);
@@ -774,7 +791,7 @@ impl Session {
         self.error_before_close = false;
         self.hint = None;
         if let Some(k) = &mut self.keepalive {
-            let first = k.start(now, &mut self.rng);
+            let first = k.start(now, &mut self.rng, heartbeat);
             self.timers.set(Timer::Ping, first);
         }
         // State first, so that a consumer reacting to `Connected` reads
@@ -880,7 +897,10 @@ impl Session {
             resume,
             last_client_seq,
             kept,
+            heartbeat,
+            max_message,
         } = ready;
+        self.server_max_message = max_message;
         if !resumed {
             // Whether the server refused the token or we no longer presented
             // it (expired on our clock), the old session and its name are gone.
@@ -926,7 +946,7 @@ impl Session {
             }
         }
         self.drain_frames();
-        self.on_connected(now, resumed, session);
+        self.on_connected(now, resumed, session, heartbeat);
         // After `Connected`, so that events about the session follow the
         // event that introduces it (unless it closed at once).
         if self.phase == Phase::Connected {

@@ -720,3 +720,94 @@ mod arbitrary_inputs {
         }
     }
 }
+
+// ----- what the handshake reply tells -------------------------------------
+
+mod ready_facts {
+    use super::*;
+    use redial_core::protocol::{
+        Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output, Ready,
+    };
+    use redial_core::{Nats, ProtocolError};
+
+    /// A protocol whose reply `ready` announces a 200 ms heartbeat and a
+    /// 10-byte message limit.
+    #[derive(Debug)]
+    struct Announcing;
+
+    impl Protocol for Announcing {
+        fn name(&self) -> &'static str {
+            "announcing"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        fn on_open(&mut self, _cx: &OpenContext<'_>, _out: &mut Output) -> Handshake {
+            Handshake::Await {
+                reply: "ready",
+                timeout: None,
+            }
+        }
+        fn on_frame(
+            &mut self,
+            frame: Frame,
+            cx: &FrameContext<'_>,
+            out: &mut Output,
+        ) -> Result<(), ProtocolError> {
+            if !cx.ready && matches!(&frame, Frame::Text(t) if t == "ready") {
+                let mut ready = Ready::new();
+                ready.heartbeat = Some(MS(200));
+                ready.max_message = Some(10);
+                out.fact(Inbound::Ready(ready));
+            }
+            Ok(())
+        }
+        fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output) {
+            out.send_payload(msg.payload);
+        }
+    }
+
+    #[test]
+    fn a_shorter_server_heartbeat_wins_and_the_limit_refuses_larger_sends() {
+        let b = Config::builder()
+            .seed(3)
+            .ping_interval(Some(MS(10_000)))
+            .pong_timeout(MS(500));
+        let mut t = T::new(b, Announcing);
+        assert!(t
+            .s
+            .handle_send(t.now, Payload::text("more than ten"))
+            .is_ok());
+        t.open();
+        t.text("ready");
+        assert_eq!(
+            t.sent(),
+            ["more than ten"],
+            "queued before the limit was known"
+        );
+        t.advance(MS(200));
+        assert_eq!(t.sent(), ["PING"], "the server's 200 ms, not our 10 s");
+        assert!(matches!(
+            t.s.handle_send(t.now, Payload::text("more than ten")),
+            Err(SendError::TooLarge { len: 13, max: 10 })
+        ));
+        assert!(t.s.handle_send(t.now, Payload::text("ten bytes!")).is_ok());
+    }
+
+    #[test]
+    fn nats_max_payload_from_info_bounds_publishes() {
+        let mut t = T::new(quiet(), Nats::new());
+        t.open();
+        t.text(r#"INFO {"server_id":"S","version":"2.9","max_payload":16}"#);
+        t.s.handle_frame(t.now, Frame::Binary(b"\r\nPONG\r\n".to_vec().into()));
+        assert_eq!(t.s.state(), State::Connected);
+        assert!(matches!(
+            t.s.handle_publish(t.now, "s", Payload::text("seventeen bytes!!")),
+            Err(SendError::TooLarge { len: 17, max: 16 })
+        ));
+        assert!(t
+            .s
+            .handle_publish(t.now, "s", Payload::text("sixteen bytes!!!"))
+            .is_ok());
+    }
+}

@@ -151,7 +151,9 @@ impl Nats {
             }
             ServerOp::Pong if self.stage == Stage::AwaitPong => {
                 self.stage = Stage::Ready;
-                out.fact(Inbound::Ready(Ready::new()));
+                let mut ready = Ready::new();
+                ready.max_message = Some(self.decoder.limits().max_payload);
+                out.fact(Inbound::Ready(ready));
             }
             ServerOp::Pong | ServerOp::Ok => {}
             ServerOp::Msg(m) => {
@@ -262,7 +264,7 @@ impl Protocol for Nats {
         Ok(())
     }
 
-    fn check_publish(&self, channel: Option<&Text>, payload: &Payload) -> Result<(), SendError> {
+    fn check_publish(&self, channel: Option<&Text>, _payload: &Payload) -> Result<(), SendError> {
         // `channel_required` refused a publish without one already.
         let Some(subject) = channel else {
             return Ok(());
@@ -278,13 +280,8 @@ impl Protocol for Nats {
             protocol: NAME,
             reason: e.to_string(),
         })?;
-        let max = self.decoder.limits().max_payload;
-        if payload.len() > max {
-            return Err(SendError::TooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
+        // The size against the server's max_payload is the session's
+        // check (Ready::max_message).
         Ok(())
     }
 
