@@ -47,7 +47,7 @@ const NAME: &str = "graphql-ws";
 ///
 /// Messages given to [`Session::handle_send`](crate::Session::handle_send)
 /// are written as they are (for operations this type does not model).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GraphqlWs {
     init_payload: serde_json::Map<String, serde_json::Value>,
     token_key: String,
@@ -55,6 +55,21 @@ pub struct GraphqlWs {
     /// Operation ids active on this connection: a `next` for any other id
     /// is late (we completed it) and dropped, as the protocol allows.
     active: BTreeMap<String, Text>,
+}
+
+// The init payload often carries credentials: Debug names its fields only.
+impl std::fmt::Debug for GraphqlWs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphqlWs")
+            .field(
+                "init_payload_fields",
+                &self.init_payload.keys().collect::<Vec<_>>(),
+            )
+            .field("token_key", &self.token_key)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("active", &self.active.len())
+            .finish()
+    }
 }
 
 impl Default for GraphqlWs {
@@ -288,5 +303,22 @@ impl Protocol for GraphqlWs {
 
     fn on_closed(&mut self) {
         self.active.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_init_payload_values() {
+        let g = GraphqlWs::new()
+            .init_payload(r#"{"token":"s3cret"}"#)
+            .unwrap_or_default();
+        let shown = format!("{g:?}");
+        assert!(
+            shown.contains("token") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 }
