@@ -334,6 +334,90 @@ async fn nats_lame_duck_gives_a_spread_reconnect<R: Runtime>(make: impl Fn(Strin
     assert!(delay <= window + ms(400), "{delay:?}");
 }
 
+/// NATS core is at most once: what is published while a subscriber is away
+/// is missed, and the subscriber can count it when the publisher numbers its
+/// messages. Nothing published before the reconnect arrives after it.
+async fn nats_counts_what_a_subscriber_misses_in_an_outage<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
+        return;
+    };
+    let proxy = ProxyThread::start(server.ws_addr());
+    let config = || fast_config().build().unwrap();
+    let mut sub = Client::connect(
+        make(format!("ws://{}", proxy.handle.addr()))
+            .config(config())
+            .protocol(Nats::new()),
+    );
+    let mut publisher =
+        Client::connect(make(server.ws_url()).config(config()).protocol(Nats::new()));
+    sub.handle.subscribe("seq").await.unwrap();
+    publisher.handle.subscribe("seq").await.unwrap();
+    sub.next("subscriber connected", is_connected).await;
+    publisher.next("publisher connected", is_connected).await;
+    let number = |e: &Event| match e {
+        Event::Message { payload, .. } => std::str::from_utf8(payload.bytes())
+            .ok()
+            .and_then(|t| t.parse::<u32>().ok()),
+        _ => None,
+    };
+    // The subscriber is away: its link cut, new dials refused.
+    proxy.handle.set_refusing(true);
+    proxy.handle.cut_all(redial_tests::proxy::Cut::Reset);
+    sub.disconnected("the outage").await;
+    for n in 1..=10u32 {
+        publisher
+            .handle
+            .publish("seq", Payload::text(n.to_string()))
+            .await
+            .unwrap();
+    }
+    // The publisher's own copies prove the server has handled all ten.
+    publisher
+        .next("the server handled 1..10", |e| number(e) == Some(10))
+        .await;
+    proxy.handle.set_refusing(false);
+    sub.next("the subscriber is back", |e| {
+        matches!(
+            e,
+            Event::Connected {
+                reconnect: true,
+                ..
+            }
+        )
+    })
+    .await;
+    // Its own marker coming back proves its SUB is in place again.
+    sub.handle.publish("seq", Payload::text("0")).await.unwrap();
+    sub.next("the subscription is renewed", |e| number(e) == Some(0))
+        .await;
+    for n in 11..=20u32 {
+        publisher
+            .handle
+            .publish("seq", Payload::text(n.to_string()))
+            .await
+            .unwrap();
+    }
+    sub.next("the last message", |e| number(e) == Some(20))
+        .await;
+    let got: Vec<u32> = sub
+        .events
+        .all()
+        .iter()
+        .filter_map(|s| number(&s.event))
+        .filter(|n| *n > 0)
+        .collect();
+    let missed = 20 - got.len();
+    assert_eq!(got, (11..=20).collect::<Vec<_>>(), "at most once, in order");
+    assert_eq!(
+        missed, 10,
+        "everything published during the outage is missed"
+    );
+    sub.close().await;
+    publisher.close().await;
+}
+
 // ----- graphql-ws ------------------------------------------------------------
 
 fn ticks(every_ms: u64) -> Payload {
@@ -546,6 +630,7 @@ on_every_runtime!(
     nats_half_open_is_caught_by_the_protocols_heartbeat,
     nats_authorization_violation_is_terminal,
     nats_lame_duck_gives_a_spread_reconnect,
+    nats_counts_what_a_subscriber_misses_in_an_outage,
     graphql_subscriptions_survive_a_server_restart,
     graphql_server_pings_are_answered,
     graphql_half_open_is_caught_by_the_protocols_heartbeat,
