@@ -99,7 +99,7 @@ impl<R: Runtime> Builder<R> {
             url: url.into(),
             headers: Vec::new(),
             config: Config::default(),
-            make_session: Box::new(|config| Session::new(config, Raw)),
+            make_session: Box::new(|config| Session::new(config, Raw::new())),
             token: None,
             placement: TokenPlacement::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,

@@ -592,11 +592,23 @@ impl<R: Runtime> Inner<R> {
                 }
                 let _ = reply.send(result);
             }
-            Command::Subscribe { channel, reply } => {
-                let _ = reply.send(self.session.handle_subscribe(now, channel));
+            Command::Subscribe {
+                channel,
+                spec,
+                reply,
+            } => {
+                let result = match spec {
+                    Some(spec) => self.session.handle_subscribe_with(now, channel, spec),
+                    None => self.session.handle_subscribe(now, channel),
+                };
+                let _ = reply.send(result);
             }
-            Command::Unsubscribe { channel, reply } => {
-                let _ = reply.send(self.session.handle_unsubscribe(now, channel));
+            Command::Unsubscribe {
+                channel,
+                message,
+                reply,
+            } => {
+                let _ = reply.send(self.session.handle_unsubscribe_with(now, channel, message));
             }
             Command::Feed { channel, payload } => self.feed(now, channel, payload),
             Command::RetryNow => self.session.handle_retry_now(now),

@@ -19,10 +19,12 @@ pub(crate) enum Command {
     },
     Subscribe {
         channel: Text,
+        spec: Option<Payload>,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
     Unsubscribe {
         channel: Text,
+        message: Option<Payload>,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
     /// A send nobody waits on: see [`Handle::feed`].
@@ -254,19 +256,60 @@ impl Handle {
         self.shared.feeds_refused.load(Ordering::Relaxed)
     }
 
-    /// Subscribes to a channel ([`Wire`](redial_core::Wire) only). The
-    /// confirmation arrives as [`Event::Subscribed`].
+    /// Subscribes to a channel ([`Wire`](redial_core::Wire)) or subject
+    /// ([`Nats`](redial_core::Nats)); renewed after every reconnect. The
+    /// confirmation, where the protocol has one, arrives as
+    /// [`Event::Subscribed`].
     pub async fn subscribe(&self, channel: impl Into<Text>) -> Result<(), SendError> {
         let channel = channel.into();
-        self.request(|reply| Command::Subscribe { channel, reply })
-            .await
+        self.request(|reply| Command::Subscribe {
+            channel,
+            spec: None,
+            reply,
+        })
+        .await
     }
 
-    /// Drops a subscription ([`Wire`](redial_core::Wire) only).
+    /// Subscribes under `key` with the protocol's `spec`, renewed after
+    /// every reconnect before anything queued: for
+    /// [`Raw`](redial_core::Raw) the message to send, for
+    /// [`GraphqlWs`](redial_core::GraphqlWs) the operation
+    /// (`GraphqlWs::subscription(query, variables)`, `key` is its id), for
+    /// [`Nats`](redial_core::Nats) a queue group (`key` is the subject).
+    pub async fn subscribe_with(
+        &self,
+        key: impl Into<Text>,
+        spec: Payload,
+    ) -> Result<(), SendError> {
+        let channel = key.into();
+        self.request(|reply| Command::Subscribe {
+            channel,
+            spec: Some(spec),
+            reply,
+        })
+        .await
+    }
+
+    /// Drops a subscription.
     pub async fn unsubscribe(&self, channel: impl Into<Text>) -> Result<(), SendError> {
-        let channel = channel.into();
-        self.request(|reply| Command::Unsubscribe { channel, reply })
-            .await
+        self.unsubscribe_with(channel, None).await
+    }
+
+    /// Drops subscription `key`, sending `message` with it where the
+    /// protocol takes one ([`Raw`](redial_core::Raw): the feed's
+    /// unsubscribe request).
+    pub async fn unsubscribe_with(
+        &self,
+        key: impl Into<Text>,
+        message: Option<Payload>,
+    ) -> Result<(), SendError> {
+        let channel = key.into();
+        self.request(|reply| Command::Unsubscribe {
+            channel,
+            message,
+            reply,
+        })
+        .await
     }
 
     /// Cuts the client's own backoff short and dials now (the attempt count

@@ -42,6 +42,10 @@ pub enum ProtocolArg {
     /// redial's Wire protocol (subprotocol redial.v1): acknowledged,
     /// replayed, resumable.
     Wire,
+    /// GraphQL subscriptions (subprotocol graphql-transport-ws).
+    GraphqlWs,
+    /// The NATS client protocol over a WebSocket listener.
+    Nats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,7 +73,9 @@ pub struct ClientArgs {
     pub url: Option<String>,
 
     /// raw: stdin lines are plain messages; wire: redial.v1 publishes,
-    /// acknowledged and replayed across reconnects.
+    /// acknowledged and replayed across reconnects; graphql-ws: prints each
+    /// `next` payload of the --subscribe operations; nats: prints messages
+    /// of the --subscribe subjects, publishes stdin lines to --channel.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Raw)]
     pub protocol: ProtocolArg,
 
@@ -77,14 +83,29 @@ pub struct ClientArgs {
     #[arg(long)]
     pub binary: bool,
 
-    /// Subscribe to CHANNEL (repeatable; wire only).
-    #[arg(long, value_name = "CHANNEL")]
+    /// Subscribe (repeatable): a channel (wire), a subscription operation
+    /// such as 'subscription { ticks }' (graphql-ws), a subject (nats).
+    #[arg(long, value_name = "CHANNEL|QUERY|SUBJECT")]
     pub subscribe: Vec<String>,
 
-    /// Publish stdin lines to CHANNEL instead of sending them channel-less
-    /// (wire only).
+    /// Publish stdin lines to CHANNEL (wire) or subject (nats, required
+    /// there to send anything).
     #[arg(long, value_name = "CHANNEL")]
     pub channel: Option<String>,
+
+    /// The connection_init payload, a JSON object (graphql-ws only); a
+    /// --token/--token-cmd token is added to it as "token".
+    #[arg(long, value_name = "JSON")]
+    pub init_payload: Option<String>,
+
+    /// Send MSG first on every connection (repeatable; raw only).
+    #[arg(long, value_name = "MSG")]
+    pub on_connect: Vec<String>,
+
+    /// Send MSG after every connect, before anything queued (repeatable;
+    /// raw only): a feed's subscribe request.
+    #[arg(long, value_name = "MSG")]
+    pub resubscribe: Vec<String>,
 
     /// Session name to request from the server (wire only).
     #[arg(long, value_name = "NAME")]

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redial_core::{
-    AuthToken, Backoff, Config, ConfigError, Event, Payload, SendError, TerminalReason, Text, Wire,
+    AuthToken, Backoff, Config, ConfigError, Event, GraphqlWs, Nats, Payload, Raw, SendError,
+    TerminalReason, Text, Wire,
 };
 use redial_tokio::tls::certificates_from_pem;
 use redial_tokio::tls::rustls::pki_types::CertificateDer;
@@ -115,15 +116,28 @@ fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
             "invalid URL {url:?}: must start with ws:// or wss://"
         )));
     }
-    if a.protocol == ProtocolArg::Raw {
-        let wire_only = [
-            ("--subscribe", !a.subscribe.is_empty()),
-            ("--channel", a.channel.is_some()),
-            ("--name", a.name.is_some()),
-        ];
-        if let Some((flag, _)) = wire_only.iter().find(|(_, used)| *used) {
-            return Err(CliError::Usage(format!("{flag} needs --protocol wire")));
-        }
+    use ProtocolArg::{GraphqlWs as Gql, Nats as N, Raw as R, Wire as W};
+    let allowed: [(&str, bool, &[ProtocolArg]); 6] = [
+        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N]),
+        ("--channel", a.channel.is_some(), &[W, N]),
+        ("--name", a.name.is_some(), &[W]),
+        ("--init-payload", a.init_payload.is_some(), &[Gql]),
+        ("--on-connect", !a.on_connect.is_empty(), &[R]),
+        ("--resubscribe", !a.resubscribe.is_empty(), &[R]),
+    ];
+    if let Some((flag, _, protocols)) = allowed
+        .iter()
+        .find(|(_, used, ok)| *used && !ok.contains(&a.protocol))
+    {
+        let names: Vec<_> = protocols
+            .iter()
+            .filter_map(clap::ValueEnum::to_possible_value)
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        return Err(CliError::Usage(format!(
+            "{flag} needs --protocol {}",
+            names.join(" or ")
+        )));
     }
     if let Some(t) = &a.token {
         if t.trim().is_empty() {
@@ -163,9 +177,25 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
     let reporter = Reporter::new(a.events, endpoint_label(&url));
 
     let mut builder = redial_tokio::builder(url).config(config);
-    if a.protocol == ProtocolArg::Wire {
-        builder = builder.protocol(Wire);
-    }
+    builder = match a.protocol {
+        ProtocolArg::Raw => {
+            let raw = a.on_connect.iter().fold(Raw::new(), |raw, m| {
+                raw.on_connect(Payload::text(m.as_str()))
+            });
+            builder.protocol(raw)
+        }
+        ProtocolArg::Wire => builder.protocol(Wire),
+        ProtocolArg::GraphqlWs => {
+            let mut gql = GraphqlWs::new();
+            if let Some(json) = &a.init_payload {
+                gql = gql
+                    .init_payload(json)
+                    .map_err(|e| CliError::Usage(format!("invalid --init-payload: {e}")))?;
+            }
+            builder.protocol(gql)
+        }
+        ProtocolArg::Nats => builder.protocol(Nats::new()),
+    };
     for (name, value) in &a.header {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -193,10 +223,26 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
     let (handle, events) = builder.connect().map_err(build_error)?;
     // Read events from the start: the driver waits while they pile up.
     let mut printer = tokio::spawn(print_events(events, reporter.clone()));
-    for channel in &a.subscribe {
-        // Recorded now, sent once connected and renewed after reconnects.
-        if let Err(e) = handle.subscribe(channel.as_str()).await {
-            reporter.warning(&format!("cannot subscribe to {channel}: {e}"));
+    // Recorded now, sent once connected and renewed after reconnects.
+    for (i, sub) in a.subscribe.iter().enumerate() {
+        let result = match a.protocol {
+            ProtocolArg::GraphqlWs => match GraphqlWs::subscription(sub, None) {
+                Ok(spec) => handle.subscribe_with(format!("{}", i + 1), spec).await,
+                Err(e) => {
+                    reporter.warning(&format!("cannot subscribe with {sub:?}: {e}"));
+                    continue;
+                }
+            },
+            _ => handle.subscribe(sub.as_str()).await,
+        };
+        if let Err(e) = result {
+            reporter.warning(&format!("cannot subscribe to {sub}: {e}"));
+        }
+    }
+    for (i, message) in a.resubscribe.iter().enumerate() {
+        let spec = Payload::text(message.as_str());
+        if let Err(e) = handle.subscribe_with(format!("r{}", i + 1), spec).await {
+            reporter.warning(&format!("cannot keep {message:?}: {e}"));
         }
     }
     let mut forwarder = tokio::spawn(forward_stdin(
@@ -381,6 +427,38 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().contains("jitter"), "{e}");
+    }
+
+    #[test]
+    fn protocol_flags_need_their_protocol() {
+        let e = usage_checks(&args(&["--subscribe", "x"])).unwrap_err();
+        assert!(
+            e.to_string().contains("--subscribe needs --protocol"),
+            "{e}"
+        );
+        let e = usage_checks(&args(&["--protocol", "nats", "--init-payload", "{}"])).unwrap_err();
+        assert!(e.to_string().contains("graphql-ws"), "{e}");
+        let e = usage_checks(&args(&["--protocol", "wire", "--resubscribe", "x"])).unwrap_err();
+        assert!(e.to_string().contains("--protocol raw"), "{e}");
+        for ok in [
+            &[
+                "--protocol",
+                "graphql-ws",
+                "--subscribe",
+                "subscription { t }",
+            ][..],
+            &[
+                "--protocol",
+                "nats",
+                "--subscribe",
+                "a.>",
+                "--channel",
+                "a.b",
+            ],
+            &["--on-connect", "auth", "--resubscribe", "sub btc"],
+        ] {
+            usage_checks(&args(ok)).unwrap();
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Micro-benchmarks of `redial-core`: one message through a `Session`
-//! (Raw and Wire, inbound and outbound) and the Wire decoder alone, with a
+//! (Raw, Wire and graphql-ws inbound; Wire outbound) and the Wire decoder alone, with a
 //! `memcpy` of the same bytes as the ceiling.
 //!
 //! `cargo bench -p redial-core --bench session` (add `-- --test` for a
@@ -36,6 +36,15 @@ fn inbound(c: &mut Criterion) {
         drop(buf.clone()); // promote to the shared representation once
         g.bench_function(format!("raw/{name}"), |b| {
             b.iter(|| common::raw_inbound(&mut s, now, black_box(buf.clone())))
+        });
+
+        // graphql-ws: parse the `next` JSON (the payload stays a slice of
+        // the received text), deliver it, poll the event: the decoder's cost
+        // over Raw for a message of the same size.
+        let mut s = common::connected_graphql(now);
+        let text = common::graphql_next(len);
+        g.bench_function(format!("graphql_next/{name}"), |b| {
+            b.iter(|| common::graphql_inbound(&mut s, now, black_box(text.clone())))
         });
 
         // Wire: decode the MESSAGE, deliver it, poll the event, and write

@@ -140,6 +140,17 @@ impl ClosePolicy {
     /// The rule for a close with `code` (`None`: the transport ended without
     /// a close frame).
     pub fn rule_for(&self, code: Option<u16>) -> CloseRule {
+        self.rule_with(code, |_| None)
+    }
+
+    /// The rule for a close with `code` when the protocol gives some codes
+    /// a meaning of its own (`protocol`): the user's overrides first, then
+    /// the protocol's row, then the default table.
+    pub fn rule_with(
+        &self,
+        code: Option<u16>,
+        protocol: impl FnOnce(u16) -> Option<CloseRule>,
+    ) -> CloseRule {
         let Some(code) = code else {
             return CloseRule::Reconnect { honour_hint: true };
         };
@@ -149,7 +160,7 @@ impl ClosePolicy {
         if let Some((_, rule)) = self.ranges.iter().find(|(r, _)| r.contains(&code)) {
             return rule.clone();
         }
-        default_rule(code)
+        protocol(code).unwrap_or_else(|| default_rule(code))
     }
 }
 

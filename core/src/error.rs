@@ -30,6 +30,15 @@ pub enum SendError {
         /// What was asked.
         what: &'static str,
     },
+    /// The protocol cannot send this (a subscription spec or a subject it
+    /// does not accept).
+    #[error("{protocol}: {reason}")]
+    Invalid {
+        /// The protocol's name.
+        protocol: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A channel name is empty or too long.
     #[error("invalid channel name ({len} bytes, limit {max})")]
     InvalidChannel {

@@ -237,6 +237,12 @@ pub enum Event {
         /// The server's reason.
         reason: Text,
     },
+    /// The server ended a subscription (a graphql-ws `complete`); it is
+    /// dropped from the set and not renewed.
+    SubscriptionEnded {
+        /// The subscription key.
+        channel: Text,
+    },
     /// The server sent a frame we could not decode; the connection is closed
     /// with 1002 and re-established.
     ProtocolError {

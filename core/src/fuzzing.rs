@@ -344,7 +344,7 @@ impl Harness {
         let session = if wire {
             Session::new(config, Wire)
         } else {
-            Session::new(config, Raw)
+            Session::new(config, Raw::new())
         };
         // The largest delay any input can legitimately ask for: the policy's
         // cap, a server's wait (capped at max_server_delay, +10 %), or the
@@ -798,5 +798,337 @@ impl Harness {
             assert_eq!(self.session.poll_timeout(), None);
         }
         assert_eq!(self.session.state(), self.state, "reported state differs");
+    }
+}
+
+// ----- every protocol ---------------------------------------------------
+
+/// Which protocol a [`ProtocolScenario`] runs.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub enum ProtocolKind {
+    /// [`Raw`] with an on-connect message and an application heartbeat.
+    Raw,
+    /// [`Wire`].
+    Wire,
+    /// [`crate::GraphqlWs`].
+    #[cfg(feature = "graphql-ws")]
+    GraphqlWs,
+    /// [`crate::Nats`].
+    #[cfg(feature = "nats")]
+    Nats,
+}
+
+/// One input of a [`ProtocolScenario`].
+#[derive(Debug, Clone, Arbitrary)]
+pub enum ProtocolStep {
+    /// `handle_connect`.
+    Connect,
+    /// The pending dial succeeds.
+    DialOk,
+    /// The pending dial fails with this HTTP status (0: an IO error).
+    DialFailed(u16),
+    /// The pending token fetch succeeds.
+    Token,
+    /// Time passes (ms), then `handle_timeout`.
+    Advance(u16),
+    /// A well-formed server message from the protocol's vocabulary.
+    Server(u8),
+    /// The server's side of the protocol's handshake, in order.
+    Handshake,
+    /// Up to 8 arbitrary bytes as a text (true) or binary message. (Short
+    /// and fixed-size so that one step does not swallow the fuzzer's input:
+    /// the codecs have targets of their own.)
+    Garbage(u64, u8, bool),
+    /// A message of the vocabulary cut short after this many bytes.
+    Truncated(u8, u8),
+    /// The transport closes with this code (none: no close frame).
+    Closed(Option<u16>),
+    /// `handle_send`.
+    Send(u8),
+    /// `handle_publish` to one of four channels.
+    Publish(u8),
+    /// Subscribe to one of four keys.
+    Subscribe(u8),
+    /// Unsubscribe one of four keys.
+    Unsubscribe(u8),
+    /// `handle_close`.
+    Close,
+    /// `handle_retry_now`.
+    RetryNow,
+    /// `handle_network_online`.
+    NetworkOnline,
+}
+
+/// Arbitrary inputs into a session speaking any of the protocols.
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ProtocolScenario {
+    /// The protocol.
+    pub kind: ProtocolKind,
+    /// The session's seed.
+    pub seed: u64,
+    /// Whether a token provider is configured.
+    pub token_provider: bool,
+    /// The inputs.
+    pub steps: Vec<ProtocolStep>,
+}
+
+impl ProtocolScenario {
+    /// A scenario taking every byte of `data`: the protocol, seed and
+    /// token-provider flag first, then steps until the bytes run out (a
+    /// derived `Vec` would stop after a couple of steps on random input).
+    pub fn from_bytes(data: &[u8]) -> Option<ProtocolScenario> {
+        let mut u = arbitrary::Unstructured::new(data);
+        let kind = ProtocolKind::arbitrary(&mut u).ok()?;
+        let seed = u64::arbitrary(&mut u).ok()?;
+        let token_provider = bool::arbitrary(&mut u).ok()?;
+        let mut steps = Vec::new();
+        while !u.is_empty() {
+            match ProtocolStep::arbitrary(&mut u) {
+                Ok(step) => steps.push(step),
+                Err(_) => break,
+            }
+        }
+        Some(ProtocolScenario {
+            kind,
+            seed,
+            token_provider,
+            steps,
+        })
+    }
+}
+
+fn vocabulary(kind: ProtocolKind, n: u8) -> Frame {
+    let text = |s: String| Frame::Text(Text::from(s));
+    let key = n % 4;
+    match kind {
+        ProtocolKind::Raw => text(format!("m{n}")),
+        ProtocolKind::Wire => {
+            use wire::Frame as W;
+            let frame = match n % 7 {
+                0 => W::Welcome(wire::Welcome {
+                    version: wire::VERSION,
+                    resumed: n % 2 == 0,
+                    session_id: Text::from("s"),
+                    name: Text::from("n"),
+                    resume_token: crate::ResumeToken::new(Bytes::from_static(b"t")),
+                    token_lifetime_ms: 1000,
+                    last_client_seq: u64::from(n / 7),
+                    kept: vec![Text::from(format!("c{key}"))],
+                }),
+                1 => W::Ack {
+                    seq: u64::from(n / 7),
+                },
+                2 => W::Message {
+                    offset: u64::from(n / 7) + 1,
+                    channel: None,
+                    payload: Payload::text("m"),
+                },
+                3 => W::GoingAway {
+                    retry_after_ms: u64::from(n) * 10,
+                    window_ms: 100,
+                },
+                4 => W::Error {
+                    code: 1,
+                    terminal: n % 2 == 0,
+                    reason: Text::from("e"),
+                },
+                5 => W::Subscribed {
+                    channel: Text::from(format!("c{key}")),
+                },
+                _ => W::SubscribeError {
+                    channel: Text::from(format!("c{key}")),
+                    code: 3,
+                    reason: Text::from("no"),
+                },
+            };
+            Frame::Binary(frame.to_bytes())
+        }
+        #[cfg(feature = "graphql-ws")]
+        ProtocolKind::GraphqlWs => text(match n % 6 {
+            0 => r#"{"type":"connection_ack"}"#.to_owned(),
+            1 => r#"{"type":"ping"}"#.to_owned(),
+            2 => r#"{"type":"pong"}"#.to_owned(),
+            3 => format!(r#"{{"type":"next","id":"c{key}","payload":{{"data":1}}}}"#),
+            4 => format!(r#"{{"type":"error","id":"c{key}","payload":[{{"message":"x"}}]}}"#),
+            _ => format!(r#"{{"type":"complete","id":"c{key}"}}"#),
+        }),
+        #[cfg(feature = "nats")]
+        ProtocolKind::Nats => Frame::Binary(Bytes::from(match n % 8 {
+            0 => r#"INFO {"server_id":"S","version":"2.9","max_payload":4096}"#.to_owned() + "\r\n",
+            1 => {
+                r#"INFO {"server_id":"S","version":"2.9","max_payload":4096,"ldm":true}"#.to_owned()
+                    + "\r\n"
+            }
+            2 => "PONG\r\n".to_owned(),
+            3 => "PING\r\n".to_owned(),
+            4 => format!("MSG c{key} {} 2\r\nhi\r\n", n % 5),
+            5 => "-ERR 'Stale Connection'\r\n".to_owned(),
+            6 => "-ERR 'Authorization Violation'\r\n".to_owned(),
+            _ => format!("-ERR 'Permissions Violation for Subscription to \"c{key}\"'\r\n"),
+        })),
+    }
+}
+
+/// The vocabulary entries that complete the handshake.
+fn handshake(kind: ProtocolKind) -> &'static [u8] {
+    match kind {
+        ProtocolKind::Raw => &[],
+        ProtocolKind::Wire => &[14], // a fresh WELCOME
+        #[cfg(feature = "graphql-ws")]
+        ProtocolKind::GraphqlWs => &[0],
+        #[cfg(feature = "nats")]
+        ProtocolKind::Nats => &[0, 2],
+    }
+}
+
+fn spec_for(kind: ProtocolKind, key: u8) -> Payload {
+    match kind {
+        ProtocolKind::Raw => Payload::text(format!("sub c{key}")),
+        #[cfg(feature = "graphql-ws")]
+        ProtocolKind::GraphqlWs => Payload::text(r#"{"query":"subscription { t }"}"#),
+        _ => Payload::binary(Bytes::new()),
+    }
+}
+
+/// Runs a [`ProtocolScenario`]: never panics, and the protocol-neutral
+/// invariants hold after every input: nothing is sent without an open
+/// transport, no dial while one is open, `handle_timeout` leaves no timer
+/// due, `Closed` is the last event and the state stays closed after it.
+pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
+    let config = Config::builder()
+        .seed(s.seed)
+        .token_provider(s.token_provider)
+        .max_attempts(20)
+        .queue_max_messages(8)
+        .queue_max_bytes(1024)
+        .build();
+    let Ok(config) = config else {
+        panic!("harness config rejected");
+    };
+    let mut session = match s.kind {
+        ProtocolKind::Raw => Session::new(
+            config,
+            Raw::new()
+                .on_connect(Payload::text("hello"))
+                .heartbeat(crate::RawHeartbeat::new(Payload::text("ping"))),
+        ),
+        ProtocolKind::Wire => Session::new(config, Wire),
+        #[cfg(feature = "graphql-ws")]
+        ProtocolKind::GraphqlWs => Session::new(config, crate::GraphqlWs::new()),
+        #[cfg(feature = "nats")]
+        ProtocolKind::Nats => Session::new(config, crate::Nats::new()),
+    };
+    let mut now = base;
+    let (mut dial_pending, mut token_pending, mut open, mut closed) = (false, false, false, false);
+    for step in &s.steps {
+        match step {
+            ProtocolStep::Connect => session.handle_connect(now),
+            ProtocolStep::DialOk if dial_pending => {
+                dial_pending = false;
+                open = true;
+                session.handle_dial_ok(now);
+            }
+            ProtocolStep::DialFailed(status) if dial_pending => {
+                dial_pending = false;
+                let failure = if *status == 0 {
+                    DialFailure::Timeout
+                } else {
+                    DialFailure::http(*status, None)
+                };
+                session.handle_dial_failed(now, failure);
+            }
+            ProtocolStep::Token if token_pending => {
+                token_pending = false;
+                session.handle_token(now, AuthToken::new("t"));
+            }
+            ProtocolStep::Advance(ms) => {
+                now += Duration::from_millis(u64::from(*ms));
+                session.handle_timeout(now);
+                if let Some(at) = session.poll_timeout() {
+                    assert!(at > now, "a timer still due after handle_timeout");
+                }
+            }
+            ProtocolStep::Server(n) if open => session.handle_frame(now, vocabulary(s.kind, *n)),
+            ProtocolStep::Handshake if open => {
+                for n in handshake(s.kind) {
+                    session.handle_frame(now, vocabulary(s.kind, *n));
+                }
+            }
+            ProtocolStep::Garbage(bits, len, text) if open => {
+                let bytes = &bits.to_le_bytes()[..usize::from(*len % 9)];
+                let frame = if *text {
+                    Frame::Text(Text::from(String::from_utf8_lossy(bytes).into_owned()))
+                } else {
+                    Frame::Binary(Bytes::copy_from_slice(bytes))
+                };
+                session.handle_frame(now, frame);
+            }
+            ProtocolStep::Truncated(n, cut) if open => {
+                let frame = match vocabulary(s.kind, *n) {
+                    Frame::Text(t) => {
+                        let mut t = t.to_string();
+                        let mut at = usize::from(*cut).min(t.len());
+                        while !t.is_char_boundary(at) {
+                            at -= 1;
+                        }
+                        t.truncate(at);
+                        Frame::Text(Text::from(t))
+                    }
+                    Frame::Binary(b) => Frame::Binary(b.slice(..usize::from(*cut).min(b.len()))),
+                    other => other,
+                };
+                session.handle_frame(now, frame);
+            }
+            ProtocolStep::Closed(code) if open => {
+                open = false;
+                session.handle_transport_closed(now, code.map(|c| CloseFrame::new(c, "bye")));
+            }
+            ProtocolStep::Send(n) => {
+                let _ = session.handle_send(now, Payload::text(format!("s{n}")));
+            }
+            ProtocolStep::Publish(n) => {
+                let _ = session.handle_publish(now, format!("c{}", n % 4), Payload::text("p"));
+            }
+            ProtocolStep::Subscribe(n) => {
+                let key = n % 4;
+                let _ =
+                    session.handle_subscribe_with(now, format!("c{key}"), spec_for(s.kind, key));
+            }
+            ProtocolStep::Unsubscribe(n) => {
+                let _ = session.handle_unsubscribe_with(
+                    now,
+                    format!("c{}", n % 4),
+                    Some(Payload::text("unsub")),
+                );
+            }
+            ProtocolStep::Close => session.handle_close(now),
+            ProtocolStep::RetryNow => session.handle_retry_now(now),
+            ProtocolStep::NetworkOnline => session.handle_network_online(now),
+            _ => {}
+        }
+        while let Some(action) = session.poll_action() {
+            match action {
+                Action::Dial { .. } => {
+                    assert!(!open && !dial_pending, "a dial while a transport is open");
+                    dial_pending = true;
+                }
+                Action::FetchToken => token_pending = true,
+                Action::Send(_) => assert!(open, "a send without an open transport"),
+                Action::Close(_) => {
+                    // A close abandons a dial in flight as well.
+                    open = false;
+                    dial_pending = false;
+                }
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            assert!(!closed, "an event after Closed: {event:?}");
+            if let Event::Closed { .. } = event {
+                closed = true;
+            }
+        }
+        if closed {
+            assert_eq!(session.state(), State::Closed);
+        }
     }
 }

@@ -28,6 +28,10 @@ pub(crate) enum PingDue {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Keepalive {
+    /// The configured interval.
+    configured: Duration,
+    /// The interval on this transport: the configured one, or the server's
+    /// when it asked for a shorter one.
     interval: Duration,
     pong_timeout: Duration,
     last_rx: Option<Instant>,
@@ -37,6 +41,7 @@ pub(crate) struct Keepalive {
 impl Keepalive {
     pub(crate) fn new(interval: Duration, pong_timeout: Duration) -> Self {
         Keepalive {
+            configured: interval,
             interval,
             pong_timeout,
             last_rx: None,
@@ -46,7 +51,18 @@ impl Keepalive {
 
     /// A new transport. Returns when the first ping is due: jittered inside
     /// the interval so a fleet that connected together does not ping together.
-    pub(crate) fn start(&mut self, now: Instant, rng: &mut Rng) -> Instant {
+    /// `server`: the heartbeat interval the server announced, if any; a
+    /// shorter one than configured wins for this transport.
+    pub(crate) fn start(
+        &mut self,
+        now: Instant,
+        rng: &mut Rng,
+        server: Option<Duration>,
+    ) -> Instant {
+        self.interval = match server {
+            Some(s) if !s.is_zero() => s.min(self.configured),
+            _ => self.configured,
+        };
         // Forget the previous transport's traffic: the first timer must
         // really ping, or its jitter would be lost to a full quiet interval.
         self.last_rx = None;

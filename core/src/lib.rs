@@ -29,7 +29,7 @@
 //! use redial_core::{Action, Config, Event, Frame, Payload, Raw, Session, State};
 //!
 //! let config = Config::builder().seed(42).build().expect("valid config");
-//! let mut session = Session::new(config, Raw);
+//! let mut session = Session::new(config, Raw::new());
 //! let mut now = Instant::now();
 //! session.handle_connect(now);
 //! session.handle_send(now, Payload::text("hello")).expect("queue has room");
@@ -75,8 +75,9 @@
 //! - [`backoff`]: the delay policies (full jitter by default).
 //! - [`close_policy`]: where a close code or handshake status becomes a
 //!   decision.
-//! - [`wire`]: redial's binary protocol codec; [`Raw`] and [`Wire`] are the
-//!   two [`Protocol`]s.
+//! - [`protocol`]: the session layer protocols plug into; [`Raw`], [`Wire`],
+//!   `GraphqlWs` and `Nats` implement it, and so can you.
+//! - [`wire`], `graphql_ws`, `nats`: the codecs under them.
 //! - [`Session`]: the state machine that ties them together.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -89,9 +90,13 @@ mod error;
 mod event;
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
+#[cfg(feature = "graphql-ws")]
+pub mod graphql_ws;
 mod keepalive;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod payload;
-mod protocol;
+pub mod protocol;
 mod queue;
 mod rng;
 pub mod secret;
@@ -107,7 +112,12 @@ pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::SendError;
 pub use event::{Event, SessionInfo, State, TerminalReason};
 pub use payload::{Payload, Text};
-pub use protocol::{Inbound, Protocol, ProtocolError, Raw, Wire};
+#[cfg(feature = "graphql-ws")]
+pub use protocol::GraphqlWs;
+#[cfg(feature = "nats")]
+pub use protocol::Nats;
+pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire};
+
 pub use queue::SendLimits;
 pub use secret::{AuthToken, ResumeToken};
 pub use session::{Session, TokenFailure};

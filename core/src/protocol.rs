@@ -1,22 +1,126 @@
-//! Pluggable protocols: how WebSocket messages map to session semantics.
+//! The session layer protocols plug into: what a protocol tells the session
+//! and what the session asks of it.
+//!
+//! The session runs the same ladder, queue, timers and close policy for
+//! every protocol and never asks which protocol it talks to. A protocol is a
+//! small pure state machine between the two: it turns the session's intents
+//! (the socket opened, publish this, subscribe that, the link is quiet) into
+//! WebSocket frames, and WebSocket frames into [`Inbound`] facts (ready,
+//! data, acked, subscribed, going away, a server error and what it means).
+//! [`Raw`], [`Wire`], and with their features [`GraphqlWs`] and [`Nats`] are
+//! the implementations that come with redial.
+//!
+//! # Writing a protocol
+//! Implement [`Protocol`]: say what you have in [`Capabilities`], send your
+//! handshake from [`on_open`](Protocol::on_open) and report
+//! [`Inbound::Ready`] when the server's reply comes, map each message to
+//! facts in [`on_frame`](Protocol::on_frame). Everything else has a
+//! default. A JSON-RPC node with `eth_subscribe`, resubscribed after every
+//! reconnect:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use redial_core::protocol::{
+//!     Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output,
+//! };
+//! use redial_core::{Frame, Payload, Protocol, ProtocolError, Text};
+//!
+//! #[derive(Debug, Default)]
+//! struct EthRpc {
+//!     next_id: u64,
+//!     pending: BTreeMap<u64, Text>, // request id -> subscription key
+//! }
+//!
+//! impl Protocol for EthRpc {
+//!     fn name(&self) -> &'static str {
+//!         "eth-rpc"
+//!     }
+//!     fn capabilities(&self) -> Capabilities {
+//!         Capabilities::default().with_subscriptions()
+//!     }
+//!     fn on_open(&mut self, _cx: &OpenContext<'_>, _out: &mut Output) -> Handshake {
+//!         self.pending.clear();
+//!         Handshake::Ready // no handshake: usable as soon as the socket is
+//!     }
+//!     fn on_frame(
+//!         &mut self,
+//!         frame: Frame,
+//!         _cx: &FrameContext<'_>,
+//!         out: &mut Output,
+//!     ) -> Result<(), ProtocolError> {
+//!         let Frame::Text(text) = frame else {
+//!             return Err(ProtocolError::invalid(self.name(), "binary message"));
+//!         };
+//!         // A real implementation parses the JSON; this sketch looks for
+//!         // the id of a pending request to confirm it.
+//!         let done: Vec<u64> = self
+//!             .pending
+//!             .keys()
+//!             .copied()
+//!             .filter(|id| text.as_str().contains(&format!("\"id\":{id},\"result\"")))
+//!             .collect();
+//!         for id in done {
+//!             if let Some(key) = self.pending.remove(&id) {
+//!                 out.fact(Inbound::Subscribed { key });
+//!             }
+//!         }
+//!         out.fact(Inbound::data(Payload::text(text)));
+//!         Ok(())
+//!     }
+//!     fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output) {
+//!         out.send_payload(msg.payload);
+//!     }
+//!     fn subscribe(&mut self, key: &Text, spec: &Payload, out: &mut Output) {
+//!         self.next_id += 1;
+//!         self.pending.insert(self.next_id, key.clone());
+//!         let params = spec.as_text().unwrap_or("[]");
+//!         out.send(Frame::Text(Text::from(format!(
+//!             r#"{{"jsonrpc":"2.0","id":{},"method":"eth_subscribe","params":{params}}}"#,
+//!             self.next_id
+//!         ))));
+//!     }
+//! }
+//!
+//! let config = redial_core::Config::builder().seed(1).build().expect("valid");
+//! let mut session = redial_core::Session::new(config, EthRpc::default());
+//! let now = std::time::Instant::now();
+//! session
+//!     .handle_subscribe_with(now, "heads", Payload::text(r#"["newHeads"]"#))
+//!     .expect("subscriptions are supported");
+//! session.handle_connect(now);
+//! session.handle_dial_ok(now); // Dial action, then the socket opens
+//! let sent: Vec<_> = std::iter::from_fn(|| session.poll_action()).collect();
+//! assert!(matches!(&sent[1], redial_core::Action::Send(Frame::Text(t))
+//!     if t.as_str().contains("eth_subscribe")));
+//! ```
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::time::Duration;
 
+use crate::close_policy::CloseRule;
+use crate::event::SessionInfo;
 use crate::payload::{Payload, Text};
+use crate::secret::{AuthToken, ResumeToken};
 use crate::transport::Frame;
-use crate::wire::{self, DecodeError, FrameKind, Limits};
+use crate::wire::{DecodeError, FrameKind, Limits};
 
-/// What a message from the server means to the session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Inbound {
-    /// Application data with no session layer around it.
-    Data(Payload),
-    /// A session-layer frame.
-    Frame(wire::Frame),
-}
+#[cfg(feature = "graphql-ws")]
+mod graphql_ws;
+#[cfg(feature = "nats")]
+mod nats;
+mod raw;
+mod wire;
 
-/// The server broke the protocol. The session closes the transport with 1002
+#[cfg(feature = "graphql-ws")]
+pub use graphql_ws::GraphqlWs;
+#[cfg(feature = "nats")]
+pub use nats::Nats;
+pub use raw::{Raw, RawHeartbeat};
+pub use wire::Wire;
+
+/// The server broke the protocol. The session closes the transport (1002,
+/// or the protocol's own [`protocol_error_close`](Protocol::protocol_error_close))
 /// and reconnects through the ladder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +155,18 @@ pub enum ProtocolError {
         /// The highest we sent.
         highest: u64,
     },
+    /// A message another protocol's codec refused, or one that is valid but
+    /// makes no sense at this point.
+    #[error("{protocol}: {detail}")]
+    Invalid {
+        /// The protocol's name.
+        protocol: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Application data before the protocol's handshake completed.
+    #[error("data before the handshake completed")]
+    DataBeforeReady,
 }
 
 impl ProtocolError {
@@ -60,22 +176,275 @@ impl ProtocolError {
             when,
         }
     }
+
+    /// A message `protocol` cannot accept, and why.
+    pub fn invalid(protocol: &'static str, detail: impl fmt::Display) -> Self {
+        ProtocolError::Invalid {
+            protocol,
+            detail: detail.to_string(),
+        }
+    }
 }
 
-/// A codec between WebSocket messages and session semantics.
+/// What a protocol offers, as facts the session acts on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The server acknowledges publishes ([`Inbound::Acked`]): the queue
+    /// keeps each message until then and writes it again after a reconnect.
+    /// Without it a message leaves the queue once written.
+    pub acked_delivery: bool,
+    /// Publishes may name a channel (or subject).
+    pub channels: bool,
+    /// Every publish must name one (NATS subjects).
+    pub channel_required: bool,
+    /// The session takes subscriptions and renews them after every connect.
+    pub subscriptions: bool,
+    /// Subscriptions need a spec (the message, query or subject behind the
+    /// key); an empty one is refused.
+    pub subscription_spec: bool,
+    /// Publishes travel in frames bounded by the config's
+    /// `wire_limits.max_frame_len`, each adding at most this many bytes to
+    /// the payload and channel.
+    pub frame_overhead: Option<usize>,
+}
+
+impl Capabilities {
+    /// Turns on [`subscriptions`](Self::subscriptions) with a required spec.
+    pub fn with_subscriptions(mut self) -> Self {
+        self.subscriptions = true;
+        self.subscription_spec = true;
+        self
+    }
+}
+
+/// How the link becomes usable after the WebSocket opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Handshake {
+    /// At once: the session is connected now.
+    Ready,
+    /// After the protocol reports [`Inbound::Ready`].
+    Await {
+        /// The reply awaited, for the reason given when it does not come.
+        reply: &'static str,
+        /// How long to wait; `None`: what is left of the connect timeout.
+        timeout: Option<Duration>,
+    },
+}
+
+/// What the session knows when the WebSocket opens.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct OpenContext<'a> {
+    /// The token the token provider gave for this dial.
+    pub token: Option<&'a AuthToken>,
+    /// A resume token still valid on our clock.
+    pub resume: Option<&'a ResumeToken>,
+    /// The highest inbound offset delivered to the application.
+    pub last_offset: u64,
+    /// The configured session name.
+    pub name: Option<&'a Text>,
+    /// Every connection after the first.
+    pub reconnect: bool,
+    /// The configured wire limits.
+    pub limits: &'a Limits,
+}
+
+/// What the session knows when a message arrives.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct FrameContext<'a> {
+    /// [`Inbound::Ready`] (or [`Handshake::Ready`]) already happened on
+    /// this transport.
+    pub ready: bool,
+    /// The configured wire limits.
+    pub limits: &'a Limits,
+}
+
+/// An application message leaving the queue.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Outgoing<'a> {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The channel it was published to, if any.
+    pub channel: Option<&'a Text>,
+    /// The payload.
+    pub payload: &'a Payload,
+}
+
+/// What the server's handshake reply told us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ready {
+    /// The server-side session, for protocols that have one.
+    pub session: Option<SessionInfo>,
+    /// The server resumed our previous session.
+    pub resumed: bool,
+    /// A token to resume this session with, and how long it stays good
+    /// after the connection is lost.
+    pub resume: Option<(ResumeToken, Duration)>,
+    /// The highest client seq the server already has (acked at once).
+    pub last_client_seq: u64,
+    /// Subscriptions the server kept through the reconnect: not sent again.
+    /// The ones it kept that we no longer want are dropped through
+    /// [`Protocol::unsubscribe`].
+    pub kept: Vec<Text>,
+    /// The heartbeat interval the server wants: when shorter than the
+    /// config's `ping_interval` it is used on this connection (keepalive
+    /// off stays off).
+    pub heartbeat: Option<Duration>,
+    /// The largest message the server takes: larger sends are refused with
+    /// [`SendError::TooLarge`](crate::SendError::TooLarge) from then on.
+    pub max_message: Option<usize>,
+}
+
+impl Ready {
+    /// A ready reply that says nothing more.
+    pub fn new() -> Self {
+        Ready::default()
+    }
+
+    /// With the server-side session.
+    pub fn session(mut self, info: SessionInfo, resumed: bool) -> Self {
+        self.session = Some(info);
+        self.resumed = resumed;
+        self
+    }
+}
+
+/// One fact a protocol reports about what the server said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Inbound {
+    /// The handshake completed: the link is usable.
+    Ready(Ready),
+    /// Application data.
+    Data {
+        /// The subscription key or channel it belongs to.
+        key: Option<Text>,
+        /// The server's offset, for protocols with offsets (gaps and
+        /// replays are judged by it, and reported through
+        /// [`Protocol::report_offset`]).
+        offset: Option<u64>,
+        /// The payload.
+        payload: Payload,
+    },
+    /// The server has every publish up to and including `seq`.
+    Acked {
+        /// Cumulative sequence number.
+        seq: u64,
+    },
+    /// A subscription is confirmed.
+    Subscribed {
+        /// Its key.
+        key: Text,
+    },
+    /// A subscription was refused; it is dropped from the set.
+    SubscribeFailed {
+        /// Its key.
+        key: Text,
+        /// The server's code (0 when the protocol has none).
+        code: u16,
+        /// The server's reason.
+        reason: Text,
+    },
+    /// The server ended a subscription; it is dropped from the set.
+    SubscriptionEnded {
+        /// Its key.
+        key: Text,
+    },
+    /// The server is going away: leave, and come back after `retry_after`
+    /// spread over `window`.
+    GoingAway {
+        /// No sooner than this.
+        retry_after: Duration,
+        /// Spread over this window.
+        window: Duration,
+        /// Close the transport now rather than wait for the server to.
+        leave: bool,
+    },
+    /// The server reported an error that does not end the connection by
+    /// itself; a close that follows is not terminal (PROTOCOL.md 6).
+    ServerError {
+        /// The server's code (0 when the protocol has none).
+        code: u16,
+        /// The server's words.
+        reason: Text,
+    },
+    /// The server reported an error that ends this connection, with the
+    /// rule the protocol gives it. The session closes with 1000 and follows
+    /// the rule (a terminal rule ends the session).
+    Failed {
+        /// The server's code (0 when the protocol has none).
+        code: u16,
+        /// The server's words.
+        reason: Text,
+        /// What happens next.
+        rule: CloseRule,
+    },
+}
+
+impl Inbound {
+    /// Data with no key and no offset.
+    pub fn data(payload: Payload) -> Self {
+        Inbound::Data {
+            key: None,
+            offset: None,
+            payload,
+        }
+    }
+}
+
+/// Where a protocol puts the frames to send and the facts it found, in
+/// order.
+#[derive(Debug, Default)]
+pub struct Output {
+    frames: VecDeque<Frame>,
+    facts: VecDeque<Inbound>,
+}
+
+impl Output {
+    /// Sends a WebSocket message.
+    pub fn send(&mut self, frame: Frame) {
+        self.frames.push_back(frame);
+    }
+
+    /// Sends a payload as it is: text as a text message, else binary.
+    pub fn send_payload(&mut self, payload: &Payload) {
+        self.send(match payload.text_value() {
+            Some(text) => Frame::Text(text),
+            None => Frame::Binary(payload.bytes().clone()),
+        });
+    }
+
+    /// Reports a fact to the session.
+    pub fn fact(&mut self, fact: Inbound) {
+        self.facts.push_back(fact);
+    }
+
+    pub(crate) fn pop_frame(&mut self) -> Option<Frame> {
+        self.frames.pop_front()
+    }
+
+    pub(crate) fn pop_fact(&mut self) -> Option<Inbound> {
+        self.facts.pop_front()
+    }
+
+    pub(crate) fn clear_facts(&mut self) {
+        self.facts.clear();
+    }
+}
+
+/// A protocol between WebSocket messages and the session's rules.
 ///
-/// The session speaks in [`wire::Frame`] values (HELLO, PUBLISH, ACK, ...);
-/// a protocol decides how each travels. Implement it to put redial's
-/// continuity rules on another server's framing: return `None` from
-/// [`encode`](Protocol::encode) for frames your server has no use for.
+/// Implementations are pure: no IO, no clock, no randomness (the session
+/// spreads and jitters). They may keep per-connection state, reset in
+/// [`on_open`](Self::on_open) or [`on_closed`](Self::on_closed).
 pub trait Protocol: fmt::Debug + Send + 'static {
     /// A short name for errors and logs.
     fn name(&self) -> &'static str;
-
-    /// True when the protocol has a session layer: HELLO/WELCOME, acks,
-    /// offsets and subscriptions. Without one the session sends only
-    /// PUBLISH payloads and takes every message as [`Inbound::Data`].
-    fn has_session(&self) -> bool;
 
     /// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) the adapter
     /// must request on every dial, if any.
@@ -83,77 +452,107 @@ pub trait Protocol: fmt::Debug + Send + 'static {
         None
     }
 
-    /// The WebSocket message for a client frame, or `None` to not send it.
-    fn encode(&mut self, frame: &wire::Frame) -> Option<Frame>;
+    /// What this protocol offers.
+    fn capabilities(&self) -> Capabilities;
 
-    /// What a text or binary message from the server means.
-    fn decode(&mut self, frame: Frame, limits: &Limits) -> Result<Inbound, ProtocolError>;
-}
+    /// The WebSocket opened: send the handshake through `out` and say when
+    /// the link is usable.
+    fn on_open(&mut self, cx: &OpenContext<'_>, out: &mut Output) -> Handshake;
 
-/// Transparent: every WebSocket message is application data.
-///
-/// Messages sent while disconnected wait in the bounded queue and go out
-/// after the next connect. A message written to a transport that then dies
-/// is gone: without acknowledgements nobody can know whether it arrived, so
-/// Raw is at-most-once across a drop. Use [`Wire`] when that matters.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Raw;
+    /// A text or binary message from the server (WebSocket pings and pongs
+    /// stay with the session): push the facts it holds and any frames to
+    /// send in answer (a pong to the server's own ping, ...).
+    ///
+    /// # Errors
+    /// A [`ProtocolError`] for anything malformed or out of place: the
+    /// session reports it, closes and reconnects.
+    fn on_frame(
+        &mut self,
+        frame: Frame,
+        cx: &FrameContext<'_>,
+        out: &mut Output,
+    ) -> Result<(), ProtocolError>;
 
-impl Protocol for Raw {
-    fn name(&self) -> &'static str {
-        "raw"
+    /// Refuses a message this protocol cannot carry, before it is queued
+    /// (a channel it needs and lacks, a subject it cannot encode).
+    ///
+    /// # Errors
+    /// The [`SendError`](crate::SendError) the caller gets.
+    fn check_publish(
+        &self,
+        channel: Option<&Text>,
+        payload: &Payload,
+    ) -> Result<(), crate::SendError> {
+        let _ = (channel, payload);
+        Ok(())
     }
 
-    fn has_session(&self) -> bool {
+    /// Refuses a subscription this protocol cannot send, before it is
+    /// kept.
+    ///
+    /// # Errors
+    /// The [`SendError`](crate::SendError) the caller gets.
+    fn check_subscription(&self, key: &Text, spec: &Payload) -> Result<(), crate::SendError> {
+        let _ = (key, spec);
+        Ok(())
+    }
+
+    /// Sends an application message leaving the queue.
+    fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output);
+
+    /// Sends subscription `key` with its `spec`: after every
+    /// [`Inbound::Ready`] (unless kept) and when the user subscribes while
+    /// connected.
+    fn subscribe(&mut self, key: &Text, spec: &Payload, out: &mut Output) {
+        let _ = (key, spec, out);
+    }
+
+    /// Ends subscription `key` while connected; `message` is what the user
+    /// gave to send with it, if anything.
+    fn unsubscribe(
+        &mut self,
+        key: &Text,
+        spec: &Payload,
+        message: Option<&Payload>,
+        out: &mut Output,
+    ) {
+        let _ = (key, spec, message, out);
+    }
+
+    /// The link is quiet: send an application heartbeat and return true,
+    /// or return false to have the session send a WebSocket ping. Any
+    /// message from the server counts as the answer.
+    fn heartbeat(&mut self, out: &mut Output) -> bool {
+        let _ = out;
         false
     }
 
-    fn encode(&mut self, frame: &wire::Frame) -> Option<Frame> {
-        match frame {
-            wire::Frame::Publish { payload, .. } => Some(match payload.text_value() {
-                Some(text) => Frame::Text(text),
-                None => Frame::Binary(payload.bytes().clone()),
-            }),
-            _ => None,
-        }
+    /// Tells the server how far the application got, for protocols with
+    /// offsets.
+    fn report_offset(&mut self, offset: u64, out: &mut Output) {
+        let _ = (offset, out);
     }
 
-    fn decode(&mut self, frame: Frame, _limits: &Limits) -> Result<Inbound, ProtocolError> {
-        Ok(Inbound::Data(match frame {
-            Frame::Text(t) => Payload::text(t),
-            Frame::Binary(b) | Frame::Ping(b) | Frame::Pong(b) => Payload::binary(b),
-        }))
-    }
-}
-
-/// redial's own binary protocol (see `PROTOCOL.md`): resumable sessions,
-/// acknowledged publishes, replayed messages, subscriptions.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Wire;
-
-impl Protocol for Wire {
-    fn name(&self) -> &'static str {
-        "wire"
+    /// The server broke the protocol: tell it why, if the protocol has a
+    /// way, before the session closes the socket.
+    fn report_error(&mut self, reason: &str, out: &mut Output) {
+        let _ = (reason, out);
     }
 
-    fn has_session(&self) -> bool {
-        true
+    /// The close code the session uses after a [`ProtocolError`].
+    fn protocol_error_close(&self) -> u16 {
+        1002
     }
 
-    fn subprotocol(&self) -> Option<&'static str> {
-        Some(wire::SUBPROTOCOL)
+    /// The rule this protocol gives close `code`; consulted after the
+    /// user's overrides and before the default table.
+    fn close_rule(&self, code: u16) -> Option<CloseRule> {
+        let _ = code;
+        None
     }
 
-    fn encode(&mut self, frame: &wire::Frame) -> Option<Frame> {
-        Some(Frame::Binary(frame.to_bytes()))
-    }
-
-    fn decode(&mut self, frame: Frame, limits: &Limits) -> Result<Inbound, ProtocolError> {
-        match frame {
-            Frame::Binary(b) => Ok(Inbound::Frame(wire::decode(b, limits)?)),
-            _ => Err(ProtocolError::UnexpectedText),
-        }
-    }
+    /// The transport is gone: forget per-connection state.
+    fn on_closed(&mut self) {}
 }
 
 /// The channel a frame is about, for validation of user input.

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use crate::error::SendError;
 use crate::payload::{Payload, Text};
-use crate::protocol::check_channel;
+use crate::protocol::{check_channel, Capabilities};
 use crate::wire::Limits;
 
 /// What a session refuses for good, whatever its state: a message too large
@@ -17,7 +17,7 @@ use crate::wire::Limits;
 #[derive(Debug, Clone)]
 pub struct SendLimits {
     protocol: &'static str,
-    has_session: bool,
+    caps: Capabilities,
     queue_max_bytes: usize,
     wire: Limits,
 }
@@ -25,13 +25,13 @@ pub struct SendLimits {
 impl SendLimits {
     pub(crate) fn new(
         protocol: &'static str,
-        has_session: bool,
+        caps: Capabilities,
         queue_max_bytes: usize,
         wire: Limits,
     ) -> Self {
         SendLimits {
             protocol,
-            has_session,
+            caps,
             queue_max_bytes,
             wire,
         }
@@ -41,8 +41,14 @@ impl SendLimits {
     /// queue; otherwise the refusal it would give.
     pub fn check(&self, channel: Option<&Text>, payload: &Payload) -> Result<(), SendError> {
         let channel_len = channel.map_or(0, Text::len);
+        if channel.is_none() && self.caps.channel_required {
+            return Err(SendError::Unsupported {
+                protocol: self.protocol,
+                what: "messages without a channel",
+            });
+        }
         if let Some(channel) = channel {
-            if !self.has_session {
+            if !self.caps.channels {
                 return Err(SendError::Unsupported {
                     protocol: self.protocol,
                     what: "channels",
@@ -50,9 +56,8 @@ impl SendLimits {
             }
             check_channel(channel, &self.wire)?;
         }
-        if self.has_session {
-            // The PUBLISH header is at most 1 + 10 + 1 + 2 + channel bytes.
-            let frame_len = payload.len() + channel_len + 14;
+        if let Some(overhead) = self.caps.frame_overhead {
+            let frame_len = payload.len() + channel_len + overhead;
             if frame_len > self.wire.max_frame_len {
                 return Err(SendError::TooLarge {
                     len: frame_len,

@@ -1,6 +1,6 @@
 //! The session: one long-lived connection's whole life, as a state machine.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::action::Action;
@@ -11,13 +11,19 @@ use crate::error::SendError;
 use crate::event::{Event, SessionInfo, State, TerminalReason};
 use crate::keepalive::{Keepalive, PingDue};
 use crate::payload::{Payload, Text};
-use crate::protocol::{check_channel, Inbound, Protocol, ProtocolError};
+use crate::protocol::{
+    check_channel, Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output,
+    Protocol, ProtocolError, Ready,
+};
 use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
 use crate::secret::{AuthToken, ResumeToken};
 use crate::timer::{deadline, Timer, TimerTable};
 use crate::transport::{CloseFrame, DialFailure, Frame, SizeLimit};
-use crate::wire::{self, error_code};
+
+/// How many runs of handed-over frames a session remembers (see
+/// `Session::handed`).
+const MAX_HANDED_RUNS: usize = 64;
 
 /// The token provider could not produce a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +59,7 @@ enum Phase {
     Idle,
     FetchingToken,
     Dialing,
-    /// Transport open, HELLO sent, waiting for WELCOME.
+    /// Transport open, handshake sent, waiting for the protocol's reply.
     Handshaking,
     Connected,
     /// Backing off before the next attempt.
@@ -107,6 +113,20 @@ enum Delay {
 pub struct Session {
     config: Config,
     protocol: Box<dyn Protocol>,
+    caps: Capabilities,
+    /// Frames and facts from the protocol, drained after every call to it.
+    out: Output,
+    /// What the current transport was handed, oldest first, as runs of
+    /// (application message or not, how many): enough to tell messages from
+    /// control frames among those [`handle_unsent`](Self::handle_unsent)
+    /// brings back, which are always the last ones handed over.
+    handed: VecDeque<(bool, u32)>,
+    /// The handshake reply awaited, for the reason given when it is late.
+    awaiting: &'static str,
+    /// The token of the dial in flight or the open transport.
+    token: Option<AuthToken>,
+    /// The largest message the last server said it takes.
+    server_max_message: Option<usize>,
     rng: Rng,
     ladder: Ladder,
     timers: TimerTable,
@@ -148,7 +168,8 @@ pub struct Session {
     /// while connected; a handshake that fails before WELCOME leaves it).
     lost_at: Option<Instant>,
     info: Option<SessionInfo>,
-    subscriptions: BTreeSet<Text>,
+    /// Subscription key → spec (what the protocol needs to renew it).
+    subscriptions: BTreeMap<Text, Payload>,
     /// Highest inbound offset delivered to the application.
     delivered: u64,
     /// Highest inbound offset reported to the server.
@@ -167,7 +188,13 @@ impl Session {
             rng: Rng::new(config.seed.unwrap_or(0)),
             ladder: Ladder::new(config.backoff.clone()),
             queue: Queue::new(config.queue_max_messages, config.queue_max_bytes),
+            caps: protocol.capabilities(),
             protocol: Box::new(protocol),
+            out: Output::default(),
+            handed: VecDeque::new(),
+            awaiting: "handshake reply",
+            token: None,
+            server_max_message: None,
             timers: TimerTable::default(),
             keepalive,
             phase: Phase::Idle,
@@ -190,7 +217,7 @@ impl Session {
             resume: None,
             lost_at: None,
             info: None,
-            subscriptions: BTreeSet::new(),
+            subscriptions: BTreeMap::new(),
             delivered: 0,
             reported_offset: 0,
             unreported: 0,
@@ -246,14 +273,15 @@ impl Session {
         self.queue.bytes()
     }
 
-    /// The server-side session, once a [`Wire`](crate::Wire) WELCOME came.
+    /// The server-side session, once the protocol's handshake reported one
+    /// (a [`Wire`](crate::Wire) WELCOME).
     pub fn session_info(&self) -> Option<&SessionInfo> {
         self.info.as_ref()
     }
 
-    /// The channels this session wants to be subscribed to.
+    /// The subscription keys (channels) this session wants.
     pub fn subscriptions(&self) -> impl Iterator<Item = &Text> {
-        self.subscriptions.iter()
+        self.subscriptions.keys()
     }
 
     /// The highest inbound offset delivered to the application.
@@ -266,7 +294,7 @@ impl Session {
     pub fn send_limits(&self) -> SendLimits {
         SendLimits::new(
             self.protocol.name(),
-            self.protocol.has_session(),
+            self.caps,
             self.config.queue_max_bytes,
             self.config.wire_limits,
         )
@@ -317,29 +345,69 @@ impl Session {
         self.enqueue(now, Some(channel.into()), payload)
     }
 
-    /// Subscribe to a channel ([`Wire`](crate::Wire) only). The subscription
-    /// is renewed after every reconnect the server did not keep it through.
+    /// Subscribe to a channel, for protocols whose subscriptions need
+    /// nothing but a name ([`Wire`](crate::Wire)). The subscription is
+    /// renewed after every reconnect the server did not keep it through.
     pub fn handle_subscribe(
         &mut self,
         now: Instant,
         channel: impl Into<Text>,
     ) -> Result<(), SendError> {
-        let channel = self.subscription_input(now, channel.into())?;
-        if self.subscriptions.insert(channel.clone()) && self.phase == Phase::Connected {
-            self.send_control(wire::Frame::Subscribe { channel });
+        self.handle_subscribe_with(now, channel, Payload::binary(bytes::Bytes::new()))
+    }
+
+    /// Subscribe under `key` with the protocol's `spec`: the message
+    /// ([`Raw`](crate::Raw)), the query, the subject. Sent now when
+    /// connected and again after every connect, before anything queued.
+    /// Subscribing again under a key replaces its spec (sent at once when
+    /// connected).
+    pub fn handle_subscribe_with(
+        &mut self,
+        now: Instant,
+        key: impl Into<Text>,
+        spec: Payload,
+    ) -> Result<(), SendError> {
+        let key = self.subscription_input(now, key.into())?;
+        if self.caps.subscription_spec && spec.is_empty() {
+            return Err(self.unsupported("subscriptions without a spec"));
+        }
+        self.protocol.check_subscription(&key, &spec)?;
+        let changed = self.subscriptions.get(&key) != Some(&spec);
+        if changed {
+            self.subscriptions.insert(key.clone(), spec.clone());
+            if self.phase == Phase::Connected {
+                self.protocol.subscribe(&key, &spec, &mut self.out);
+                self.drain_frames();
+            }
         }
         Ok(())
     }
 
-    /// Drop a subscription ([`Wire`](crate::Wire) only).
+    /// Drop a subscription.
     pub fn handle_unsubscribe(
         &mut self,
         now: Instant,
         channel: impl Into<Text>,
     ) -> Result<(), SendError> {
-        let channel = self.subscription_input(now, channel.into())?;
-        if self.subscriptions.remove(&channel) && self.phase == Phase::Connected {
-            self.send_control(wire::Frame::Unsubscribe { channel });
+        self.handle_unsubscribe_with(now, channel, None)
+    }
+
+    /// Drop subscription `key`; while connected the protocol ends it on
+    /// the server, sending `message` with it if the protocol takes one
+    /// ([`Raw`](crate::Raw) sends it as it is).
+    pub fn handle_unsubscribe_with(
+        &mut self,
+        now: Instant,
+        key: impl Into<Text>,
+        message: Option<Payload>,
+    ) -> Result<(), SendError> {
+        let key = self.subscription_input(now, key.into())?;
+        if let Some(spec) = self.subscriptions.remove(&key) {
+            if self.phase == Phase::Connected {
+                self.protocol
+                    .unsubscribe(&key, &spec, message.as_ref(), &mut self.out);
+                self.drain_frames();
+            }
         }
         Ok(())
     }
@@ -448,31 +516,37 @@ impl Session {
         if self.phase != Phase::Dialing {
             return;
         }
-        if self.protocol.has_session() {
-            self.phase = Phase::Handshaking;
-            // A token is good for its lifetime after the connection it came
-            // on was lost (PROTOCOL.md 8.6); a lifetime of 0 never resumes.
-            let resume = match (&self.resume, self.lost_at) {
-                (Some((token, life)), Some(lost))
-                    if !life.is_zero() && now.saturating_duration_since(lost) < *life =>
-                {
-                    Some(token.clone())
-                }
-                (Some((token, life)), None) if !life.is_zero() => Some(token.clone()),
-                _ => None,
-            };
-            if resume.is_none() {
-                self.resume = None;
+        // A token is good for its lifetime after the connection it came on
+        // was lost (PROTOCOL.md 8.6); a lifetime of 0 never resumes.
+        let valid = match (&self.resume, self.lost_at) {
+            (Some((_, life)), Some(lost)) => {
+                !life.is_zero() && now.saturating_duration_since(lost) < *life
             }
-            let hello = wire::Frame::Hello(wire::Hello {
-                version: wire::VERSION,
-                resume_token: resume,
-                last_offset: self.delivered,
-                name: self.config.session_name.clone(),
-            });
-            self.send_control(hello);
-        } else {
-            self.on_connected(now, false, None);
+            (Some((_, life)), None) => !life.is_zero(),
+            _ => false,
+        };
+        if !valid {
+            self.resume = None;
+        }
+        let cx = OpenContext {
+            token: self.token.as_ref(),
+            resume: self.resume.as_ref().map(|(t, _)| t),
+            last_offset: self.delivered,
+            name: self.config.session_name.as_ref(),
+            reconnect: self.ever_connected,
+            limits: &self.config.wire_limits,
+        };
+        let handshake = self.protocol.on_open(&cx, &mut self.out);
+        self.phase = Phase::Handshaking;
+        self.drain_frames();
+        match handshake {
+            Handshake::Await { reply, timeout } => {
+                self.awaiting = reply;
+                if let Some(t) = timeout {
+                    self.timers.set(Timer::ConnectTimeout, deadline(now, t));
+                }
+            }
+            _ => self.on_ready(now, Ready::new()),
         }
         self.sync_state();
     }
@@ -503,10 +577,28 @@ impl Session {
         }
         // Set again below when this frame is itself a non-terminal ERROR.
         self.error_before_close = false;
-        match self.protocol.decode(frame, &self.config.wire_limits) {
-            Ok(Inbound::Data(payload)) => self.on_data(now, payload),
-            Ok(Inbound::Frame(f)) => self.on_frame(now, f),
-            Err(e) => self.protocol_error(now, e),
+        let cx = FrameContext {
+            ready: self.phase == Phase::Connected,
+            limits: &self.config.wire_limits,
+        };
+        let result = self.protocol.on_frame(frame, &cx, &mut self.out);
+        self.drain_frames();
+        match result {
+            Ok(()) => {
+                while let Some(fact) = self.out.pop_fact() {
+                    if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+                        // An earlier fact ended the transport: the rest of
+                        // what it carried is moot.
+                        self.out.clear_facts();
+                        break;
+                    }
+                    self.on_fact(now, fact);
+                }
+            }
+            Err(e) => {
+                self.out.clear_facts();
+                self.protocol_error(now, e);
+            }
         }
         self.sync_state();
     }
@@ -521,7 +613,11 @@ impl Session {
             Some(c) => (Some(c.code), c.reason),
             None => (None, "connection lost".to_owned()),
         };
-        let mut rule = self.config.close_policy.rule_for(code);
+        let protocol = &self.protocol;
+        let mut rule = self
+            .config
+            .close_policy
+            .rule_with(code, |c| protocol.close_rule(c));
         if std::mem::take(&mut self.error_before_close) && matches!(rule, CloseRule::Terminal(_)) {
             // The ERROR just before the close said reconnecting can help, and
             // receivers act on the flag, not the code (PROTOCOL.md 6). Step
@@ -556,7 +652,11 @@ impl Session {
             "inbound {} of {size} bytes over the {max}-byte limit",
             limit.name()
         );
-        let rule = self.config.close_policy.rule_for(Some(1009));
+        let protocol = &self.protocol;
+        let rule = self
+            .config
+            .close_policy
+            .rule_with(Some(1009), |c| protocol.close_rule(c));
         self.lost(now, Some(1009), reason, rule);
         self.sync_state();
     }
@@ -576,12 +676,14 @@ impl Session {
     /// them in the order they came. A frame written to a transport that then
     /// died stays at most once.
     ///
-    /// Without a session layer ([`Raw`](crate::Raw)) application messages
-    /// go back to the front of the queue, in order, and are written first,
-    /// as they were encoded, on the next transport; pings are dropped (the
-    /// session writes no other frame there). With one
-    /// ([`Wire`](crate::Wire)) nothing is taken: every unacknowledged
-    /// PUBLISH is still queued and is written again anyway, and HELLO,
+    /// Without acknowledged delivery ([`Raw`](crate::Raw),
+    /// [`GraphqlWs`](crate::GraphqlWs), [`Nats`](crate::Nats)) application
+    /// messages go back to the front of the queue, in order, and are written
+    /// first, as they were encoded, on the next transport; control frames
+    /// (pings, handshakes, resubscriptions) are dropped, since the next
+    /// transport makes its own. With it ([`Wire`](crate::Wire)) nothing is
+    /// taken: every unacknowledged PUBLISH is still queued and is written
+    /// again anyway, and HELLO,
     /// SUBSCRIBE and RECEIVED are rebuilt for the next transport. A closed
     /// session takes nothing.
     pub fn handle_unsent(
@@ -590,18 +692,35 @@ impl Session {
         frames: impl IntoIterator<Item = Frame>,
     ) -> usize {
         self.clock(now);
-        if self.protocol.has_session() || self.phase == Phase::Closed {
+        let handed = std::mem::take(&mut self.handed);
+        if self.caps.acked_delivery || self.phase == Phase::Closed {
             return 0;
         }
-        // Without a session layer the session's only text and binary frames
-        // are the queue's messages: a future control message of that shape
-        // must be told apart here before it could come back as user data.
+        // Pings and pongs are never messages and are not recorded.
+        let frames: Vec<Frame> = frames
+            .into_iter()
+            .filter(|f| matches!(f, Frame::Text(_) | Frame::Binary(_)))
+            .collect();
+        // The unwritten frames are the newest ones handed over: pair them
+        // with the record from its end. A frame older than the record is
+        // taken for a control frame and dropped, since writing a control
+        // frame twice can break the next session (a graphql-ws id reused).
+        let mut kinds: Vec<bool> = handed
+            .iter()
+            .rev()
+            .flat_map(|&(message, n)| std::iter::repeat_n(message, n as usize))
+            .take(frames.len())
+            .collect();
+        kinds.reverse();
+        let skip = frames.len() - kinds.len();
         let messages: Vec<Payload> = frames
             .into_iter()
-            .filter_map(|frame| match frame {
-                Frame::Text(t) => Some(Payload::text(t)),
-                Frame::Binary(b) => Some(Payload::binary(b)),
-                Frame::Ping(_) | Frame::Pong(_) => None,
+            .skip(skip)
+            .zip(kinds)
+            .filter_map(|(frame, message)| match frame {
+                Frame::Text(t) if message => Some(Payload::text(t)),
+                Frame::Binary(b) if message => Some(Payload::binary(b)),
+                _ => None,
             })
             .collect();
         let n = messages.len();
@@ -669,7 +788,7 @@ impl Session {
     fn subscription_input(&mut self, now: Instant, channel: Text) -> Result<Text, SendError> {
         self.clock(now);
         self.check_open()?;
-        if !self.protocol.has_session() {
+        if !self.caps.subscriptions {
             return Err(self.unsupported("subscriptions"));
         }
         check_channel(&channel, &self.config.wire_limits)?;
@@ -684,6 +803,15 @@ impl Session {
     ) -> Result<u64, SendError> {
         self.clock(now);
         self.send_limits().check(channel.as_ref(), &payload)?;
+        self.protocol.check_publish(channel.as_ref(), &payload)?;
+        if let Some(max) = self.server_max_message {
+            if payload.len() > max {
+                return Err(SendError::TooLarge {
+                    len: payload.len(),
+                    max,
+                });
+            }
+        }
         self.check_open()?;
         let seq = self.queue.push(channel, payload)?;
         if self.phase == Phase::Connected {
@@ -697,46 +825,73 @@ impl Session {
         let Session {
             queue,
             protocol,
-            actions,
+            out,
+            caps,
             ..
         } = self;
-        if protocol.has_session() {
+        let caps_acked = caps.acked_delivery;
+        if caps_acked {
+            // Kept until acknowledged, and written again after a reconnect.
             while let Some(e) = queue.next_unsent() {
-                let frame = wire::Frame::Publish {
-                    seq: e.seq,
-                    channel: e.channel.clone(),
-                    payload: e.payload.clone(),
-                };
-                if let Some(f) = protocol.encode(&frame) {
-                    actions.push_back(Action::Send(f));
-                }
+                protocol.publish(
+                    Outgoing {
+                        seq: e.seq,
+                        channel: e.channel.as_ref(),
+                        payload: &e.payload,
+                    },
+                    out,
+                );
             }
-        } else {
-            while let Some(e) = queue.pop_unsent() {
-                if e.encoded {
-                    actions.push_back(Action::Send(encoded_frame(&e.payload)));
-                    continue;
-                }
-                let frame = wire::Frame::Publish {
+        }
+        self.drain_frames();
+        if caps_acked {
+            return;
+        }
+        while let Some(e) = self.queue.pop_unsent() {
+            if e.encoded {
+                // Handed back unwritten by the last transport: as it was.
+                self.hand_over(encoded_frame(&e.payload), true);
+                continue;
+            }
+            self.protocol.publish(
+                Outgoing {
                     seq: e.seq,
-                    channel: e.channel,
-                    payload: e.payload,
-                };
-                if let Some(f) = protocol.encode(&frame) {
-                    actions.push_back(Action::Send(f));
-                }
+                    channel: e.channel.as_ref(),
+                    payload: &e.payload,
+                },
+                &mut self.out,
+            );
+            while let Some(f) = self.out.pop_frame() {
+                self.hand_over(f, true);
             }
         }
     }
 
-    fn send_control(&mut self, frame: wire::Frame) {
-        debug_assert!(
-            self.protocol.has_session(),
-            "without a session layer only messages and pings are written (see handle_unsent)"
-        );
-        if let Some(f) = self.protocol.encode(&frame) {
-            self.actions.push_back(Action::Send(f));
+    /// Turns the frames the protocol wrote into send actions, in order.
+    fn drain_frames(&mut self) {
+        while let Some(f) = self.out.pop_frame() {
+            self.hand_over(f, false);
         }
+    }
+
+    /// One [`Action::Send`], recorded for [`handle_unsent`](Self::handle_unsent).
+    fn hand_over(&mut self, frame: Frame, message: bool) {
+        if matches!(frame, Frame::Ping(_) | Frame::Pong(_)) {
+            self.actions.push_back(Action::Send(frame));
+            return;
+        }
+        match self.handed.back_mut() {
+            Some((m, n)) if *m == message => *n = n.saturating_add(1),
+            _ => {
+                self.handed.push_back((message, 1));
+                // What comes back unwritten is a short tail; older runs only
+                // cost memory on a long-lived connection.
+                if self.handed.len() > MAX_HANDED_RUNS {
+                    self.handed.pop_front();
+                }
+            }
+        }
+        self.actions.push_back(Action::Send(frame));
     }
 
     fn start_attempt(&mut self, now: Instant) {
@@ -755,13 +910,21 @@ impl Session {
 
     fn dial(&mut self, token: Option<AuthToken>) {
         self.phase = Phase::Dialing;
+        self.handed.clear();
+        self.token.clone_from(&token);
         self.actions.push_back(Action::Dial {
             attempt: self.attempts,
             token,
         });
     }
 
-    fn on_connected(&mut self, now: Instant, resumed: bool, session: Option<SessionInfo>) {
+    fn on_connected(
+        &mut self,
+        now: Instant,
+        resumed: bool,
+        session: Option<SessionInfo>,
+        heartbeat: Option<Duration>,
+    ) {
         self.phase = Phase::Connected;
         for t in [Timer::ConnectTimeout, Timer::Backoff, Timer::Stuck] {
             self.timers.stop(t);
@@ -774,7 +937,7 @@ impl Session {
         self.error_before_close = false;
         self.hint = None;
         if let Some(k) = &mut self.keepalive {
-            let first = k.start(now, &mut self.rng);
+            let first = k.start(now, &mut self.rng, heartbeat);
             self.timers.set(Timer::Ping, first);
         }
         // State first, so that a consumer reacting to `Connected` reads
@@ -791,29 +954,23 @@ impl Session {
         }
     }
 
-    fn on_data(&mut self, now: Instant, payload: Payload) {
-        if self.phase != Phase::Connected {
-            return self.protocol_error(now, ProtocolError::UnexpectedText);
-        }
-        self.events.push_back(Event::Message {
-            channel: None,
-            offset: None,
-            payload,
-        });
-    }
-
-    fn on_frame(&mut self, now: Instant, frame: wire::Frame) {
-        use wire::Frame as F;
+    /// One fact the protocol found in a message.
+    fn on_fact(&mut self, now: Instant, fact: Inbound) {
         let handshaking = self.phase == Phase::Handshaking;
-        match frame {
-            F::Welcome(w) if handshaking => self.on_welcome(now, w),
-            F::GoingAway {
-                retry_after_ms,
-                window_ms,
+        match fact {
+            Inbound::Ready(ready) if handshaking => self.on_ready(now, ready),
+            Inbound::Ready(_) => self.protocol_error(
+                now,
+                ProtocolError::invalid(self.protocol.name(), "handshake reply while connected"),
+            ),
+            Inbound::GoingAway {
+                retry_after,
+                window,
+                leave,
             } => {
                 let cap = self.config.max_server_delay;
-                let retry_after = Duration::from_millis(retry_after_ms).min(cap);
-                let window = Duration::from_millis(window_ms).min(cap);
+                let retry_after = retry_after.min(cap);
+                let window = window.min(cap);
                 let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
                 let spread = Duration::from_millis(self.rng.below_inclusive(window_ms));
                 self.hint = Some(retry_after.saturating_add(spread).min(cap));
@@ -821,70 +978,76 @@ impl Session {
                     retry_after,
                     window,
                 });
+                if leave {
+                    // The server closes everyone soon; leaving now and
+                    // coming back after the spread hint keeps a fleet from
+                    // returning in one wave.
+                    self.close_transport(1001, "server going away");
+                    let rule = CloseRule::Reconnect { honour_hint: true };
+                    self.lost(now, None, "server going away".into(), rule);
+                }
             }
-            F::Error {
-                code,
-                terminal: true,
-                reason,
-            } => {
-                let why = match code {
-                    error_code::UNSUPPORTED_VERSION => TerminalReason::UnsupportedVersion,
-                    error_code::NAME_UNAVAILABLE => TerminalReason::NameUnavailable,
-                    error_code::UNAUTHORIZED => TerminalReason::Unauthorized,
-                    c => TerminalReason::ServerError(c),
-                };
-                self.close_transport(1000, "terminal error");
-                self.finish(why, Some(code), reason.to_string());
+            Inbound::Failed { code, reason, rule } => {
+                self.close_transport(1000, "server error");
+                let code = (code != 0).then_some(code);
+                match rule {
+                    CloseRule::Terminal(why) => self.finish(why, code, reason.to_string()),
+                    rule => self.lost(now, code, reason.to_string(), rule),
+                }
             }
-            F::Error { code, reason, .. } => {
+            Inbound::ServerError { code, reason } => {
                 self.error_before_close = true;
                 self.events.push_back(Event::ServerError { code, reason });
             }
-            f if handshaking => {
-                self.protocol_error(now, ProtocolError::unexpected(f.kind(), "before WELCOME"))
-            }
-            F::Ack { seq } => self.on_ack(now, seq),
-            F::Message {
-                offset,
-                channel,
+            _ if handshaking => self.protocol_error(now, ProtocolError::DataBeforeReady),
+            Inbound::Acked { seq } => self.on_ack(now, seq),
+            Inbound::Data {
+                key,
+                offset: Some(offset),
                 payload,
-            } => self.on_message(now, offset, channel, payload),
-            F::Subscribed { channel } => self.events.push_back(Event::Subscribed { channel }),
-            F::SubscribeError {
-                channel,
-                code,
-                reason,
-            } => {
-                self.subscriptions.remove(&channel);
+            } => self.on_message(now, offset, key, payload),
+            Inbound::Data {
+                key,
+                offset: None,
+                payload,
+            } => self.events.push_back(Event::Message {
+                channel: key,
+                offset: None,
+                payload,
+            }),
+            Inbound::Subscribed { key } => {
+                self.events.push_back(Event::Subscribed { channel: key })
+            }
+            Inbound::SubscribeFailed { key, code, reason } => {
+                self.subscriptions.remove(&key);
                 self.events.push_back(Event::SubscribeFailed {
-                    channel,
+                    channel: key,
                     code,
                     reason,
                 });
             }
-            f => self.protocol_error(now, ProtocolError::unexpected(f.kind(), "from a server")),
+            Inbound::SubscriptionEnded { key } => {
+                if self.subscriptions.remove(&key).is_some() {
+                    self.events
+                        .push_back(Event::SubscriptionEnded { channel: key });
+                }
+            }
         }
     }
 
-    fn on_welcome(&mut self, now: Instant, w: wire::Welcome) {
-        if w.version != wire::VERSION {
-            // A protocol error, not the end (PROTOCOL.md 7.4): in a rolling
-            // deploy the next node may well speak our version, and the
-            // ladder keeps a server that never does from costing more than
-            // `max_attempts` slow tries.
-            return self.protocol_error(
-                now,
-                ProtocolError::VersionMismatch {
-                    chosen: w.version,
-                    offered: wire::VERSION,
-                },
-            );
-        }
-        let info = SessionInfo {
-            id: w.session_id,
-            name: w.name,
-        };
-        if !w.resumed {
+    /// The handshake completed (at once, for protocols without one).
+    fn on_ready(&mut self, now: Instant, ready: Ready) {
+        let Ready {
+            session,
+            resumed,
+            resume,
+            last_client_seq,
+            kept,
+            heartbeat,
+            max_message,
+        } = ready;
+        self.server_max_message = max_message;
+        if !resumed {
             // Whether the server refused the token or we no longer presented
             // it (expired on our clock), the old session and its name are gone.
             if let Some(previous) = self.info.take() {
@@ -895,35 +1058,41 @@ impl Session {
             self.reported_offset = 0;
             self.unreported = 0;
         }
-        self.resume = (!w.resume_token.is_empty())
-            .then(|| (w.resume_token, Duration::from_millis(w.token_lifetime_ms)));
-        self.info = Some(info.clone());
+        self.resume = resume;
+        self.info.clone_from(&session);
         self.queue.rewind();
-        if w.last_client_seq > 0 {
+        if last_client_seq > 0 {
             let highest = self.queue.last_seq();
-            let seq = w.last_client_seq.min(highest);
+            let seq = last_client_seq.min(highest);
             if self.queue.ack_through(seq) > 0 {
                 self.events.push_back(Event::Acked { seq });
             }
         }
-        let kept: BTreeSet<Text> = w.kept.into_iter().collect();
-        let (confirmed, renew): (Vec<Text>, Vec<Text>) = self
-            .subscriptions
-            .iter()
-            .cloned()
-            .partition(|c| kept.contains(c));
-        for channel in renew {
-            self.send_control(wire::Frame::Subscribe { channel });
-        }
-        // Kept channels the user dropped while disconnected (PROTOCOL.md 8.3).
-        for channel in kept.iter().filter(|c| !self.subscriptions.contains(*c)) {
-            if let Some(f) = self.protocol.encode(&wire::Frame::Unsubscribe {
-                channel: channel.clone(),
-            }) {
-                self.actions.push_back(Action::Send(f));
+        let kept: BTreeSet<Text> = kept.into_iter().collect();
+        let mut confirmed = Vec::new();
+        {
+            let Session {
+                subscriptions,
+                protocol,
+                out,
+                ..
+            } = self;
+            for (key, spec) in subscriptions.iter() {
+                if kept.contains(key) {
+                    confirmed.push(key.clone());
+                } else {
+                    protocol.subscribe(key, spec, out);
+                }
+            }
+            // Kept subscriptions the user dropped while disconnected
+            // (PROTOCOL.md 8.3).
+            let empty = Payload::binary(bytes::Bytes::new());
+            for key in kept.iter().filter(|k| !subscriptions.contains_key(*k)) {
+                protocol.unsubscribe(key, &empty, None, out);
             }
         }
-        self.on_connected(now, w.resumed, Some(info));
+        self.drain_frames();
+        self.on_connected(now, resumed, session, heartbeat);
         // After `Connected`, so that events about the session follow the
         // event that introduces it (unless it closed at once).
         if self.phase == Phase::Connected {
@@ -977,9 +1146,8 @@ impl Session {
         self.unreported = 0;
         if self.delivered > self.reported_offset && self.phase == Phase::Connected {
             self.reported_offset = self.delivered;
-            self.send_control(wire::Frame::Received {
-                offset: self.delivered,
-            });
+            self.protocol.report_offset(self.delivered, &mut self.out);
+            self.drain_frames();
         }
     }
 
@@ -994,9 +1162,10 @@ impl Session {
                     self.dial_failed(now, DialFailure::Timeout);
                 }
                 Phase::Handshaking => {
-                    self.close_transport(1002, "no WELCOME in time");
+                    let why = format!("no {} in time", self.awaiting);
+                    self.close_transport(1002, &why);
                     let rule = CloseRule::Reconnect { honour_hint: true };
-                    self.lost(now, None, "no WELCOME in time".into(), rule);
+                    self.lost(now, None, why, rule);
                 }
                 _ => {}
             },
@@ -1017,7 +1186,7 @@ impl Session {
                         deadline,
                         next,
                     } => {
-                        self.actions.push_back(Action::Send(Frame::Ping(payload)));
+                        self.send_heartbeat(payload);
                         if !self.timers.is_set(Timer::PongDeadline) {
                             self.timers.set(Timer::PongDeadline, deadline);
                         }
@@ -1052,10 +1221,19 @@ impl Session {
     fn probe(&mut self, now: Instant) {
         let Some(k) = &mut self.keepalive else { return };
         let (payload, deadline) = k.probe(now);
-        self.actions.push_back(Action::Send(Frame::Ping(payload)));
+        self.send_heartbeat(payload);
         if !self.timers.is_set(Timer::PongDeadline) {
             self.timers.set(Timer::PongDeadline, deadline);
         }
+    }
+
+    /// The protocol's own heartbeat when it has one, else a WebSocket ping
+    /// with `payload`. Either way any inbound message is the answer.
+    fn send_heartbeat(&mut self, payload: bytes::Bytes) {
+        if !self.protocol.heartbeat(&mut self.out) {
+            self.out.send(Frame::Ping(payload));
+        }
+        self.drain_frames();
     }
 
     fn token_failed(&mut self, now: Instant, failure: TokenFailure) {
@@ -1135,6 +1313,7 @@ impl Session {
         }
         self.unreported = 0;
         self.error_before_close = false;
+        self.protocol.on_closed();
         let established = self.phase == Phase::Connected;
         if established {
             // Only the loss of an established session starts the resume
@@ -1245,8 +1424,8 @@ impl Session {
         let reason = error.to_string();
         self.events.push_back(Event::ProtocolError { error });
         if matches!(self.phase, Phase::Handshaking | Phase::Connected) {
-            // Tell the server why before the 1002 (PROTOCOL.md 3.3); a
-            // protocol without an ERROR frame does not encode it.
+            // Tell the server why before the close (PROTOCOL.md 3.3), when
+            // the protocol has a way to.
             let mut why = reason.clone();
             let max = self.config.wire_limits.max_reason_len;
             if why.len() > max {
@@ -1256,13 +1435,11 @@ impl Session {
                 }
                 why.truncate(cut);
             }
-            self.send_control(wire::Frame::Error {
-                code: error_code::MALFORMED_FRAME,
-                terminal: false,
-                reason: Text::from(why),
-            });
+            self.protocol.report_error(&why, &mut self.out);
+            self.drain_frames();
         }
-        self.close_transport(1002, "protocol error");
+        let code = self.protocol.protocol_error_close();
+        self.close_transport(code, "protocol error");
         self.lost(
             now,
             None,

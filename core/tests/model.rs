@@ -369,7 +369,7 @@ impl StateMachineTest for SessionTest {
             .unwrap();
         let now = Instant::now();
         Sut {
-            session: Session::new(config, Raw),
+            session: Session::new(config, Raw::new()),
             now,
             dialing: false,
             delays: Vec::new(),

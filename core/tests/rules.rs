@@ -33,7 +33,7 @@ impl T {
         let s = if wire {
             Session::new(config, Wire)
         } else {
-            Session::new(config, Raw)
+            Session::new(config, Raw::new())
         };
         T {
             s,

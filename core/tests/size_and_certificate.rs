@@ -29,7 +29,7 @@ fn drain(s: &mut Session) -> (Vec<Action>, Vec<Event>) {
 
 fn connected(b: ConfigBuilder) -> (Session, Instant) {
     let now = Instant::now();
-    let mut s = Session::new(b.build().unwrap(), Raw);
+    let mut s = Session::new(b.build().unwrap(), Raw::new());
     s.handle_connect(now);
     s.handle_dial_ok(now);
     drain(&mut s);
@@ -114,7 +114,7 @@ fn a_server_1009_is_terminal_too() {
 
 fn dial_rejected(b: ConfigBuilder) -> (Session, Vec<Event>) {
     let now = Instant::now();
-    let mut s = Session::new(b.build().unwrap(), Raw);
+    let mut s = Session::new(b.build().unwrap(), Raw::new());
     s.handle_connect(now);
     drain(&mut s);
     s.handle_dial_failed(

@@ -24,7 +24,7 @@ fn session(wire: bool) -> Session {
     if wire {
         Session::new(config, Wire)
     } else {
-        Session::new(config, Raw)
+        Session::new(config, Raw::new())
     }
 }
 
@@ -274,4 +274,46 @@ proptest! {
         prop_assert_eq!(s.queued(), 0);
         prop_assert_eq!(s.queued_bytes(), 0);
     }
+}
+
+/// A Raw feed's on-connect and resubscribe messages are control frames: if
+/// the transport never wrote them they are not queued as data (the next
+/// transport sends its own), while the application message among them is.
+#[test]
+fn control_frames_handed_back_are_not_requeued_as_messages() {
+    let config = Config::builder()
+        .seed(7)
+        .ping_interval(None)
+        .build()
+        .unwrap();
+    let raw = Raw::new().on_connect(Payload::text("auth"));
+    let mut s = Session::new(config, raw);
+    let mut now = Instant::now();
+    s.handle_subscribe_with(now, "btc", Payload::text("sub btc"))
+        .unwrap();
+    s.handle_connect(now);
+    s.handle_send(now, Payload::text("data")).unwrap();
+    s.handle_dial_ok(now);
+    let handed = sends(&mut s);
+    let text = |f: &Frame| match f {
+        Frame::Text(t) => t.to_string(),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(
+        handed.iter().map(text).collect::<Vec<_>>(),
+        ["auth", "sub btc", "data"]
+    );
+    assert_eq!(
+        s.handle_unsent(now, handed),
+        1,
+        "only the message comes back"
+    );
+    s.handle_transport_closed(now, None);
+    now += Duration::from_millis(1);
+    reconnect(&mut s, &mut now);
+    assert_eq!(
+        sends(&mut s).iter().map(text).collect::<Vec<_>>(),
+        ["auth", "sub btc", "data"],
+        "control frames rebuilt once, the message written once"
+    );
 }

@@ -333,7 +333,7 @@ pub fn run(cfg: &FleetConfig) -> FleetReport {
     let mut clients: Vec<Client> = (0..cfg.clients)
         .map(|i| {
             let config = cfg.config.clone().with_seed(client_seed(cfg.seed, i));
-            let mut session = Session::new(config, Raw);
+            let mut session = Session::new(config, Raw::new());
             let t0 = at(0);
             session.handle_connect(t0);
             while let Some(a) = session.poll_action() {

@@ -23,7 +23,7 @@ pub fn drain(s: &mut Session) {
 
 /// A Raw session with an open transport.
 pub fn connected_raw(now: Instant) -> Session {
-    let mut s = Session::new(config(), Raw);
+    let mut s = Session::new(config(), Raw::new());
     s.handle_connect(now);
     drain(&mut s);
     s.handle_dial_ok(now);
@@ -118,6 +118,51 @@ pub fn wire_inbound(s: &mut Session, now: Instant, frame: Bytes) -> Option<Event
 /// One inbound Raw message: deliver and take the event.
 pub fn raw_inbound(s: &mut Session, now: Instant, frame: Bytes) -> Option<Event> {
     s.handle_frame(now, Frame::Binary(frame));
+    let e = s.poll_event();
+    debug_assert!(matches!(e, Some(Event::Message { .. })));
+    e
+}
+
+/// A GraphqlWs session past its `connection_ack`, with subscription "1".
+#[allow(dead_code)] // the alloc bench does not use it
+pub fn connected_graphql(now: Instant) -> Session {
+    let mut s = Session::new(config(), redial_core::GraphqlWs::new());
+    let spec = redial_core::GraphqlWs::subscription("subscription { x }", None)
+        .expect("valid subscription");
+    s.handle_subscribe_with(now, "1", spec)
+        .expect("subscriptions are supported");
+    s.handle_connect(now);
+    drain(&mut s);
+    s.handle_dial_ok(now);
+    drain(&mut s); // connection_init
+    s.handle_frame(
+        now,
+        Frame::Text(redial_core::Text::from(r#"{"type":"connection_ack"}"#)),
+    );
+    let mut connected = false;
+    while let Some(e) = s.poll_event() {
+        connected |= matches!(e, Event::Connected { .. });
+    }
+    while s.poll_action().is_some() {}
+    assert!(connected, "the ack connects the session");
+    s
+}
+
+/// A `next` message for subscription "1" whose whole text is `len` bytes.
+#[allow(dead_code)]
+pub fn graphql_next(len: usize) -> redial_core::Text {
+    let head = r#"{"type":"next","id":"1","payload":{"data":{"x":""#;
+    let tail = r#""}}}"#;
+    let body = len - head.len() - tail.len();
+    let text = format!("{head}{}{tail}", "a".repeat(body));
+    assert_eq!(text.len(), len);
+    redial_core::Text::from(text)
+}
+
+/// One graphql-ws `next` into a connected session, and its event out.
+#[allow(dead_code)]
+pub fn graphql_inbound(s: &mut Session, now: Instant, text: redial_core::Text) -> Option<Event> {
+    s.handle_frame(now, Frame::Text(text));
     let e = s.poll_event();
     debug_assert!(matches!(e, Some(Event::Message { .. })));
     e

@@ -1,0 +1,453 @@
+//! The third-party server launchers work: nats-server and the Node
+//! graphql-ws server start on 127.0.0.1, answer a plain tokio-tungstenite
+//! client speaking through redial-core's codecs, restart on the same port,
+//! refuse bad credentials the way their protocols say, and (NATS) announce
+//! lame duck mode.
+//!
+//! Without nats-server or node (plus `npm ci`) these skip with a message,
+//! unless `CI` is set: then they fail.
+
+// Integration-test helpers: a failed unwrap is a failed test, and these
+// helper functions are not `#[test]` functions, which clippy.toml covers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use redial_core::graphql_ws::{self, close_code, Message as GqlMessage, SubscribePayload};
+use redial_core::nats::{ClientOp, Connect, Credentials, Decoder, ErrKind, Limits, ServerOp};
+use redial_core::AuthToken;
+use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
+use redial_tests::servers::nats::{NatsAuth, NatsOptions, NatsServer};
+use redial_tests::servers::or_skip;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Safety net for one wait; a healthy one takes milliseconds.
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn dial(url: &str, subprotocol: Option<&str>) -> Ws {
+    let mut request = url.into_client_request().unwrap();
+    if let Some(p) = subprotocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+    }
+    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("dial timed out")
+        .expect("dial failed");
+    if let Some(p) = subprotocol {
+        assert_eq!(
+            response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .map(|v| v.to_str().unwrap()),
+            Some(p)
+        );
+    }
+    ws
+}
+
+// ---- NATS ----
+
+/// The next NATS operation, reading WebSocket messages as needed.
+async fn next_op(ws: &mut Ws, decoder: &mut Decoder) -> ServerOp {
+    loop {
+        if let Some(op) = decoder.next_op().expect("server stream decodes") {
+            return op;
+        }
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no NATS operation in time")
+            .expect("stream ended")
+            .expect("WebSocket error");
+        match message {
+            Message::Binary(b) => decoder.push(b),
+            Message::Text(t) => decoder.push(Bytes::copy_from_slice(t.as_bytes())),
+            _ => {}
+        }
+    }
+}
+
+async fn send_ops(ws: &mut Ws, ops: &[ClientOp<'_>]) {
+    let mut out = BytesMut::new();
+    for op in ops {
+        op.encode(&mut out).unwrap();
+    }
+    ws.send(Message::Binary(out.freeze())).await.unwrap();
+}
+
+/// Dials, reads INFO, sends CONNECT and a PING, and returns what answered
+/// the PING (PONG, or -ERR when the credentials are refused).
+async fn nats_connect(server: &NatsServer, credentials: Credentials) -> (Ws, Decoder, ServerOp) {
+    let mut ws = dial(&server.ws_url(), None).await;
+    let mut decoder = Decoder::new(Limits::default());
+    let ServerOp::Info(info) = next_op(&mut ws, &mut decoder).await else {
+        panic!("the first operation is not INFO");
+    };
+    assert!(info.headers, "nats-server 2.9 supports headers");
+    assert!(info.max_payload > 0);
+    decoder.set_max_payload(usize::try_from(info.max_payload).unwrap());
+    let connect = Connect {
+        credentials,
+        name: Some("redial-smoke".into()),
+        no_responders: true,
+    };
+    send_ops(&mut ws, &[ClientOp::Connect(&connect), ClientOp::Ping]).await;
+    let answer = next_op(&mut ws, &mut decoder).await;
+    (ws, decoder, answer)
+}
+
+#[tokio::test]
+async fn nats_server_speaks_the_codec_over_websocket() {
+    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
+        return;
+    };
+    let (mut ws, mut decoder, answer) = nats_connect(&server, Credentials::None).await;
+    assert_eq!(answer, ServerOp::Pong);
+    let headers = redial_core::nats::Headers::build(&[("Trace", "7")]).unwrap();
+    send_ops(
+        &mut ws,
+        &[
+            ClientOp::Sub {
+                subject: "smoke.>",
+                queue: None,
+                sid: 42,
+            },
+            ClientOp::Pub {
+                subject: "smoke.a",
+                reply: Some("inbox.1"),
+                payload: b"one",
+            },
+            ClientOp::HPub {
+                subject: "smoke.b",
+                reply: None,
+                headers: &headers,
+                payload: b"two",
+            },
+        ],
+    )
+    .await;
+    let ServerOp::Msg(first) = next_op(&mut ws, &mut decoder).await else {
+        panic!("not MSG")
+    };
+    assert_eq!((first.subject.as_str(), first.sid), ("smoke.a", 42));
+    assert_eq!(first.reply.as_ref().map(|r| r.as_str()), Some("inbox.1"));
+    assert_eq!(&first.payload[..], b"one");
+    assert!(first.headers.is_none());
+    let ServerOp::Msg(second) = next_op(&mut ws, &mut decoder).await else {
+        panic!("not HMSG")
+    };
+    assert_eq!(&second.payload[..], b"two");
+    assert_eq!(
+        second.headers.as_ref().and_then(|h| h.get("Trace")),
+        Some("7")
+    );
+}
+
+#[tokio::test]
+async fn nats_credentials_are_checked() {
+    let token = NatsOptions {
+        auth: NatsAuth::Token("s3cret".into()),
+        ..NatsOptions::default()
+    };
+    let Some(server) = or_skip(NatsServer::start(token)) else {
+        return;
+    };
+    let (_ws, _, answer) =
+        nats_connect(&server, Credentials::Token(AuthToken::new("s3cret"))).await;
+    assert_eq!(answer, ServerOp::Pong);
+    let (_ws, _, answer) = nats_connect(&server, Credentials::Token(AuthToken::new("wrong"))).await;
+    match answer {
+        ServerOp::Err(e) => {
+            assert_eq!(e.kind, ErrKind::Credentials, "{:?}", e.message);
+            assert_eq!(e.message, "Authorization Violation");
+        }
+        other => panic!("a wrong token was answered with {other:?}"),
+    }
+
+    let user = NatsOptions {
+        auth: NatsAuth::UserPassword {
+            user: "u".into(),
+            password: "p".into(),
+        },
+        ..NatsOptions::default()
+    };
+    let Some(server) = or_skip(NatsServer::start(user)) else {
+        return;
+    };
+    let good = Credentials::UserPassword {
+        user: "u".into(),
+        password: AuthToken::new("p"),
+    };
+    assert_eq!(nats_connect(&server, good).await.2, ServerOp::Pong);
+    let bad = Credentials::UserPassword {
+        user: "u".into(),
+        password: AuthToken::new("q"),
+    };
+    assert!(matches!(
+        nats_connect(&server, bad).await.2,
+        ServerOp::Err(e) if e.kind == ErrKind::Credentials
+    ));
+}
+
+#[tokio::test]
+async fn nats_restart_keeps_the_ports_and_drops_clients() {
+    let Some(mut server) = or_skip(NatsServer::start(NatsOptions::default())) else {
+        return;
+    };
+    let url = server.ws_url();
+    let (mut ws, _, answer) = nats_connect(&server, Credentials::None).await;
+    assert_eq!(answer, ServerOp::Pong);
+    let old_pid = server.pid();
+    server.restart().unwrap();
+    assert_ne!(server.pid(), old_pid);
+    assert_eq!(server.ws_url(), url);
+    // The old connection ends (close frame or error), it does not hang.
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the restart did not drop the old connection");
+    let (_ws, _, answer) = nats_connect(&server, Credentials::None).await;
+    assert_eq!(answer, ServerOp::Pong);
+}
+
+#[tokio::test]
+async fn nats_lame_duck_is_announced_with_an_ldm_info() {
+    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
+        return;
+    };
+    let (mut ws, mut decoder, answer) = nats_connect(&server, Credentials::None).await;
+    assert_eq!(answer, ServerOp::Pong);
+    server.signal_lame_duck().unwrap();
+    loop {
+        match next_op(&mut ws, &mut decoder).await {
+            ServerOp::Info(info) if info.ldm => break,
+            ServerOp::Ping => send_ops(&mut ws, &[ClientOp::Pong]).await,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn nats_server_pings_are_nats_pings() {
+    let fast = NatsOptions {
+        ping_interval: Duration::from_millis(200),
+        ..NatsOptions::default()
+    };
+    let Some(server) = or_skip(NatsServer::start(fast)) else {
+        return;
+    };
+    let (mut ws, mut decoder, answer) = nats_connect(&server, Credentials::None).await;
+    assert_eq!(answer, ServerOp::Pong);
+    for _ in 0..2 {
+        assert_eq!(next_op(&mut ws, &mut decoder).await, ServerOp::Ping);
+        send_ops(&mut ws, &[ClientOp::Pong]).await;
+    }
+}
+
+// ---- graphql-ws ----
+
+async fn next_gql(ws: &mut Ws) -> Result<String, Option<u16>> {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no message in time");
+        match message {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return Err(None),
+        }
+    }
+}
+
+async fn send_gql(ws: &mut Ws, message: &GqlMessage<'_>) {
+    message.validate().unwrap();
+    ws.send(Message::text(message.encode())).await.unwrap();
+}
+
+/// Dials with the subprotocol, sends `connection_init` with `token`, and
+/// returns the socket with the server's answer (a message or a close code).
+async fn gql_connect(server: &GraphqlServer, token: &str) -> (Ws, Result<String, Option<u16>>) {
+    let mut ws = dial(&server.url(), Some(graphql_ws::SUBPROTOCOL)).await;
+    let payload = RawValue::from_string(serde_json::json!({ "token": token }).to_string()).unwrap();
+    send_gql(
+        &mut ws,
+        &GqlMessage::ConnectionInit {
+            payload: Some(graphql_ws::Json::new(&payload)),
+        },
+    )
+    .await;
+    let answer = next_gql(&mut ws).await;
+    (ws, answer)
+}
+
+fn subscribe<'a>(id: &'a str, query: &'a str) -> GqlMessage<'a> {
+    GqlMessage::Subscribe {
+        id: id.into(),
+        payload: SubscribePayload {
+            query: query.into(),
+            variables: None,
+            operation_name: None,
+            extensions: None,
+        },
+    }
+}
+
+fn token_options() -> GraphqlOptions {
+    GraphqlOptions {
+        token: Some("t0k".into()),
+        ..GraphqlOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn graphql_server_acknowledges_and_streams() {
+    let Some(server) = or_skip(GraphqlServer::start(token_options())) else {
+        return;
+    };
+    let (mut ws, answer) = gql_connect(&server, "t0k").await;
+    let ack = answer.unwrap();
+    assert!(
+        matches!(
+            graphql_ws::decode_server(&ack),
+            Ok(GqlMessage::ConnectionAck { .. })
+        ),
+        "{ack}"
+    );
+
+    send_gql(
+        &mut ws,
+        &subscribe("t", "subscription { ticks(every: 5, count: 2) }"),
+    )
+    .await;
+    for n in 1..=2 {
+        let text = next_gql(&mut ws).await.unwrap();
+        match graphql_ws::decode_server(&text).unwrap() {
+            GqlMessage::Next { id, payload } => {
+                assert_eq!(id, "t");
+                assert_eq!(payload.get(), format!(r#"{{"data":{{"ticks":{n}}}}}"#));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let text = next_gql(&mut ws).await.unwrap();
+    assert_eq!(
+        graphql_ws::decode_server(&text),
+        Ok(GqlMessage::Complete { id: "t".into() })
+    );
+
+    // Publishing reaches an echo subscription; the protocol's ping is answered.
+    send_gql(
+        &mut ws,
+        &subscribe("e", r#"subscription { echo(topic: "x") }"#),
+    )
+    .await;
+    send_gql(&mut ws, &GqlMessage::Ping { payload: None }).await;
+    let pong = next_gql(&mut ws).await.unwrap();
+    assert_eq!(
+        graphql_ws::decode_server(&pong),
+        Ok(GqlMessage::Pong { payload: None })
+    );
+    send_gql(
+        &mut ws,
+        &subscribe("p", r#"mutation { publish(topic: "x", text: "hi") }"#),
+    )
+    .await;
+    let mut echoed = false;
+    let mut published = false;
+    while !(echoed && published) {
+        let text = next_gql(&mut ws).await.unwrap();
+        match graphql_ws::decode_server(&text).unwrap() {
+            GqlMessage::Next { id, payload } if id == "e" => {
+                assert_eq!(payload.get(), r#"{"data":{"echo":"hi"}}"#);
+                echoed = true;
+            }
+            GqlMessage::Next { id, payload } if id == "p" => {
+                assert_eq!(payload.get(), r#"{"data":{"publish":1}}"#);
+                published = true;
+            }
+            GqlMessage::Complete { id } if id == "p" => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn graphql_bad_token_is_closed_4403_and_protocol_errors_with_their_codes() {
+    let Some(server) = or_skip(GraphqlServer::start(token_options())) else {
+        return;
+    };
+    let (_ws, answer) = gql_connect(&server, "wrong").await;
+    assert_eq!(answer, Err(Some(close_code::FORBIDDEN)));
+
+    // A second connection_init: 4429.
+    let (mut ws, answer) = gql_connect(&server, "t0k").await;
+    assert!(answer.is_ok());
+    send_gql(&mut ws, &GqlMessage::ConnectionInit { payload: None }).await;
+    assert_eq!(
+        next_gql(&mut ws).await,
+        Err(Some(close_code::TOO_MANY_INIT_REQUESTS))
+    );
+
+    // Subscribing before the ack: 4401.
+    let mut ws = dial(&server.url(), Some(graphql_ws::SUBPROTOCOL)).await;
+    send_gql(&mut ws, &subscribe("1", "{ hello }")).await;
+    assert_eq!(next_gql(&mut ws).await, Err(Some(close_code::UNAUTHORIZED)));
+
+    // Garbage: 4400.
+    let mut ws = dial(&server.url(), Some(graphql_ws::SUBPROTOCOL)).await;
+    ws.send(Message::text("{\"type\":\"nonsense\"}"))
+        .await
+        .unwrap();
+    assert_eq!(next_gql(&mut ws).await, Err(Some(close_code::BAD_REQUEST)));
+}
+
+#[tokio::test]
+async fn graphql_init_timeout_is_4408() {
+    let quick = GraphqlOptions {
+        init_timeout: Duration::from_millis(100),
+        ..GraphqlOptions::default()
+    };
+    let Some(server) = or_skip(GraphqlServer::start(quick)) else {
+        return;
+    };
+    let mut ws = dial(&server.url(), Some(graphql_ws::SUBPROTOCOL)).await;
+    assert_eq!(
+        next_gql(&mut ws).await,
+        Err(Some(close_code::CONNECTION_INIT_TIMEOUT))
+    );
+}
+
+#[tokio::test]
+async fn graphql_restart_keeps_the_port() {
+    let Some(mut server) = or_skip(GraphqlServer::start(token_options())) else {
+        return;
+    };
+    let url = server.url();
+    let (mut ws, answer) = gql_connect(&server, "t0k").await;
+    assert!(answer.is_ok());
+    server.restart().unwrap();
+    assert_eq!(server.url(), url);
+    assert!(next_gql(&mut ws).await.is_err(), "the old socket ends");
+    let (_ws, answer) = gql_connect(&server, "t0k").await;
+    assert!(matches!(
+        graphql_ws::decode_server(&answer.unwrap()),
+        Ok(GqlMessage::ConnectionAck { .. })
+    ));
+}
