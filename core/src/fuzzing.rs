@@ -68,7 +68,7 @@ pub fn close_frame(base: Instant, code: u16, reason: &[u8]) {
 /// Which backoff policy a scenario uses.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum PolicyChoice {
-    /// The default (full jitter, 2 s, 30 s).
+    /// The default ([`Backoff::default`]).
     Default,
     /// Full jitter with small values (milliseconds).
     FullJitter(u16, u16),
@@ -76,6 +76,9 @@ pub enum PolicyChoice {
     Proportional(u16, u8, u8, u16),
     /// Decorrelated (base ms, cap ms).
     Decorrelated(u16, u16),
+    /// Staged (first window ms, initial ms, multiplier tenths, jitter
+    /// percent, max ms).
+    Staged(u16, u16, u8, u8, u16),
 }
 
 impl PolicyChoice {
@@ -92,6 +95,13 @@ impl PolicyChoice {
                 ms(max),
             ),
             PolicyChoice::Decorrelated(b, c) => Backoff::decorrelated(ms(b), ms(c)),
+            PolicyChoice::Staged(w, i, m, j, max) => Backoff::staged(
+                ms(w),
+                ms(i),
+                1.0 + f64::from(m) / 10.0,
+                f64::from(j % 100) / 100.0,
+                ms(max),
+            ),
         };
         b.validate().ok().map(|_| b)
     }

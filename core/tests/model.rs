@@ -79,6 +79,13 @@ fn policy() -> impl Strategy<Value = Backoff> {
             Duration::from_millis(100),
             Duration::from_secs(20)
         )),
+        Just(Backoff::staged(
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+            1.5,
+            0.3,
+            Duration::from_secs(5)
+        )),
     ]
 }
 

@@ -141,7 +141,7 @@ fn quiet() -> ConfigBuilder {
 }
 
 #[test]
-fn first_connect_dials_at_once_and_reconnects_use_full_jitter() {
+fn first_connect_dials_at_once_and_reconnects_use_the_default_ladder() {
     let mut t = T::new(quiet());
     t.connect();
     assert_eq!(t.s.state(), State::Connected);
@@ -149,10 +149,19 @@ fn first_connect_dials_at_once_and_reconnects_use_full_jitter() {
     t.close(1006);
     let (_, d) = t.scheduled()[0];
     assert!(
-        d <= S(2),
-        "first reconnect within the 2 s window, got {d:?}"
+        d <= Duration::from_millis(2100),
+        "first reconnect within the 2.1 s window, got {d:?}"
     );
     assert_eq!(t.s.state(), State::Reconnecting);
+    // The second comes from the proportional ladder: 7 s +-30 %.
+    t.until_dial();
+    t.s.handle_dial_failed(t.now, DialFailure::Io("refused".into()));
+    t.drain();
+    let (_, d) = *t.scheduled().last().unwrap();
+    assert!(
+        d >= Duration::from_millis(4900) && d <= Duration::from_millis(9100),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -218,7 +227,8 @@ fn close_4002_fetches_a_fresh_token_and_reconnects_at_once_once() {
     t.close(4002);
     let (attempt, delay) = t.scheduled()[1];
     assert_eq!(attempt, 2);
-    assert!(delay <= S(4));
+    let (lo, hi) = Backoff::default().bounds(2);
+    assert!(delay >= lo && delay <= hi, "{delay:?}");
     let mut t = T::new(quiet());
     t.connect();
     t.close(4002);
@@ -247,7 +257,7 @@ fn close_1013_steps_the_ladder_even_after_a_stable_connection() {
     t.s.handle_dial_ok(t.now);
     t.advance(S(6));
     // Stable now: a plain close would start from the first rung again,
-    // but 1013 keeps climbing (second rung: window 4 s).
+    // but 1013 keeps climbing (the default's second rung: 7 s +-30 %).
     let mut windows = Vec::new();
     for seed in 0..200 {
         let mut u = T::new(quiet().seed(seed));
@@ -259,11 +269,12 @@ fn close_1013_steps_the_ladder_even_after_a_stable_connection() {
         u.close(1013);
         windows.push(u.scheduled()[1].1);
     }
+    let (lo, hi) = Backoff::default().bounds(2);
+    assert!(lo > Backoff::default().bounds(1).1);
     assert!(
-        windows.iter().any(|d| *d > S(2)),
+        windows.iter().all(|d| *d >= lo && *d <= hi),
         "1013 must step the ladder"
     );
-    assert!(windows.iter().all(|d| *d <= S(4)));
 }
 
 #[test]
