@@ -54,7 +54,7 @@ pub enum EventsArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackoffArg {
-    /// The library's default: a full-jitter first retry within 2.1 s, then
+    /// The library's default: a full-jitter first retry within 2 s, then
     /// 7 s x1.5 +-30 % up to 20 s (the other --backoff-* flags do not apply).
     Default,
     /// U(0, min(cap, first * 2^(n-1))).

@@ -202,7 +202,7 @@ impl ConfigBuilder {
 
     setter!(
         /// The backoff policy (default: [`Backoff::default`], a full-jitter
-        /// first retry within 2.1 s, then 7 s x1.5 +-30 % up to 20 s).
+        /// first retry within 2 s, then 7 s x1.5 +-30 % up to 20 s).
         backoff: Backoff
     );
     setter!(
