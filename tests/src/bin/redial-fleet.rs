@@ -542,6 +542,15 @@ fn main() {
     let mut total_wall = Duration::ZERO;
     for sc in scenarios(&args) {
         let minutes = args.minutes.unwrap_or(sc.minutes);
+        if sc.down >= minutes * 60 {
+            if !args.json {
+                println!(
+                    "\n({}) skipped: the server is down for the whole run",
+                    sc.tag
+                );
+            }
+            continue;
+        }
         if !args.json {
             println!("\n({}) {}", sc.tag, sc.what);
         }
