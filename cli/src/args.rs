@@ -58,6 +58,9 @@ pub enum EventsArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackoffArg {
+    /// The library's default: a full-jitter first retry within 2 s, then
+    /// 7 s x1.5 +-30 % up to 20 s (the other --backoff-* flags do not apply).
+    Default,
     /// U(0, min(cap, first * 2^(n-1))).
     FullJitter,
     /// min(cap, first * multiplier^(n-1)) * (1 +- jitter).
@@ -134,11 +137,11 @@ pub struct ClientArgs {
     pub keep_open: bool,
 
     /// Reconnect attempts per outage before giving up (0 = unlimited).
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_reconnect_attempts: u32,
 
     /// Backoff policy between reconnect attempts.
-    #[arg(long, value_enum, default_value_t = BackoffArg::FullJitter)]
+    #[arg(long, value_enum, default_value_t = BackoffArg::Default)]
     pub backoff: BackoffArg,
 
     /// First window (full-jitter, default 2000), initial delay

@@ -49,6 +49,14 @@ pub fn exit_for(reason: TerminalReason, undelivered: usize) -> Exit {
 pub fn build_config(a: &ClientArgs) -> Result<Config, CliError> {
     let ms = Duration::from_millis;
     let backoff = match a.backoff {
+        BackoffArg::Default if a.backoff_first_ms.is_some() || a.backoff_cap_ms.is_some() => {
+            return Err(CliError::Usage(
+                "--backoff-first-ms and --backoff-cap-ms need --backoff full-jitter, \
+                 proportional or decorrelated (the default policy has its own)"
+                    .to_owned(),
+            ));
+        }
+        BackoffArg::Default => Backoff::default(),
         BackoffArg::FullJitter => Backoff::full_jitter(
             ms(a.backoff_first_ms.unwrap_or(2_000)),
             ms(a.backoff_cap_ms.unwrap_or(30_000)),
@@ -406,7 +414,7 @@ mod tests {
     #[test]
     fn defaults_build_the_library_defaults() {
         let c = build_config(&args(&[])).unwrap();
-        assert_eq!(c.max_attempts(), 50);
+        assert_eq!(c.max_attempts(), 100);
         assert_eq!(c.backoff(), &Backoff::default());
         assert_eq!(c.ping_interval(), Some(Duration::from_secs(15)));
         let c = build_config(&args(&["--ping-interval-ms", "0"])).unwrap();
@@ -417,7 +425,15 @@ mod tests {
     fn config_errors_name_the_flag() {
         let e = build_config(&args(&["--ping-interval-ms", "5"])).unwrap_err();
         assert!(e.to_string().contains("--ping-interval-ms"), "{e}");
-        let e = build_config(&args(&["--backoff-first-ms", "0"])).unwrap_err();
+        let e = build_config(&args(&["--backoff-first-ms", "100"])).unwrap_err();
+        assert!(e.to_string().contains("--backoff full-jitter"), "{e}");
+        let e = build_config(&args(&[
+            "--backoff",
+            "full-jitter",
+            "--backoff-first-ms",
+            "0",
+        ]))
+        .unwrap_err();
         assert!(e.to_string().contains("backoff"), "{e}");
         let e = build_config(&args(&[
             "--backoff",

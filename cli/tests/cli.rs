@@ -29,7 +29,9 @@ fn applied(server: &ServerHandle) -> Vec<String> {
 }
 
 /// Fast reconnects for the fault tests.
-const QUICK: [&str; 6] = [
+const QUICK: [&str; 8] = [
+    "--backoff",
+    "full-jitter",
     "--backoff-first-ms",
     "20",
     "--backoff-cap-ms",
@@ -190,6 +192,8 @@ async fn exhausted_attempts_exit_4() {
         "json",
         "--max-reconnect-attempts",
         "2",
+        "--backoff",
+        "full-jitter",
         "--backoff-first-ms",
         "10",
         "--backoff-cap-ms",
@@ -217,7 +221,16 @@ async fn usage_and_config_errors_exit_2_with_one_line() {
         vec!["ws://"],
         vec![],
         vec!["--ping-interval-ms", "5", &url],
-        vec!["--backoff-first-ms", "500", "--backoff-cap-ms", "100", &url],
+        vec!["--backoff-first-ms", "500", &url],
+        vec![
+            "--backoff",
+            "full-jitter",
+            "--backoff-first-ms",
+            "500",
+            "--backoff-cap-ms",
+            "100",
+            &url,
+        ],
         vec!["--backoff", "proportional", "--backoff-jitter", "2", &url],
         vec!["--max-reconnect-attempts", "-1", &url],
         vec!["--subscribe", "news", &url],
@@ -300,6 +313,8 @@ async fn failing_token_cmd_is_transient_and_reported() {
         "echo vault sealed >&2; exit 1",
         "--max-reconnect-attempts",
         "3",
+        "--backoff",
+        "full-jitter",
         "--backoff-first-ms",
         "10",
         "--backoff-cap-ms",

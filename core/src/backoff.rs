@@ -4,6 +4,34 @@
 //! failures since the ladder was last reset (a connection that stayed up for
 //! `stable_after`). Every policy draws from the session's seeded generator, so
 //! a seed reproduces the same delays.
+//!
+//! # The default
+//! [`Backoff::default`] is [`Backoff::Staged`]: the first retry is
+//! `U(0, 2 s)`, later ones `min(20 s, 7 s * 1.5^(n-2)) * (1 ± 0.3)`
+//! (4.9-9.1 s, 7.4-13.7 s, 11.0-20.5 s, then 14-26 s), with
+//! [`Config::max_attempts`](crate::Config::max_attempts) 100 (at least 22
+//! minutes of retrying whatever the draws). Why each part:
+//!
+//! - A quick first retry: a single dropped connection to a server that is
+//!   still up is back in about 1 s (p50 1 s, p99 2 s, plus the dial): the
+//!   same first retry as the full-jitter default before it.
+//! - A floor from the second retry on: a fleet that lost its server at once
+//!   and failed its first retry comes back in a window that starts after the
+//!   first wave, not on top of it, so 10,000 clients against a server down
+//!   5 s reconnect with 2.0 dials each, p99 10.7 s, no more than 552 dials in
+//!   any 100 ms (the fleet simulator, `redial-fleet`, seeds 1-10; full jitter
+//!   2 s x2 cap 30 s gave 821, 3.21 dials, p99 21 s).
+//! - A 20 s ceiling ±30 %: after a long outage the fleet comes back within
+//!   about 24 s of the server's return at under 100 dials per 100 ms for
+//!   10,000 clients (no stampede).
+//!
+//! The cost: a server that stays down keeps seeing a dial from every client
+//! every 14-26 s (33 dials per client over a 10-minute outage, where a 30 s
+//! ceiling would make it 24 and get them back 12 s later). And the first
+//! wave is as dense as 10,000 first retries within 2 s make it, about 500
+//! per 100 ms: a first retry spread wider would lower that peak but slow
+//! every single reconnect (BENCHMARKS.md, fleet simulator, gives the
+//! trade-off; that peak is the one fleet target the default misses).
 
 use std::time::Duration;
 
@@ -12,8 +40,10 @@ use crate::rng::Rng;
 
 /// A reconnect delay policy.
 ///
-/// Pick one with the constructors; [`Backoff::default`] is full jitter with a
-/// 2 s first window and a 30 s cap. Policies are checked by
+/// Pick one with the constructors; [`Backoff::default`] is
+/// [`Backoff::Staged`] (a full-jitter first retry within 2 s, then 7 s
+/// x1.5 ±30 % up to 20 s; the module docs give its figures). Policies are
+/// checked by
 /// [`ConfigBuilder::build`](crate::ConfigBuilder::build).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -44,6 +74,27 @@ pub enum Backoff {
         /// Largest centre.
         max: Duration,
     },
+    /// A quick first retry, then a proportional ladder: the first delay is
+    /// full jitter `U(0, first_window)`; delay *n* (n >= 2) is
+    /// `c(n) * (1 + U(-jitter, jitter))` with
+    /// `c(n) = min(max, initial * multiplier^(n-2))`.
+    ///
+    /// The first rung keeps a single dropped connection's recovery short;
+    /// the later rungs have a floor (`c(n) * (1 - jitter)`), so that a fleet
+    /// whose first retry failed comes back spread over a window that starts
+    /// well after the first wave, not on top of it.
+    Staged {
+        /// Upper end of the first attempt's window.
+        first_window: Duration,
+        /// Centre of the second attempt's delay.
+        initial: Duration,
+        /// Growth per attempt from the second on (>= 1.0).
+        multiplier: f64,
+        /// Fraction of the centre to spread either side, in `[0, 1)`.
+        jitter: f64,
+        /// Largest centre.
+        max: Duration,
+    },
     /// Decorrelated jitter: `delay = min(cap, U(base, 3 * previous))`, with
     /// `previous` starting at `base`.
     Decorrelated {
@@ -56,9 +107,12 @@ pub enum Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff::FullJitter {
+        Backoff::Staged {
             first_window: Duration::from_secs(2),
-            cap: Duration::from_secs(30),
+            initial: Duration::from_secs(7),
+            multiplier: 1.5,
+            jitter: 0.3,
+            max: Duration::from_secs(20),
         }
     }
 }
@@ -88,6 +142,24 @@ impl Backoff {
         Self::proportional(Duration::from_secs(1), 1.6, 0.2, Duration::from_secs(120))
     }
 
+    /// A full-jitter first retry over `first_window`, then proportional
+    /// from `initial` (see [`Backoff::Staged`]).
+    pub fn staged(
+        first_window: Duration,
+        initial: Duration,
+        multiplier: f64,
+        jitter: f64,
+        max: Duration,
+    ) -> Self {
+        Backoff::Staged {
+            first_window,
+            initial,
+            multiplier,
+            jitter,
+            max,
+        }
+    }
+
     /// Decorrelated jitter between `base` and `cap`.
     pub fn decorrelated(base: Duration, cap: Duration) -> Self {
         Backoff::Decorrelated { base, cap }
@@ -110,18 +182,21 @@ impl Backoff {
                 multiplier,
                 jitter,
                 max,
+            } => check_proportional(initial, multiplier, jitter, max)?,
+            Backoff::Staged {
+                first_window,
+                initial,
+                multiplier,
+                jitter,
+                max,
             } => {
-                if initial.is_zero() {
-                    return bad("initial must be above zero");
+                if first_window.is_zero() {
+                    return bad("first_window must be above zero");
                 }
-                if !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
-                    return bad("multiplier must be between 1.0 and 100.0");
-                }
-                if !(jitter.is_finite() && (0.0..1.0).contains(&jitter)) {
-                    return bad("jitter must be in [0, 1)");
-                }
-                if max < initial {
-                    return bad("max must be at least initial");
+                check_proportional(initial, multiplier, jitter, max)?;
+                // The windows never shrink from one attempt to the next.
+                if first_window > initial.mul_f64(1.0 + jitter) {
+                    return bad("first_window must be at most initial * (1 + jitter)");
                 }
             }
             Backoff::Decorrelated { base, cap } => {
@@ -156,6 +231,17 @@ impl Backoff {
                 let c = proportional_centre(initial, multiplier, max, step);
                 (c.mul_f64(1.0 - jitter), c.mul_f64(1.0 + jitter))
             }
+            Backoff::Staged { first_window, .. } if step <= 1 => (Duration::ZERO, first_window),
+            Backoff::Staged {
+                initial,
+                multiplier,
+                jitter,
+                max,
+                ..
+            } => {
+                let c = proportional_centre(initial, multiplier, max, step - 1);
+                (c.mul_f64(1.0 - jitter), c.mul_f64(1.0 + jitter))
+            }
             Backoff::Decorrelated { base, cap } => (base, cap),
         }
     }
@@ -165,9 +251,37 @@ impl Backoff {
         match *self {
             Backoff::FullJitter { cap, .. } => cap,
             Backoff::Proportional { max, jitter, .. } => max.mul_f64(1.0 + jitter),
+            Backoff::Staged {
+                first_window,
+                max,
+                jitter,
+                ..
+            } => first_window.max(max.mul_f64(1.0 + jitter)),
             Backoff::Decorrelated { cap, .. } => cap,
         }
     }
+}
+
+fn check_proportional(
+    initial: Duration,
+    multiplier: f64,
+    jitter: f64,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    let bad = |why: &str| Err(ConfigError::Backoff(why.to_owned()));
+    if initial.is_zero() {
+        return bad("initial must be above zero");
+    }
+    if !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
+        return bad("multiplier must be between 1.0 and 100.0");
+    }
+    if !(jitter.is_finite() && (0.0..1.0).contains(&jitter)) {
+        return bad("jitter must be in [0, 1)");
+    }
+    if max < initial {
+        return bad("max must be at least initial");
+    }
+    Ok(())
 }
 
 fn full_jitter_window(first_window: Duration, cap: Duration, step: u32) -> Duration {
@@ -188,6 +302,19 @@ fn proportional_centre(initial: Duration, multiplier: f64, max: Duration, step: 
     } else {
         Duration::from_secs_f64(c)
     }
+}
+
+fn proportional_draw(
+    initial: Duration,
+    multiplier: f64,
+    jitter: f64,
+    max: Duration,
+    step: u32,
+    rng: &mut Rng,
+) -> Duration {
+    let c = proportional_centre(initial, multiplier, max, step);
+    let spread = (rng.unit_f64() * 2.0 - 1.0) * jitter;
+    c.mul_f64(1.0 + spread)
 }
 
 /// The ladder: a policy plus where the session stands on it.
@@ -217,6 +344,11 @@ impl Ladder {
         self.step
     }
 
+    /// The lowest delay the current rung can draw.
+    pub(crate) fn lower_bound(&self) -> Duration {
+        self.policy.bounds(self.step.max(1)).0
+    }
+
     /// Back to the bottom rung: the next delay is a first attempt's.
     pub(crate) fn reset(&mut self) {
         *self = Ladder::new(self.policy.clone());
@@ -235,11 +367,17 @@ impl Ladder {
                 multiplier,
                 jitter,
                 max,
-            } => {
-                let c = proportional_centre(initial, multiplier, max, self.step);
-                let spread = (rng.unit_f64() * 2.0 - 1.0) * jitter;
-                c.mul_f64(1.0 + spread)
+            } => proportional_draw(initial, multiplier, jitter, max, self.step, rng),
+            Backoff::Staged { first_window, .. } if self.step <= 1 => {
+                Duration::from_nanos(rng.below_inclusive(nanos(first_window)))
             }
+            Backoff::Staged {
+                initial,
+                multiplier,
+                jitter,
+                max,
+                ..
+            } => proportional_draw(initial, multiplier, jitter, max, self.step - 1, rng),
             Backoff::Decorrelated { base, cap } => {
                 let hi = nanos(self.previous).saturating_mul(3).min(nanos(cap));
                 let d = Duration::from_nanos(rng.between(nanos(base).min(hi), hi));
@@ -260,24 +398,132 @@ mod tests {
         (0..n).map(|_| l.next_delay(&mut rng)).collect()
     }
 
-    #[test]
-    fn default_is_full_jitter_2s_window_30s_cap() {
-        let b = Backoff::default();
-        assert_eq!(b.bounds(1), (Duration::ZERO, Duration::from_secs(2)));
-        assert_eq!(b.bounds(2).1, Duration::from_secs(4));
-        assert_eq!(b.bounds(4).1, Duration::from_secs(16));
-        assert_eq!(b.bounds(5).1, Duration::from_secs(30));
-        assert_eq!(b.bounds(u32::MAX).1, Duration::from_secs(30));
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) < Duration::from_micros(1)
     }
 
     #[test]
-    fn full_jitter_draws_spread_over_the_whole_window_on_the_first_attempt() {
+    fn default_is_a_quick_first_retry_then_7s_x1_5_within_30_percent_up_to_20s() {
+        let b = Backoff::default();
+        assert!(b.validate().is_ok());
+        assert_eq!(b.bounds(1), (Duration::ZERO, Duration::from_secs(2)));
+        for (step, lo, hi) in [
+            (2, 4.9, 9.1),
+            (3, 7.35, 13.65),
+            (4, 11.025, 20.475),
+            (5, 14.0, 26.0),
+            (u32::MAX, 14.0, 26.0),
+        ] {
+            let (l, h) = b.bounds(step);
+            assert!(
+                close(l, secs(lo)) && close(h, secs(hi)),
+                "step {step}: {l:?}..{h:?}"
+            );
+        }
+        assert_eq!(b.largest(), secs(26.0));
+    }
+
+    #[test]
+    fn default_first_retry_spreads_over_its_whole_window() {
         let firsts: Vec<Duration> = (0..2000)
             .map(|s| draws(Backoff::default(), s, 1)[0])
             .collect();
         assert!(firsts.iter().all(|d| *d <= Duration::from_secs(2)));
         assert!(firsts.iter().any(|d| *d < Duration::from_millis(200)));
         assert!(firsts.iter().any(|d| *d > Duration::from_millis(1800)));
+        let mean = firsts.iter().sum::<Duration>() / 2000;
+        assert!(mean > secs(0.9) && mean < secs(1.1), "{mean:?}");
+    }
+
+    #[test]
+    fn full_jitter_doubles_its_window_up_to_the_cap() {
+        let b = Backoff::full_jitter(Duration::from_secs(2), Duration::from_secs(30));
+        assert_eq!(b.bounds(1), (Duration::ZERO, Duration::from_secs(2)));
+        assert_eq!(b.bounds(2).1, Duration::from_secs(4));
+        assert_eq!(b.bounds(4).1, Duration::from_secs(16));
+        assert_eq!(b.bounds(5).1, Duration::from_secs(30));
+        assert_eq!(b.bounds(u32::MAX).1, Duration::from_secs(30));
+        let firsts: Vec<Duration> = (0..2000).map(|s| draws(b.clone(), s, 1)[0]).collect();
+        assert!(firsts.iter().all(|d| *d <= Duration::from_secs(2)));
+        assert!(firsts.iter().any(|d| *d < Duration::from_millis(200)));
+        assert!(firsts.iter().any(|d| *d > Duration::from_millis(1800)));
+    }
+
+    #[test]
+    fn the_seed_documents_schedule_is_still_expressible() {
+        let b = Backoff::proportional(
+            Duration::from_millis(500),
+            2.0,
+            0.2,
+            Duration::from_secs(30),
+        );
+        assert!(b.validate().is_ok());
+        assert!(close(b.bounds(1).0, secs(0.4)) && close(b.bounds(1).1, secs(0.6)));
+        assert!(close(b.bounds(2).0, secs(0.8)) && close(b.bounds(2).1, secs(1.2)));
+        assert!(close(b.bounds(9).0, secs(24.0)) && close(b.bounds(9).1, secs(36.0)));
+    }
+
+    #[test]
+    fn staged_second_rung_starts_the_proportional_ladder() {
+        let s = Duration::from_secs;
+        let b = Backoff::staged(s(1), s(4), 2.0, 0.5, s(10));
+        assert!(b.validate().is_ok());
+        assert_eq!(b.bounds(1), (Duration::ZERO, s(1)));
+        assert_eq!(b.bounds(2), (s(2), s(6)));
+        assert_eq!(b.bounds(3), (s(4), s(12)));
+        assert_eq!(b.bounds(4), (s(5), s(15)));
+        // The first window may not be wider than the second rung's.
+        assert!(Backoff::staged(s(7), s(4), 2.0, 0.5, s(10))
+            .validate()
+            .is_err());
+        assert!(Backoff::staged(s(6), s(4), 2.0, 0.5, s(10))
+            .validate()
+            .is_ok());
+    }
+
+    /// One nanosecond either side, for float rounding.
+    fn within(d: Duration, (lo, hi): (Duration, Duration)) -> bool {
+        d + Duration::from_nanos(1) >= lo && d <= hi + Duration::from_nanos(1)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn staged_draws_stay_within_their_bounds(
+            first_pct in 1u64..=100,
+            initial_ms in 1u64..20_000,
+            multiplier in 1.0f64..4.0,
+            jitter in 0.0f64..0.99,
+            max_extra_ms in 0u64..60_000,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            // Up to the second rung's top, the widest first window allowed.
+            let first = Duration::from_millis(initial_ms).mul_f64((1.0 + jitter) * first_pct as f64 / 100.0);
+            let b = Backoff::staged(
+                first.max(Duration::from_nanos(1)),
+                Duration::from_millis(initial_ms),
+                multiplier,
+                jitter,
+                Duration::from_millis(initial_ms + max_extra_ms),
+            );
+            proptest::prop_assert!(b.validate().is_ok());
+            for (i, d) in draws(b.clone(), seed, 30).into_iter().enumerate() {
+                let step = i as u32 + 1;
+                proptest::prop_assert!(within(d, b.bounds(step)), "step {} delay {:?}", step, d);
+                proptest::prop_assert!(d <= b.largest() + Duration::from_nanos(1));
+            }
+        }
+
+        #[test]
+        fn the_default_draws_stay_within_its_bounds(seed in proptest::prelude::any::<u64>()) {
+            let b = Backoff::default();
+            for (i, d) in draws(b.clone(), seed, 40).into_iter().enumerate() {
+                proptest::prop_assert!(within(d, b.bounds(i as u32 + 1)));
+            }
+        }
     }
 
     #[test]
@@ -316,7 +562,7 @@ mod tests {
         l.reset();
         let d = l.next_delay(&mut rng);
         assert_eq!(l.step(), 1);
-        assert!(d <= Duration::from_secs(2));
+        assert!(d <= Backoff::default().bounds(1).1);
     }
 
     #[test]
@@ -331,6 +577,12 @@ mod tests {
             Backoff::proportional(s, f64::NAN, 0.2, s * 10),
             Backoff::decorrelated(z, s),
             Backoff::full_jitter(s, Duration::from_secs(90_000)),
+            Backoff::staged(z, s, 1.5, 0.3, s * 10),
+            Backoff::staged(s, z, 1.5, 0.3, s * 10),
+            Backoff::staged(s, s, 0.9, 0.3, s * 10),
+            Backoff::staged(s, s, 1.5, 1.0, s * 10),
+            Backoff::staged(s, s * 10, 1.5, 0.3, s),
+            Backoff::staged(s * 2, s, 1.5, 0.3, s * 10),
         ] {
             assert!(
                 matches!(b.validate(), Err(ConfigError::Backoff(_))),

@@ -16,8 +16,8 @@ use crate::event::TerminalReason;
 #[non_exhaustive]
 pub enum CloseRule {
     /// Reconnect on the ladder. With `honour_hint`, a retry hint the server
-    /// sent (GOING_AWAY) replaces the ladder's delay on the first retry after
-    /// a stable connection, and otherwise only lengthens it.
+    /// sent (GOING_AWAY) replaces the ladder's delay when it is the outage's
+    /// first server wait, and otherwise only lengthens it.
     Reconnect {
         /// Use the server's retry hint when there is one.
         honour_hint: bool,

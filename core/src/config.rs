@@ -56,7 +56,7 @@ impl Default for Config {
         Config {
             seed: None,
             backoff: Backoff::default(),
-            max_attempts: 50,
+            max_attempts: 100,
             connect_timeout: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(15)),
             pong_timeout: Duration::from_secs(10),
@@ -201,11 +201,14 @@ impl ConfigBuilder {
     }
 
     setter!(
-        /// The backoff policy (default: full jitter, 2 s first window, 30 s cap).
+        /// The backoff policy (default: [`Backoff::default`], a full-jitter
+        /// first retry within 2 s, then 7 s x1.5 +-30 % up to 20 s).
         backoff: Backoff
     );
     setter!(
-        /// Reconnect attempts per outage before giving up; 0 = unlimited (default 50).
+        /// Reconnect attempts per outage before giving up; 0 = unlimited
+        /// (default 100: with the default backoff that is at least 22
+        /// minutes of retrying, whatever the draws).
         max_attempts: u32
     );
     setter!(
@@ -348,7 +351,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = Config::builder().build().unwrap();
-        assert_eq!(c.max_attempts(), 50);
+        assert_eq!(c.max_attempts(), 100);
         assert_eq!(c.connect_timeout(), Duration::from_secs(10));
         assert_eq!(c.ping_interval(), Some(Duration::from_secs(15)));
         assert_eq!(c.pong_timeout(), Duration::from_secs(10));

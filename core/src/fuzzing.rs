@@ -68,7 +68,7 @@ pub fn close_frame(base: Instant, code: u16, reason: &[u8]) {
 /// Which backoff policy a scenario uses.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum PolicyChoice {
-    /// The default (full jitter, 2 s, 30 s).
+    /// The default ([`Backoff::default`]).
     Default,
     /// Full jitter with small values (milliseconds).
     FullJitter(u16, u16),
@@ -76,6 +76,9 @@ pub enum PolicyChoice {
     Proportional(u16, u8, u8, u16),
     /// Decorrelated (base ms, cap ms).
     Decorrelated(u16, u16),
+    /// Staged (first window ms, initial ms, multiplier tenths, jitter
+    /// percent, max ms).
+    Staged(u16, u16, u8, u8, u16),
 }
 
 impl PolicyChoice {
@@ -92,6 +95,13 @@ impl PolicyChoice {
                 ms(max),
             ),
             PolicyChoice::Decorrelated(b, c) => Backoff::decorrelated(ms(b), ms(c)),
+            PolicyChoice::Staged(w, i, m, j, max) => Backoff::staged(
+                ms(w),
+                ms(i),
+                1.0 + f64::from(m) / 10.0,
+                f64::from(j % 100) / 100.0,
+                ms(max),
+            ),
         };
         b.validate().ok().map(|_| b)
     }
@@ -296,6 +306,10 @@ struct Harness {
     connected_at: Option<Instant>,
     /// The retry_after of a GOING_AWAY on the current connection.
     going_away: Option<Duration>,
+    /// An attempt of this outage already came below the ladder (the
+    /// session takes the outage's first server wait as given, and weighs
+    /// every later one against the ladder).
+    server_wait_seen: bool,
     scheduled: Option<Scheduled>,
     /// The input being handled.
     input: Option<Step>,
@@ -362,6 +376,7 @@ impl Harness {
             largest_delay,
             policy: backoff,
             rung: 0,
+            server_wait_seen: false,
             connected_at: None,
             going_away: None,
             scheduled: None,
@@ -603,6 +618,7 @@ impl Harness {
             .is_some_and(|at| self.now.saturating_duration_since(at) >= stable_after);
         if stable {
             self.rung = 0;
+            self.server_wait_seen = false;
         }
         self.rung = self.rung.saturating_add(1);
         let going_away = self.going_away.take();
@@ -630,14 +646,17 @@ impl Harness {
                 delay >= server_min,
                 "delay {delay:?} under the server's wait {server_min:?}"
             );
-            // Only the first retry after a stable connection may take a
-            // GOING_AWAY hint below the ladder.
-            if !(stable && going_away.is_some()) {
+            // Only the first server wait of an outage (a deploy's window, a
+            // limiter's booking) may take an attempt below the ladder: at
+            // most one attempt per outage at the server's word alone.
+            if delay < lo {
                 assert!(
-                    delay >= lo,
-                    "delay {delay:?} under the ladder's lower bound {lo:?} for rung {}",
+                    !self.server_wait_seen,
+                    "delay {delay:?} under the ladder's lower bound {lo:?} for rung {}, \
+                     and not the outage's first",
                     self.rung
                 );
+                self.server_wait_seen = true;
             }
         }
         self.scheduled = Some(Scheduled {

@@ -55,7 +55,8 @@
 //!     while let Some(event) = session.poll_event() {
 //!         if let Event::ReconnectScheduled { attempt, delay } = event {
 //!             assert_eq!(attempt, 1);
-//!             assert!(delay <= Duration::from_secs(2)); // full jitter, first window
+//!             // The default's first retry: full jitter within 2 s.
+//!             assert!(delay <= Duration::from_secs(2));
 //!         }
 //!     }
 //!     match session.poll_timeout() {
@@ -72,7 +73,8 @@
 //! ```
 //!
 //! # Where things are
-//! - [`backoff`]: the delay policies (full jitter by default).
+//! - [`backoff`]: the delay policies (by default a quick first retry, then a
+//!   jittered ladder with a floor).
 //! - [`close_policy`]: where a close code or handshake status becomes a
 //!   decision.
 //! - [`protocol`]: the session layer protocols plug into; [`Raw`], [`Wire`],

@@ -69,14 +69,15 @@ enum Phase {
 
 /// How soon to come back after a failure.
 ///
-/// The ladder draws a delay on every failure whatever the kind: a server's
-/// wait may lengthen that draw but never shorten it, so no sequence of
-/// server answers brings two attempts closer than the ladder allows. The one
-/// exception is the first retry after a stable connection, which takes a
-/// server's wait as it is: that is what a deploy's GOING_AWAY window is for.
-/// The wait is the longer of the server's and the ladder's *draw*, not of
-/// the server's and the rung's lower bound: full jitter's lower bound is 0,
-/// so only the draw keeps a server that answers 0 from causing a tight loop.
+/// The ladder steps on every failure whatever the kind. The first wait a
+/// server gives in an outage (a deploy's GOING_AWAY window, an admission
+/// limiter's Retry-After booking) is taken as it is: that is what spreads a
+/// fleet, and an honest limiter's slot is only worth something if the client
+/// keeps it. Every later server wait in the same outage is weighed against
+/// the ladder: it may lengthen the attempt but never take it below the
+/// rung's lower bound (for full jitter, whose rungs reach down to 0, below
+/// the rung's draw), so no sequence of server answers makes a tight loop: at
+/// most one attempt per outage comes at the server's word alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delay {
     Ladder,
@@ -149,6 +150,8 @@ pub struct Session {
     connected_at: Option<Instant>,
     /// The next retry is the first after a stable connection.
     after_stable: bool,
+    /// A server's wait was already taken as given in this outage.
+    server_wait_taken: bool,
     /// The end of the part of the pending wait the server imposed (its
     /// Retry-After, GOING_AWAY or a close-code floor), which the client's own
     /// shortcuts (`retry_now`, network online, wake) must not cut.
@@ -208,6 +211,7 @@ impl Session {
             outage_started: None,
             connected_at: None,
             after_stable: false,
+            server_wait_taken: false,
             server_until: None,
             error_before_close: false,
             fresh_token_retry_used: false,
@@ -1352,6 +1356,7 @@ impl Session {
         if was_stable {
             self.attempts = 0;
             self.after_stable = true;
+            self.server_wait_taken = false;
             self.fresh_token_retry_used = false;
             self.refresh_retry_used = false;
             if !matches!(rule, CloseRule::StepLadder { .. }) {
@@ -1401,8 +1406,19 @@ impl Session {
         // (the delay, the part of it the server imposed)
         let (delay, imposed) = match delay {
             Delay::Ladder => (draw, Duration::ZERO),
-            Delay::Server(d) if first_after_stable => (d, d),
-            Delay::Server(d) => (draw.max(d), d),
+            Delay::Server(d) if first_after_stable || !self.server_wait_taken => {
+                self.server_wait_taken = true;
+                (d, d)
+            }
+            Delay::Server(d) => {
+                let least = match self.ladder.lower_bound() {
+                    // Full jitter's rungs reach down to 0: its draw is what
+                    // stands between a server answering 0 and a tight loop.
+                    zero if zero.is_zero() => draw,
+                    lower => lower,
+                };
+                (d.max(least), d)
+            }
             Delay::Floor(f) => {
                 // A user's floor obeys the same cap as a server's wait.
                 let f = f.min(self.config.max_server_delay);

@@ -35,11 +35,13 @@ enum Phase {
 enum Expect {
     /// Anywhere in the ladder rung's bounds.
     Rung(u32),
-    /// The server's Retry-After (up to 10 % more) or the rung's draw,
-    /// whichever is longer: a server's wait never shortens the ladder's.
+    /// A later Retry-After of the outage: at least the server's wait (up to
+    /// 10 % more) and the rung's lower bound (its draw where that is 0).
     RetryAfter(Duration, u32),
     /// At least the floor (up to 10 % more) or the rung, whichever is larger.
     Floor(Duration, u32),
+    /// The first server wait of an outage: taken as given (up to 10 % more).
+    Booked(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ struct Model {
     expect: Option<Expect>,
     /// Lower bound of the part of the pending wait the server imposed.
     server_min: Duration,
+    /// A server's wait was taken as given in this outage.
+    booked: bool,
     /// Lower bound of the time from the last failure to the next dial.
     gap_min: Duration,
 }
@@ -89,6 +93,13 @@ fn policy() -> impl Strategy<Value = Backoff> {
             Duration::from_millis(100),
             Duration::from_secs(20)
         )),
+        Just(Backoff::staged(
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+            1.5,
+            0.3,
+            Duration::from_secs(5)
+        )),
     ]
 }
 
@@ -107,6 +118,7 @@ impl ReferenceStateMachine for Ref {
                 attempts: 0,
                 rung: 0,
                 stable: false,
+                booked: false,
                 ever_connected: false,
                 reason: None,
                 expect: None,
@@ -211,6 +223,7 @@ impl ReferenceStateMachine for Ref {
                 } else {
                     if m.stable {
                         m.attempts = 0;
+                        m.booked = false;
                         if *code != Some(1013) {
                             m.rung = 0;
                         }
@@ -278,6 +291,10 @@ impl Model {
         self.phase = Phase::Waiting;
         let expect = match expect {
             Some(Expect::Floor(f, _)) => Expect::Floor(f, self.rung),
+            Some(Expect::RetryAfter(ra, _)) if !self.booked => {
+                self.booked = true;
+                Expect::Booked(ra)
+            }
             Some(Expect::RetryAfter(ra, _)) => Expect::RetryAfter(ra, self.rung),
             Some(e) => e,
             None => Expect::Rung(self.rung),
@@ -285,6 +302,7 @@ impl Model {
         let lo = self.policy.bounds(self.rung).0;
         (self.server_min, self.gap_min) = match expect {
             Expect::Rung(_) => (Duration::ZERO, lo),
+            Expect::Booked(d) => (d, d),
             Expect::RetryAfter(d, _) | Expect::Floor(d, _) => (d, d.max(lo)),
         };
         self.expect = Some(expect);
@@ -493,6 +511,12 @@ fn check_delay(policy: &Backoff, expect: Expect, delay: Duration) {
             assert!(
                 delay >= lo && delay <= hi,
                 "rung {rung}: {delay:?} not in {lo:?}..={hi:?}"
+            );
+        }
+        Expect::Booked(ra) => {
+            assert!(
+                delay >= ra && delay <= ra + ra / 10,
+                "first Retry-After {ra:?} of the outage gave {delay:?}"
             );
         }
         Expect::RetryAfter(ra, rung) => {
