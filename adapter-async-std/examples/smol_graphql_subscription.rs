@@ -1,7 +1,7 @@
 //! A GraphQL subscription over graphql-transport-ws, renewed with the same
 //! id after every reconnect.
 //!
-//! `cargo run -p redial-async-std --example graphql_subscription -- ws://127.0.0.1:4000/graphql`
+//! `cargo run -p redial-async-std --example smol_graphql_subscription -- ws://127.0.0.1:4000/graphql`
 
 use redial_async_std::redial_core::{Event, GraphqlWs};
 

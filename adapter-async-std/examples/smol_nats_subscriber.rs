@@ -2,7 +2,7 @@
 //! keeps its sid across reconnects; NATS core is at most once, so messages
 //! published while the client is away are missed.
 //!
-//! `cargo run -p redial-async-std --example nats_subscriber -- ws://127.0.0.1:8080 'orders.>'`
+//! `cargo run -p redial-async-std --example smol_nats_subscriber -- ws://127.0.0.1:8080 'orders.>'`
 
 use redial_async_std::redial_core::{Event, Nats};
 

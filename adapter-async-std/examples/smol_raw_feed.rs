@@ -2,7 +2,7 @@
 //! reconnect, an auth frame first on every connection, and an application
 //! heartbeat for servers that never answer WebSocket pings.
 //!
-//! `cargo run -p redial-async-std --example raw_feed -- ws://127.0.0.1:9000/`
+//! `cargo run -p redial-async-std --example smol_raw_feed -- ws://127.0.0.1:9000/`
 
 use std::time::Duration;
 
