@@ -520,11 +520,19 @@ pub trait Protocol: fmt::Debug + Send + 'static {
     }
 
     /// The link is quiet: send an application heartbeat and return true,
-    /// or return false to have the session send a WebSocket ping. Any
-    /// message from the server counts as the answer.
+    /// or return false to have the session send a WebSocket ping. What
+    /// counts as the answer is [`answers_heartbeat`](Self::answers_heartbeat).
     fn heartbeat(&mut self, out: &mut Output) -> bool {
         let _ = out;
         false
+    }
+
+    /// Whether `frame` (any inbound message, WebSocket pings and pongs
+    /// included) answers an outstanding heartbeat and clears its deadline.
+    /// The default: every inbound message does.
+    fn answers_heartbeat(&self, frame: &Frame) -> bool {
+        let _ = frame;
+        true
     }
 
     /// Tells the server how far the application got, for protocols with

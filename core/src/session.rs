@@ -575,7 +575,9 @@ impl Session {
         if let Some(k) = &mut self.keepalive {
             k.on_rx(now);
         }
-        self.timers.stop(Timer::PongDeadline);
+        if self.protocol.answers_heartbeat(&frame) {
+            self.timers.stop(Timer::PongDeadline);
+        }
         if matches!(frame, Frame::Ping(_) | Frame::Pong(_)) {
             return;
         }
@@ -1232,7 +1234,7 @@ impl Session {
     }
 
     /// The protocol's own heartbeat when it has one, else a WebSocket ping
-    /// with `payload`. Either way any inbound message is the answer.
+    /// with `payload`. The protocol says which inbound messages answer it.
     fn send_heartbeat(&mut self, payload: bytes::Bytes) {
         if !self.protocol.heartbeat(&mut self.out) {
             self.out.send(Frame::Ping(payload));

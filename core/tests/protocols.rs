@@ -216,6 +216,92 @@ fn raw_application_heartbeat_replaces_websocket_pings() {
     );
 }
 
+fn pong_timed_out(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { reason, .. } if reason == "pong timeout"))
+}
+
+/// A Raw session with an application heartbeat every second, 500 ms to
+/// answer, connected and past its first heartbeat.
+fn raw_pinged(heartbeat: RawHeartbeat) -> T {
+    let b = Config::builder()
+        .seed(3)
+        .ping_interval(Some(MS(1000)))
+        .pong_timeout(MS(500));
+    let mut t = T::new(b, Raw::new().heartbeat(heartbeat));
+    t.open();
+    t.sent();
+    t.advance(MS(1000));
+    assert_eq!(t.sent(), ["ping"]);
+    t
+}
+
+#[test]
+fn raw_heartbeat_with_an_exact_reply_is_answered_only_by_it() {
+    let hb = RawHeartbeat::new(Payload::text("ping")).reply(Payload::text("pong"));
+    let mut t = raw_pinged(hb.clone());
+    // Data keeps coming, but it is not the reply: the deadline stands.
+    t.advance(MS(100));
+    t.text("tick 1");
+    t.advance(MS(200));
+    t.text("tick 2");
+    t.s.handle_frame(t.now, Frame::Pong(bytes::Bytes::new()));
+    t.s.handle_frame(t.now, Frame::Binary(bytes::Bytes::from_static(b"pong")));
+    t.advance(MS(200));
+    let events = t.events();
+    assert!(pong_timed_out(&events), "{events:?}");
+    let data: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Message { .. }))
+        .collect();
+    assert_eq!(data.len(), 3, "the other messages are still delivered");
+
+    // The reply itself clears it, and is delivered too.
+    let mut t = raw_pinged(hb);
+    t.advance(MS(100));
+    t.text("tick");
+    t.text("pong");
+    t.advance(MS(450));
+    assert_eq!(t.s.state(), State::Connected);
+    let events = t.events();
+    assert!(!pong_timed_out(&events));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Message { payload, .. } if payload.as_text() == Some("pong"))));
+}
+
+#[test]
+fn raw_heartbeat_with_a_predicate_reply() {
+    let hb = RawHeartbeat::new(Payload::text("ping"))
+        .reply_when(|f| matches!(f, Frame::Text(t) if t.as_str().contains(r#""op":"pong""#)));
+    let mut t = raw_pinged(hb.clone());
+    t.advance(MS(100));
+    t.text(r#"{"op":"pong","ts":17}"#);
+    t.advance(MS(450));
+    assert_eq!(t.s.state(), State::Connected);
+    assert!(!pong_timed_out(&t.events()));
+
+    let mut t = raw_pinged(hb);
+    t.advance(MS(100));
+    t.text(r#"{"op":"trade"}"#);
+    t.advance(MS(450));
+    assert!(pong_timed_out(&t.events()));
+}
+
+#[test]
+fn raw_heartbeat_reply_any_is_the_default() {
+    let hb = RawHeartbeat::new(Payload::text("ping"))
+        .reply(Payload::text("pong"))
+        .reply_any();
+    let mut t = raw_pinged(hb);
+    t.advance(MS(100));
+    t.text("tick");
+    t.advance(MS(450));
+    assert_eq!(t.s.state(), State::Connected);
+    assert!(!pong_timed_out(&t.events()));
+}
+
 #[test]
 fn raw_without_heartbeat_still_pings_the_websocket() {
     let b = Config::builder()
