@@ -21,7 +21,7 @@ use std::time::Duration;
 use common::{fast_config, is_connected, message_text, ms, pause, Client};
 use futures_util::{SinkExt, StreamExt};
 use redial_core::nats::Credentials;
-use redial_core::{AuthToken, Event, GraphqlWs, Nats, Payload, Raw, TerminalReason};
+use redial_core::{AuthToken, Event, GraphqlWs, Headers, Nats, Payload, Raw, TerminalReason};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::{Proxy, ProxyHandle};
 use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
@@ -227,6 +227,57 @@ async fn nats_subscriptions_survive_a_server_restart<R: Runtime>(
         })
         .await;
     assert!(matches!(seen.event, Event::Message { channel: Some(ref s), .. } if s == "feed.b"));
+    c.close().await;
+}
+
+async fn nats_headers_go_out_as_hpub_and_come_back_from_hmsg<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
+        return;
+    };
+    let builder = make(server.ws_url())
+        .config(fast_config().build().unwrap())
+        .protocol(Nats::new());
+    let mut c = Client::connect(builder);
+    c.handle.subscribe("hdr.>").await.unwrap();
+    c.next("connected", is_connected).await;
+    let sent = Headers::new()
+        .with("Trace-Id", "t-17")
+        .with("Kind", "a")
+        .with("Kind", "b");
+    c.handle
+        .publish_with_headers("hdr.a", sent.clone(), Payload::text("with"))
+        .await
+        .unwrap();
+    let seen = c
+        .next("the message with headers", |e| bytes_are(e, b"with"))
+        .await;
+    match seen.event {
+        Event::Message {
+            channel, headers, ..
+        } => {
+            assert_eq!(channel.as_ref().map(|c| c.as_str()), Some("hdr.a"));
+            assert_eq!(
+                headers,
+                Some(sent),
+                "every pair, in order, through the server"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    c.handle
+        .publish("hdr.b", Payload::text("without"))
+        .await
+        .unwrap();
+    let seen = c
+        .next("the message without", |e| bytes_are(e, b"without"))
+        .await;
+    assert!(
+        matches!(seen.event, Event::Message { headers: None, .. }),
+        "{:?}",
+        seen.event
+    );
     c.close().await;
 }
 
@@ -626,6 +677,7 @@ async fn raw_resubscribes_against_a_plain_feed<R: Runtime>(make: impl Fn(String)
 
 on_every_runtime!(
     nats_subscriptions_survive_a_server_restart,
+    nats_headers_go_out_as_hpub_and_come_back_from_hmsg,
     nats_server_pings_are_answered,
     nats_half_open_is_caught_by_the_protocols_heartbeat,
     nats_authorization_violation_is_terminal,
