@@ -21,7 +21,9 @@ use std::time::Duration;
 use common::{fast_config, is_connected, message_text, ms, pause, Client};
 use futures_util::{SinkExt, StreamExt};
 use redial_core::nats::Credentials;
-use redial_core::{AuthToken, Event, GraphqlWs, Headers, Nats, Payload, Raw, TerminalReason};
+use redial_core::{
+    AuthToken, Event, GraphqlWs, Headers, Nats, Payload, Raw, RawHeartbeat, TerminalReason,
+};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::{Proxy, ProxyHandle};
 use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
@@ -675,6 +677,54 @@ async fn raw_resubscribes_against_a_plain_feed<R: Runtime>(make: impl Fn(String)
     c.close().await;
 }
 
+async fn raw_heartbeat_is_answered_only_by_the_named_reply<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    // The feed answers our "ping" with "ack:ping".
+    let server = PlainServer::start(Script::Feed);
+    let named = Raw::new()
+        .heartbeat(RawHeartbeat::new(Payload::text("ping")).reply(Payload::text("ack:ping")));
+    let mut c = Client::connect(
+        make(server.url())
+            .config(fast_config().build().unwrap())
+            .protocol(named),
+    );
+    c.next("connected", is_connected).await;
+    for n in 1..=2 {
+        c.events
+            .next_without(
+                &c.rt,
+                &format!("heartbeat reply {n}"),
+                |e| message_text(e) == Some("ack:ping"),
+                |e| matches!(e, Event::Disconnected { .. }),
+            )
+            .await;
+    }
+    c.close().await;
+
+    // A reply the feed never sends: its "ack:ping" arrives, yet the
+    // deadline stands and the link is given up.
+    let wrong =
+        Raw::new().heartbeat(RawHeartbeat::new(Payload::text("ping")).reply(Payload::text("pong")));
+    let mut c = Client::connect(
+        make(server.url())
+            .config(fast_config().build().unwrap())
+            .protocol(wrong),
+    );
+    c.next("connected", is_connected).await;
+    c.next("the feed's answer, not the reply", |e| {
+        message_text(e) == Some("ack:ping")
+    })
+    .await;
+    let seen = c.disconnected("the pong timeout").await;
+    assert!(
+        matches!(&seen.event, Event::Disconnected { reason, .. } if reason == "pong timeout"),
+        "{:?}",
+        seen.event
+    );
+    c.close().await;
+}
+
 on_every_runtime!(
     nats_subscriptions_survive_a_server_restart,
     nats_headers_go_out_as_hpub_and_come_back_from_hmsg,
@@ -690,4 +740,5 @@ on_every_runtime!(
     graphql_init_timeout_4408_reconnects,
     graphql_garbage_is_a_protocol_error_and_a_reconnect,
     raw_resubscribes_against_a_plain_feed,
+    raw_heartbeat_is_answered_only_by_the_named_reply,
 );
