@@ -15,7 +15,10 @@ use crate::payload::Text;
 /// checks names and values when the message is published.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    pairs: Vec<(Text, Text)>,
+    // Boxed: one pointer in every `Event::Message` (most carry no headers)
+    // instead of a whole Vec; the event stays at 96 bytes, not 112.
+    #[allow(clippy::box_collection)]
+    pairs: Box<Vec<(Text, Text)>>,
 }
 
 impl Headers {
@@ -69,10 +72,11 @@ impl Headers {
 impl<N: Into<Text>, V: Into<Text>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         Headers {
-            pairs: iter
-                .into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
-                .collect(),
+            pairs: Box::new(
+                iter.into_iter()
+                    .map(|(n, v)| (n.into(), v.into()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -101,5 +105,10 @@ mod tests {
             .collect();
         assert_eq!(collected, h);
         assert!(Headers::new().is_empty());
+    }
+
+    #[test]
+    fn a_message_event_stays_small() {
+        assert_eq!(std::mem::size_of::<Option<Headers>>(), 8);
     }
 }
