@@ -571,13 +571,18 @@ impl<R: Runtime> Inner<R> {
         match command {
             Command::Send {
                 channel,
+                headers,
                 payload,
                 reply,
             } => {
                 let result = if !self.socket_full {
-                    match channel {
-                        None => self.session.handle_send(now, payload),
-                        Some(c) => self.session.handle_publish(now, c, payload),
+                    match (channel, headers) {
+                        // `Handle` sends headers only with a channel.
+                        (None, _) => self.session.handle_send(now, payload),
+                        (Some(c), None) => self.session.handle_publish(now, c, payload),
+                        (Some(c), Some(h)) => {
+                            self.session.handle_publish_with_headers(now, c, h, payload)
+                        }
                     }
                 } else {
                     // The socket is not taking frames: hold new ones back

@@ -8,12 +8,14 @@ use std::task::{Context, Poll};
 
 use futures_channel::oneshot;
 use futures_core::Stream;
-use redial_core::{Event, Payload, SendError, SendLimits, State, Text};
+use redial_core::{Event, Headers, Payload, SendError, SendLimits, State, Text};
 
 /// What a handle asks of the driver.
 pub(crate) enum Command {
     Send {
         channel: Option<Text>,
+        /// Only with a channel: see [`Handle::publish_with_headers`].
+        headers: Option<Headers>,
         payload: Payload,
         reply: oneshot::Sender<Result<u64, SendError>>,
     },
@@ -175,7 +177,7 @@ impl Handle {
     /// refusals ([`SendError::TooLarge`], [`SendError::Closing`],
     /// [`SendError::Closed`], ...).
     pub async fn send(&self, payload: Payload) -> Result<u64, SendError> {
-        self.send_waiting(None, payload).await
+        self.send_waiting(None, None, payload).await
     }
 
     /// Like [`send`](Self::send), but answers [`SendError::QueueFull`] at
@@ -184,6 +186,7 @@ impl Handle {
         let (reply, answer) = oneshot::channel();
         let command = Command::Send {
             channel: None,
+            headers: None,
             payload,
             reply,
         };
@@ -201,7 +204,25 @@ impl Handle {
         channel: impl Into<Text>,
         payload: Payload,
     ) -> Result<u64, SendError> {
-        self.send_waiting(Some(channel.into()), payload).await
+        self.send_waiting(Some(channel.into()), None, payload).await
+    }
+
+    /// Publishes to a channel with message headers ([`Nats`](redial_core::Nats):
+    /// an HPUB); waits for queue room like [`send`](Self::send). Received
+    /// headers arrive in [`Event::Message`]'s `headers`.
+    ///
+    /// # Errors
+    /// [`SendError::Unsupported`] from a protocol without headers,
+    /// [`SendError::Invalid`] for a name or value the protocol cannot
+    /// encode, and what [`publish`](Self::publish) refuses.
+    pub async fn publish_with_headers(
+        &self,
+        channel: impl Into<Text>,
+        headers: Headers,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        self.send_waiting(Some(channel.into()), Some(headers), payload)
+            .await
     }
 
     /// Hands a message to the driver without waiting for the session's
@@ -365,6 +386,7 @@ impl Handle {
     async fn send_waiting(
         &self,
         channel: Option<Text>,
+        headers: Option<Headers>,
         payload: Payload,
     ) -> Result<u64, SendError> {
         // Listening costs an allocation: only after a first `QueueFull`.
@@ -373,6 +395,7 @@ impl Handle {
             let answer = self
                 .request(|reply| Command::Send {
                     channel: channel.clone(),
+                    headers: headers.clone(),
                     payload: payload.clone(),
                     reply,
                 })

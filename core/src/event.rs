@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::headers::Headers;
 use crate::payload::{Payload, Text};
 use crate::protocol::ProtocolError;
 use crate::transport::SizeLimit;
@@ -210,6 +211,9 @@ pub enum Event {
         offset: Option<u64>,
         /// The payload.
         payload: Payload,
+        /// The message's headers, for protocols that carry them (a NATS
+        /// HMSG); `None` for a message without.
+        headers: Option<Headers>,
     },
     /// The server stored every message up to and including `seq`.
     Acked {

@@ -94,6 +94,7 @@ mod event;
 pub mod fuzzing;
 #[cfg(feature = "graphql-ws")]
 pub mod graphql_ws;
+mod headers;
 mod keepalive;
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -113,6 +114,7 @@ pub use close_policy::{ClosePolicy, CloseRule};
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::SendError;
 pub use event::{Event, SessionInfo, State, TerminalReason};
+pub use headers::Headers;
 pub use payload::{Payload, Text};
 #[cfg(feature = "graphql-ws")]
 pub use protocol::GraphqlWs;

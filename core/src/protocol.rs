@@ -100,6 +100,7 @@ use std::time::Duration;
 
 use crate::close_policy::CloseRule;
 use crate::event::SessionInfo;
+use crate::headers::Headers;
 use crate::payload::{Payload, Text};
 use crate::secret::{AuthToken, ResumeToken};
 use crate::transport::Frame;
@@ -272,6 +273,9 @@ pub struct Outgoing<'a> {
     pub channel: Option<&'a Text>,
     /// The payload.
     pub payload: &'a Payload,
+    /// Its headers, when published with some (only after
+    /// [`Protocol::check_headers`] took them).
+    pub headers: Option<&'a Headers>,
 }
 
 /// What the server's handshake reply told us.
@@ -330,6 +334,8 @@ pub enum Inbound {
         offset: Option<u64>,
         /// The payload.
         payload: Payload,
+        /// The message's headers, for protocols that carry them.
+        headers: Option<Headers>,
     },
     /// The server has every publish up to and including `seq`.
     Acked {
@@ -393,6 +399,7 @@ impl Inbound {
             key: None,
             offset: None,
             payload,
+            headers: None,
         }
     }
 }
@@ -487,6 +494,24 @@ pub trait Protocol: fmt::Debug + Send + 'static {
         Ok(())
     }
 
+    /// Takes or refuses the headers of a publish, before it is queued;
+    /// returns how many bytes they add to the message, for the server's
+    /// message size limit. The default refuses them: a protocol that
+    /// carries headers overrides it and reads
+    /// [`Outgoing::headers`] in [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// [`SendError::Unsupported`](crate::SendError::Unsupported) when the
+    /// protocol has no headers; [`SendError::Invalid`](crate::SendError::Invalid)
+    /// for a name or value it cannot encode.
+    fn check_headers(&self, headers: &Headers) -> Result<usize, crate::SendError> {
+        let _ = headers;
+        Err(crate::SendError::Unsupported {
+            protocol: self.name(),
+            what: "message headers",
+        })
+    }
+
     /// Refuses a subscription this protocol cannot send, before it is
     /// kept.
     ///
@@ -520,11 +545,19 @@ pub trait Protocol: fmt::Debug + Send + 'static {
     }
 
     /// The link is quiet: send an application heartbeat and return true,
-    /// or return false to have the session send a WebSocket ping. Any
-    /// message from the server counts as the answer.
+    /// or return false to have the session send a WebSocket ping. What
+    /// counts as the answer is [`answers_heartbeat`](Self::answers_heartbeat).
     fn heartbeat(&mut self, out: &mut Output) -> bool {
         let _ = out;
         false
+    }
+
+    /// Whether `frame` (any inbound message, WebSocket pings and pongs
+    /// included) answers an outstanding heartbeat and clears its deadline.
+    /// The default: every inbound message does.
+    fn answers_heartbeat(&self, frame: &Frame) -> bool {
+        let _ = frame;
+        true
     }
 
     /// Tells the server how far the application got, for protocols with

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::error::SendError;
+use crate::headers::Headers;
 use crate::payload::{Payload, Text};
 use crate::protocol::{check_channel, Capabilities};
 use crate::wire::Limits;
@@ -82,6 +83,7 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) channel: Option<Text>,
     pub(crate) payload: Payload,
+    pub(crate) headers: Option<Headers>,
     /// The payload is a frame the protocol already encoded (handed over
     /// once, never written, given back): it is written as it is.
     pub(crate) encoded: bool,
@@ -120,8 +122,11 @@ impl Queue {
         &mut self,
         channel: Option<Text>,
         payload: Payload,
+        headers: Option<Headers>,
     ) -> Result<u64, SendError> {
-        let len = payload.len() + channel.as_ref().map_or(0, Text::len);
+        let len = payload.len()
+            + channel.as_ref().map_or(0, Text::len)
+            + headers.as_ref().map_or(0, Headers::byte_len);
         if len > self.max_bytes {
             return Err(SendError::TooLarge {
                 len,
@@ -141,6 +146,7 @@ impl Queue {
             seq,
             channel,
             payload,
+            headers,
             encoded: false,
         });
         Ok(seq)
@@ -158,6 +164,7 @@ impl Queue {
                 seq: 0,
                 channel: None,
                 payload,
+                headers: None,
                 encoded: true,
             });
         }
@@ -215,7 +222,9 @@ impl Queue {
 }
 
 fn entry_len(e: &Entry) -> usize {
-    e.payload.len() + e.channel.as_ref().map_or(0, Text::len)
+    e.payload.len()
+        + e.channel.as_ref().map_or(0, Text::len)
+        + e.headers.as_ref().map_or(0, Headers::byte_len)
 }
 
 #[cfg(test)]
@@ -230,7 +239,7 @@ mod tests {
     fn seqs_are_consecutive_and_acks_are_cumulative() {
         let mut q = Queue::new(10, 1000);
         for i in 1..=5 {
-            assert_eq!(q.push(None, p("x")).unwrap(), i);
+            assert_eq!(q.push(None, p("x"), None).unwrap(), i);
         }
         assert_eq!(q.next_unsent().unwrap().seq, 1);
         assert_eq!(q.next_unsent().unwrap().seq, 2);
@@ -241,29 +250,29 @@ mod tests {
         assert_eq!(q.ack_through(10), 4);
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
-        assert_eq!(q.push(None, p("y")).unwrap(), 6);
+        assert_eq!(q.push(None, p("y"), None).unwrap(), 6);
     }
 
     #[test]
     fn limits_are_errors_not_drops() {
         let mut q = Queue::new(2, 10);
-        q.push(None, p("aaaa")).unwrap();
-        q.push(None, p("bbbb")).unwrap();
+        q.push(None, p("aaaa"), None).unwrap();
+        q.push(None, p("bbbb"), None).unwrap();
         assert_eq!(
-            q.push(None, p("c")),
+            q.push(None, p("c"), None),
             Err(SendError::QueueFull {
                 messages: 2,
                 bytes: 8
             })
         );
         let mut q = Queue::new(10, 10);
-        q.push(Some(Text::from("chan")), p("aaaa")).unwrap();
+        q.push(Some(Text::from("chan")), p("aaaa"), None).unwrap();
         assert!(matches!(
-            q.push(None, p("bbb")),
+            q.push(None, p("bbb"), None),
             Err(SendError::QueueFull { .. })
         ));
         assert!(matches!(
-            q.push(None, p("01234567890")),
+            q.push(None, p("01234567890"), None),
             Err(SendError::TooLarge { len: 11, max: 10 })
         ));
         assert_eq!(q.len(), 1);
@@ -272,8 +281,8 @@ mod tests {
     #[test]
     fn pop_unsent_removes() {
         let mut q = Queue::new(10, 100);
-        q.push(None, p("a")).unwrap();
-        q.push(None, p("b")).unwrap();
+        q.push(None, p("a"), None).unwrap();
+        q.push(None, p("b"), None).unwrap();
         assert_eq!(q.pop_unsent().unwrap().seq, 1);
         assert_eq!(q.len(), 1);
         assert_eq!(q.bytes(), 1);

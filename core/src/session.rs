@@ -9,6 +9,7 @@ use crate::close_policy::{handshake_rule, CloseRule, HandshakeRule};
 use crate::config::Config;
 use crate::error::SendError;
 use crate::event::{Event, SessionInfo, State, TerminalReason};
+use crate::headers::Headers;
 use crate::keepalive::{Keepalive, PingDue};
 use crate::payload::{Payload, Text};
 use crate::protocol::{
@@ -336,7 +337,7 @@ impl Session {
     /// until acknowledged and replayed after a reconnect. A full queue is an
     /// error, never a silent drop.
     pub fn handle_send(&mut self, now: Instant, payload: Payload) -> Result<u64, SendError> {
-        self.enqueue(now, None, payload)
+        self.enqueue(now, None, None, payload)
     }
 
     /// Publish to a channel ([`Wire`](crate::Wire) only).
@@ -346,7 +347,26 @@ impl Session {
         channel: impl Into<Text>,
         payload: Payload,
     ) -> Result<u64, SendError> {
-        self.enqueue(now, Some(channel.into()), payload)
+        self.enqueue(now, Some(channel.into()), None, payload)
+    }
+
+    /// Publish to a channel with message headers ([`Nats`](crate::Nats):
+    /// an HPUB). Queued like [`handle_publish`](Self::handle_publish); the
+    /// headers count toward the queue's byte limit and the server's
+    /// message size limit.
+    ///
+    /// # Errors
+    /// [`SendError::Unsupported`] from a protocol without headers,
+    /// [`SendError::Invalid`] for a name or value the protocol cannot
+    /// encode, and what [`handle_publish`](Self::handle_publish) refuses.
+    pub fn handle_publish_with_headers(
+        &mut self,
+        now: Instant,
+        channel: impl Into<Text>,
+        headers: Headers,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        self.enqueue(now, Some(channel.into()), Some(headers), payload)
     }
 
     /// Subscribe to a channel, for protocols whose subscriptions need
@@ -575,7 +595,9 @@ impl Session {
         if let Some(k) = &mut self.keepalive {
             k.on_rx(now);
         }
-        self.timers.stop(Timer::PongDeadline);
+        if self.protocol.answers_heartbeat(&frame) {
+            self.timers.stop(Timer::PongDeadline);
+        }
         if matches!(frame, Frame::Ping(_) | Frame::Pong(_)) {
             return;
         }
@@ -803,21 +825,24 @@ impl Session {
         &mut self,
         now: Instant,
         channel: Option<Text>,
+        headers: Option<Headers>,
         payload: Payload,
     ) -> Result<u64, SendError> {
         self.clock(now);
+        let header_len = match &headers {
+            Some(h) => self.protocol.check_headers(h)?,
+            None => 0,
+        };
         self.send_limits().check(channel.as_ref(), &payload)?;
         self.protocol.check_publish(channel.as_ref(), &payload)?;
         if let Some(max) = self.server_max_message {
-            if payload.len() > max {
-                return Err(SendError::TooLarge {
-                    len: payload.len(),
-                    max,
-                });
+            let len = payload.len() + header_len;
+            if len > max {
+                return Err(SendError::TooLarge { len, max });
             }
         }
         self.check_open()?;
-        let seq = self.queue.push(channel, payload)?;
+        let seq = self.queue.push(channel, payload, headers)?;
         if self.phase == Phase::Connected {
             self.flush_queue();
         }
@@ -842,6 +867,7 @@ impl Session {
                         seq: e.seq,
                         channel: e.channel.as_ref(),
                         payload: &e.payload,
+                        headers: e.headers.as_ref(),
                     },
                     out,
                 );
@@ -862,6 +888,7 @@ impl Session {
                     seq: e.seq,
                     channel: e.channel.as_ref(),
                     payload: &e.payload,
+                    headers: e.headers.as_ref(),
                 },
                 &mut self.out,
             );
@@ -1009,15 +1036,18 @@ impl Session {
                 key,
                 offset: Some(offset),
                 payload,
-            } => self.on_message(now, offset, key, payload),
+                headers,
+            } => self.on_message(now, offset, key, payload, headers),
             Inbound::Data {
                 key,
                 offset: None,
                 payload,
+                headers,
             } => self.events.push_back(Event::Message {
                 channel: key,
                 offset: None,
                 payload,
+                headers,
             }),
             Inbound::Subscribed { key } => {
                 self.events.push_back(Event::Subscribed { channel: key })
@@ -1119,7 +1149,14 @@ impl Session {
         }
     }
 
-    fn on_message(&mut self, now: Instant, offset: u64, channel: Option<Text>, payload: Payload) {
+    fn on_message(
+        &mut self,
+        now: Instant,
+        offset: u64,
+        channel: Option<Text>,
+        payload: Payload,
+        headers: Option<Headers>,
+    ) {
         if offset <= self.delivered {
             // A replay of something the application already has.
             return;
@@ -1135,6 +1172,7 @@ impl Session {
             channel,
             offset: Some(offset),
             payload,
+            headers,
         });
         self.unreported += 1;
         if self.unreported >= self.config.ack_every {
@@ -1232,7 +1270,7 @@ impl Session {
     }
 
     /// The protocol's own heartbeat when it has one, else a WebSocket ping
-    /// with `payload`. Either way any inbound message is the answer.
+    /// with `payload`. The protocol says which inbound messages answer it.
     fn send_heartbeat(&mut self, payload: bytes::Bytes) {
         if !self.protocol.heartbeat(&mut self.out) {
             self.out.send(Frame::Ping(payload));

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use redial_core::{
-    Action, CloseFrame, Config, ConfigBuilder, Event, Frame, Payload, Protocol, Raw, RawHeartbeat,
-    SendError, Session, State, Text,
+    Action, CloseFrame, Config, ConfigBuilder, Event, Frame, Headers, Payload, Protocol, Raw,
+    RawHeartbeat, SendError, Session, State, Text,
 };
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -183,6 +183,28 @@ fn raw_refuses_a_subscription_without_a_message_and_channels() {
 }
 
 #[test]
+fn protocols_without_headers_refuse_them() {
+    let h = Headers::new().with("K", "v");
+    let mut t = T::new(quiet(), Raw::new());
+    assert_eq!(
+        t.s.handle_publish_with_headers(t.now, "news", h.clone(), Payload::text("x")),
+        Err(SendError::Unsupported {
+            protocol: "raw",
+            what: "message headers"
+        })
+    );
+    let mut t = T::new(quiet(), redial_core::Wire);
+    assert_eq!(
+        t.s.handle_publish_with_headers(t.now, "news", h, Payload::text("x")),
+        Err(SendError::Unsupported {
+            protocol: "wire",
+            what: "message headers"
+        })
+    );
+    assert_eq!(t.s.queued(), 0);
+}
+
+#[test]
 fn raw_application_heartbeat_replaces_websocket_pings() {
     let b = Config::builder()
         .seed(3)
@@ -214,6 +236,92 @@ fn raw_application_heartbeat_replaces_websocket_pings() {
             .any(|e| matches!(e, Event::Disconnected { reason, .. } if reason == "pong timeout")),
         "{events:?}"
     );
+}
+
+fn pong_timed_out(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { reason, .. } if reason == "pong timeout"))
+}
+
+/// A Raw session with an application heartbeat every second, 500 ms to
+/// answer, connected and past its first heartbeat.
+fn raw_pinged(heartbeat: RawHeartbeat) -> T {
+    let b = Config::builder()
+        .seed(3)
+        .ping_interval(Some(MS(1000)))
+        .pong_timeout(MS(500));
+    let mut t = T::new(b, Raw::new().heartbeat(heartbeat));
+    t.open();
+    t.sent();
+    t.advance(MS(1000));
+    assert_eq!(t.sent(), ["ping"]);
+    t
+}
+
+#[test]
+fn raw_heartbeat_with_an_exact_reply_is_answered_only_by_it() {
+    let hb = RawHeartbeat::new(Payload::text("ping")).reply(Payload::text("pong"));
+    let mut t = raw_pinged(hb.clone());
+    // Data keeps coming, but it is not the reply: the deadline stands.
+    t.advance(MS(100));
+    t.text("tick 1");
+    t.advance(MS(200));
+    t.text("tick 2");
+    t.s.handle_frame(t.now, Frame::Pong(bytes::Bytes::new()));
+    t.s.handle_frame(t.now, Frame::Binary(bytes::Bytes::from_static(b"pong")));
+    t.advance(MS(200));
+    let events = t.events();
+    assert!(pong_timed_out(&events), "{events:?}");
+    let data: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Message { .. }))
+        .collect();
+    assert_eq!(data.len(), 3, "the other messages are still delivered");
+
+    // The reply itself clears it, and is delivered too.
+    let mut t = raw_pinged(hb);
+    t.advance(MS(100));
+    t.text("tick");
+    t.text("pong");
+    t.advance(MS(450));
+    assert_eq!(t.s.state(), State::Connected);
+    let events = t.events();
+    assert!(!pong_timed_out(&events));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Message { payload, .. } if payload.as_text() == Some("pong"))));
+}
+
+#[test]
+fn raw_heartbeat_with_a_predicate_reply() {
+    let hb = RawHeartbeat::new(Payload::text("ping"))
+        .reply_when(|f| matches!(f, Frame::Text(t) if t.as_str().contains(r#""op":"pong""#)));
+    let mut t = raw_pinged(hb.clone());
+    t.advance(MS(100));
+    t.text(r#"{"op":"pong","ts":17}"#);
+    t.advance(MS(450));
+    assert_eq!(t.s.state(), State::Connected);
+    assert!(!pong_timed_out(&t.events()));
+
+    let mut t = raw_pinged(hb);
+    t.advance(MS(100));
+    t.text(r#"{"op":"trade"}"#);
+    t.advance(MS(450));
+    assert!(pong_timed_out(&t.events()));
+}
+
+#[test]
+fn raw_heartbeat_reply_any_is_the_default() {
+    let hb = RawHeartbeat::new(Payload::text("ping"))
+        .reply(Payload::text("pong"))
+        .reply_any();
+    let mut t = raw_pinged(hb);
+    t.advance(MS(100));
+    t.text("tick");
+    t.advance(MS(450));
+    assert_eq!(t.s.state(), State::Connected);
+    assert!(!pong_timed_out(&t.events()));
 }
 
 #[test]
@@ -573,6 +681,100 @@ mod nats {
             "SUB c 3\r\n",
             "a new sid, never a reused one"
         );
+    }
+
+    #[test]
+    fn publishes_with_headers_go_out_as_hpub_also_after_a_reconnect() {
+        let mut t = T::new(quiet(), Nats::new());
+        let h = Headers::new().with("Trace", "a1").with("Trace", "b2");
+        // "NATS/1.0\r\n" 10 + "Trace: a1\r\n" 11 twice + "\r\n" 2 = 34.
+        let hpub = "HPUB orders 34 37\r\nNATS/1.0\r\nTrace: a1\r\nTrace: b2\r\n\r\nbuy\r\n";
+        t.handshake();
+        t.nats_sent();
+        t.s.handle_publish_with_headers(t.now, "orders", h.clone(), Payload::text("buy"))
+            .unwrap();
+        assert_eq!(t.nats_sent(), hpub);
+        // Queued while away, it keeps its headers.
+        t.drop_link();
+        t.s.handle_publish_with_headers(t.now, "orders", h, Payload::text("buy"))
+            .unwrap();
+        t.s.handle_publish(t.now, "orders", Payload::text("plain"))
+            .unwrap();
+        t.reconnect();
+        t.nats(&format!("{INFO}\r\n"));
+        t.nats_sent();
+        t.nats("PONG\r\n");
+        assert_eq!(t.nats_sent(), format!("{hpub}PUB orders 5\r\nplain\r\n"));
+    }
+
+    #[test]
+    fn hmsg_headers_reach_the_application_and_msg_has_none() {
+        let mut t = T::new(quiet(), Nats::new());
+        t.s.handle_subscribe(t.now, "a").unwrap();
+        t.handshake();
+        t.nats_sent();
+        // Block: 10 + "K: v1\r\n" 7 + "Empty:\r\n" 8 + 2 = 27; payload 2.
+        t.nats("HMSG a 1 27 29\r\nNATS/1.0\r\nK: v1\r\nEmpty:\r\n\r\nhi\r\nMSG a 1 2\r\nho\r\n");
+        let got: Vec<_> = t
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message {
+                    payload, headers, ..
+                } => Some((payload.bytes().to_vec(), headers)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    b"hi".to_vec(),
+                    Some(Headers::new().with("K", "v1").with("Empty", ""))
+                ),
+                (b"ho".to_vec(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn headers_are_checked_before_queueing() {
+        let mut t = T::new(quiet(), Nats::new());
+        for bad in [
+            Headers::new().with("Bad Name", "v"),
+            Headers::new().with("K", "line\r\nbreak"),
+            Headers::new().with("", "v"),
+        ] {
+            assert!(
+                matches!(
+                    t.s.handle_publish_with_headers(t.now, "s", bad.clone(), Payload::text("x")),
+                    Err(SendError::Invalid {
+                        protocol: "nats",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(t.s.queued(), 0);
+        // The server's max_payload counts the header block too.
+        t.open();
+        t.text(r#"INFO {"server_id":"S","version":"2.9","max_payload":32}"#);
+        t.s.handle_frame(t.now, Frame::Binary(b"\r\nPONG\r\n".to_vec().into()));
+        let h = Headers::new().with("K", "v"); // block of 18 bytes
+        assert!(matches!(
+            t.s.handle_publish_with_headers(
+                t.now,
+                "s",
+                h.clone(),
+                Payload::text("fifteen bytes!!")
+            ),
+            Err(SendError::TooLarge { len: 33, max: 32 })
+        ));
+        assert!(t
+            .s
+            .handle_publish_with_headers(t.now, "s", h, Payload::text("fourteen bytes"))
+            .is_ok());
     }
 
     #[test]

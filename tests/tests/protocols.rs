@@ -21,7 +21,9 @@ use std::time::Duration;
 use common::{fast_config, is_connected, message_text, ms, pause, Client};
 use futures_util::{SinkExt, StreamExt};
 use redial_core::nats::Credentials;
-use redial_core::{AuthToken, Event, GraphqlWs, Nats, Payload, Raw, TerminalReason};
+use redial_core::{
+    AuthToken, Event, GraphqlWs, Headers, Nats, Payload, Raw, RawHeartbeat, TerminalReason,
+};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::{Proxy, ProxyHandle};
 use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
@@ -227,6 +229,57 @@ async fn nats_subscriptions_survive_a_server_restart<R: Runtime>(
         })
         .await;
     assert!(matches!(seen.event, Event::Message { channel: Some(ref s), .. } if s == "feed.b"));
+    c.close().await;
+}
+
+async fn nats_headers_go_out_as_hpub_and_come_back_from_hmsg<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
+        return;
+    };
+    let builder = make(server.ws_url())
+        .config(fast_config().build().unwrap())
+        .protocol(Nats::new());
+    let mut c = Client::connect(builder);
+    c.handle.subscribe("hdr.>").await.unwrap();
+    c.next("connected", is_connected).await;
+    let sent = Headers::new()
+        .with("Trace-Id", "t-17")
+        .with("Kind", "a")
+        .with("Kind", "b");
+    c.handle
+        .publish_with_headers("hdr.a", sent.clone(), Payload::text("with"))
+        .await
+        .unwrap();
+    let seen = c
+        .next("the message with headers", |e| bytes_are(e, b"with"))
+        .await;
+    match seen.event {
+        Event::Message {
+            channel, headers, ..
+        } => {
+            assert_eq!(channel.as_ref().map(|c| c.as_str()), Some("hdr.a"));
+            assert_eq!(
+                headers,
+                Some(sent),
+                "every pair, in order, through the server"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    c.handle
+        .publish("hdr.b", Payload::text("without"))
+        .await
+        .unwrap();
+    let seen = c
+        .next("the message without", |e| bytes_are(e, b"without"))
+        .await;
+    assert!(
+        matches!(seen.event, Event::Message { headers: None, .. }),
+        "{:?}",
+        seen.event
+    );
     c.close().await;
 }
 
@@ -624,8 +677,57 @@ async fn raw_resubscribes_against_a_plain_feed<R: Runtime>(make: impl Fn(String)
     c.close().await;
 }
 
+async fn raw_heartbeat_is_answered_only_by_the_named_reply<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    // The feed answers our "ping" with "ack:ping".
+    let server = PlainServer::start(Script::Feed);
+    let named = Raw::new()
+        .heartbeat(RawHeartbeat::new(Payload::text("ping")).reply(Payload::text("ack:ping")));
+    let mut c = Client::connect(
+        make(server.url())
+            .config(fast_config().build().unwrap())
+            .protocol(named),
+    );
+    c.next("connected", is_connected).await;
+    for n in 1..=2 {
+        c.events
+            .next_without(
+                &c.rt,
+                &format!("heartbeat reply {n}"),
+                |e| message_text(e) == Some("ack:ping"),
+                |e| matches!(e, Event::Disconnected { .. }),
+            )
+            .await;
+    }
+    c.close().await;
+
+    // A reply the feed never sends: its "ack:ping" arrives, yet the
+    // deadline stands and the link is given up.
+    let wrong =
+        Raw::new().heartbeat(RawHeartbeat::new(Payload::text("ping")).reply(Payload::text("pong")));
+    let mut c = Client::connect(
+        make(server.url())
+            .config(fast_config().build().unwrap())
+            .protocol(wrong),
+    );
+    c.next("connected", is_connected).await;
+    c.next("the feed's answer, not the reply", |e| {
+        message_text(e) == Some("ack:ping")
+    })
+    .await;
+    let seen = c.disconnected("the pong timeout").await;
+    assert!(
+        matches!(&seen.event, Event::Disconnected { reason, .. } if reason == "pong timeout"),
+        "{:?}",
+        seen.event
+    );
+    c.close().await;
+}
+
 on_every_runtime!(
     nats_subscriptions_survive_a_server_restart,
+    nats_headers_go_out_as_hpub_and_come_back_from_hmsg,
     nats_server_pings_are_answered,
     nats_half_open_is_caught_by_the_protocols_heartbeat,
     nats_authorization_violation_is_terminal,
@@ -638,4 +740,5 @@ on_every_runtime!(
     graphql_init_timeout_4408_reconnects,
     graphql_garbage_is_a_protocol_error_and_a_reconnect,
     raw_resubscribes_against_a_plain_feed,
+    raw_heartbeat_is_answered_only_by_the_named_reply,
 );

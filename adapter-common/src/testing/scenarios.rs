@@ -34,7 +34,13 @@ pub async fn connect_send_receive<R: Runtime>(make: impl Fn(String) -> Builder<R
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
-    assert_eq!(handle.state(), State::Connecting);
+    // A driver on another thread (smol, async-std) may have connected over
+    // loopback already.
+    let first = handle.state();
+    assert!(
+        matches!(first, State::Connecting | State::Connected),
+        "{first:?}"
+    );
     wait_event(&rt, &mut events, "connected", is_connected).await;
     assert_eq!(handle.state(), State::Connected);
 

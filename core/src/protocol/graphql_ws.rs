@@ -222,6 +222,7 @@ impl Protocol for GraphqlWs {
                         key: Some(key),
                         offset: None,
                         payload: share(&whole, payload.get()),
+                        headers: None,
                     });
                 }
             }

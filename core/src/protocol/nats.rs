@@ -7,6 +7,7 @@ use bytes::BytesMut;
 
 use crate::close_policy::CloseRule;
 use crate::error::SendError;
+use crate::headers::Headers;
 use crate::nats::{self, ClientOp, Connect, Credentials, Decoder, ErrKind, ServerOp};
 use crate::payload::{Payload, Text};
 use crate::transport::Frame;
@@ -41,9 +42,12 @@ enum Stage {
 /// plain one); each gets a sid once and keeps it, so after a reconnect the
 /// same SUBs go out with the same sids. MSG and HMSG become
 /// [`Event::Message`](crate::Event::Message) with the message's subject as
-/// the channel (HMSG headers are not passed on yet); a publish is
+/// the channel and, for HMSG, its [`Headers`] (the pairs; a status line is
+/// not kept); a publish is
 /// [`Session::handle_publish`](crate::Session::handle_publish) with the
-/// subject as the channel (PUB). PING and PONG are the heartbeat both ways:
+/// subject as the channel (PUB), or
+/// [`Session::handle_publish_with_headers`](crate::Session::handle_publish_with_headers)
+/// (HPUB). PING and PONG are the heartbeat both ways:
 /// the server's PING is answered, a quiet link gets our PING (the config's
 /// `ping_interval`). `-ERR` by meaning ([`ErrKind`]): refused credentials
 /// are terminal, a server shedding load steps the ladder, other closing
@@ -163,6 +167,7 @@ impl Nats {
                         key: Some(m.subject),
                         offset: None,
                         payload: Payload::binary(m.payload),
+                        headers: m.headers.as_ref().map(headers_of),
                     });
                 }
             }
@@ -204,6 +209,24 @@ impl Nats {
         let subject = rest.trim().trim_matches('"');
         self.sids.keys().find(|k| k.as_str() == subject).cloned()
     }
+}
+
+/// An HMSG's header block as the application sees it: the pairs, in order
+/// (a status line, which only replies to requests carry, is not kept).
+fn headers_of(block: &nats::Headers) -> Headers {
+    block
+        .iter()
+        .map(|(n, v)| (Text::from(n), Text::from(v)))
+        .collect()
+}
+
+/// The HPUB header block for `headers`.
+fn block_of(headers: &Headers) -> Result<nats::Headers, SendError> {
+    let pairs: Vec<(&str, &str)> = headers.iter().collect();
+    nats::Headers::build(&pairs).map_err(|e| SendError::Invalid {
+        protocol: NAME,
+        reason: e.to_string(),
+    })
 }
 
 fn flush(buf: &mut BytesMut, out: &mut Output) {
@@ -285,6 +308,11 @@ impl Protocol for Nats {
         Ok(())
     }
 
+    fn check_headers(&self, headers: &Headers) -> Result<usize, SendError> {
+        // The server's max_payload counts the header block too.
+        Ok(block_of(headers)?.as_text().len())
+    }
+
     fn check_subscription(&self, key: &Text, spec: &Payload) -> Result<(), SendError> {
         let queue = match spec.as_text() {
             Some(q) => q,
@@ -313,13 +341,27 @@ impl Protocol for Nats {
     fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output) {
         let Some(subject) = msg.channel else { return };
         let mut buf = BytesMut::with_capacity(msg.payload.len() + subject.len() + 24);
-        // Checked by `check_publish` before the message was queued.
-        let op = ClientOp::Pub {
-            subject: subject.as_str(),
-            reply: None,
-            payload: msg.payload.bytes(),
+        // Subject and headers were checked (`check_publish`,
+        // `check_headers`) before the message was queued.
+        let encoded = match msg.headers {
+            None => ClientOp::Pub {
+                subject: subject.as_str(),
+                reply: None,
+                payload: msg.payload.bytes(),
+            }
+            .encode(&mut buf),
+            Some(headers) => match block_of(headers) {
+                Ok(block) => ClientOp::HPub {
+                    subject: subject.as_str(),
+                    reply: None,
+                    headers: &block,
+                    payload: msg.payload.bytes(),
+                }
+                .encode(&mut buf),
+                Err(_) => return,
+            },
         };
-        if op.encode(&mut buf).is_ok() {
+        if encoded.is_ok() {
             flush(&mut buf, out);
         }
     }

@@ -1,6 +1,9 @@
 //! Raw: every WebSocket message is application data, with optional
 //! resubscribe, on-connect messages and an application heartbeat.
 
+use std::fmt;
+use std::sync::Arc;
+
 use crate::payload::{Payload, Text};
 use crate::transport::Frame;
 
@@ -33,17 +36,81 @@ pub struct Raw {
 }
 
 /// An application heartbeat for [`Raw`]: sent when the link has been quiet
-/// for the config's `ping_interval`; any inbound message within
-/// `pong_timeout` counts as the reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// for the config's `ping_interval`; the reply must come within
+/// `pong_timeout` or the link is taken for dead and reconnected.
+///
+/// By default any inbound message counts as the reply. A feed that keeps
+/// sending data while its session behind it is gone needs a stricter
+/// answer: name the reply with [`reply`](Self::reply) or
+/// [`reply_when`](Self::reply_when), and only that clears the deadline.
+/// The reply is still delivered to the application as a message.
+#[derive(Debug, Clone)]
 pub struct RawHeartbeat {
     message: Payload,
+    reply: Reply,
+}
+
+/// What answers a [`RawHeartbeat`].
+#[derive(Clone)]
+enum Reply {
+    Any,
+    Exact(Payload),
+    Matching(Arc<dyn Fn(&Frame) -> bool + Send + Sync>),
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Any => f.write_str("Any"),
+            Reply::Exact(p) => f.debug_tuple("Exact").field(p).finish(),
+            Reply::Matching(_) => f.write_str("Matching(..)"),
+        }
+    }
+}
+
+impl Reply {
+    fn answers(&self, frame: &Frame) -> bool {
+        match self {
+            Reply::Any => true,
+            Reply::Exact(want) => match frame {
+                Frame::Text(t) => want.as_text() == Some(t.as_str()),
+                Frame::Binary(b) => want.as_text().is_none() && want.bytes() == b,
+                // WebSocket pings and pongs are not the feed's reply.
+                Frame::Ping(_) | Frame::Pong(_) => false,
+            },
+            Reply::Matching(f) => f(frame),
+        }
+    }
 }
 
 impl RawHeartbeat {
-    /// Sends `message` on a quiet link.
+    /// Sends `message` on a quiet link; any inbound message is the reply.
     pub fn new(message: Payload) -> Self {
-        RawHeartbeat { message }
+        RawHeartbeat {
+            message,
+            reply: Reply::Any,
+        }
+    }
+
+    /// Only this exact message is the reply: a text message with the same
+    /// text, or a binary one with the same bytes.
+    pub fn reply(mut self, message: Payload) -> Self {
+        self.reply = Reply::Exact(message);
+        self
+    }
+
+    /// Only messages `is_reply` accepts are the reply (it also sees
+    /// WebSocket pings and pongs). Keep it cheap: it runs on every inbound
+    /// message.
+    pub fn reply_when(mut self, is_reply: impl Fn(&Frame) -> bool + Send + Sync + 'static) -> Self {
+        self.reply = Reply::Matching(Arc::new(is_reply));
+        self
+    }
+
+    /// Any inbound message is the reply (the default).
+    pub fn reply_any(mut self) -> Self {
+        self.reply = Reply::Any;
+        self
     }
 }
 
@@ -113,6 +180,12 @@ impl Protocol for Raw {
         if let Some(m) = message {
             out.send_payload(m);
         }
+    }
+
+    fn answers_heartbeat(&self, frame: &Frame) -> bool {
+        self.heartbeat
+            .as_ref()
+            .is_none_or(|h| h.reply.answers(frame))
     }
 
     fn heartbeat(&mut self, out: &mut Output) -> bool {

@@ -133,6 +133,7 @@ impl Protocol for Wire {
                 key: channel,
                 offset: Some(offset),
                 payload,
+                headers: None,
             },
             F::Subscribed { channel } => Inbound::Subscribed { key: channel },
             F::SubscribeError {
