@@ -432,3 +432,32 @@ impl Publisher {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
+    fn progress_wakes_the_publisher_per_chunk_and_at_the_total() {
+        let p = Progress::default();
+        for _ in 0..CHUNK - 1 {
+            p.received(CHUNK + 7);
+        }
+        assert_eq!(p.state.lock().map(|s| s.received).ok(), Some(0));
+        p.received(CHUNK + 7);
+        assert_eq!(p.state.lock().map(|s| s.received).ok(), Some(CHUNK));
+        for _ in 0..7 {
+            p.received(CHUNK + 7);
+        }
+        assert!(p.wait(|s| s.received == CHUNK + 7));
+        p.set_ended();
+        assert!(!p.wait(|s| s.received > CHUNK + 7), "an ended subscriber");
+    }
+}
