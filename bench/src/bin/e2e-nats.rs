@@ -21,7 +21,9 @@
 //! first measured publish until the subscriber received the last measured
 //! message. Each round runs both clients, the order swapped every round so
 //! neither always goes first; the report gives every round, the medians and
-//! the ratio redial/async-nats of the medians.
+//! the ratio redial/async-nats of the medians. Each run also gives the
+//! subscriber thread's on-CPU time per measured message (the whole client
+//! runs on that thread), which queueing for a busy CPU does not inflate.
 //!
 //! | client | subscribes with | counts |
 //! |---|---|---|
@@ -109,6 +111,7 @@ fn main() -> Result<(), BoxError> {
     let url = server.ws_url();
 
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpus: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut run = 0u64;
     for round in 1..=rounds {
         let order = if round % 2 == 1 {
@@ -119,17 +122,24 @@ fn main() -> Result<(), BoxError> {
         for client in order {
             run += 1;
             let subject = format!("bench.run{run}");
-            let elapsed = measure(client, &url, &subject, &mut publisher, plan)
+            let measured = measure(client, &url, &subject, &mut publisher, plan)
                 .map_err(|e| format!("{} (round {round}): {e}", client.name()))?;
-            let rate = plan.messages as f64 / elapsed.as_secs_f64();
+            let rate = plan.messages as f64 / measured.elapsed.as_secs_f64();
+            let cpu = measured
+                .cpu
+                .map(|c| c.as_nanos() as f64 / plan.messages as f64);
             println!(
-                "  round {round}  {:<30} {:>10.0} msg/s {:>8.1} MB/s  ({:.3} s)",
+                "  round {round}  {:<30} {:>10.0} msg/s {:>8.1} MB/s  ({:.3} s)  {} CPU ns/msg",
                 client.name(),
                 rate,
                 rate * MESSAGE_SIZE as f64 / 1e6,
-                elapsed.as_secs_f64()
+                measured.elapsed.as_secs_f64(),
+                cpu.map_or("?".to_owned(), |c| format!("{c:.0}"))
             );
             rates[client as usize].push(rate);
+            if let Some(cpu) = cpu {
+                cpus[client as usize].push(cpu);
+            }
         }
     }
     let redial = median(&mut rates[Client::Redial as usize]);
@@ -141,6 +151,14 @@ fn main() -> Result<(), BoxError> {
         Client::AsyncNats.name()
     );
     println!("  ratio redial/async-nats {:.3}x", redial / async_nats);
+    let redial_cpu = median(&mut cpus[Client::Redial as usize]);
+    let async_nats_cpu = median(&mut cpus[Client::AsyncNats as usize]);
+    if redial_cpu > 0.0 && async_nats_cpu > 0.0 {
+        println!(
+            "  subscriber thread CPU per message (median): redial {redial_cpu:.0} ns, async-nats {async_nats_cpu:.0} ns, ratio async-nats/redial {:.3}x",
+            async_nats_cpu / redial_cpu
+        );
+    }
     println!("load average after: {}", load_average());
     Ok(())
 }
@@ -166,8 +184,11 @@ fn measure(
     subject: &str,
     publisher: &mut Publisher,
     plan: Plan,
-) -> Result<Duration, BoxError> {
-    let progress = Arc::new(Progress::default());
+) -> Result<Measured, BoxError> {
+    let progress = Arc::new(Progress {
+        warmup: plan.warmup,
+        ..Progress::default()
+    });
     let total = plan.warmup + plan.messages;
     let subscriber = spawn_subscriber(client, url, subject, total, progress.clone())?;
     if !progress.wait(|p| p.ready)
@@ -180,13 +201,38 @@ fn measure(
     if !publisher.publish(subject, plan.messages, &progress)? {
         return Err(subscriber_failure(subscriber));
     }
-    let end = subscriber
+    let (end, cpu) = subscriber
         .join()
         .map_err(|_| "the subscriber thread panicked")??;
-    Ok(end - start)
+    Ok(Measured {
+        elapsed: end - start,
+        cpu,
+    })
 }
 
-fn subscriber_failure(subscriber: JoinHandle<Result<Instant, BoxError>>) -> BoxError {
+/// When the subscriber received its last message, and its thread's CPU
+/// time over the measured messages.
+type Finished = (Instant, Option<Duration>);
+
+/// One run's figures.
+struct Measured {
+    /// First measured publish to last measured message received.
+    elapsed: Duration,
+    /// On-CPU time of the subscriber's thread (the whole client: its
+    /// runtime, socket reads, decoding, counting) over the measured
+    /// messages; none where `/proc/thread-self/schedstat` is missing.
+    cpu: Option<Duration>,
+}
+
+/// On-CPU time of the calling thread, from the scheduler's own
+/// nanosecond account (`/proc/thread-self/schedstat`, first field).
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+fn subscriber_failure(subscriber: JoinHandle<Result<Finished, BoxError>>) -> BoxError {
     match subscriber.join() {
         Ok(Err(e)) => e,
         Ok(Ok(_)) => "the subscriber ended early".into(),
@@ -197,6 +243,10 @@ fn subscriber_failure(subscriber: JoinHandle<Result<Instant, BoxError>>) -> BoxE
 /// What the subscriber has done, for the publisher to wait on.
 #[derive(Debug, Default)]
 struct Progress {
+    /// Messages before the measured ones.
+    warmup: u64,
+    /// The subscriber thread's CPU time when the warm-up was all received.
+    cpu_at_warmup: Mutex<Option<Duration>>,
     received: AtomicU64,
     state: Mutex<State>,
     changed: Condvar,
@@ -212,6 +262,9 @@ struct State {
 
 impl Progress {
     fn set_ready(&self) {
+        if self.warmup == 0 {
+            self.mark_cpu();
+        }
         if let Ok(mut state) = self.state.lock() {
             state.ready = true;
         }
@@ -229,12 +282,29 @@ impl Progress {
     /// `total`), not per message, so the counting loop stays cheap.
     fn received(&self, total: u64) {
         let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == self.warmup {
+            self.mark_cpu();
+        }
         if n % CHUNK == 0 || n == total {
             if let Ok(mut state) = self.state.lock() {
                 state.received = n;
             }
             self.changed.notify_all();
         }
+    }
+
+    /// Called on the subscriber's thread where the measured part starts.
+    fn mark_cpu(&self) {
+        if let Ok(mut cpu) = self.cpu_at_warmup.lock() {
+            *cpu = thread_cpu();
+        }
+    }
+
+    /// The subscriber thread's CPU time since [`Progress::mark_cpu`];
+    /// called on that thread.
+    fn measured_cpu(&self) -> Option<Duration> {
+        let start = (*self.cpu_at_warmup.lock().ok()?)?;
+        thread_cpu()?.checked_sub(start)
     }
 
     /// Blocks until `done` holds; false if the subscriber ended first.
@@ -266,12 +336,12 @@ fn spawn_subscriber(
     subject: &str,
     total: u64,
     progress: Arc<Progress>,
-) -> Result<JoinHandle<Result<Instant, BoxError>>, BoxError> {
+) -> Result<JoinHandle<Result<Finished, BoxError>>, BoxError> {
     let url = url.to_owned();
     let subject = subject.to_owned();
     let thread = std::thread::Builder::new()
         .name("subscriber".into())
-        .spawn(move || -> Result<Instant, BoxError> {
+        .spawn(move || -> Result<Finished, BoxError> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -307,7 +377,7 @@ async fn redial(
     subject: String,
     total: u64,
     progress: Arc<Progress>,
-) -> Result<Instant, BoxError> {
+) -> Result<Finished, BoxError> {
     let (handle, mut events) = redial_tokio::builder(url)
         .protocol(Nats::new().connection_name("bench-redial"))
         .connect()?;
@@ -329,8 +399,9 @@ async fn redial(
                 progress.received(total);
                 if progress.received.load(Ordering::Relaxed) == total {
                     let end = Instant::now();
+                    let cpu = progress.measured_cpu();
                     handle.close().await;
-                    return Ok(end);
+                    return Ok((end, cpu));
                 }
             }
             Event::Disconnected { .. } | Event::Closed { .. } => {
@@ -347,7 +418,7 @@ async fn async_nats(
     subject: String,
     total: u64,
     progress: Arc<Progress>,
-) -> Result<Instant, BoxError> {
+) -> Result<Finished, BoxError> {
     let client = async_nats::ConnectOptions::new()
         .name("bench-async-nats")
         .connect(url)
@@ -365,9 +436,10 @@ async fn async_nats(
         progress.received(total);
         if progress.received.load(Ordering::Relaxed) == total {
             let end = Instant::now();
+            let cpu = progress.measured_cpu();
             let _ = subscriber.unsubscribe().await;
             drop(client);
-            return Ok(end);
+            return Ok((end, cpu));
         }
     }
     Err("subscription ended".into())
