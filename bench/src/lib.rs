@@ -8,6 +8,8 @@
 //!   half-open detection time, with the default policy.
 //! - `e2e-rss`: resident memory per idle connection, redial-tokio against
 //!   plain tokio-tungstenite, one process per variant.
+//! - `e2e-nats`: NATS subscription messages/s, redial-tokio with `Nats`
+//!   against async-nats, over one nats-server's WebSocket listener.
 //!
 //! Every binary takes `--quick` for a CI smoke run of a few seconds that
 //! prints figures but asserts nothing about timing.
