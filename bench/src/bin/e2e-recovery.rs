@@ -112,7 +112,7 @@ async fn cuts(server: std::net::SocketAddr, clients: usize, rounds: usize) -> Re
     }
     println!(
         "cuts: {clients} clients x {rounds} rounds through the proxy, default Config \
-         (full jitter, first window 2 s, stable_after 5 s)"
+         (staged backoff: first retry U(0, 2 s); stable_after 5 s)"
     );
     let stable = Duration::from_millis(5_500);
     let mut latency = Vec::new();
