@@ -149,9 +149,8 @@ pub struct Session {
     outage_started: Option<Instant>,
     /// When the current connection was established.
     connected_at: Option<Instant>,
-    /// The next retry is the first after a stable connection.
-    after_stable: bool,
-    /// A server's wait was already taken as given in this outage.
+    /// A server's wait was already taken as given in this outage (reset
+    /// when a stable connection ends it).
     server_wait_taken: bool,
     /// The end of the part of the pending wait the server imposed (its
     /// Retry-After, GOING_AWAY or a close-code floor), which the client's own
@@ -211,7 +210,6 @@ impl Session {
             ever_connected: false,
             outage_started: None,
             connected_at: None,
-            after_stable: false,
             server_wait_taken: false,
             server_until: None,
             error_before_close: false,
@@ -1393,7 +1391,6 @@ impl Session {
         }
         if was_stable {
             self.attempts = 0;
-            self.after_stable = true;
             self.server_wait_taken = false;
             self.fresh_token_retry_used = false;
             self.refresh_retry_used = false;
@@ -1437,14 +1434,13 @@ impl Session {
             );
         }
         self.attempts += 1;
-        let first_after_stable = std::mem::take(&mut self.after_stable);
         // The ladder steps on every failure, whatever sets this delay, so a
         // server that keeps sending hints still sees the windows grow.
         let draw = self.ladder.next_delay(&mut self.rng);
         // (the delay, the part of it the server imposed)
         let (delay, imposed) = match delay {
             Delay::Ladder => (draw, Duration::ZERO),
-            Delay::Server(d) if first_after_stable || !self.server_wait_taken => {
+            Delay::Server(d) if !self.server_wait_taken => {
                 self.server_wait_taken = true;
                 (d, d)
             }
