@@ -1,0 +1,5 @@
+//! The server half of redial's `Wire` protocol (see `PROTOCOL.md`).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod store;
