@@ -4,4 +4,6 @@
 
 pub mod memory;
 mod notify;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod store;
