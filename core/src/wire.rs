@@ -1755,7 +1755,13 @@ mod tests {
         assert_eq!(FrameKind::from_type_byte(0), None);
         assert_eq!(FrameKind::from_type_byte(13), None);
         assert_eq!(error_code::name(3), Some("name_unavailable"));
-        assert_eq!(error_code::name(7), None);
+        assert_eq!(error_code::name(7), Some("slow_consumer"));
+        assert_eq!(error_code::name(8), None);
+        assert!(!error_code::is_terminal(error_code::SLOW_CONSUMER));
+        assert_eq!(
+            error_code::close_code(error_code::SLOW_CONSUMER, false),
+            1013
+        );
     }
 
     #[test]

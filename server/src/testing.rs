@@ -327,3 +327,158 @@ impl Driver {
         &self.sent[from.min(self.sent.len())..]
     }
 }
+
+/// Runs one connection (and a second one that may take its session over)
+/// through the steps encoded in `data`, checking the invariants a client
+/// relies on: nothing is sent after the close, ACKs never decrease, MESSAGE
+/// offsets strictly increase. Any byte string is a valid input; the fuzz
+/// target `server_frames` and a property test feed it.
+///
+/// Panics only if an invariant breaks (or the core panics).
+pub fn fuzz_steps(data: &[u8]) {
+    let cfg = match ServerConfig::builder()
+        .key(crate::token::TokenKey::new(1, [1; 32]))
+        .outbound_window(3, 256)
+        .fetch_batch(2)
+        .max_backlog(4)
+        .max_inbox(3)
+        .stall_timeout_ms(50)
+        .hello_timeout_ms(500)
+        .drain_timeout_ms(20)
+        .build()
+    {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("fuzz config: {e}"),
+    };
+    let mut store = ScriptedStore::new();
+    store.backlog = data.first().map(|&b| usize::from(b % 4) + 1);
+    let mut now = 0u64;
+    let mut conns = vec![Driver::new(0, cfg.clone(), Arc::new(crate::AllowAll), 1)];
+    let mut token: Option<redial_core::secret::ResumeToken> = None;
+    let mut bytes = data.iter().copied().skip(1);
+    let mut checked = vec![0usize];
+    let mut acked = vec![0u64];
+    let mut offset = vec![0u64];
+    let mut closed_at = vec![None::<usize>];
+    while let Some(op) = bytes.next() {
+        let arg = bytes.next().unwrap_or(0);
+        let which = usize::from(op >> 7).min(conns.len() - 1);
+        now += u64::from(arg % 16);
+        let d = &mut conns[which];
+        match op % 16 {
+            0 => {
+                // Raw bytes: a length, then that many.
+                let n = usize::from(arg % 24);
+                let raw: Vec<u8> = bytes.by_ref().take(n).collect();
+                d.conn.handle_frame(now, bytes::Bytes::from(raw));
+            }
+            1 => {
+                let hello = Frame::Hello(redial_core::wire::Hello {
+                    version: u64::from(arg % 3),
+                    resume_token: if arg & 0x10 != 0 { token.clone() } else { None },
+                    last_offset: u64::from(arg >> 5),
+                    name: if arg & 0x08 != 0 {
+                        Some("fuzz-name".into())
+                    } else {
+                        None
+                    },
+                });
+                d.conn.handle_frame(now, hello.to_bytes());
+            }
+            2 => d.conn.handle_frame(
+                now,
+                Frame::Publish {
+                    seq: u64::from(arg % 8) + 1,
+                    channel: if arg & 0x80 != 0 {
+                        None
+                    } else {
+                        Some("c".into())
+                    },
+                    payload: Payload::binary(vec![arg]),
+                }
+                .to_bytes(),
+            ),
+            3 => d.conn.handle_frame(
+                now,
+                Frame::Subscribe {
+                    channel: "c".into(),
+                }
+                .to_bytes(),
+            ),
+            4 => d.conn.handle_frame(
+                now,
+                Frame::Unsubscribe {
+                    channel: "c".into(),
+                }
+                .to_bytes(),
+            ),
+            5 => d.conn.handle_frame(
+                now,
+                Frame::Received {
+                    offset: u64::from(arg % 12),
+                }
+                .to_bytes(),
+            ),
+            6 => d.conn.handle_text(now),
+            7 => {
+                store.broadcast("c", &Payload::binary(vec![arg]));
+            }
+            8 => {
+                store.send_to("fuzz-name", &Payload::binary(vec![arg]));
+            }
+            9 => {
+                let n = usize::from(arg % 4);
+                let n = n.min(d.conn.unwritten_frames());
+                d.conn.handle_written(now, n);
+            }
+            10 => d.auto_write = !d.auto_write,
+            11 => {
+                if let Some(at) = d.conn.poll_timeout() {
+                    now = now.max(at);
+                    d.conn.handle_timeout(now);
+                }
+            }
+            12 => d.conn.handle_going_away(now, u64::from(arg), 100),
+            13 => d.conn.handle_closed(now),
+            14 => store.fail_next = arg & 1 == 1,
+            _ => {
+                if conns.len() < 2 {
+                    conns.push(Driver::new(now, cfg.clone(), Arc::new(crate::AllowAll), 2));
+                    checked.push(0);
+                    acked.push(0);
+                    offset.push(0);
+                    closed_at.push(None);
+                }
+            }
+        }
+        let notices = store.take_notices();
+        for i in 0..conns.len() {
+            conns[i].notices(&mut store, now, &notices);
+            let d = &conns[i];
+            for f in d.sent_since(checked[i]) {
+                if let Some(at) = closed_at[i] {
+                    panic!("frame {f:?} sent after the close (at frame {at})");
+                }
+                match f {
+                    Frame::Welcome(w) => {
+                        token = Some(w.resume_token.clone());
+                        acked[i] = w.last_client_seq;
+                    }
+                    Frame::Ack { seq } => {
+                        assert!(*seq >= acked[i], "ACK went back");
+                        acked[i] = *seq;
+                    }
+                    Frame::Message { offset: o, .. } => {
+                        assert!(*o > offset[i], "offset {o} after {}", offset[i]);
+                        offset[i] = *o;
+                    }
+                    _ => {}
+                }
+            }
+            checked[i] = d.sent.len();
+            if d.closed.is_some() && closed_at[i].is_none() {
+                closed_at[i] = Some(d.sent.len());
+            }
+        }
+    }
+}
