@@ -34,17 +34,27 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod config;
 mod connection;
+#[cfg(feature = "tokio")]
+mod drive;
 pub mod names;
+#[cfg(feature = "tokio")]
+mod node;
 mod op;
 mod policy;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod token;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use config::{ConfigError, ServerConfig, ServerConfigBuilder};
 pub use connection::{Action, Connection, Phase, Request, SLOW_CONSUMER};
 pub use op::{StoreOp, StoreReply};
 pub use policy::{AllowAll, Peer, Policy, PublishVerdict, Refusal};
+#[cfg(feature = "tokio")]
+pub use node::{Authorize, Node, NodeBuilder, NodeStats, Open, Rejection};

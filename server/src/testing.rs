@@ -482,3 +482,4 @@ pub fn fuzz_steps(data: &[u8]) {
         }
     }
 }
+
