@@ -44,7 +44,11 @@ pub mod names;
 #[cfg(feature = "tokio")]
 mod node;
 mod op;
+pub mod memory;
+mod notify;
 mod policy;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
