@@ -50,6 +50,9 @@ pub mod error_code {
     pub const RATE_LIMITED: u16 = 5;
     /// The server failed for reasons of its own.
     pub const INTERNAL: u16 = 6;
+    /// The session had MESSAGEs waiting that the client did not take in
+    /// time; it resumes from its offset after the reconnect.
+    pub const SLOW_CONSUMER: u16 = 7;
 
     /// The terminal flag that goes with a code (PROTOCOL.md 6): set for
     /// `unsupported_version`, `name_unavailable` and `unauthorized`, clear
@@ -61,14 +64,14 @@ pub mod error_code {
     /// The WebSocket close code that follows an ERROR when its sender closes
     /// the connection (PROTOCOL.md 6): 1008 after a terminal one; after a
     /// non-terminal one 1002 for `malformed_frame`, 1013 for `rate_limited`
-    /// and 1011 otherwise. None of the non-terminal ones is terminal in the
+    /// and `slow_consumer`, and 1011 otherwise. None of the non-terminal ones is terminal in the
     /// client's default close policy, and a client that saw the ERROR
     /// follows its flag whatever the close code.
     pub fn close_code(code: u16, terminal: bool) -> u16 {
         match (code, terminal) {
             (_, true) => 1008,
             (MALFORMED_FRAME, false) => 1002,
-            (RATE_LIMITED, false) => 1013,
+            (RATE_LIMITED | SLOW_CONSUMER, false) => 1013,
             (_, false) => 1011,
         }
     }
@@ -84,6 +87,7 @@ pub mod error_code {
             UNAUTHORIZED => "unauthorized",
             RATE_LIMITED => "rate_limited",
             INTERNAL => "internal",
+            SLOW_CONSUMER => "slow_consumer",
             _ => return None,
         })
     }
@@ -1751,7 +1755,13 @@ mod tests {
         assert_eq!(FrameKind::from_type_byte(0), None);
         assert_eq!(FrameKind::from_type_byte(13), None);
         assert_eq!(error_code::name(3), Some("name_unavailable"));
-        assert_eq!(error_code::name(7), None);
+        assert_eq!(error_code::name(7), Some("slow_consumer"));
+        assert_eq!(error_code::name(8), None);
+        assert!(!error_code::is_terminal(error_code::SLOW_CONSUMER));
+        assert_eq!(
+            error_code::close_code(error_code::SLOW_CONSUMER, false),
+            1013
+        );
     }
 
     #[test]

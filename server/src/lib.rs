@@ -1,5 +1,64 @@
 //! The server half of redial's `Wire` protocol (see `PROTOCOL.md`).
+//!
+//! # Layers
+//!
+//! * A sans-IO session core, [`Connection`]: one per WebSocket, in the
+//!   client core's style. Inputs are `handle_*(now, ..)`, outputs are
+//!   polled ([`Connection::poll_action`], [`Connection::poll_timeout`]);
+//!   it reads no clock, does no IO and draws from no global generator
+//!   (its seed comes from the [`ServerConfig`]). Storage is asynchronous,
+//!   so the core asks for store calls as [`Action::Store`] values and takes
+//!   their results back through [`Connection::handle_store_reply`].
+//! * Pure building blocks it uses: [`token`] (resume tokens with key
+//!   rotation), [`names`] (the name rule and a seeded generator),
+//!   [`admission`] (at most R upgrades per second, honest `Retry-After`).
+//! * The storage contract, [`store::Store`], shared by every node of one
+//!   logical server.
+//! * Runtimes (features `tokio`, the default, and `axum`): an accept loop
+//!   over tokio-tungstenite and a handler for axum's `WebSocketUpgrade`,
+//!   both driving the same core.
+//!
+//! # Policy for a subscriber that can't keep up
+//!
+//! Per-session memory is bounded: a connection pulls MESSAGEs from the
+//! store only while its outbound window (frames not yet written to the
+//! socket) has room and the session has fewer than `max_backlog` MESSAGEs
+//! sent and not RECEIVED. When MESSAGEs wait and the connection cannot
+//! take any for `stall_timeout_ms`, it sends ERROR `slow_consumer` (code 7,
+//! not terminal) and closes with 1013 (try again later). The client
+//! reconnects through its backoff and resumes from its last offset; the
+//! store replays what it missed. Nothing is dropped silently: when the
+//! store no longer keeps some MESSAGEs, the offsets jump and the client
+//! reports the gap (PROTOCOL.md 8.5).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admission;
+#[cfg(feature = "axum")]
+pub mod axum;
+mod config;
+mod connection;
+#[cfg(feature = "tokio")]
+mod drive;
+pub mod names;
+#[cfg(feature = "tokio")]
+mod node;
+mod op;
+pub mod memory;
+mod notify;
+mod policy;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod token;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+pub use config::{ConfigError, ServerConfig, ServerConfigBuilder};
+pub use connection::{Action, Connection, Phase, Request, SLOW_CONSUMER};
+pub use op::{StoreOp, StoreReply};
+pub use policy::{AllowAll, Peer, Policy, PublishVerdict, Refusal};
+#[cfg(feature = "tokio")]
+pub use node::{Authorize, Node, NodeBuilder, NodeStats, Open, Rejection};

@@ -1,12 +1,13 @@
 //! Third-party servers the suites test against, started on 127.0.0.1 by the
 //! tests themselves and stopped (killed) when dropped: [`nats::NatsServer`]
-//! (`nats-server` with a WebSocket listener) and [`graphql::GraphqlServer`]
-//! (the Node graphql-ws server in `tests/graphql-server/`).
+//! (`nats-server` with a WebSocket listener), [`graphql::GraphqlServer`]
+//! (the Node graphql-ws server in `tests/graphql-server/`) and
+//! [`redis::RedisServer`] (`redis-server`, for the Redis store).
 //!
 //! A launcher returns [`LaunchError::Missing`] when what it needs is not
 //! installed. Pass its result through [`or_skip`]: outside CI a missing
 //! server skips the test with a message saying how to install it; with `CI`
-//! set it fails the test, because `.ci/run` installs both.
+//! set it fails the test, because `.ci/run` installs them.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub mod graphql;
 pub mod nats;
+pub mod redis;
 
 /// How long a server may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);

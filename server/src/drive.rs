@@ -1,0 +1,204 @@
+//! The connection task both runtimes share: WebSocket messages in, store
+//! calls awaited in order, notices routed in, frames out with coalesced
+//! writes, all through one [`Connection`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::connection::{Action, Connection};
+use crate::node::Node;
+use crate::store::Notice;
+
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// A WebSocket message type as the task needs to see it.
+pub(crate) enum Incoming {
+    Binary(Bytes),
+    Text,
+    Close,
+    /// Ping, pong: answered by the WebSocket layer.
+    Other,
+}
+
+/// The two WebSocket libraries' message types, seen alike.
+pub(crate) trait WsMessage: Sized + Send + 'static {
+    fn binary(b: Bytes) -> Self;
+    fn close(code: u16, reason: &str) -> Self;
+    fn classify(self) -> Incoming;
+}
+
+enum Write<M> {
+    Frames(Vec<M>),
+    Close(M),
+}
+
+/// Writes what it is given, feeding every message of a batch and flushing
+/// once, and reports how many frames reached the socket.
+async fn writer<M, K>(mut sink: K, mut rx: mpsc::UnboundedReceiver<Write<M>>, done: mpsc::UnboundedSender<usize>)
+where
+    M: WsMessage,
+    K: Sink<M> + Unpin,
+{
+    while let Some(w) = rx.recv().await {
+        match w {
+            Write::Frames(batch) => {
+                let n = batch.len();
+                for m in batch {
+                    if sink.feed(m).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+                let _ = done.send(n);
+            }
+            Write::Close(m) => {
+                let _ = sink.send(m).await;
+                let _ = sink.close().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub(crate) async fn drive<M, S, E>(node: Node, socket: S, principal: Option<String>)
+where
+    M: WsMessage,
+    S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send + 'static,
+{
+    let _live = node.live_guard();
+    let conn_id = node.next_conn();
+    let inner = node.inner.clone();
+    let (sink, mut stream) = socket.split();
+    let (write_tx, write_rx) = mpsc::unbounded_channel();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(writer(sink, write_rx, done_tx));
+    let mut notices = inner.notices.subscribe();
+    let mut shutdown = inner.shutdown.subscribe();
+    let seed = inner.cfg.seed() ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut conn = Connection::new(node.now_ms(), inner.cfg.clone(), inner.policy.clone(), principal, seed);
+    let mut session_rx: Option<mpsc::UnboundedReceiver<Notice>> = None;
+    let mut registered = None;
+    let mut closing = false;
+    let mut going_away_seen = false;
+    let mut peer_gone = false;
+
+    if let Some((r, w)) = *shutdown.borrow_and_update() {
+        conn.handle_going_away(node.now_ms(), r, w);
+        going_away_seen = true;
+    }
+    loop {
+        // Carry out everything the core asked for, in order.
+        let mut batch = Vec::new();
+        while let Some(action) = conn.poll_action() {
+            match action {
+                Action::Send(frame) => batch.push(M::binary(frame.to_bytes())),
+                Action::Store(op) => {
+                    let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
+                    conn.handle_store_reply(node.now_ms(), reply);
+                }
+                Action::Request(r) => node.request(r),
+                Action::Close { code, reason } => {
+                    if !batch.is_empty() {
+                        let _ = write_tx.send(Write::Frames(std::mem::take(&mut batch)));
+                    }
+                    if !peer_gone {
+                        let _ = write_tx.send(Write::Close(M::close(code, &reason)));
+                    }
+                    closing = true;
+                }
+                // Later actions are unknown to this runtime; none exist yet.
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+            if registered.is_none() {
+                if let Some(owner) = conn.owner() {
+                    session_rx = Some(node.register(owner.session.clone(), conn_id));
+                    registered = Some(owner.session.clone());
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = write_tx.send(Write::Frames(batch));
+        }
+        if closing || peer_gone {
+            break;
+        }
+        let timeout = conn.poll_timeout().map(|t| node.instant_at(t));
+        tokio::select! {
+            msg = stream.next(), if conn.wants_input() => {
+                let now = node.now_ms();
+                match msg.map(|m| m.map(WsMessage::classify)) {
+                    Some(Ok(Incoming::Binary(b))) => conn.handle_frame(now, b),
+                    Some(Ok(Incoming::Text)) => conn.handle_text(now),
+                    Some(Ok(Incoming::Other)) => {}
+                    Some(Ok(Incoming::Close)) | Some(Err(_)) | None => {
+                        peer_gone = true;
+                        conn.handle_closed(now);
+                    }
+                }
+            }
+            n = done_rx.recv() => match n {
+                Some(n) => conn.handle_written(node.now_ms(), n),
+                // The writer stopped: the socket failed.
+                None => {
+                    peer_gone = true;
+                    conn.handle_closed(node.now_ms());
+                }
+            },
+            n = notices.recv() => match n {
+                Ok(n) => conn.handle_notice(node.now_ms(), &n),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    conn.handle_notice(node.now_ms(), &Notice::Lagged)
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
+            Some(n) = async { match &mut session_rx { Some(rx) => rx.recv().await, None => None } } => {
+                conn.handle_notice(node.now_ms(), &n);
+            }
+            changed = shutdown.changed(), if !going_away_seen => {
+                if changed.is_ok() {
+                    if let Some((r, w)) = *shutdown.borrow_and_update() {
+                        going_away_seen = true;
+                        conn.handle_going_away(node.now_ms(), r, w);
+                    }
+                } else {
+                    going_away_seen = true;
+                }
+            }
+            () = sleep_until(timeout), if timeout.is_some() => conn.handle_timeout(node.now_ms()),
+        }
+    }
+    // Store calls after the close (the detach).
+    while let Some(action) = conn.poll_action() {
+        if let Action::Store(op) = action {
+            let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
+            conn.handle_store_reply(node.now_ms(), reply);
+        }
+    }
+    if let Some(s) = &registered {
+        node.unregister(s, conn_id);
+    }
+    drop(write_tx);
+    let _ = writer.await;
+    if !peer_gone {
+        // Let the peer's close frame arrive so the TCP close is orderly.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,398 @@
+//! One server node: the store, the policy, the hooks, the live connections
+//! and their registry, shutdown, and the handle the application holds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use redial_core::payload::Payload;
+use redial_core::wire;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::admission::{retry_after_secs, Admission, Admit};
+use crate::connection::Request;
+use crate::policy::{AllowAll, Policy};
+use crate::store::{Notice, SessionId, Store, StoreError};
+use crate::ServerConfig;
+
+/// An HTTP refusal of the WebSocket upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The HTTP status (e.g. 401, 403).
+    pub status: u16,
+    /// `Retry-After` in whole seconds, if any.
+    pub retry_after_secs: Option<u64>,
+    /// The response body.
+    pub reason: String,
+}
+
+impl Rejection {
+    /// A refusal with `status` and a reason for the body.
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            retry_after_secs: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Decides an upgrade from its request (headers, URI): accept, naming the
+/// caller (the *principal* the [`Policy`] sees), or reject with a status.
+///
+/// Called for every upgrade before admission control; it must not block.
+pub trait Authorize: Send + Sync + 'static {
+    /// `Ok(principal)` to accept, `Err` to refuse with its status.
+    fn authorize(&self, request: &http::Request<()>) -> Result<Option<String>, Rejection>;
+}
+
+impl<F> Authorize for F
+where
+    F: Fn(&http::Request<()>) -> Result<Option<String>, Rejection> + Send + Sync + 'static,
+{
+    fn authorize(&self, request: &http::Request<()>) -> Result<Option<String>, Rejection> {
+        self(request)
+    }
+}
+
+/// Accepts everyone, naming no one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Open;
+
+impl Authorize for Open {
+    fn authorize(&self, _: &http::Request<()>) -> Result<Option<String>, Rejection> {
+        Ok(None)
+    }
+}
+
+type OnRequest = Arc<dyn Fn(Request, Node) + Send + Sync>;
+
+/// What the node has done, counted since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Connections open now.
+    pub live_connections: u64,
+    /// Sessions held by this node's connections now.
+    pub sessions: u64,
+    /// Upgrades accepted.
+    pub upgrades: u64,
+    /// Upgrades refused (any status).
+    pub upgrades_refused: u64,
+    /// Of those, by admission control.
+    pub admissions_throttled: u64,
+    /// Of those, because the node was shutting down.
+    pub refused_shutting_down: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    upgrades: AtomicU64,
+    refused: AtomicU64,
+    throttled: AtomicU64,
+    refused_shutting_down: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Arc<ServerConfig>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) policy: Arc<dyn Policy>,
+    authorize: Arc<dyn Authorize>,
+    on_request: Option<OnRequest>,
+    /// Channel and lagged notices, for every connection.
+    pub(crate) notices: broadcast::Sender<Notice>,
+    /// Session id -> (connection id, its notice queue).
+    registry: Mutex<HashMap<SessionId, (u64, mpsc::UnboundedSender<Notice>)>>,
+    admission: Mutex<Option<Admission>>,
+    /// `Some((retry_after_ms, window_ms))` once shutdown started.
+    pub(crate) shutdown: watch::Sender<Option<(u64, u64)>>,
+    live: watch::Sender<u64>,
+    counters: Counters,
+    next_conn: AtomicU64,
+    base_ms: u64,
+    base: tokio::time::Instant,
+}
+
+/// A running node and the application's handle to it: cheap to clone.
+///
+/// Create it inside a tokio runtime with [`Node::builder`]; serve it with
+/// [`crate::tokio::serve`] or the axum handler.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    cfg: ServerConfig,
+    store: Arc<dyn Store>,
+    policy: Arc<dyn Policy>,
+    authorize: Arc<dyn Authorize>,
+    on_request: Option<OnRequest>,
+}
+
+impl NodeBuilder {
+    /// The application's rules for subscriptions and publishes (default
+    /// [`AllowAll`]).
+    pub fn policy(mut self, policy: impl Policy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The upgrade's authorization (default [`Open`]).
+    pub fn authorize(mut self, authorize: impl Authorize) -> Self {
+        self.authorize = Arc::new(authorize);
+        self
+    }
+
+    /// Called with every publish the policy made a request (stored once,
+    /// never again for a duplicate). It runs on the connection's task and
+    /// must not block: spawn anything slow, and answer with
+    /// [`Node::send_to`].
+    pub fn on_request(mut self, f: impl Fn(Request, Node) + Send + Sync + 'static) -> Self {
+        self.on_request = Some(Arc::new(f));
+        self
+    }
+
+    /// Starts the node: must be called inside a tokio runtime (it spawns the
+    /// task that routes the store's notices).
+    pub fn build(self) -> Node {
+        let base_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (notices, _) = broadcast::channel(1024);
+        let admission = self.cfg.admission_per_sec.map(Admission::new);
+        let node = Node {
+            inner: Arc::new(Inner {
+                cfg: Arc::new(self.cfg),
+                store: self.store,
+                policy: self.policy,
+                authorize: self.authorize,
+                on_request: self.on_request,
+                notices,
+                registry: Mutex::new(HashMap::new()),
+                admission: Mutex::new(admission),
+                shutdown: watch::channel(None).0,
+                live: watch::channel(0).0,
+                counters: Counters::default(),
+                next_conn: AtomicU64::new(1),
+                base_ms,
+                base: tokio::time::Instant::now(),
+            }),
+        };
+        let weak = Arc::downgrade(&node.inner);
+        let mut stream = node.inner.store.notices();
+        tokio::spawn(async move {
+            while let Some(n) = stream.next().await {
+                let Some(inner) = weak.upgrade() else { break };
+                route(&inner, n);
+            }
+        });
+        node
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere never leaves these maps half-written.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn route(inner: &Inner, notice: Notice) {
+    let target = match &notice {
+        Notice::Session(id) => Some(id.clone()),
+        Notice::TakenOver(o) => Some(o.session.clone()),
+        _ => None,
+    };
+    match target {
+        Some(id) => {
+            if let Some((_, tx)) = lock(&inner.registry).get(&id) {
+                let _ = tx.send(notice);
+            }
+        }
+        // No receiver is fine: no connection is open.
+        None => {
+            let _ = inner.notices.send(notice);
+        }
+    }
+}
+
+/// Why an upgrade was refused, for the runtimes.
+pub(crate) struct Refused(pub(crate) Rejection);
+
+impl Node {
+    /// A builder for a node serving `config` on `store`.
+    pub fn builder(config: ServerConfig, store: impl Store) -> NodeBuilder {
+        Self::builder_arc(config, Arc::new(store))
+    }
+
+    /// Like [`Node::builder`] with a store shared with other code.
+    pub fn builder_arc(config: ServerConfig, store: Arc<dyn Store>) -> NodeBuilder {
+        NodeBuilder {
+            cfg: config,
+            store,
+            policy: Arc::new(AllowAll),
+            authorize: Arc::new(Open),
+            on_request: None,
+        }
+    }
+
+    /// The node's clock in milliseconds (wall clock at start, then tokio's
+    /// monotonic clock, so a paused test clock drives it).
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = tokio::time::Instant::now().saturating_duration_since(self.inner.base);
+        self.inner
+            .base_ms
+            .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn instant_at(&self, ms: u64) -> tokio::time::Instant {
+        self.inner.base + Duration::from_millis(ms.saturating_sub(self.inner.base_ms))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.cfg
+    }
+
+    /// Appends a message from the application to `channel`: every
+    /// subscribed session, on every node, gets it.
+    pub async fn publish(&self, channel: &str, payload: Payload) -> Result<(), StoreError> {
+        self.inner.store.broadcast(channel, &payload).await
+    }
+
+    /// A direct message (MESSAGE without a channel) to the session named
+    /// `name`; `false` when there is none.
+    pub async fn send_to(&self, name: &str, payload: Payload) -> Result<bool, StoreError> {
+        self.inner.store.send_to(name, &payload).await
+    }
+
+    /// Graceful shutdown: every connection gets GOING_AWAY with the
+    /// configured retry and spread window, flushes and closes with 1001;
+    /// new upgrades are refused with 503 and `Retry-After` meanwhile.
+    /// Returns once every connection closed, or after the drain timeout.
+    pub async fn shut_down(&self) {
+        let (retry, window) = self.inner.cfg.going_away();
+        self.inner.shutdown.send_replace(Some((retry, window)));
+        let mut live = self.inner.live.subscribe();
+        let drain = Duration::from_millis(self.inner.cfg.drain_timeout_ms());
+        let _ = tokio::time::timeout(drain, live.wait_for(|&n| n == 0)).await;
+    }
+
+    /// Whether [`Node::shut_down`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.borrow().is_some()
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.inner.counters;
+        NodeStats {
+            live_connections: *self.inner.live.borrow(),
+            sessions: lock(&self.inner.registry).len() as u64,
+            upgrades: c.upgrades.load(Ordering::Relaxed),
+            upgrades_refused: c.refused.load(Ordering::Relaxed),
+            admissions_throttled: c.throttled.load(Ordering::Relaxed),
+            refused_shutting_down: c.refused_shutting_down.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Decides an upgrade: shutdown, subprotocol, authorization, admission,
+    /// in that order. `Ok` carries the principal.
+    pub(crate) fn admit(&self, request: &http::Request<()>) -> Result<Option<String>, Refused> {
+        let c = &self.inner.counters;
+        let refuse = |r: Rejection| {
+            c.refused.fetch_add(1, Ordering::Relaxed);
+            Err(Refused(r))
+        };
+        if let Some((retry, window)) = *self.inner.shutdown.borrow() {
+            c.refused_shutting_down.fetch_add(1, Ordering::Relaxed);
+            // Honest: the same wait the connected clients were given.
+            return refuse(Rejection {
+                status: 503,
+                retry_after_secs: Some(retry_after_secs(retry.saturating_add(window))),
+                reason: "shutting down".into(),
+            });
+        }
+        if !offers_subprotocol(request.headers()) {
+            return refuse(Rejection::new(400, "subprotocol redial.v1 required"));
+        }
+        let principal = match self.inner.authorize.authorize(request) {
+            Ok(p) => p,
+            Err(r) => return refuse(r),
+        };
+        let now = self.now_ms();
+        if let Some(a) = lock(&self.inner.admission).as_mut() {
+            if let Admit::RetryAfter(secs) = a.try_admit(now) {
+                c.throttled.fetch_add(1, Ordering::Relaxed);
+                return refuse(Rejection {
+                    status: 503,
+                    retry_after_secs: Some(secs),
+                    reason: "admission limit reached".into(),
+                });
+            }
+        }
+        c.upgrades.fetch_add(1, Ordering::Relaxed);
+        Ok(principal)
+    }
+
+    pub(crate) fn next_conn(&self) -> u64 {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn request(&self, r: Request) {
+        if let Some(f) = &self.inner.on_request {
+            f(r, self.clone());
+        }
+    }
+
+    pub(crate) fn register(&self, session: SessionId, conn: u64) -> mpsc::UnboundedReceiver<Notice> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.registry).insert(session, (conn, tx));
+        rx
+    }
+
+    pub(crate) fn unregister(&self, session: &SessionId, conn: u64) {
+        let mut reg = lock(&self.inner.registry);
+        if reg.get(session).is_some_and(|(c, _)| *c == conn) {
+            reg.remove(session);
+        }
+    }
+
+    pub(crate) fn live_guard(&self) -> LiveGuard {
+        self.inner.live.send_modify(|n| *n += 1);
+        LiveGuard(self.clone())
+    }
+}
+
+impl Inner {
+    pub(crate) fn live_watch(&self) -> watch::Receiver<u64> {
+        self.live.subscribe()
+    }
+}
+
+/// Counts a connection as live until dropped.
+pub(crate) struct LiveGuard(Node);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.inner.live.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Whether the request offers `redial.v1` (PROTOCOL.md 1).
+pub(crate) fn offers_subprotocol(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == wire::SUBPROTOCOL)
+}

@@ -1,0 +1,1028 @@
+//! [`RedisStore`]: sessions and channel logs in Redis, so that several nodes
+//! serve one logical server and any node can resume any session.
+//!
+//! Layout (every key starts with the configured prefix `P`):
+//! * `P:g`: one global counter; every entry appended to any log gets the
+//!   next value `g` and is stored with the stream ID `<g>-0`, so entries of
+//!   all logs are totally ordered and reading several logs at once gives a
+//!   consistent snapshot.
+//! * `P:c:<channel>`: the channel's log, a stream capped at
+//!   [`RedisStoreBuilder::channel_cap`] entries (`MAXLEN ~`); each entry
+//!   carries its per-channel sequence number (from the hash `P:cseq`), so a
+//!   reader that finds a trimmed range knows exactly how many it missed.
+//! * `P:s:<id>`: the session hash (name, epoch, `H`, last offset, RECEIVED,
+//!   connected flag, loss time, its direct-message cursor);
+//!   `P:s:<id>:subs` maps each subscribed channel to the session's cursor
+//!   in it (`<g>:<seq>`); `P:s:<id>:in` holds the MESSAGEs numbered for it
+//!   and not yet RECEIVED (a stream whose IDs are the offsets, capped at
+//!   [`RedisStoreBuilder::backlog`]); `P:s:<id>:d` holds messages addressed
+//!   to it by name until it numbers them.
+//! * `P:n:<name>`: the session holding a name.
+//! * `P:notices`: the pub/sub channel every node listens to.
+//!
+//! Every method is one Lua script, so it is atomic: a fenced owner can
+//! change nothing, and offsets are numbered and stored in the same step
+//! (`fetch` reads every source after its cursor, merges by `g`, numbers the
+//! entries in that order, counting a trimmed range as a gap of its exact
+//! size, appends them to the inbox and returns the inbox above `after`).
+//! The scripts touch keys they compute from the prefix, so the store needs
+//! one Redis server (with replicas if wanted), not a Redis Cluster.
+//!
+//! Each store keeps one dedicated pub/sub connection for notices; when it
+//! drops and comes back, the store emits [`Notice::Lagged`]. A session that
+//! lost its connection expires in Redis [`RedisStoreBuilder::detached_ttl`]
+//! after the loss, which must be at least the server's token lifetime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redial_core::payload::{Payload, Text};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use crate::notify::Fanout;
+use crate::store::{
+    CreateRefused, Notice, Notices, Owner, PublishOutcome, SessionId, SessionState, Store,
+    StoreError, StoreFuture, StoredMessage,
+};
+
+/// The key prefix by default.
+pub const DEFAULT_PREFIX: &str = "redial:";
+/// Entries kept per channel log by default (approximately: Redis trims
+/// whole blocks).
+pub const DEFAULT_CHANNEL_CAP: usize = 10_000;
+/// MESSAGEs kept per session by default until RECEIVED.
+pub const DEFAULT_BACKLOG: usize = 1024;
+/// Notices buffered per listener by default before it gets `Lagged`.
+pub const DEFAULT_NOTICE_BUFFER: usize = 1024;
+/// How long a session without a connection is kept in Redis by default.
+pub const DEFAULT_DETACHED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long one command may take by default before it fails.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Offsets are Lua numbers in the scripts; below this they are exact and
+/// print without an exponent.
+const MAX_OFFSET: u64 = 10_000_000_000_000;
+
+/// Why a [`RedisStore`] could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisSetupError {
+    /// A setting cannot work.
+    #[error("invalid Redis store setting: {0}")]
+    Invalid(&'static str),
+    /// The URL was refused or Redis could not be reached.
+    #[error("connecting to Redis: {0}")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// Settings for a [`RedisStore`]; [`RedisStoreBuilder::connect`] checks them.
+#[derive(Clone)]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    channel_cap: usize,
+    backlog: usize,
+    notice_buffer: usize,
+    detached_ttl: Duration,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: it stays out of Debug output.
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("channel_cap", &self.channel_cap)
+            .field("backlog", &self.backlog)
+            .field("notice_buffer", &self.notice_buffer)
+            .field("detached_ttl", &self.detached_ttl)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key and of the notice channel (default
+    /// [`DEFAULT_PREFIX`]); stores that share a prefix share everything.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Entries kept per channel log (default [`DEFAULT_CHANNEL_CAP`]). A
+    /// session that was away while more were appended resumes with a gap.
+    pub fn channel_cap(mut self, entries: usize) -> Self {
+        self.channel_cap = entries;
+        self
+    }
+
+    /// MESSAGEs not yet RECEIVED that a session keeps (default
+    /// [`DEFAULT_BACKLOG`]); beyond it the oldest is dropped and the client
+    /// sees a gap.
+    pub fn backlog(mut self, messages: usize) -> Self {
+        self.backlog = messages;
+        self
+    }
+
+    /// Notices each [`Store::notices`] stream buffers (default
+    /// [`DEFAULT_NOTICE_BUFFER`]) before it yields [`Notice::Lagged`].
+    pub fn notice_buffer(mut self, notices: usize) -> Self {
+        self.notice_buffer = notices;
+        self
+    }
+
+    /// How long Redis keeps a session after its connection was lost
+    /// (default [`DEFAULT_DETACHED_TTL`]); set it to at least the token
+    /// lifetime, or sessions end early.
+    pub fn detached_ttl(mut self, ttl: Duration) -> Self {
+        self.detached_ttl = ttl;
+        self
+    }
+
+    /// How long one Redis call may take before the method fails with
+    /// [`StoreError::Unavailable`] (default [`DEFAULT_RESPONSE_TIMEOUT`]).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Connects (a command connection and the notice subscription) and
+    /// returns the store. Must run inside a tokio runtime, which the
+    /// notice listener is spawned on.
+    ///
+    /// # Errors
+    /// [`RedisSetupError::Invalid`] for a zero or empty setting,
+    /// [`RedisSetupError::Connect`] when Redis cannot be reached.
+    pub async fn connect(self) -> Result<RedisStore, RedisSetupError> {
+        if self.prefix.is_empty() {
+            return Err(RedisSetupError::Invalid("the key prefix is empty"));
+        }
+        if self.channel_cap == 0 {
+            return Err(RedisSetupError::Invalid("the channel cap is 0"));
+        }
+        if self.backlog == 0 {
+            return Err(RedisSetupError::Invalid("the backlog is 0"));
+        }
+        if self.notice_buffer == 0 {
+            return Err(RedisSetupError::Invalid("the notice buffer is 0"));
+        }
+        if self.detached_ttl.is_zero() {
+            return Err(RedisSetupError::Invalid("the detached TTL is 0"));
+        }
+        if self.response_timeout.is_zero() {
+            return Err(RedisSetupError::Invalid("the response timeout is 0"));
+        }
+        let connect = |e: redis::RedisError| RedisSetupError::Connect(Box::new(e));
+        let client = redis::Client::open(self.url.as_str()).map_err(connect)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.response_timeout))
+            .set_connection_timeout(Some(self.response_timeout));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(connect)?;
+        let channel = format!("{}notices", self.prefix);
+        let fanout = Arc::new(Fanout::new(self.notice_buffer));
+        let first = subscribe(&client, &channel).await.map_err(connect)?;
+        let listener = tokio::spawn(listen(client, channel, Arc::clone(&fanout), first));
+        Ok(RedisStore {
+            conn,
+            prefix: self.prefix,
+            channel_cap: self.channel_cap,
+            backlog: self.backlog,
+            detached_ttl_ms: u64::try_from(self.detached_ttl.as_millis()).unwrap_or(u64::MAX),
+            fanout,
+            listener,
+            id_nonce: nonce(),
+            scripts: Scripts::new(),
+        })
+    }
+}
+
+/// Sessions and channel logs in Redis; see the module docs.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    channel_cap: usize,
+    backlog: usize,
+    detached_ttl_ms: u64,
+    fanout: Arc<Fanout>,
+    listener: tokio::task::JoinHandle<()>,
+    /// Starts every session id this store creates, so ids stay unique even
+    /// if Redis loses its id counter (tokens name sessions by id).
+    id_nonce: String,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("channel_cap", &self.channel_cap)
+            .field("backlog", &self.backlog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl RedisStore {
+    /// Settings for a store on the Redis at `url` (`redis://host:port/db`,
+    /// with a password if needed; the URL never appears in Debug output).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            channel_cap: DEFAULT_CHANNEL_CAP,
+            backlog: DEFAULT_BACKLOG,
+            notice_buffer: DEFAULT_NOTICE_BUFFER,
+            detached_ttl: DEFAULT_DETACHED_TTL,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
+
+    /// How many MESSAGEs were dropped so far, across every store sharing
+    /// the prefix, because a session's backlog was full or a channel log was
+    /// trimmed before the session numbered them (each one part of a gap its
+    /// client reports).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub async fn dropped(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: Option<u64> = redis::cmd("HGET")
+            .arg(format!("{}stats", self.prefix))
+            .arg("dropped")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn eval(&self, script: &Script, args: &[&[u8]]) -> Result<Value, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(self.prefix.as_bytes());
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn create_async(
+        &self,
+        name: &str,
+    ) -> Result<Result<SessionState, CreateRefused>, StoreError> {
+        let reply = self
+            .eval(
+                &self.scripts.create,
+                &[name.as_bytes(), self.id_nonce.as_bytes()],
+            )
+            .await?;
+        let items = array(&reply)?;
+        if int(items.first())? == 0 {
+            return Ok(Err(CreateRefused::NameTaken));
+        }
+        let id = SessionId::new(string(items.get(1))?);
+        Ok(Ok(SessionState {
+            owner: Owner {
+                session: id,
+                epoch: 1,
+            },
+            name: name.to_owned(),
+            last_client_seq: 0,
+            subscriptions: Vec::new(),
+            last_offset: 0,
+        }))
+    }
+
+    async fn resume_async(
+        &self,
+        session: &SessionId,
+        lifetime_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<SessionState>, StoreError> {
+        let reply = self
+            .eval(
+                &self.scripts.resume,
+                &[
+                    session.as_str().as_bytes(),
+                    lifetime_ms.to_string().as_bytes(),
+                    now_ms.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        let items = array(&reply)?;
+        if int(items.first())? == 0 {
+            return Ok(None);
+        }
+        let mut subscriptions = array(items.get(5).unwrap_or(&Value::Nil))?
+            .iter()
+            .map(|v| string(Some(v)))
+            .collect::<Result<Vec<_>, _>>()?;
+        subscriptions.sort();
+        Ok(Some(SessionState {
+            owner: Owner {
+                session: session.clone(),
+                epoch: int(items.get(1))?,
+            },
+            name: string(items.get(2))?,
+            last_client_seq: int(items.get(3))?,
+            subscriptions,
+            last_offset: int(items.get(4))?,
+        }))
+    }
+
+    /// Runs a script whose reply is a status: 0 or more is success.
+    async fn held(
+        &self,
+        script: &Script,
+        owner: &Owner,
+        args: &[&[u8]],
+    ) -> Result<i64, StoreError> {
+        let epoch = owner.epoch.to_string();
+        let mut all: Vec<&[u8]> = vec![owner.session.as_str().as_bytes(), epoch.as_bytes()];
+        all.extend_from_slice(args);
+        let reply = self.eval(script, &all).await?;
+        status(owner, int_signed(&reply)?)
+    }
+
+    async fn fetch_async(
+        &self,
+        owner: &Owner,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let epoch = owner.epoch.to_string();
+        let reply = self
+            .eval(
+                &self.scripts.fetch,
+                &[
+                    owner.session.as_str().as_bytes(),
+                    epoch.as_bytes(),
+                    after.min(MAX_OFFSET).to_string().as_bytes(),
+                    max.min(1 << 30).to_string().as_bytes(),
+                    self.backlog.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        let items = array(&reply)?;
+        let first = items
+            .first()
+            .ok_or_else(|| malformed("empty fetch reply"))?;
+        status(owner, int_signed(first)?)?;
+        items[1..]
+            .chunks(4)
+            .map(|chunk| {
+                let [offset, channel, payload, text] = chunk else {
+                    return Err(malformed("fetch reply is not in fours"));
+                };
+                let channel = bytes(channel)?;
+                let channel = match channel.split_first() {
+                    Some((b'c', name)) => Some(utf8(name.to_vec())?),
+                    _ => None,
+                };
+                let data = Bytes::from(bytes(payload)?.to_vec());
+                let payload = if bytes(text)? == b"1" {
+                    Payload::text(
+                        Text::from_utf8(data).map_err(|_| malformed("text payload not UTF-8"))?,
+                    )
+                } else {
+                    Payload::binary(data)
+                };
+                Ok(StoredMessage {
+                    offset: int(Some(offset))?,
+                    channel,
+                    payload,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Every notice on the pub/sub channel, forwarded to the store's listeners;
+/// after the link drops it reconnects and tells them they lagged.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    fanout: Arc<Fanout>,
+    mut stream: redis::aio::PubSubStream,
+) {
+    loop {
+        while let Some(message) = stream.next().await {
+            if let Some(notice) = parse_notice(message.get_payload_bytes()) {
+                fanout.send(&notice);
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        stream = loop {
+            tokio::time::sleep(delay).await;
+            match subscribe(&client, &channel).await {
+                Ok(stream) => break stream,
+                Err(_) => delay = (delay * 2).min(Duration::from_secs(2)),
+            }
+        };
+        fanout.send(&Notice::Lagged);
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSubStream> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub.into_on_message())
+}
+
+/// `c:<channel>`, `s:<session>` or `t:<epoch>:<session>`, as the scripts
+/// publish them.
+fn parse_notice(payload: &[u8]) -> Option<Notice> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (kind, rest) = text.split_once(':')?;
+    match kind {
+        "c" => Some(Notice::Channel(rest.to_owned())),
+        "s" => Some(Notice::Session(SessionId::new(rest))),
+        "t" => {
+            let (epoch, session) = rest.split_once(':')?;
+            Some(Notice::TakenOver(Owner {
+                session: SessionId::new(session),
+                epoch: epoch.parse().ok()?,
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("r{:012x}-", hasher.finish() >> 16)
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+fn malformed(what: &'static str) -> StoreError {
+    StoreError::Unavailable(what.into())
+}
+
+/// Maps a script status: -1 unknown session, -2 fenced, else success.
+fn status(owner: &Owner, code: i64) -> Result<i64, StoreError> {
+    match code {
+        -1 => Err(StoreError::UnknownSession(owner.session.clone())),
+        -2 => Err(StoreError::Fenced(owner.session.clone())),
+        n if n < 0 => Err(malformed("unknown script status")),
+        n => Ok(n),
+    }
+}
+
+fn array(v: &Value) -> Result<&[Value], StoreError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        _ => Err(malformed("expected an array reply")),
+    }
+}
+
+fn bytes(v: &Value) -> Result<&[u8], StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.as_bytes()),
+        Value::Nil => Ok(b""),
+        _ => Err(malformed("expected a string reply")),
+    }
+}
+
+fn utf8(b: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(b).map_err(|_| malformed("name not UTF-8"))
+}
+
+fn string(v: Option<&Value>) -> Result<String, StoreError> {
+    utf8(bytes(v.ok_or_else(|| malformed("missing reply field"))?)?.to_vec())
+}
+
+fn int_signed(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        other => std::str::from_utf8(bytes(other)?)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| malformed("expected an integer reply")),
+    }
+}
+
+fn int(v: Option<&Value>) -> Result<u64, StoreError> {
+    match v.ok_or_else(|| malformed("missing reply field"))? {
+        Value::Int(n) => u64::try_from(*n).map_err(|_| malformed("negative integer")),
+        Value::Nil => Ok(0),
+        other => std::str::from_utf8(bytes(other)?)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| malformed("expected an integer reply")),
+    }
+}
+
+impl Store for RedisStore {
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        _now_ms: u64,
+    ) -> StoreFuture<'a, Result<SessionState, CreateRefused>> {
+        Box::pin(self.create_async(name))
+    }
+
+    fn resume<'a>(
+        &'a self,
+        session: &'a SessionId,
+        lifetime_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Option<SessionState>> {
+        Box::pin(self.resume_async(session, lifetime_ms, now_ms))
+    }
+
+    fn detach<'a>(&'a self, owner: &'a Owner, now_ms: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let now = now_ms.to_string();
+            let ttl = self.detached_ttl_ms.to_string();
+            match self
+                .held(
+                    &self.scripts.detach,
+                    owner,
+                    &[now.as_bytes(), ttl.as_bytes()],
+                )
+                .await
+            {
+                // A superseded or ended holder has nothing to detach.
+                Ok(_) | Err(StoreError::Fenced(_) | StoreError::UnknownSession(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn end<'a>(&'a self, owner: &'a Owner) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.held(&self.scripts.end, owner, &[]).await.map(drop) })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        owner: &'a Owner,
+        seq: u64,
+        channel: Option<&'a str>,
+        payload: &'a Payload,
+    ) -> StoreFuture<'a, PublishOutcome> {
+        Box::pin(async move {
+            let seq = seq.to_string();
+            let cap = self.channel_cap.to_string();
+            let (has, name) = channel.map_or((&b"0"[..], &b""[..]), |c| (b"1", c.as_bytes()));
+            let text: &[u8] = if payload.is_text() { b"1" } else { b"0" };
+            let code = self
+                .held(
+                    &self.scripts.publish,
+                    owner,
+                    &[
+                        seq.as_bytes(),
+                        has,
+                        name,
+                        payload.bytes(),
+                        text,
+                        cap.as_bytes(),
+                    ],
+                )
+                .await?;
+            Ok(if code == 2 {
+                PublishOutcome::Duplicate
+            } else {
+                PublishOutcome::Applied
+            })
+        })
+    }
+
+    fn subscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.held(&self.scripts.subscribe, owner, &[channel.as_bytes()])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.held(&self.scripts.unsubscribe, owner, &[channel.as_bytes()])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        owner: &'a Owner,
+        after: u64,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(self.fetch_async(owner, after, max))
+    }
+
+    fn received<'a>(&'a self, owner: &'a Owner, offset: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let offset = offset.min(MAX_OFFSET).to_string();
+            self.held(&self.scripts.received, owner, &[offset.as_bytes()])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn broadcast<'a>(&'a self, channel: &'a str, payload: &'a Payload) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let cap = self.channel_cap.to_string();
+            let text: &[u8] = if payload.is_text() { b"1" } else { b"0" };
+            self.eval(
+                &self.scripts.broadcast,
+                &[channel.as_bytes(), payload.bytes(), text, cap.as_bytes()],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn send_to<'a>(&'a self, name: &'a str, payload: &'a Payload) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let backlog = self.backlog.to_string();
+            let text: &[u8] = if payload.is_text() { b"1" } else { b"0" };
+            let reply = self
+                .eval(
+                    &self.scripts.send_to,
+                    &[name.as_bytes(), payload.bytes(), text, backlog.as_bytes()],
+                )
+                .await?;
+            Ok(int_signed(&reply)? == 1)
+        })
+    }
+
+    fn notices(&self) -> Notices {
+        self.fanout.subscribe()
+    }
+}
+
+/// The Lua scripts, each prefixed with [`PRELUDE`].
+struct Scripts {
+    create: Script,
+    resume: Script,
+    detach: Script,
+    end: Script,
+    publish: Script,
+    subscribe: Script,
+    unsubscribe: Script,
+    fetch: Script,
+    received: Script,
+    broadcast: Script,
+    send_to: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        Scripts {
+            create: s(CREATE),
+            resume: s(RESUME),
+            detach: s(DETACH),
+            end: s(END),
+            publish: s(PUBLISH),
+            subscribe: s(SUBSCRIBE),
+            unsubscribe: s(UNSUBSCRIBE),
+            fetch: s(FETCH),
+            received: s(RECEIVED),
+            broadcast: s(BROADCAST),
+            send_to: s(SEND_TO),
+        }
+    }
+}
+
+/// Shared by every script. `ARGV[1]` is always the key prefix; the session
+/// scripts take the session id and the caller's epoch as `ARGV[2..3]`.
+const PRELUDE: &str = r#"
+local P = ARGV[1]
+local function num(v) if v then return tonumber(v) else return 0 end end
+-- Integers as decimal strings: `..` would print large ones with an exponent.
+local function str(n) return string.format('%d', n) end
+-- Decimal strings of any length compared as numbers (client seqs may
+-- exceed what a Lua number holds exactly).
+local function gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local function skey(id) return P .. 's:' .. id end
+local function hold(sk, epoch)
+  local e = redis.call('HGET', sk, 'epoch')
+  if not e then return -1 end
+  if e ~= epoch then return -2 end
+  return 0
+end
+local function session_keys(id)
+  local sk = skey(id)
+  return {sk, sk .. ':subs', sk .. ':in', sk .. ':d'}
+end
+local function drop_session(id)
+  local sk = skey(id)
+  local name = redis.call('HGET', sk, 'name')
+  if name then
+    local nk = P .. 'n:' .. name
+    if redis.call('GET', nk) == id then redis.call('DEL', nk) end
+  end
+  redis.call('DEL', unpack(session_keys(id)))
+end
+local function entry_fields(flat)
+  local f = {}
+  for j = 1, #flat, 2 do f[flat[j]] = flat[j + 1] end
+  return f
+end
+local function append(ch, p, t, cap)
+  local g = redis.call('INCR', P .. 'g')
+  local s = redis.call('HINCRBY', P .. 'cseq', ch, 1)
+  redis.call('XADD', P .. 'c:' .. ch, 'MAXLEN', '~', cap, str(g) .. '-0', 's', s, 'p', p, 't', t)
+  redis.call('PUBLISH', P .. 'notices', 'c:' .. ch)
+end
+"#;
+
+/// ARGV: P, name, id nonce. Reply {0} (name taken) or {1, id}.
+const CREATE: &str = r#"
+local nk = P .. 'n:' .. ARGV[2]
+local holder = redis.call('GET', nk)
+if holder then
+  if redis.call('HGET', skey(holder), 'cn') == '1' then return {0} end
+  drop_session(holder)
+end
+local id = ARGV[3] .. str(redis.call('INCR', P .. 'sid'))
+local g = redis.call('GET', P .. 'g') or '0'
+redis.call('HSET', skey(id), 'name', ARGV[2], 'epoch', '1', 'h', '0', 'lo', '0',
+  'rc', '0', 'cn', '1', 'la', '0', 'dc', g .. ':0', 'ds', '0')
+redis.call('SET', nk, id)
+return {1, id}
+"#;
+
+/// ARGV: P, id, lifetime_ms, now_ms. Reply {0} or
+/// {1, epoch, name, H, last_offset, {channels}}.
+const RESUME: &str = r#"
+local id = ARGV[2]
+local sk = skey(id)
+if redis.call('EXISTS', sk) == 0 then return {0} end
+if redis.call('HGET', sk, 'cn') ~= '1'
+   and tonumber(ARGV[4]) - num(redis.call('HGET', sk, 'la')) >= tonumber(ARGV[3]) then
+  drop_session(id)
+  return {0}
+end
+local epoch = redis.call('HINCRBY', sk, 'epoch', 1)
+redis.call('HSET', sk, 'cn', '1')
+for _, k in ipairs(session_keys(id)) do redis.call('PERSIST', k) end
+local name = redis.call('HGET', sk, 'name')
+if redis.call('GET', P .. 'n:' .. name) == id then redis.call('PERSIST', P .. 'n:' .. name) end
+redis.call('PUBLISH', P .. 'notices', 't:' .. str(epoch) .. ':' .. id)
+return {1, epoch, name, redis.call('HGET', sk, 'h'), redis.call('HGET', sk, 'lo'),
+  redis.call('HKEYS', sk .. ':subs')}
+"#;
+
+/// ARGV: P, id, epoch, now_ms, ttl_ms.
+const DETACH: &str = r#"
+local id = ARGV[2]
+local sk = skey(id)
+local st = hold(sk, ARGV[3])
+if st ~= 0 then return st end
+redis.call('HSET', sk, 'cn', '0', 'la', ARGV[4])
+for _, k in ipairs(session_keys(id)) do redis.call('PEXPIRE', k, ARGV[5]) end
+local nk = P .. 'n:' .. redis.call('HGET', sk, 'name')
+if redis.call('GET', nk) == id then redis.call('PEXPIRE', nk, ARGV[5]) end
+return 0
+"#;
+
+/// ARGV: P, id, epoch.
+const END: &str = r#"
+local st = hold(skey(ARGV[2]), ARGV[3])
+if st ~= 0 then return st end
+drop_session(ARGV[2])
+return 0
+"#;
+
+/// ARGV: P, id, epoch, seq, has channel, channel, payload, text, cap.
+/// Reply 1 applied, 2 duplicate.
+const PUBLISH: &str = r#"
+local sk = skey(ARGV[2])
+local st = hold(sk, ARGV[3])
+if st ~= 0 then return st end
+if not gt(ARGV[4], redis.call('HGET', sk, 'h')) then return 2 end
+redis.call('HSET', sk, 'h', ARGV[4])
+if ARGV[5] == '1' then append(ARGV[6], ARGV[7], ARGV[8], ARGV[9]) end
+return 1
+"#;
+
+/// ARGV: P, id, epoch, channel. The cursor starts at the present, so only
+/// entries appended from now on are numbered for the session.
+const SUBSCRIBE: &str = r#"
+local sk = skey(ARGV[2])
+local st = hold(sk, ARGV[3])
+if st ~= 0 then return st end
+local subs = sk .. ':subs'
+if redis.call('HEXISTS', subs, ARGV[4]) == 0 then
+  local g = redis.call('GET', P .. 'g') or '0'
+  local s = redis.call('HGET', P .. 'cseq', ARGV[4]) or '0'
+  redis.call('HSET', subs, ARGV[4], g .. ':' .. s)
+  local ttl = redis.call('PTTL', sk)
+  if ttl > 0 then redis.call('PEXPIRE', subs, ttl) end
+end
+return 0
+"#;
+
+/// ARGV: P, id, epoch, channel.
+const UNSUBSCRIBE: &str = r#"
+local sk = skey(ARGV[2])
+local st = hold(sk, ARGV[3])
+if st ~= 0 then return st end
+redis.call('HDEL', sk .. ':subs', ARGV[4])
+return 0
+"#;
+
+/// ARGV: P, id, epoch, after, max, backlog. Reply {status} or
+/// {0, offset, 'c'..channel or '-', payload, text, ...}.
+const FETCH: &str = r#"
+local id = ARGV[2]
+local sk = skey(id)
+local st = hold(sk, ARGV[3])
+if st ~= 0 then return {st} end
+local new = {}
+-- Reads one source after its cursor; returns the new cursor or nil.
+local function read(key, cursor, channel)
+  local cg, cs = string.match(cursor, '^(%d+):(%d+)$')
+  local entries = redis.call('XRANGE', key, '(' .. cg .. '-0', '+')
+  if #entries == 0 then return nil end
+  local last_g, last_s = cg, cs
+  for i, e in ipairs(entries) do
+    local f = entry_fields(e[2])
+    local g = string.match(e[1], '^(%d+)-')
+    local gap = 0
+    if i == 1 then gap = tonumber(f['s']) - tonumber(cs) - 1 end
+    table.insert(new, {tonumber(g), channel, gap, f['p'], f['t']})
+    last_g, last_s = g, f['s']
+  end
+  return last_g .. ':' .. last_s
+end
+local subs_key = sk .. ':subs'
+local subs = redis.call('HGETALL', subs_key)
+for j = 1, #subs, 2 do
+  local cursor = read(P .. 'c:' .. subs[j], subs[j + 1], subs[j])
+  if cursor then redis.call('HSET', subs_key, subs[j], cursor) end
+end
+local dk = sk .. ':d'
+local dcursor = read(dk, redis.call('HGET', sk, 'dc'), false)
+if dcursor then
+  redis.call('HSET', sk, 'dc', dcursor)
+  local dg = string.match(dcursor, '^(%d+):')
+  redis.call('XTRIM', dk, 'MINID', str(tonumber(dg) + 1) .. '-0')
+end
+local inbox = sk .. ':in'
+local dropped = 0
+if #new > 0 then
+  table.sort(new, function(a, b) return a[1] < b[1] end)
+  local lo = num(redis.call('HGET', sk, 'lo'))
+  for _, e in ipairs(new) do
+    lo = lo + e[3] + 1
+    dropped = dropped + e[3]
+    if e[2] then
+      redis.call('XADD', inbox, str(lo) .. '-0', 'c', e[2], 'p', e[4], 't', e[5])
+    else
+      redis.call('XADD', inbox, str(lo) .. '-0', 'p', e[4], 't', e[5])
+    end
+  end
+  redis.call('HSET', sk, 'lo', str(lo))
+  dropped = dropped + redis.call('XTRIM', inbox, 'MAXLEN', ARGV[6])
+  local ttl = redis.call('PTTL', sk)
+  if ttl > 0 then redis.call('PEXPIRE', inbox, ttl) end
+end
+if dropped > 0 then redis.call('HINCRBY', P .. 'stats', 'dropped', dropped) end
+local out = {0}
+local kept = redis.call('XRANGE', inbox, str(tonumber(ARGV[4]) + 1) .. '-0', '+', 'COUNT', ARGV[5])
+for _, e in ipairs(kept) do
+  local f = entry_fields(e[2])
+  table.insert(out, string.match(e[1], '^(%d+)-'))
+  if f['c'] then table.insert(out, 'c' .. f['c']) else table.insert(out, '-') end
+  table.insert(out, f['p'])
+  table.insert(out, f['t'])
+end
+return out
+"#;
+
+/// ARGV: P, id, epoch, offset.
+const RECEIVED: &str = r#"
+local sk = skey(ARGV[2])
+local st = hold(sk, ARGV[3])
+if st ~= 0 then return st end
+local off = math.min(tonumber(ARGV[4]), num(redis.call('HGET', sk, 'lo')))
+if off > num(redis.call('HGET', sk, 'rc')) then
+  redis.call('HSET', sk, 'rc', str(off))
+  redis.call('XTRIM', sk .. ':in', 'MINID', str(off + 1) .. '-0')
+end
+return 0
+"#;
+
+/// ARGV: P, channel, payload, text, cap.
+const BROADCAST: &str = r#"
+append(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return 0
+"#;
+
+/// ARGV: P, name, payload, text, backlog. Reply 1 sent, 0 no such name.
+const SEND_TO: &str = r#"
+local id = redis.call('GET', P .. 'n:' .. ARGV[2])
+if not id then return 0 end
+local sk = skey(id)
+if redis.call('EXISTS', sk) == 0 then return 0 end
+local g = redis.call('INCR', P .. 'g')
+local s = redis.call('HINCRBY', sk, 'ds', 1)
+local dk = sk .. ':d'
+redis.call('XADD', dk, 'MAXLEN', ARGV[5], str(g) .. '-0', 's', s, 'p', ARGV[3], 't', ARGV[4])
+local ttl = redis.call('PTTL', sk)
+if ttl > 0 then redis.call('PEXPIRE', dk, ttl) end
+redis.call('PUBLISH', P .. 'notices', 's:' .. id)
+return 1
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_parse_as_the_scripts_publish_them() {
+        assert_eq!(
+            parse_notice(b"c:news:eu"),
+            Some(Notice::Channel("news:eu".into()))
+        );
+        assert_eq!(
+            parse_notice(b"s:r1-2"),
+            Some(Notice::Session(SessionId::new("r1-2")))
+        );
+        assert_eq!(
+            parse_notice(b"t:7:r1-2"),
+            Some(Notice::TakenOver(Owner {
+                session: SessionId::new("r1-2"),
+                epoch: 7
+            }))
+        );
+        for bad in [&b"x:1"[..], b"t:z:r1", b"c", b"\xff:1"] {
+            assert_eq!(parse_notice(bad), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn settings_are_checked_before_connecting() {
+        let base = || RedisStore::builder("redis://127.0.0.1:1/");
+        for (builder, what) in [
+            (base().prefix(""), "prefix"),
+            (base().channel_cap(0), "cap"),
+            (base().backlog(0), "backlog"),
+            (base().notice_buffer(0), "buffer"),
+            (base().detached_ttl(Duration::ZERO), "TTL"),
+            (base().response_timeout(Duration::ZERO), "timeout"),
+        ] {
+            match builder.connect().await {
+                Err(RedisSetupError::Invalid(why)) => assert!(why.contains(what), "{why}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_url() {
+        let b = RedisStore::builder("redis://:hunter2@127.0.0.1:6379/");
+        assert!(!format!("{b:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn script_statuses_map_to_errors() {
+        let owner = Owner {
+            session: SessionId::new("s"),
+            epoch: 1,
+        };
+        assert!(matches!(
+            status(&owner, -1),
+            Err(StoreError::UnknownSession(_))
+        ));
+        assert!(matches!(status(&owner, -2), Err(StoreError::Fenced(_))));
+        assert!(matches!(status(&owner, 2), Ok(2)));
+    }
+}

@@ -1,0 +1,102 @@
+//! The tokio accept loop over tokio-tungstenite.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::drive::{drive, Incoming, WsMessage};
+use crate::node::{Node, Rejection};
+
+impl WsMessage for Message {
+    fn binary(b: Bytes) -> Self {
+        Message::Binary(b)
+    }
+
+    fn close(code: u16, reason: &str) -> Self {
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_owned().into(),
+        }))
+    }
+
+    fn classify(self) -> Incoming {
+        match self {
+            Message::Binary(b) => Incoming::Binary(b),
+            Message::Text(_) => Incoming::Text,
+            Message::Close(_) => Incoming::Close,
+            _ => Incoming::Other,
+        }
+    }
+}
+
+/// Accepts connections on `listener` and serves each on its own task until
+/// `node` has shut down and every connection has closed.
+///
+/// During a shutdown the loop keeps accepting, to refuse upgrades with 503
+/// and `Retry-After`; it returns once the drain is over.
+pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
+    let mut shutdown = node.inner.shutdown.subscribe();
+    let mut live = node.inner.live_watch();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                tokio::spawn(serve_connection(stream, node.clone()));
+            }
+            _ = async {
+                let _ = shutdown.wait_for(Option::is_some).await;
+                let _ = live.wait_for(|&n| n == 0).await;
+            } => return Ok(()),
+        }
+    }
+}
+
+/// Serves one accepted TCP connection: the upgrade, then the session.
+pub async fn serve_connection(stream: TcpStream, node: Node) {
+    let _ = stream.set_nodelay(true);
+    let principal = Arc::new(Mutex::new(None));
+    let decided = principal.clone();
+    let n = node.clone();
+    let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        match n.admit(req) {
+            Ok(p) => {
+                if let Ok(mut slot) = decided.lock() {
+                    *slot = p;
+                }
+                resp.headers_mut().insert(
+                    http::header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(redial_core::wire::SUBPROTOCOL),
+                );
+                Ok(resp)
+            }
+            Err(r) => Err(error_response(&r.0)),
+        }
+    };
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(node.config().limits().max_frame_len);
+    config.max_frame_size = Some(node.config().limits().max_frame_len);
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    let timeout = std::time::Duration::from_millis(node.config().hello_timeout_ms);
+    let Ok(Ok(ws)) = tokio::time::timeout(timeout, upgrade).await else {
+        return;
+    };
+    let principal = principal.lock().map(|mut p| p.take()).unwrap_or(None);
+    drive::<Message, _, _>(node, ws, principal).await;
+}
+
+fn error_response(r: &Rejection) -> ErrorResponse {
+    let mut resp = ErrorResponse::new(Some(r.reason.clone()));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(secs) = r.retry_after_secs {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}

@@ -1,0 +1,90 @@
+//! `redis-server` on a random 127.0.0.1 port, with its working directory in
+//! a temporary directory and persistence switched off.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+
+use super::{find_program, LaunchError, Process, TempDir};
+
+/// How many ports to try when another process takes the one picked.
+const PORT_TRIES: usize = 5;
+
+/// A running `redis-server`, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    process: Process,
+    _dir: TempDir,
+    addr: SocketAddr,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and returns once it accepts
+    /// connections.
+    ///
+    /// # Errors
+    /// [`LaunchError::Missing`] without `redis-server` on `PATH`; others when
+    /// it does not start.
+    pub fn start() -> Result<Self, LaunchError> {
+        let program = find_program("redis-server").ok_or_else(|| LaunchError::Missing {
+            what: "redis-server".into(),
+            hint: "install it with `apt-get install redis-server`",
+        })?;
+        let dir = TempDir::new("redial-redis")?;
+        let mut last = None;
+        for _ in 0..PORT_TRIES {
+            let addr = free_port()?;
+            let mut command = Command::new(&program);
+            // Everything on the command line, no configuration file: no
+            // snapshot or append-only file, nothing written outside `dir`.
+            command
+                .current_dir(dir.path())
+                .args(["--bind", "127.0.0.1", "--port"])
+                .arg(addr.port().to_string())
+                .arg("--dir")
+                .arg(dir.path())
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(["--protected-mode", "yes", "--logfile", ""]);
+            let mut process = Process::spawn("redis-server", command, true, true)?;
+            match process
+                .wait_for(|line| line.contains("Ready to accept connections").then_some(()))
+            {
+                Ok(()) => {
+                    return Ok(RedisServer {
+                        process,
+                        _dir: dir,
+                        addr,
+                    })
+                }
+                // The port was taken between picking and binding: another.
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(LaunchError::Control("no port tried".into())))
+    }
+
+    /// The URL clients connect to (`redis://127.0.0.1:PORT/`).
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// The listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The last lines the server logged.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+fn free_port() -> Result<SocketAddr, LaunchError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| LaunchError::Io {
+        what: "picking a free port".into(),
+        source,
+    })?;
+    listener.local_addr().map_err(|source| LaunchError::Io {
+        what: "picking a free port".into(),
+        source,
+    })
+}
