@@ -33,7 +33,8 @@
 //! lost its connection expires in Redis [`RedisStoreBuilder::detached_ttl`]
 //! after the loss, which must be at least the server's token lifetime.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,6 +60,9 @@ pub const DEFAULT_BACKLOG: usize = 1024;
 pub const DEFAULT_NOTICE_BUFFER: usize = 1024;
 /// How long a session without a connection is kept in Redis by default.
 pub const DEFAULT_DETACHED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a node's heartbeat lasts by default: the sessions of a node
+/// silent for this long count as disconnected (their names are free).
+pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(15);
 /// How long one command may take by default before it fails.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -87,6 +91,7 @@ pub struct RedisStoreBuilder {
     backlog: usize,
     notice_buffer: usize,
     detached_ttl: Duration,
+    node_ttl: Duration,
     response_timeout: Duration,
 }
 
@@ -99,6 +104,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("backlog", &self.backlog)
             .field("notice_buffer", &self.notice_buffer)
             .field("detached_ttl", &self.detached_ttl)
+            .field("node_ttl", &self.node_ttl)
             .field("response_timeout", &self.response_timeout)
             .finish_non_exhaustive()
     }
@@ -142,6 +148,15 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// How long this node's heartbeat lasts (default [`DEFAULT_NODE_TTL`]);
+    /// it is renewed every third of that. When a node dies without
+    /// detaching its sessions, they count as disconnected once its
+    /// heartbeat lapses, so their names can be taken again.
+    pub fn node_ttl(mut self, ttl: Duration) -> Self {
+        self.node_ttl = ttl;
+        self
+    }
+
     /// How long one Redis call may take before the method fails with
     /// [`StoreError::Unavailable`] (default [`DEFAULT_RESPONSE_TIMEOUT`]).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
@@ -172,6 +187,9 @@ impl RedisStoreBuilder {
         if self.detached_ttl.is_zero() {
             return Err(RedisSetupError::Invalid("the detached TTL is 0"));
         }
+        if self.node_ttl < Duration::from_millis(3) {
+            return Err(RedisSetupError::Invalid("the node TTL is under 3 ms"));
+        }
         if self.response_timeout.is_zero() {
             return Err(RedisSetupError::Invalid("the response timeout is 0"));
         }
@@ -188,16 +206,33 @@ impl RedisStoreBuilder {
         let fanout = Arc::new(Fanout::new(self.notice_buffer));
         let first = subscribe(&client, &channel).await.map_err(connect)?;
         let listener = tokio::spawn(listen(client, channel, Arc::clone(&fanout), first));
+        let scripts = Arc::new(Scripts::new());
+        let held = Arc::new(Mutex::new(HashSet::new()));
+        let beat = Heartbeat {
+            conn: conn.clone(),
+            scripts: Arc::clone(&scripts),
+            prefix: self.prefix.clone(),
+            node: node_id(),
+            node_ttl: self.node_ttl,
+            detached_ttl: self.detached_ttl,
+            held: Arc::clone(&held),
+        };
+        // The first beat before any session: a node is live from the start.
+        beat.beat(false).await.map_err(connect)?;
+        let node = beat.node.clone();
+        let heartbeat = tokio::spawn(beat.run());
         Ok(RedisStore {
             conn,
             prefix: self.prefix,
             channel_cap: self.channel_cap,
             backlog: self.backlog,
-            detached_ttl_ms: u64::try_from(self.detached_ttl.as_millis()).unwrap_or(u64::MAX),
+            detached_ttl_ms: millis(self.detached_ttl),
             fanout,
             listener,
-            id_nonce: nonce(),
-            scripts: Scripts::new(),
+            heartbeat,
+            node,
+            held,
+            scripts,
         })
     }
 }
@@ -211,10 +246,14 @@ pub struct RedisStore {
     detached_ttl_ms: u64,
     fanout: Arc<Fanout>,
     listener: tokio::task::JoinHandle<()>,
-    /// Starts every session id this store creates, so ids stay unique even
-    /// if Redis loses its id counter (tokens name sessions by id).
-    id_nonce: String,
-    scripts: Scripts,
+    heartbeat: tokio::task::JoinHandle<()>,
+    /// This node's id, random: it starts every session id the node creates,
+    /// so ids stay unique even if Redis loses its id counter (tokens name
+    /// sessions by id).
+    node: String,
+    /// The sessions this node holds, whose keys its heartbeat keeps alive.
+    held: Arc<Mutex<HashSet<SessionId>>>,
+    scripts: Arc<Scripts>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -230,6 +269,7 @@ impl std::fmt::Debug for RedisStore {
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.heartbeat.abort();
     }
 }
 
@@ -244,6 +284,7 @@ impl RedisStore {
             backlog: DEFAULT_BACKLOG,
             notice_buffer: DEFAULT_NOTICE_BUFFER,
             detached_ttl: DEFAULT_DETACHED_TTL,
+            node_ttl: DEFAULT_NODE_TTL,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         }
     }
@@ -286,7 +327,11 @@ impl RedisStore {
         let reply = self
             .eval(
                 &self.scripts.create,
-                &[name.as_bytes(), self.id_nonce.as_bytes()],
+                &[
+                    name.as_bytes(),
+                    self.node.as_bytes(),
+                    self.detached_ttl_ms.to_string().as_bytes(),
+                ],
             )
             .await?;
         let items = array(&reply)?;
@@ -294,6 +339,7 @@ impl RedisStore {
             return Ok(Err(CreateRefused::NameTaken));
         }
         let id = SessionId::new(string(items.get(1))?);
+        self.hold(&id, true);
         Ok(Ok(SessionState {
             owner: Owner {
                 session: id,
@@ -319,6 +365,8 @@ impl RedisStore {
                     session.as_str().as_bytes(),
                     lifetime_ms.to_string().as_bytes(),
                     now_ms.to_string().as_bytes(),
+                    self.node.as_bytes(),
+                    self.detached_ttl_ms.to_string().as_bytes(),
                 ],
             )
             .await?;
@@ -326,6 +374,7 @@ impl RedisStore {
         if int(items.first())? == 0 {
             return Ok(None);
         }
+        self.hold(session, true);
         let mut subscriptions = array(items.get(5).unwrap_or(&Value::Nil))?
             .iter()
             .map(|v| string(Some(v)))
@@ -341,6 +390,16 @@ impl RedisStore {
             subscriptions,
             last_offset: int(items.get(4))?,
         }))
+    }
+
+    /// Records that this node holds `session` (or no longer does).
+    fn hold(&self, session: &SessionId, held: bool) {
+        let mut set = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held {
+            set.insert(session.clone());
+        } else {
+            set.remove(session);
+        }
     }
 
     /// Runs a script whose reply is a status: 0 or more is success.
@@ -467,7 +526,60 @@ fn parse_notice(payload: &[u8]) -> Option<Notice> {
     }
 }
 
-fn nonce() -> String {
+/// Renews this node's heartbeat, and now and then the keys of the sessions
+/// it holds (so a connected session never expires, and one whose node died
+/// expires a detached TTL later).
+struct Heartbeat {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    prefix: String,
+    node: String,
+    node_ttl: Duration,
+    detached_ttl: Duration,
+    held: Arc<Mutex<HashSet<SessionId>>>,
+}
+
+impl Heartbeat {
+    async fn beat(&self, sessions: bool) -> redis::RedisResult<()> {
+        let ids: Vec<SessionId> = if sessions {
+            let set = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            set.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let mut invocation = self.scripts.heartbeat.prepare_invoke();
+        invocation
+            .arg(self.prefix.as_bytes())
+            .arg(self.node.as_bytes())
+            .arg(millis(self.node_ttl))
+            .arg(millis(self.detached_ttl));
+        for id in &ids {
+            invocation.arg(id.as_str());
+        }
+        let mut conn = self.conn.clone();
+        invocation.invoke_async::<()>(&mut conn).await
+    }
+
+    async fn run(self) {
+        let tick = self.node_ttl / 3;
+        // Session keys are renewed every quarter of their TTL.
+        let every = (self.detached_ttl.as_millis() / 4 / tick.as_millis().max(1)).max(1);
+        let mut ticks: u128 = 0;
+        loop {
+            tokio::time::sleep(tick).await;
+            ticks += 1;
+            // A failed beat is retried on the next tick; a node that cannot
+            // reach Redis cannot serve anyone anyway.
+            let _ = self.beat(ticks % every == 0).await;
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn node_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
@@ -475,7 +587,7 @@ fn nonce() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
-    format!("r{:012x}-", hasher.finish() >> 16)
+    format!("r{:012x}", hasher.finish() >> 16)
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -561,6 +673,7 @@ impl Store for RedisStore {
 
     fn detach<'a>(&'a self, owner: &'a Owner, now_ms: u64) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            self.hold(&owner.session, false);
             let now = now_ms.to_string();
             let ttl = self.detached_ttl_ms.to_string();
             match self
@@ -579,7 +692,10 @@ impl Store for RedisStore {
     }
 
     fn end<'a>(&'a self, owner: &'a Owner) -> StoreFuture<'a, ()> {
-        Box::pin(async move { self.held(&self.scripts.end, owner, &[]).await.map(drop) })
+        Box::pin(async move {
+            self.hold(&owner.session, false);
+            self.held(&self.scripts.end, owner, &[]).await.map(drop)
+        })
     }
 
     fn publish<'a>(
@@ -695,6 +811,7 @@ struct Scripts {
     received: Script,
     broadcast: Script,
     send_to: Script,
+    heartbeat: Script,
 }
 
 impl Scripts {
@@ -712,6 +829,7 @@ impl Scripts {
             received: s(RECEIVED),
             broadcast: s(BROADCAST),
             send_to: s(SEND_TO),
+            heartbeat: s(HEARTBEAT),
         }
     }
 }
@@ -749,6 +867,21 @@ local function drop_session(id)
   end
   redis.call('DEL', unpack(session_keys(id)))
 end
+-- Connected, and held by a node whose heartbeat has not lapsed: a crashed
+-- node never detaches its sessions.
+local function live(sk)
+  if redis.call('HGET', sk, 'cn') ~= '1' then return false end
+  local nd = redis.call('HGET', sk, 'nd')
+  return nd and redis.call('EXISTS', P .. 'node:' .. nd) == 1
+end
+-- Every key of a session (and its name) expires `ttl` ms from now.
+local function keep(id, ttl)
+  for _, k in ipairs(session_keys(id)) do redis.call('PEXPIRE', k, ttl) end
+  local name = redis.call('HGET', skey(id), 'name')
+  if name and redis.call('GET', P .. 'n:' .. name) == id then
+    redis.call('PEXPIRE', P .. 'n:' .. name, ttl)
+  end
+end
 local function entry_fields(flat)
   local f = {}
   for j = 1, #flat, 2 do f[flat[j]] = flat[j + 1] end
@@ -762,23 +895,24 @@ local function append(ch, p, t, cap)
 end
 "#;
 
-/// ARGV: P, name, id nonce. Reply {0} (name taken) or {1, id}.
+/// ARGV: P, name, node id, ttl_ms. Reply {0} (name taken) or {1, id}.
 const CREATE: &str = r#"
 local nk = P .. 'n:' .. ARGV[2]
 local holder = redis.call('GET', nk)
 if holder then
-  if redis.call('HGET', skey(holder), 'cn') == '1' then return {0} end
+  if live(skey(holder)) then return {0} end
   drop_session(holder)
 end
-local id = ARGV[3] .. str(redis.call('INCR', P .. 'sid'))
+local id = ARGV[3] .. '-' .. str(redis.call('INCR', P .. 'sid'))
 local g = redis.call('GET', P .. 'g') or '0'
 redis.call('HSET', skey(id), 'name', ARGV[2], 'epoch', '1', 'h', '0', 'lo', '0',
-  'rc', '0', 'cn', '1', 'la', '0', 'dc', g .. ':0', 'ds', '0')
+  'rc', '0', 'cn', '1', 'nd', ARGV[3], 'la', '0', 'dc', g .. ':0', 'ds', '0')
 redis.call('SET', nk, id)
+keep(id, ARGV[4])
 return {1, id}
 "#;
 
-/// ARGV: P, id, lifetime_ms, now_ms. Reply {0} or
+/// ARGV: P, id, lifetime_ms, now_ms, node id, ttl_ms. Reply {0} or
 /// {1, epoch, name, H, last_offset, {channels}}.
 const RESUME: &str = r#"
 local id = ARGV[2]
@@ -790,10 +924,9 @@ if redis.call('HGET', sk, 'cn') ~= '1'
   return {0}
 end
 local epoch = redis.call('HINCRBY', sk, 'epoch', 1)
-redis.call('HSET', sk, 'cn', '1')
-for _, k in ipairs(session_keys(id)) do redis.call('PERSIST', k) end
+redis.call('HSET', sk, 'cn', '1', 'nd', ARGV[5])
+keep(id, ARGV[6])
 local name = redis.call('HGET', sk, 'name')
-if redis.call('GET', P .. 'n:' .. name) == id then redis.call('PERSIST', P .. 'n:' .. name) end
 redis.call('PUBLISH', P .. 'notices', 't:' .. str(epoch) .. ':' .. id)
 return {1, epoch, name, redis.call('HGET', sk, 'h'), redis.call('HGET', sk, 'lo'),
   redis.call('HKEYS', sk .. ':subs')}
@@ -806,9 +939,7 @@ local sk = skey(id)
 local st = hold(sk, ARGV[3])
 if st ~= 0 then return st end
 redis.call('HSET', sk, 'cn', '0', 'la', ARGV[4])
-for _, k in ipairs(session_keys(id)) do redis.call('PEXPIRE', k, ARGV[5]) end
-local nk = P .. 'n:' .. redis.call('HGET', sk, 'name')
-if redis.call('GET', nk) == id then redis.call('PEXPIRE', nk, ARGV[5]) end
+keep(id, ARGV[5])
 return 0
 "#;
 
@@ -936,6 +1067,15 @@ local off = math.min(tonumber(ARGV[4]), num(redis.call('HGET', sk, 'lo')))
 if off > num(redis.call('HGET', sk, 'rc')) then
   redis.call('HSET', sk, 'rc', str(off))
   redis.call('XTRIM', sk .. ':in', 'MINID', str(off + 1) .. '-0')
+end
+return 0
+"#;
+
+/// ARGV: P, node id, node ttl_ms, session ttl_ms, session ids held.
+const HEARTBEAT: &str = r#"
+redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
+for i = 5, #ARGV do
+  if redis.call('EXISTS', skey(ARGV[i])) == 1 then keep(ARGV[i], ARGV[4]) end
 end
 return 0
 "#;

@@ -841,3 +841,75 @@ mod interleavings {
         }
     }
 }
+
+/// A node that dies holds nothing: once its heartbeat lapses, the names of
+/// the sessions it held can be taken, and any node can resume them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_dead_nodes_sessions_give_their_names_up() {
+    let Some(server) = or_skip(RedisServer::start()) else {
+        return;
+    };
+    let prefix = prefix();
+    let node = |ttl_ms: u64| {
+        RedisStore::builder(server.url())
+            .prefix(prefix.clone())
+            .node_ttl(Duration::from_millis(ttl_ms))
+            .connect()
+    };
+    let doomed = node(300).await.unwrap_or_else(|e| panic!("{e}"));
+    let survivor = node(15_000).await.unwrap_or_else(|e| panic!("{e}"));
+    let kept = create(&doomed, "kept").await;
+    create(&doomed, "named").await;
+    assert_eq!(
+        survivor.create("named", 0).await.ok(),
+        Some(Err(CreateRefused::NameTaken))
+    );
+    // A crash: the node's tasks stop, nothing is detached.
+    drop(doomed);
+    // Time passing is the condition here: the heartbeat must lapse.
+    let freed = async {
+        loop {
+            match survivor.create("named", 0).await {
+                Ok(Ok(state)) => return state,
+                Ok(Err(CreateRefused::NameTaken)) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => panic!("create: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), freed)
+        .await
+        .unwrap_or_else(|_| panic!("the dead node's name was never freed"));
+    let resumed = resume(&survivor, &kept, 0).await;
+    assert_eq!(resumed.map(|s| s.owner.epoch), Some(2));
+}
+
+/// A connected session outlives the detached TTL (its node renews it); a
+/// detached one is gone from Redis once the TTL has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_session_keys_live_while_held_and_expire_when_detached() {
+    let Some(server) = or_skip(RedisServer::start()) else {
+        return;
+    };
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix())
+        .detached_ttl(Duration::from_millis(400))
+        .node_ttl(Duration::from_millis(90))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held = create(&store, "held").await;
+    let left = create(&store, "left").await;
+    ok(store.subscribe(&held.owner, "x")).await;
+    ok(store.detach(&left.owner, 0)).await;
+    // Time passing is the condition: several detached TTLs.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let state = resume(&store, &held, 0).await;
+    assert_eq!(state.map(|s| s.subscriptions), Some(vec!["x".to_owned()]));
+    // Given any lifetime, the detached session is gone.
+    assert_eq!(
+        store.resume(&left.owner.session, u64::MAX, 0).await.ok(),
+        Some(None)
+    );
+}
