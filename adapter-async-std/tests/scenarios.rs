@@ -57,6 +57,7 @@ scenarios!(
     trusted_root_connects,
     largest_frame_arrives,
     unsent_frames_survive_a_drop,
+    endpoints_rotate_to_a_live_node,
 );
 
 #[test]

@@ -31,6 +31,16 @@ pub enum BuildError {
     /// The URL is not a `ws://` or `wss://` URL.
     #[error("invalid WebSocket URL: {0}")]
     InvalidUrl(String),
+    /// [`Builder::endpoints`] was given an empty list.
+    #[error("no endpoint to dial: the endpoint list is empty")]
+    NoEndpoints,
+    /// The endpoint list mixes `ws://` and `wss://`: rotating would send the
+    /// token and the data in clear whenever a plain endpoint comes up.
+    #[error("the endpoints mix ws:// and wss://; use one scheme for all")]
+    MixedSchemes,
+    /// More endpoints than a session rotates over (1024).
+    #[error("too many endpoints: {0} (at most 1024)")]
+    TooManyEndpoints(usize),
     /// A header name or value is not valid HTTP.
     #[error("invalid header {0:?}")]
     InvalidHeader(String),
@@ -61,7 +71,7 @@ type MakeSession = Box<dyn FnOnce(Config) -> Session + Send>;
 /// `redial_async_std::builder(url)`).
 pub struct Builder<R: Runtime> {
     runtime: R,
-    url: String,
+    urls: Vec<String>,
     headers: Vec<(String, String)>,
     config: Config,
     make_session: MakeSession,
@@ -96,7 +106,7 @@ impl<R: Runtime> Builder<R> {
     pub fn new(runtime: R, url: impl Into<String>) -> Self {
         Builder {
             runtime,
-            url: url.into(),
+            urls: vec![url.into()],
             headers: Vec::new(),
             config: Config::default(),
             make_session: Box::new(|config| Session::new(config, Raw::new())),
@@ -109,6 +119,24 @@ impl<R: Runtime> Builder<R> {
             #[cfg(feature = "rustls")]
             roots: Vec::new(),
         }
+    }
+
+    /// Dial these endpoints instead of the one given to
+    /// [`new`](Self::new): nodes of one cluster, each a `ws://` or `wss://`
+    /// URL (all with the same scheme), validated like that one.
+    ///
+    /// The session picks the endpoint of every dial: it starts on one drawn
+    /// from the config's seed (so a fleet spreads over the list), stays on
+    /// it while connections hold, and moves to the next in the list after a
+    /// failed dial, a connection lost before `stable_after`, or a server's
+    /// GOING_AWAY. Events name the endpoint by its index in this list.
+    /// Headers, token placement and trust apply to every endpoint. A list
+    /// may repeat a URL to weight it. [`connect`](Self::connect) fails with
+    /// [`BuildError::NoEndpoints`] for an empty list and
+    /// [`BuildError::MixedSchemes`] when `ws://` and `wss://` are mixed.
+    pub fn endpoints<U: Into<String>>(mut self, urls: impl IntoIterator<Item = U>) -> Self {
+        self.urls = urls.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The runtime this builder will spawn on.
@@ -210,7 +238,7 @@ impl<R: Runtime> Builder<R> {
     pub fn start(self) -> Result<(Handle, Events, Driver<R>), BuildError> {
         let Builder {
             runtime,
-            url,
+            urls,
             headers,
             config,
             make_session,
@@ -244,7 +272,8 @@ impl<R: Runtime> Builder<R> {
         #[cfg(not(feature = "rustls"))]
         let trust = TlsTrust::default();
         let config = config.with_token_provider(token.is_some());
-        let template = RequestTemplate::new(url, &headers, &placement)?;
+        let templates = endpoint_templates(urls, &headers, &placement)?;
+        let config = config.with_endpoints(templates.len());
         let config = match config.seed() {
             Some(_) => config,
             None => config.with_seed(os_seed()),
@@ -254,15 +283,19 @@ impl<R: Runtime> Builder<R> {
         let shared = Arc::new(Shared::new(session.state(), session.send_limits()));
         let (command_tx, command_rx) = async_channel::bounded(command_capacity);
         let (event_tx, event_rx) = async_channel::bounded(event_capacity);
+        let first = templates
+            .get(session.endpoint())
+            .map_or("", |t| t.endpoint());
         let span = tracing::info_span!(
             "redial",
-            endpoint = %template.endpoint(),
+            endpoint = %first,
+            endpoints = templates.len(),
             protocol = session.protocol_name()
         );
         let driver = Driver::new(
             runtime,
             session,
-            template,
+            templates,
             token,
             command_rx,
             event_tx,
@@ -279,6 +312,32 @@ impl<R: Runtime> Builder<R> {
         ))
     }
 }
+
+/// One checked upgrade-request template per endpoint, in list order.
+fn endpoint_templates(
+    urls: Vec<String>,
+    headers: &[(String, String)],
+    placement: &TokenPlacement,
+) -> Result<Vec<RequestTemplate>, BuildError> {
+    if urls.is_empty() {
+        return Err(BuildError::NoEndpoints);
+    }
+    if urls.len() > MAX_ENDPOINTS {
+        return Err(BuildError::TooManyEndpoints(urls.len()));
+    }
+    let templates = urls
+        .into_iter()
+        .map(|url| RequestTemplate::new(url, headers, placement))
+        .collect::<Result<Vec<_>, _>>()?;
+    let secure = templates[0].secure();
+    if templates.iter().any(|t| t.secure() != secure) {
+        return Err(BuildError::MixedSchemes);
+    }
+    Ok(templates)
+}
+
+/// The most endpoints a session rotates over (the core's limit).
+const MAX_ENDPOINTS: usize = 1024;
 
 /// A seed from the OS: `RandomState` keys come from the OS's generator,
 /// mixed with a counter and the wall clock so every call differs.
@@ -297,6 +356,28 @@ fn os_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_lists_are_checked() {
+        let p = TokenPlacement::default();
+        let t = |urls: &[&str]| {
+            endpoint_templates(urls.iter().map(|u| (*u).to_owned()).collect(), &[], &p)
+                .map(|t| t.len())
+        };
+        assert_eq!(t(&[]), Err(BuildError::NoEndpoints));
+        assert_eq!(
+            t(&["ws://127.0.0.1:1/a", "wss://127.0.0.1:2/a"]),
+            Err(BuildError::MixedSchemes)
+        );
+        assert!(matches!(
+            t(&["ws://127.0.0.1:1/a", "not a url"]),
+            Err(BuildError::InvalidUrl(_))
+        ));
+        assert_eq!(t(&["ws://127.0.0.1:1/a", "ws://127.0.0.1:2/a"]), Ok(2));
+        assert_eq!(t(&["wss://127.0.0.1:1/a", "wss://127.0.0.1:1/a"]), Ok(2));
+        let many: Vec<&str> = vec!["ws://127.0.0.1:1/"; 1025];
+        assert_eq!(t(&many), Err(BuildError::TooManyEndpoints(1025)));
+    }
 
     #[test]
     fn seeds_differ() {

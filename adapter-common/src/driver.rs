@@ -66,7 +66,7 @@ impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
         runtime: R,
         session: Session,
-        template: RequestTemplate,
+        templates: Vec<RequestTemplate>,
         provider: Option<Arc<dyn TokenProvider>>,
         commands: async_channel::Receiver<Command>,
         events: async_channel::Sender<Event>,
@@ -80,7 +80,7 @@ impl<R: Runtime> Driver<R> {
             inner: Inner {
                 rt: runtime,
                 session,
-                template,
+                templates,
                 provider,
                 commands: Box::pin(commands),
                 commands_open: true,
@@ -125,7 +125,8 @@ impl<R: Runtime> Driver<R> {
 struct Inner<R: Runtime> {
     rt: R,
     session: Session,
-    template: RequestTemplate,
+    /// One per endpoint, in the builder's order (never empty).
+    templates: Vec<RequestTemplate>,
     provider: Option<Arc<dyn TokenProvider>>,
     commands: Pin<Box<async_channel::Receiver<Command>>>,
     commands_open: bool,
@@ -435,11 +436,19 @@ impl<R: Runtime> Inner<R> {
                     self.token_fut = Some(provider.token());
                 }
             }
-            Action::Dial { attempt, token } => {
+            Action::Dial {
+                attempt,
+                endpoint,
+                token,
+            } => {
                 self.token_fut = None;
-                match self.template.request(token.as_ref()) {
-                    Ok(request) => {
-                        info!(attempt, token = token.is_some(), "dialing");
+                let request = match self.templates.get(endpoint) {
+                    Some(t) => t.request(token.as_ref()).map(|r| (r, t.endpoint())),
+                    None => Err(format!("no endpoint {endpoint}")),
+                };
+                match request {
+                    Ok((request, url)) => {
+                        info!(attempt, endpoint, %url, token = token.is_some(), "dialing");
                         self.dial_fut =
                             Some(self.rt.dial(request, self.websocket, self.trust.clone()));
                     }
@@ -992,16 +1001,22 @@ fn trace_event(event: &Event) {
             "reconnect scheduled"
         ),
         Event::DialFailed {
-            attempt, status, ..
-        } => debug!(attempt, status, "dial failure reported"),
+            attempt,
+            endpoint,
+            status,
+            ..
+        } => debug!(attempt, endpoint, status, "dial failure reported"),
         Event::Disconnected {
             code,
             reason,
             will_reconnect,
         } => info!(code, %reason, will_reconnect, "disconnected"),
         Event::Connected {
-            reconnect, resumed, ..
-        } => info!(reconnect, resumed, "session connected"),
+            reconnect,
+            resumed,
+            endpoint,
+            ..
+        } => info!(reconnect, resumed, endpoint, "session connected"),
         Event::Stuck { for_, attempts } => warn!(
             for_ms = u64::try_from(for_.as_millis()).unwrap_or(u64::MAX),
             attempts, "still reconnecting"

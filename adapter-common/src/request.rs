@@ -117,6 +117,11 @@ impl RequestTemplate {
         &self.endpoint
     }
 
+    /// Whether the URL's scheme is `wss`.
+    pub(crate) fn secure(&self) -> bool {
+        self.endpoint.starts_with("wss://")
+    }
+
     /// A fresh upgrade request carrying `token`. Fails only when the token
     /// cannot travel where it was asked to (for example a newline in a
     /// header); the message never contains the token.

@@ -96,6 +96,11 @@ async fn unsent_frames_survive_a_drop() {
     testing::unsent_frames_survive_a_drop(builder).await;
 }
 
+#[tokio::test]
+async fn endpoints_rotate_to_a_live_node() {
+    testing::endpoints_rotate_to_a_live_node(builder).await;
+}
+
 /// Retry-After on a paused clock: the server runs on this runtime, so the
 /// clock only jumps when both sides are idle, i.e. to the backoff deadline.
 /// The 1 s wait costs no real time, and the gap is exact virtual time.

@@ -75,6 +75,13 @@ pub struct ClientArgs {
     #[arg(value_name = "URL", required = true)]
     pub url: Option<String>,
 
+    /// Another node of the same service (repeatable, same scheme as URL):
+    /// the client starts on one of URL and these, stays while connections
+    /// hold and moves to the next after a failed dial or a connection that
+    /// did not last.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Vec<String>,
+
     /// raw: stdin lines are plain messages; wire: redial.v1 publishes,
     /// acknowledged and replayed across reconnects; graphql-ws: prints each
     /// `next` payload of the --subscribe operations; nats: prints messages

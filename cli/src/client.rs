@@ -118,11 +118,13 @@ fn config_message(e: &ConfigError) -> String {
 
 fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
     let url = a.url.clone().unwrap_or_default();
-    let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
-        return Err(CliError::Usage(format!(
-            "invalid URL {url:?}: must start with ws:// or wss://"
-        )));
+    for url in std::iter::once(&url).chain(&a.endpoint) {
+        let lower = url.to_ascii_lowercase();
+        if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
+            return Err(CliError::Usage(format!(
+                "invalid URL {url:?}: must start with ws:// or wss://"
+            )));
+        }
     }
     use ProtocolArg::{GraphqlWs as Gql, Nats as N, Raw as R, Wire as W};
     let allowed: [(&str, bool, &[ProtocolArg]); 6] = [
@@ -165,6 +167,8 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, 
 fn build_error(e: BuildError) -> CliError {
     match e {
         BuildError::InvalidUrl(_)
+        | BuildError::MixedSchemes
+        | BuildError::TooManyEndpoints(_)
         | BuildError::InvalidHeader(_)
         | BuildError::InvalidRootCertificate(_) => CliError::Usage(e.to_string()),
         other => CliError::Failure(other.to_string()),
@@ -184,7 +188,10 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
     let config = build_config(&a)?;
     let reporter = Reporter::new(a.events, endpoint_label(&url));
 
-    let mut builder = redial_tokio::builder(url).config(config);
+    let mut builder = redial_tokio::builder(url.clone()).config(config);
+    if !a.endpoint.is_empty() {
+        builder = builder.endpoints(std::iter::once(url).chain(a.endpoint.iter().cloned()));
+    }
     builder = match a.protocol {
         ProtocolArg::Raw => {
             let raw = a.on_connect.iter().fold(Raw::new(), |raw, m| {

@@ -122,11 +122,13 @@ pub fn json_event(event: &Event) -> Option<Value> {
         }),
         Event::DialFailed {
             attempt,
+            endpoint,
             status,
             reason,
         } => json!({
             "event": "dial_failed",
             "attempt": attempt,
+            "endpoint": endpoint,
             "status": status,
             "reason": reason,
         }),
@@ -134,10 +136,12 @@ pub fn json_event(event: &Event) -> Option<Value> {
             reconnect,
             resumed,
             session,
+            endpoint,
         } => {
             let (id, name) = session_json(session.as_ref());
             json!({
                 "event": "connected",
+                "endpoint": endpoint,
                 "reconnect": reconnect,
                 "resumed": resumed,
                 "session_id": id,
@@ -245,6 +249,7 @@ pub fn text_event(event: &Event) -> Option<String> {
             attempt,
             status,
             reason,
+            ..
         } => match status {
             Some(s) => format!("dial failed (attempt {attempt}): HTTP {s}: {reason}"),
             None => format!("dial failed (attempt {attempt}): {reason}"),
@@ -253,6 +258,7 @@ pub fn text_event(event: &Event) -> Option<String> {
             reconnect,
             resumed,
             session,
+            ..
         } => {
             let mut parts = Vec::new();
             if *reconnect {
@@ -370,6 +376,7 @@ mod tests {
                 id: Text::from("s1"),
                 name: Text::from("calm-otter-7"),
             }),
+            endpoint: 0,
         };
         assert_eq!(
             text_event(&e).unwrap(),

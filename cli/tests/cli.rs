@@ -211,6 +211,35 @@ async fn exhausted_attempts_exit_4() {
     assert_eq!(scheduled, 2);
 }
 
+/// `--endpoint` adds a node: with the first one down the client ends up on
+/// the live one, and every failed dial names the dead one.
+#[tokio::test]
+async fn a_second_endpoint_takes_over_from_a_dead_one() {
+    let server = server().await;
+    let dead = format!("ws://{}/", closed_port().await);
+    let live = server.url();
+    let mut args = QUICK.to_vec();
+    args.extend([
+        "--events",
+        "json",
+        "--protocol",
+        "wire",
+        "--endpoint",
+        &live,
+        &dead,
+    ]);
+    let mut run = Run::start(&args);
+    let connected = run.event("connected").await;
+    assert_eq!(connected["endpoint"], 1, "{connected}");
+    for e in run.events_seen() {
+        if e["event"] == "dial_failed" {
+            assert_eq!(e["endpoint"], 0, "{e}");
+        }
+    }
+    run.eof();
+    assert_eq!(run.exit().await, 0, "{:#?}", run.stderr_seen);
+}
+
 #[tokio::test]
 async fn usage_and_config_errors_exit_2_with_one_line() {
     let server = server().await;
@@ -239,6 +268,8 @@ async fn usage_and_config_errors_exit_2_with_one_line() {
         vec!["--header", "Bad Name: v", &url],
         vec!["serve", "--listen", "0.0.0.0:0"],
         vec!["demo", "--seconds", "1"],
+        vec!["--endpoint", "wss://127.0.0.1:1/", &url],
+        vec!["--endpoint", "http://127.0.0.1:1/", &url],
     ];
     for args in cases {
         let out = Command::new(BIN).args(&args).output().await.unwrap();

@@ -22,6 +22,10 @@ pub enum Action {
     Dial {
         /// 0 for the first connection, then the reconnect attempt (1-based).
         attempt: u32,
+        /// Which of the configured endpoints to dial (an index into the
+        /// adapter's URL list; always 0 with one endpoint). The session
+        /// chose it: the adapter dials it and decides nothing.
+        endpoint: usize,
         /// The token to present, when a provider is configured.
         token: Option<AuthToken>,
     },

@@ -7,6 +7,9 @@ use crate::close_policy::{ClosePolicy, CloseRule};
 use crate::payload::Text;
 use crate::wire::Limits;
 
+/// The most endpoints one session rotates over.
+pub(crate) const MAX_ENDPOINTS: usize = 1024;
+
 /// A configuration value was out of range. The message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -49,6 +52,7 @@ pub struct Config {
     pub(crate) ack_delay: Duration,
     pub(crate) ack_every: u32,
     pub(crate) max_server_delay: Duration,
+    pub(crate) endpoints: usize,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             ack_delay: Duration::from_millis(50),
             ack_every: 64,
             max_server_delay: Duration::from_secs(3600),
+            endpoints: 1,
         }
     }
 }
@@ -103,6 +108,19 @@ impl Config {
     pub fn with_token_provider(mut self, on: bool) -> Self {
         self.token_provider = on;
         self
+    }
+
+    /// The same configuration with `count` endpoints to rotate over (the
+    /// adapters set it from their URL list; 0 is taken as 1).
+    pub fn with_endpoints(mut self, count: usize) -> Self {
+        self.endpoints = count.clamp(1, MAX_ENDPOINTS);
+        self
+    }
+
+    /// How many endpoints the session rotates over (see
+    /// [`Action::Dial`](crate::Action::Dial)'s `endpoint`).
+    pub fn endpoints(&self) -> usize {
+        self.endpoints
     }
 
     /// The backoff policy.
@@ -278,6 +296,15 @@ impl ConfigBuilder {
         max_server_delay: Duration
     );
 
+    /// How many endpoints to rotate over (default 1, at most 1024). The
+    /// session starts on one drawn from the seed, stays while connections
+    /// hold and moves to the next after a failure; each
+    /// [`Action::Dial`](crate::Action::Dial) names the one to dial.
+    pub fn endpoints(mut self, count: usize) -> Self {
+        self.config.endpoints = count;
+        self
+    }
+
     /// The session name to request in HELLO ([`Wire`](crate::Wire) only).
     pub fn session_name(mut self, name: impl Into<Text>) -> Self {
         self.config.session_name = Some(name.into());
@@ -311,6 +338,9 @@ impl ConfigBuilder {
         }
         if c.queue_max_bytes == 0 {
             return range("queue_max_bytes", "must be at least 1");
+        }
+        if c.endpoints == 0 || c.endpoints > MAX_ENDPOINTS {
+            return range("endpoints", "must be 1 to 1024");
         }
         if c.ack_every == 0 {
             return range("ack_every", "must be at least 1");
@@ -359,6 +389,20 @@ mod tests {
         assert_eq!(c.stuck_after(), Duration::from_secs(30));
         assert_eq!(c.backoff(), &Backoff::default());
         assert_eq!(c.seed(), None);
+        assert_eq!(c.endpoints(), 1);
+    }
+
+    #[test]
+    fn endpoint_counts_are_validated() {
+        for bad in [0, 1025] {
+            let e = Config::builder().endpoints(bad).build().unwrap_err();
+            assert!(e.to_string().contains("endpoints"), "{bad}: {e}");
+        }
+        assert_eq!(
+            Config::builder().endpoints(3).build().unwrap().endpoints(),
+            3
+        );
+        assert_eq!(Config::default().with_endpoints(0).endpoints(), 1);
     }
 
     #[test]

@@ -151,6 +151,8 @@ pub enum Event {
     DialFailed {
         /// The attempt that failed (0: the first connection).
         attempt: u32,
+        /// The endpoint it was for (an index into the configured list).
+        endpoint: usize,
         /// The HTTP status, when the server answered the upgrade.
         status: Option<u16>,
         /// What went wrong.
@@ -164,6 +166,8 @@ pub enum Event {
         resumed: bool,
         /// The server-side session ([`Wire`](crate::Wire) only).
         session: Option<SessionInfo>,
+        /// The endpoint connected to (an index into the configured list).
+        endpoint: usize,
     },
     /// We had a session but got a fresh one (the server refused our resume
     /// token, or it had expired on our clock and was not presented): the old

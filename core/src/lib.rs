@@ -88,6 +88,7 @@ mod action;
 pub mod backoff;
 pub mod close_policy;
 mod config;
+mod endpoint;
 mod error;
 mod event;
 #[cfg(any(fuzzing, feature = "fuzzing"))]

@@ -7,6 +7,7 @@ use crate::action::Action;
 use crate::backoff::Ladder;
 use crate::close_policy::{handshake_rule, CloseRule, HandshakeRule};
 use crate::config::Config;
+use crate::endpoint::Endpoints;
 use crate::error::SendError;
 use crate::event::{Event, SessionInfo, State, TerminalReason};
 use crate::headers::Headers;
@@ -130,6 +131,8 @@ pub struct Session {
     /// The largest message the last server said it takes.
     server_max_message: Option<usize>,
     rng: Rng,
+    /// Which endpoint the next dial goes to.
+    endpoints: Endpoints,
     ladder: Ladder,
     timers: TimerTable,
     keepalive: Option<Keepalive>,
@@ -189,6 +192,7 @@ impl Session {
             .map(|i| Keepalive::new(i, config.pong_timeout));
         Session {
             rng: Rng::new(config.seed.unwrap_or(0)),
+            endpoints: Endpoints::new(config.endpoints, config.seed.unwrap_or(0)),
             ladder: Ladder::new(config.backoff.clone()),
             queue: Queue::new(config.queue_max_messages, config.queue_max_bytes),
             caps: protocol.capabilities(),
@@ -264,6 +268,12 @@ impl Session {
         } else {
             self.attempts
         }
+    }
+
+    /// The endpoint of the dial in flight or the open connection, else of
+    /// the next dial (an index into the configured list).
+    pub fn endpoint(&self) -> usize {
+        self.endpoints.current()
     }
 
     /// Messages queued (not yet written, or written but not acked).
@@ -943,6 +953,7 @@ impl Session {
         self.token.clone_from(&token);
         self.actions.push_back(Action::Dial {
             attempt: self.attempts,
+            endpoint: self.endpoints.current(),
             token,
         });
     }
@@ -976,6 +987,7 @@ impl Session {
             reconnect,
             resumed,
             session,
+            endpoint: self.endpoints.current(),
         });
         self.flush_queue();
         if self.closing && self.queue.is_empty() {
@@ -1283,6 +1295,7 @@ impl Session {
         self.token_failures = self.token_failures.saturating_add(1);
         self.events.push_back(Event::DialFailed {
             attempt: self.attempts,
+            endpoint: self.endpoints.current(),
             status: None,
             reason: format!("token provider: {}", failure.message),
         });
@@ -1302,9 +1315,13 @@ impl Session {
         };
         self.events.push_back(Event::DialFailed {
             attempt: self.attempts,
+            endpoint: self.endpoints.current(),
             status,
             reason: failure.describe(),
         });
+        // The endpoint failed this dial; the token provider's failures above
+        // say nothing about it.
+        self.endpoints.rotate();
         let rule = match failure {
             DialFailure::Http {
                 status,
@@ -1404,6 +1421,11 @@ impl Session {
                 .set(Timer::Stuck, deadline(now, self.config.stuck_after));
         }
         let hint = self.hint.take();
+        // Stay on an endpoint that held; leave one whose connection did not
+        // last or whose server said it is going away.
+        if !was_stable || hint.is_some() {
+            self.endpoints.rotate();
+        }
         let delay = match rule {
             CloseRule::Reconnect { honour_hint } | CloseRule::StepLadder { honour_hint } => {
                 match hint {

@@ -132,7 +132,7 @@ fn rejected_certificate_is_terminal_by_default() {
     let detail = "certificate rejected: invalid peer certificate: UnknownIssuer";
     assert!(matches!(
         &events[0],
-        Event::DialFailed { attempt: 0, status: None, reason } if reason == detail
+        Event::DialFailed { attempt: 0, status: None, reason, .. } if reason == detail
     ));
     assert!(events.iter().any(|e| matches!(
         e,

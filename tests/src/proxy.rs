@@ -8,6 +8,10 @@
 //! ([`ProxyHandle::refuse_new`]). Faults are plain state changes; they never
 //! block, so they can be called from synchronous code too.
 //!
+//! [`Proxy::start_many`] puts one listen address in front of several server
+//! nodes: each new connection goes to the next node, round robin, skipping
+//! nodes that refuse the dial, as a load balancer in front of a cluster would.
+//!
 //! The proxy never drops bytes: TCP does not lose data silently, so a black
 //! hole holds traffic (and stops reading, letting the sender's window fill)
 //! rather than discarding it. When the hole is lifted the held bytes flow in
@@ -15,7 +19,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,7 +67,45 @@ enum Refusal {
     Always,
 }
 
+/// The nodes behind the proxy and where the round robin stands.
+struct Upstreams {
+    addrs: Vec<SocketAddr>,
+    /// Every try, successful or not, takes the next slot: a dead node's turn
+    /// passes to the next node, and the live ones share the load evenly.
+    next: AtomicUsize,
+    /// Connections forwarded to each node.
+    forwarded: Vec<AtomicU64>,
+}
+
+impl Upstreams {
+    fn new(addrs: Vec<SocketAddr>) -> Self {
+        let forwarded = addrs.iter().map(|_| AtomicU64::new(0)).collect();
+        Upstreams {
+            addrs,
+            next: AtomicUsize::new(0),
+            forwarded,
+        }
+    }
+
+    /// A connection to the next node that accepts, trying each at most once.
+    async fn connect(&self) -> io::Result<TcpStream> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no upstream");
+        for _ in 0..self.addrs.len() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len();
+            match TcpStream::connect(self.addrs[i]).await {
+                Ok(stream) => {
+                    self.forwarded[i].fetch_add(1, Ordering::Relaxed);
+                    return Ok(stream);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
 struct Shared {
+    upstreams: Upstreams,
     blackhole: watch::Sender<bool>,
     latency_nanos: AtomicU64,
     refusal: Mutex<Refusal>,
@@ -114,17 +156,37 @@ impl Proxy {
     /// The upstream is dialled once per accepted connection, so it need not be
     /// up yet.
     pub async fn start(upstream: SocketAddr) -> io::Result<Proxy> {
+        Self::start_many(vec![upstream]).await
+    }
+
+    /// Starts a proxy on `127.0.0.1:0` in front of several server nodes:
+    /// each new connection is forwarded to the next node in `upstreams`,
+    /// round robin, and a node that refuses the dial is skipped for the
+    /// next one. A connection that no node accepts is reset, as one to a
+    /// dead server would be. Faults apply to every connection, whichever
+    /// node it went to.
+    ///
+    /// Must be called inside a tokio runtime. Fails with `InvalidInput` for
+    /// an empty list.
+    pub async fn start_many(upstreams: Vec<SocketAddr>) -> io::Result<Proxy> {
+        if upstreams.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a proxy needs at least one upstream",
+            ));
+        }
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let (cut, _) = broadcast::channel(16);
         let shared = Arc::new(Shared {
+            upstreams: Upstreams::new(upstreams),
             blackhole: watch::Sender::new(false),
             latency_nanos: AtomicU64::new(0),
             refusal: Mutex::new(Refusal::Off),
             cut,
             counters: watch::Sender::new(ProxyCounters::default()),
         });
-        let accept_task = tokio::spawn(accept_loop(listener, upstream, shared.clone()));
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Proxy {
             handle: ProxyHandle { shared, addr },
             accept_task: Some(accept_task),
@@ -237,6 +299,22 @@ impl ProxyHandle {
         self.shared.counters.borrow().refused
     }
 
+    /// The server nodes behind the proxy, in round-robin order.
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        self.shared.upstreams.addrs.clone()
+    }
+
+    /// Connections forwarded to each node so far, in the order of
+    /// [`upstreams`](Self::upstreams).
+    pub fn forwarded(&self) -> Vec<u64> {
+        self.shared
+            .upstreams
+            .forwarded
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// All counters at once.
     pub fn counters(&self) -> ProxyCounters {
         *self.shared.counters.borrow()
@@ -278,7 +356,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     // Owning the connection tasks here means aborting this loop (on
     // shutdown) drops them, and with them every socket.
     let mut conns = JoinSet::new();
@@ -308,7 +386,7 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
                 let cut_rx = shared.cut.subscribe();
                 shared.counters.send_modify(|c| c.live += 1);
                 let guard = LiveGuard(shared.clone());
-                conns.spawn(connection(client, upstream, shared.clone(), cut_rx, guard));
+                conns.spawn(connection(client, shared.clone(), cut_rx, guard));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -328,7 +406,6 @@ impl Drop for LiveGuard {
 
 async fn connection(
     mut client: TcpStream,
-    upstream: SocketAddr,
     shared: Arc<Shared>,
     mut cut_rx: broadcast::Receiver<Cut>,
     _guard: LiveGuard,
@@ -342,12 +419,12 @@ async fn connection(
         }
         dialled = async {
             let _ = hole.wait_for(|on| !*on).await;
-            TcpStream::connect(upstream).await
+            shared.upstreams.connect().await
         } => dialled,
     };
     let Ok(mut server) = dialled else {
-        // Upstream down: the client should see what it would see dialling
-        // the server directly, a reset.
+        // Every upstream down: the client should see what it would see
+        // dialling the server directly, a reset.
         let _ = client.set_zero_linger();
         return;
     };
@@ -700,5 +777,122 @@ mod tests {
             .unwrap();
         let proxy = Proxy::start(dead).await.unwrap();
         assert_reset_on_arrival(proxy.addr()).await;
+    }
+
+    /// A node that greets every connection with its tag, then echoes.
+    async fn tagged_server(tag: u8, port: u16) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    if s.write_all(&[tag]).await.is_err() {
+                        return;
+                    }
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    /// Connects through the proxy; returns the tag of the node reached.
+    async fn node_reached(proxy: &Proxy) -> (u8, TcpStream) {
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut tag = [0u8; 1];
+        tokio::time::timeout(NET, s.read_exact(&mut tag))
+            .await
+            .unwrap()
+            .unwrap();
+        round_trip(&mut s, b"through").await;
+        (tag[0], s)
+    }
+
+    async fn dead_addr() -> SocketAddr {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn several_upstreams_take_turns() {
+        let mut nodes = Vec::new();
+        for tag in 0..3 {
+            nodes.push(tagged_server(tag, 0).await);
+        }
+        let proxy = Proxy::start_many(nodes.iter().map(|(a, _)| *a).collect())
+            .await
+            .unwrap();
+        let mut reached = Vec::new();
+        let mut keep = Vec::new();
+        for _ in 0..6 {
+            let (tag, s) = node_reached(&proxy).await;
+            reached.push(tag);
+            keep.push(s);
+        }
+        assert_eq!(reached, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(proxy.forwarded(), [2, 2, 2]);
+        assert_eq!(proxy.live(), 6);
+        // One fault switch covers every node's connections.
+        assert_eq!(proxy.cut_all(Cut::Reset), 6);
+    }
+
+    #[tokio::test]
+    async fn a_dead_upstream_is_skipped_and_used_again_once_back() {
+        let (a, _a) = tagged_server(0, 0).await;
+        let dead = dead_addr().await;
+        let (c, _c) = tagged_server(2, 0).await;
+        let proxy = Proxy::start_many(vec![a, dead, c]).await.unwrap();
+        let mut reached = Vec::new();
+        for _ in 0..4 {
+            reached.push(node_reached(&proxy).await.0);
+        }
+        assert_eq!(reached, [0, 2, 0, 2], "the live nodes share the load");
+        assert_eq!(proxy.forwarded(), [2, 0, 2]);
+
+        // The dead node comes back at its address and gets its turn again.
+        let (_, _b) = tagged_server(1, dead.port()).await;
+        let mut reached = Vec::new();
+        for _ in 0..3 {
+            reached.push(node_reached(&proxy).await.0);
+        }
+        reached.sort_unstable();
+        assert_eq!(reached, [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_dies_is_skipped() {
+        let (a, a_task) = tagged_server(0, 0).await;
+        let (b, _b) = tagged_server(1, 0).await;
+        let proxy = Proxy::start_many(vec![a, b]).await.unwrap();
+        assert_eq!(node_reached(&proxy).await.0, 0);
+        a_task.abort();
+        let _ = a_task.await;
+        for _ in 0..3 {
+            assert_eq!(node_reached(&proxy).await.0, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn every_upstream_dead_resets_the_client() {
+        let proxy = Proxy::start_many(vec![dead_addr().await, dead_addr().await])
+            .await
+            .unwrap();
+        assert_reset_on_arrival(proxy.addr()).await;
+        assert_eq!(proxy.forwarded(), [0, 0]);
+    }
+
+    #[tokio::test]
+    async fn no_upstream_is_an_error() {
+        let e = Proxy::start_many(Vec::new()).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -201,6 +201,7 @@ pub async fn untrusted_certificate_is_terminal<R: Runtime>(make: impl Fn(String)
         failures,
         vec![&Event::DialFailed {
             attempt: 0,
+            endpoint: 0,
             status: None,
             reason: reason.into()
         }]

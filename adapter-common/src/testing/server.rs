@@ -143,8 +143,25 @@ impl TestServer {
         self.certificate.as_ref().map(|(_, pem)| pem.as_str())
     }
 
+    /// Starts a server on its own thread on 127.0.0.1:`port`, for a test
+    /// that brings a node back at the address it had.
+    pub fn start_on(
+        port: u16,
+        script: impl Fn(usize) -> Plan + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        Self::start_on_thread_at(port, Arc::new(script), None)
+    }
+
     fn start_on_thread(script: Script, tls: Option<TlsAcceptor>) -> std::io::Result<Self> {
-        let (listener, server, task) = Self::prepare(script, tls)?;
+        Self::start_on_thread_at(0, script, tls)
+    }
+
+    fn start_on_thread_at(
+        port: u16,
+        script: Script,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Self> {
+        let (listener, server, task) = Self::prepare(port, script, tls)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -164,7 +181,7 @@ impl TestServer {
     pub fn start_local(
         script: impl Fn(usize) -> Plan + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
-        let (listener, server, task) = Self::prepare(Arc::new(script), None)?;
+        let (listener, server, task) = Self::prepare(0, Arc::new(script), None)?;
         let listener = TcpListener::from_std(listener)?;
         tokio::spawn(task(listener));
         Ok(server)
@@ -172,6 +189,7 @@ impl TestServer {
 
     #[allow(clippy::type_complexity)]
     fn prepare(
+        port: u16,
         script: Script,
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<(
@@ -179,7 +197,7 @@ impl TestServer {
         TestServer,
         impl FnOnce(TcpListener) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     )> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
         let url = format!("ws://{}/socket", listener.local_addr()?);
         let (event_tx, events) = mpsc::unbounded_channel();

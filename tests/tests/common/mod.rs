@@ -479,6 +479,7 @@ impl Connected {
                 reconnect,
                 resumed,
                 session: Some(session),
+                ..
             } => Connected {
                 reconnect: *reconnect,
                 resumed: *resumed,
