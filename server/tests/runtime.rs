@@ -646,3 +646,28 @@ async fn axum_handler_serves_wire() {
     );
     let _ = Arc::new(());
 }
+
+#[tokio::test]
+async fn resuming_a_connected_session_closes_the_old_connection() {
+    let node = node(config());
+    let url = serve(&node).await;
+    let mut old = dial(&url, &[]).await.unwrap();
+    let w = hello(&mut old, None, 0).await;
+    let mut new = dial(&url, &[]).await.unwrap();
+    let w2 = hello(&mut new, Some(w.resume_token), 0).await;
+    assert!(w2.resumed);
+    // The old holder is told by the store's takeover notice, without
+    // having to touch the session first.
+    assert_eq!(next(&mut old).await, Err(Some(1000)));
+    send(
+        &mut new,
+        Frame::Publish {
+            seq: 1,
+            channel: None,
+            payload: Payload::text("x"),
+        },
+    )
+    .await;
+    assert_eq!(next(&mut new).await, Ok(Frame::Ack { seq: 1 }));
+    assert_eq!(node.stats().sessions, 1);
+}
