@@ -146,7 +146,7 @@ struct Cluster {
 
 impl Cluster {
     /// `None` (the test is skipped) without `redis-server` outside CI.
-    fn start(n: usize, prefix: &str) -> Option<Arc<Cluster>> {
+    fn start(n: usize, prefix: &str) -> Option<Cluster> {
         let redis = or_skip(RedisServer::start())?;
         let shared = Shared {
             redis_url: redis.url(),
@@ -178,7 +178,7 @@ impl Cluster {
             })
             .expect("proxy thread");
         let proxy = ready_rx.recv().expect("the proxy started");
-        Some(Arc::new(Cluster {
+        Some(Cluster {
             redis,
             shared,
             addrs,
@@ -186,7 +186,7 @@ impl Cluster {
             restarts: Mutex::new(0),
             proxy,
             _proxy_stop: stop,
-        }))
+        })
     }
 
     fn url(&self) -> String {
