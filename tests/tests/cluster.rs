@@ -247,6 +247,18 @@ impl Cluster {
         .expect("broadcast thread");
     }
 
+    /// `H` of a session: the highest publish seq its store applied.
+    fn applied_seq(&self, session: &str) -> u64 {
+        let client = redis::Client::open(self.redis.url()).expect("redis client");
+        let mut conn = client.get_connection().expect("redis connection");
+        let h: Option<u64> = redis::cmd("HGET")
+            .arg(format!("{}s:{session}", self.shared.prefix))
+            .arg("h")
+            .query(&mut conn)
+            .expect("HGET");
+        h.unwrap_or(0)
+    }
+
     /// Every payload in `channel`'s log, in log order.
     fn channel_log(&self, channel: &str) -> Vec<String> {
         let client = redis::Client::open(self.redis.url()).expect("redis client");
@@ -415,6 +427,9 @@ struct ClientRecord {
     reconnects: usize,
     /// Sessions the client had (1 unless one was lost).
     sessions: usize,
+    /// The session it ended in, and the seq of its last publish.
+    session: String,
+    last_seq: u64,
 }
 
 /// What the clients share: every channel, a start line and the last
@@ -504,6 +519,7 @@ async fn soak_client<R: Runtime>(
     let all = c.events.all();
     let mut delivered: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut sessions = HashSet::new();
+    let mut session = String::new();
     let mut gaps = 0;
     for s in &all {
         match &s.event {
@@ -521,6 +537,7 @@ async fn soak_client<R: Runtime>(
                 ..
             } => {
                 sessions.insert(info.id.to_string());
+                session = info.id.to_string();
             }
             _ => {}
         }
@@ -533,6 +550,8 @@ async fn soak_client<R: Runtime>(
         gaps,
         reconnects: c.events.reconnects(),
         sessions: sessions.len(),
+        session,
+        last_seq,
     };
     within(&c.rt, DRAIN, "the close", c.handle.close()).await;
     record
@@ -676,6 +695,11 @@ fn cluster_soak() {
             out_of_order += o;
         }
     }
+    // And each publisher's session applied exactly its seqs.
+    let seq_mismatches = records
+        .iter()
+        .filter(|r| cluster.applied_seq(&r.session) != r.last_seq)
+        .count();
     let gaps: usize = records.iter().map(|r| r.gaps).sum();
     let reconnects: usize = records.iter().map(|r| r.reconnects).sum();
     let lost_sessions: usize = records.iter().map(|r| r.sessions - 1).sum();
@@ -683,7 +707,7 @@ fn cluster_soak() {
         "cluster soak: {secs} s, seed {seed:#x}, 3 nodes, clients {}: published={sent_total} \
          delivered={delivered_total} lost={lost} duplicated={duplicated} \
          out_of_order={out_of_order} gaps={gaps} reconnects={reconnects} \
-         lost_sessions={lost_sessions} chaos=crash:{},double_crash:{},rst:{},fin:{} \
+         lost_sessions={lost_sessions} seq_mismatches={seq_mismatches} chaos=crash:{},double_crash:{},rst:{},fin:{} \
          (REDIAL_SOAK_SECS, REDIAL_SOAK_SEED)",
         records
             .iter()
@@ -704,8 +728,8 @@ fn cluster_soak() {
         "every subscriber got every message: {line}"
     );
     assert_eq!(
-        (lost, duplicated, out_of_order, gaps),
-        (0, 0, 0, 0),
+        (lost, duplicated, out_of_order, gaps, seq_mismatches),
+        (0, 0, 0, 0, 0),
         "{line}"
     );
 }

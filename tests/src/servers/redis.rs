@@ -1,8 +1,10 @@
 //! `redis-server` on a random 127.0.0.1 port, with its working directory in
 //! a temporary directory and persistence switched off.
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::time::Duration;
 
 use super::{find_program, LaunchError, Process, TempDir};
 
@@ -18,8 +20,7 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and returns once it accepts
-    /// connections.
+    /// Starts a server on a free port and returns once it answers PING.
     ///
     /// # Errors
     /// [`LaunchError::Missing`] without `redis-server` on `PATH`; others when
@@ -49,11 +50,12 @@ impl RedisServer {
                 .wait_for(|line| line.contains("Ready to accept connections").then_some(()))
             {
                 Ok(()) => {
+                    answers(addr)?;
                     return Ok(RedisServer {
                         process,
                         _dir: dir,
                         addr,
-                    })
+                    });
                 }
                 // The port was taken between picking and binding: another.
                 Err(e) => last = Some(e),
@@ -75,6 +77,29 @@ impl RedisServer {
     /// The last lines the server logged.
     pub fn log(&self) -> String {
         self.process.log()
+    }
+}
+
+/// `PING` answered with `+PONG`: the server takes commands.
+fn answers(addr: SocketAddr) -> Result<(), LaunchError> {
+    let io = |source| LaunchError::Io {
+        what: format!("pinging redis-server on {addr}"),
+        source,
+    };
+    let mut stream = TcpStream::connect(addr).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    stream.write_all(b"PING\r\n").map_err(io)?;
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).map_err(io)?;
+    if &reply == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(LaunchError::Control(format!(
+            "redis-server answered PING with {:?}",
+            String::from_utf8_lossy(&reply)
+        )))
     }
 }
 
