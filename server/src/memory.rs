@@ -293,8 +293,7 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn create_now(&self, name: &str, now_ms: u64) -> Result<SessionState, CreateRefused> {
-        let _ = now_ms;
+    fn create_now(&self, name: &str) -> Result<SessionState, CreateRefused> {
         let mut state = self.lock();
         if let Some(holder) = state.names.get(name).cloned() {
             match state.sessions.get(&holder) {
@@ -461,9 +460,9 @@ impl Store for MemoryStore {
     fn create<'a>(
         &'a self,
         name: &'a str,
-        now_ms: u64,
+        _now_ms: u64,
     ) -> StoreFuture<'a, Result<SessionState, CreateRefused>> {
-        ready(Ok(self.create_now(name, now_ms)))
+        ready(Ok(self.create_now(name)))
     }
 
     fn resume<'a>(
