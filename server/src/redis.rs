@@ -197,9 +197,14 @@ impl RedisStoreBuilder {
         }
         let connect = |e: redis::RedisError| RedisSetupError::Connect(Box::new(e));
         let client = redis::Client::open(self.url.as_str()).map_err(connect)?;
+        // Few, short reconnect attempts per call: with Redis gone a call
+        // should fail fast (the connection closes with `internal` and the
+        // client resumes later) rather than hold its connection for seconds.
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response_timeout))
-            .set_connection_timeout(Some(self.response_timeout));
+            .set_connection_timeout(Some(self.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
         let conn = client
             .get_connection_manager_with_config(config)
             .await
@@ -249,9 +254,8 @@ pub struct RedisStore {
     fanout: Arc<Fanout>,
     listener: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
-    /// This node's id, random: it starts every session id the node creates,
-    /// so ids stay unique even if Redis loses its id counter (tokens name
-    /// sessions by id).
+    /// This node's id, random: its heartbeat key and the start of every
+    /// session id it creates.
     node: String,
     /// The sessions this node holds, whose keys its heartbeat keeps alive.
     held: Arc<Mutex<HashSet<SessionId>>>,
@@ -326,6 +330,7 @@ impl RedisStore {
         &self,
         name: &str,
     ) -> Result<Result<SessionState, CreateRefused>, StoreError> {
+        let tag = format!("{:016x}", random_u64());
         let reply = self
             .eval(
                 &self.scripts.create,
@@ -333,6 +338,7 @@ impl RedisStore {
                     name.as_bytes(),
                     self.node.as_bytes(),
                     self.detached_ttl_ms.to_string().as_bytes(),
+                    tag.as_bytes(),
                 ],
             )
             .await?;
@@ -582,6 +588,12 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn node_id() -> String {
+    format!("r{:012x}", random_u64() >> 16)
+}
+
+/// A random number from the standard library's hash seeds (each
+/// `RandomState` gets fresh keys), so the store needs no random crate.
+fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
@@ -589,7 +601,7 @@ fn node_id() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
-    format!("r{:012x}", hasher.finish() >> 16)
+    hasher.finish()
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -897,7 +909,8 @@ local function append(ch, p, t, cap)
 end
 "#;
 
-/// ARGV: P, name, node id, ttl_ms. Reply {0} (name taken) or {1, id}.
+/// ARGV: P, name, node id, ttl_ms, random tag. Reply {0} (name taken) or
+/// {1, id}.
 const CREATE: &str = r#"
 local nk = P .. 'n:' .. ARGV[2]
 local holder = redis.call('GET', nk)
@@ -905,7 +918,10 @@ if holder then
   if live(skey(holder)) then return {0} end
   drop_session(holder)
 end
-local id = ARGV[3] .. '-' .. str(redis.call('INCR', P .. 'sid'))
+-- The counter keeps ids unique while Redis keeps its data; the random tag
+-- keeps them unique if it loses it (an old token must never name a new
+-- session).
+local id = ARGV[3] .. '-' .. str(redis.call('INCR', P .. 'sid')) .. '-' .. ARGV[5]
 local g = redis.call('GET', P .. 'g') or '0'
 redis.call('HSET', skey(id), 'name', ARGV[2], 'epoch', '1', 'h', '0', 'lo', '0',
   'rc', '0', 'cn', '1', 'nd', ARGV[3], 'la', '0', 'dc', g .. ':0', 'ds', '0')

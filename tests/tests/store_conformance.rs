@@ -913,3 +913,78 @@ async fn redis_session_keys_live_while_held_and_expire_when_detached() {
         Some(None)
     );
 }
+
+/// With Redis gone, calls fail with `Unavailable` (the caller closes the
+/// connection with `internal` and the client resumes later): no panic, no
+/// hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_gone_is_unavailable() {
+    let Some(server) = or_skip(RedisServer::start()) else {
+        return;
+    };
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix())
+        .response_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("redis store: {e}"));
+    let s = create(&store, "alpha").await;
+    drop(server);
+    let calls = async {
+        let created = store.create("beta", 0).await;
+        assert!(
+            matches!(created, Err(StoreError::Unavailable(_))),
+            "{created:?}"
+        );
+        let fetched = store.fetch(&s.owner, 0, 10).await;
+        assert!(
+            matches!(fetched, Err(StoreError::Unavailable(_))),
+            "{fetched:?}"
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(60), calls)
+        .await
+        .unwrap_or_else(|_| panic!("a call hung with Redis gone"));
+}
+
+/// Redis restarts empty: the store reconnects by itself, old sessions are
+/// unknown (their clients get fresh sessions), new ones never reuse an old
+/// id, and listeners are told they may have missed notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_recovers_without_reusing_ids() {
+    let Some(mut server) = or_skip(RedisServer::start()) else {
+        return;
+    };
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix())
+        .response_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("redis store: {e}"));
+    let mut notices = store.notices();
+    let before = create(&store, "alpha").await;
+    server.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+    expect_notice(&mut notices, |n| *n == Notice::Lagged).await;
+    // The first call after the drop may fail while the link comes back.
+    let after = async {
+        loop {
+            match store.create("alpha", 0).await {
+                Ok(Ok(state)) => return state,
+                Err(StoreError::Unavailable(_)) => {}
+                other => panic!("create: {other:?}"),
+            }
+        }
+    };
+    let after = tokio::time::timeout(Duration::from_secs(30), after)
+        .await
+        .unwrap_or_else(|_| panic!("the store never came back"));
+    assert_ne!(after.owner.session, before.owner.session);
+    assert!(matches!(
+        store.fetch(&before.owner, 0, 1).await,
+        Err(StoreError::UnknownSession(_))
+    ));
+    assert_eq!(resume(&store, &before, 0).await, None);
+    ok(store.subscribe(&after.owner, "x")).await;
+    ok(store.broadcast("x", &text("m"))).await;
+    assert_eq!(offsets(&fetch(&store, &after.owner, 0).await), [1]);
+}

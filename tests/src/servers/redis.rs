@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ const PORT_TRIES: usize = 5;
 #[derive(Debug)]
 pub struct RedisServer {
     process: Process,
-    _dir: TempDir,
+    dir: TempDir,
     addr: SocketAddr,
 }
 
@@ -26,42 +27,30 @@ impl RedisServer {
     /// [`LaunchError::Missing`] without `redis-server` on `PATH`; others when
     /// it does not start.
     pub fn start() -> Result<Self, LaunchError> {
-        let program = find_program("redis-server").ok_or_else(|| LaunchError::Missing {
-            what: "redis-server".into(),
-            hint: "install it with `apt-get install redis-server`",
-        })?;
+        let program = find_program("redis-server").ok_or_else(missing)?;
         let dir = TempDir::new("redial-redis")?;
         let mut last = None;
         for _ in 0..PORT_TRIES {
             let addr = free_port()?;
-            let mut command = Command::new(&program);
-            // Everything on the command line, no configuration file: no
-            // snapshot or append-only file, nothing written outside `dir`.
-            command
-                .current_dir(dir.path())
-                .args(["--bind", "127.0.0.1", "--port"])
-                .arg(addr.port().to_string())
-                .arg("--dir")
-                .arg(dir.path())
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .args(["--protected-mode", "yes", "--logfile", ""]);
-            let mut process = Process::spawn("redis-server", command, true, true)?;
-            match process
-                .wait_for(|line| line.contains("Ready to accept connections").then_some(()))
-            {
-                Ok(()) => {
-                    answers(addr)?;
-                    return Ok(RedisServer {
-                        process,
-                        _dir: dir,
-                        addr,
-                    });
-                }
+            match launch(&program, &dir, addr) {
+                Ok(process) => return Ok(RedisServer { process, dir, addr }),
                 // The port was taken between picking and binding: another.
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or(LaunchError::Control("no port tried".into())))
+    }
+
+    /// Kills the server and starts an empty one on the same port (nothing
+    /// is persisted): every client connection drops and all data is gone.
+    ///
+    /// # Errors
+    /// When the new server does not start.
+    pub fn restart(&mut self) -> Result<(), LaunchError> {
+        self.process.kill();
+        let program = find_program("redis-server").ok_or_else(missing)?;
+        self.process = launch(&program, &self.dir, self.addr)?;
+        Ok(())
     }
 
     /// The URL clients connect to (`redis://127.0.0.1:PORT/`).
@@ -101,6 +90,32 @@ fn answers(addr: SocketAddr) -> Result<(), LaunchError> {
             String::from_utf8_lossy(&reply)
         )))
     }
+}
+
+fn missing() -> LaunchError {
+    LaunchError::Missing {
+        what: "redis-server".into(),
+        hint: "install it with `apt-get install redis-server`",
+    }
+}
+
+/// Starts `redis-server` on `addr` and waits until it answers.
+fn launch(program: &Path, dir: &TempDir, addr: SocketAddr) -> Result<Process, LaunchError> {
+    let mut command = Command::new(program);
+    // Everything on the command line, no configuration file: no snapshot or
+    // append-only file, nothing written outside `dir`.
+    command
+        .current_dir(dir.path())
+        .args(["--bind", "127.0.0.1", "--port"])
+        .arg(addr.port().to_string())
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--protected-mode", "yes", "--logfile", ""]);
+    let mut process = Process::spawn("redis-server", command, true, true)?;
+    process.wait_for(|line| line.contains("Ready to accept connections").then_some(()))?;
+    answers(addr)?;
+    Ok(process)
 }
 
 fn free_port() -> Result<SocketAddr, LaunchError> {
