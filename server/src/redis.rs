@@ -68,6 +68,9 @@ pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(15);
 /// How long one command may take by default before it fails.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest TTL the builder accepts.
+const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
 /// Offsets are Lua numbers in the scripts; below this they are exact and
 /// print without an exponent.
 const MAX_OFFSET: u64 = 10_000_000_000_000;
@@ -188,6 +191,10 @@ impl RedisStoreBuilder {
         }
         if self.detached_ttl.is_zero() {
             return Err(RedisSetupError::Invalid("the detached TTL is 0"));
+        }
+        // Redis refuses expiry times past its clock's range.
+        if self.detached_ttl > MAX_TTL || self.node_ttl > MAX_TTL {
+            return Err(RedisSetupError::Invalid("a TTL is over 10 years"));
         }
         if self.node_ttl < Duration::from_millis(3) {
             return Err(RedisSetupError::Invalid("the node TTL is under 3 ms"));
@@ -1155,6 +1162,8 @@ mod tests {
             (base().backlog(0), "backlog"),
             (base().notice_buffer(0), "buffer"),
             (base().detached_ttl(Duration::ZERO), "TTL"),
+            (base().detached_ttl(Duration::MAX), "TTL"),
+            (base().node_ttl(Duration::from_millis(2)), "node TTL"),
             (base().response_timeout(Duration::ZERO), "timeout"),
         ] {
             match builder.connect().await {
