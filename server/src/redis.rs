@@ -68,6 +68,8 @@ pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(15);
 /// How long one command may take by default before it fails.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest cap the builder accepts (Redis takes signed 64-bit counts).
+const MAX_COUNT: usize = 1 << 40;
 /// The longest TTL the builder accepts.
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
@@ -191,6 +193,9 @@ impl RedisStoreBuilder {
         }
         if self.detached_ttl.is_zero() {
             return Err(RedisSetupError::Invalid("the detached TTL is 0"));
+        }
+        if self.channel_cap > MAX_COUNT || self.backlog > MAX_COUNT {
+            return Err(RedisSetupError::Invalid("a cap is over 2^40 entries"));
         }
         // Redis refuses expiry times past its clock's range.
         if self.detached_ttl > MAX_TTL || self.node_ttl > MAX_TTL {
@@ -1160,6 +1165,7 @@ mod tests {
             (base().prefix(""), "prefix"),
             (base().channel_cap(0), "cap"),
             (base().backlog(0), "backlog"),
+            (base().backlog(usize::MAX), "cap"),
             (base().notice_buffer(0), "buffer"),
             (base().detached_ttl(Duration::ZERO), "TTL"),
             (base().detached_ttl(Duration::MAX), "TTL"),
