@@ -69,7 +69,7 @@ pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(15);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest cap the builder accepts (Redis takes signed 64-bit counts).
-const MAX_COUNT: usize = 1 << 40;
+const MAX_COUNT: u64 = 1 << 40;
 /// The longest TTL the builder accepts.
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
@@ -194,7 +194,8 @@ impl RedisStoreBuilder {
         if self.detached_ttl.is_zero() {
             return Err(RedisSetupError::Invalid("the detached TTL is 0"));
         }
-        if self.channel_cap > MAX_COUNT || self.backlog > MAX_COUNT {
+        let too_many = |n: usize| u64::try_from(n).map_or(true, |n| n > MAX_COUNT);
+        if too_many(self.channel_cap) || too_many(self.backlog) {
             return Err(RedisSetupError::Invalid("a cap is over 2^40 entries"));
         }
         // Redis refuses expiry times past its clock's range.
