@@ -195,7 +195,16 @@ where
         node.unregister(s, conn_id);
     }
     drop(write_tx);
-    let _ = writer.await;
+    // A peer that stopped reading leaves the writer stuck on a full socket:
+    // give it the linger to finish, then drop the socket.
+    let mut writer = writer;
+    if tokio::time::timeout(CLOSE_LINGER, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+        return;
+    }
     if !peer_gone {
         // Let the peer's close frame arrive so the TCP close is orderly.
         let _ = tokio::time::timeout(CLOSE_LINGER, async {

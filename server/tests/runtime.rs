@@ -671,3 +671,46 @@ async fn resuming_a_connected_session_closes_the_old_connection() {
     assert_eq!(next(&mut new).await, Ok(Frame::Ack { seq: 1 }));
     assert_eq!(node.stats().sessions, 1);
 }
+
+/// A peer that completes the handshake and then reads nothing: the socket
+/// fills, the connection stalls and is closed, and its task ends even
+/// though the close frame can never be written.
+#[tokio::test]
+async fn a_peer_that_never_reads_does_not_keep_its_connection_alive() {
+    let node = node(
+        config()
+            .outbound_window(64, 8 << 20)
+            .max_backlog(1024)
+            .stall_timeout_ms(200)
+            .drain_timeout_ms(5000),
+    );
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    hello(&mut ws, None, 0).await;
+    send(
+        &mut ws,
+        Frame::Subscribe {
+            channel: "big".into(),
+        },
+    )
+    .await;
+    next(&mut ws).await.unwrap();
+    let payload = Payload::binary(vec![7u8; 256 << 10]);
+    for _ in 0..200 {
+        node.publish("big", payload.clone()).await.unwrap();
+    }
+    // 50 MB for a socket that reads nothing: the writer blocks on it.
+    let started = tokio::time::Instant::now();
+    node.shut_down().await;
+    assert_eq!(
+        node.stats().live_connections,
+        0,
+        "the connection task is stuck"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(ws);
+}
