@@ -90,8 +90,12 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
     accept.abort();
     let stats = node.stats();
     eprintln!(
-        "redial serve: stopped after {} connections, {} upgrades refused ({} by admission control)",
-        stats.upgrades, stats.upgrades_refused, stats.admissions_throttled
+        "redial serve: stopped after {} connections, {} sessions ({} resumed), {} upgrades refused ({} by admission control)",
+        stats.upgrades,
+        stats.sessions_created + stats.sessions_resumed,
+        stats.sessions_resumed,
+        stats.upgrades_refused,
+        stats.admissions_throttled
     );
     Ok(Exit::Clean)
 }

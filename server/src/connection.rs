@@ -747,6 +747,17 @@ impl Connection {
                 };
                 self.queue(op, Pending::Publish { seq, request });
             }
+            Frame::Subscribe { channel }
+                if !held.subscriptions.contains(channel.as_str())
+                    && held.subscriptions.len() >= self.cfg.limits.max_kept_channels =>
+            {
+                // WELCOME could not list them all after a reconnect.
+                self.send(Frame::SubscribeError {
+                    channel,
+                    code: error_code::RATE_LIMITED,
+                    reason: Text::from("too many subscriptions"),
+                });
+            }
             Frame::Subscribe { channel } => {
                 match self.policy.subscribe(self.peer(), channel.as_str()) {
                     Ok(()) => {
@@ -1349,6 +1360,44 @@ mod tests {
         let mut d3 = Driver::new(0, cfg(), Arc::new(AllowAll), 3);
         d3.frame(&mut store, 0, &hello(None, 0, Some("Bad_Name")));
         assert_eq!(last_error(&d3), (error_code::NAME_UNAVAILABLE, true));
+    }
+
+    #[test]
+    fn subscriptions_stop_at_what_welcome_can_list() {
+        let cfg = Arc::new(
+            ServerConfig::builder()
+                .key(TokenKey::new(1, [3; 32]))
+                .limits(wire::Limits {
+                    max_kept_channels: 2,
+                    ..wire::Limits::default()
+                })
+                .build()
+                .unwrap(),
+        );
+        let mut store = ScriptedStore::new();
+        let mut d = Driver::new(0, cfg.clone(), Arc::new(AllowAll), 1);
+        d.frame(&mut store, 0, &hello(None, 0, None));
+        for c in ["a", "b", "a", "c"] {
+            d.frame(&mut store, 1, &Frame::Subscribe { channel: c.into() });
+        }
+        let n = d.sent.len();
+        assert!(matches!(
+            &d.sent[n - 1],
+            Frame::SubscribeError { code: error_code::RATE_LIMITED, channel, .. } if channel == "c"
+        ));
+        assert_eq!(
+            d.sent[n - 2],
+            Frame::Subscribed {
+                channel: "a".into()
+            }
+        );
+        // The session still resumes: WELCOME lists both.
+        let w = welcome_of(&d);
+        d.conn.handle_closed(2);
+        d.run(&mut store, 2);
+        let mut d2 = Driver::new(3, cfg, Arc::new(AllowAll), 2);
+        d2.frame(&mut store, 3, &hello(Some(w.resume_token), 0, None));
+        assert_eq!(welcome_of(&d2).kept.len(), 2);
     }
 
     #[test]

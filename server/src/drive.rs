@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use redial_core::wire::{error_code, Frame};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::connection::{Action, Connection};
-use crate::node::Node;
+use crate::node::{Counters, Node};
 use crate::store::Notice;
 
 /// How long a closing connection waits for the peer's close frame.
@@ -107,7 +110,10 @@ where
         let mut batch = Vec::new();
         while let Some(action) = conn.poll_action() {
             match action {
-                Action::Send(frame) => batch.push(M::binary(frame.to_bytes())),
+                Action::Send(frame) => {
+                    count(&inner.counters, &frame);
+                    batch.push(M::binary(frame.to_bytes()));
+                }
                 Action::Store(op) => {
                     let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
                     conn.handle_store_reply(node.now_ms(), reply);
@@ -212,6 +218,18 @@ where
         })
         .await;
     }
+}
+
+/// Counts what the node reports in its stats from the frames it sends.
+fn count(c: &Counters, frame: &Frame) {
+    let counter = match frame {
+        Frame::Welcome(w) if w.resumed => &c.resumed,
+        Frame::Welcome(_) => &c.created,
+        Frame::Error { code, .. } if *code == error_code::MALFORMED_FRAME => &c.protocol_errors,
+        Frame::Error { code, .. } if *code == error_code::SLOW_CONSUMER => &c.slow_consumers,
+        _ => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -85,14 +85,26 @@ pub struct NodeStats {
     pub admissions_throttled: u64,
     /// Of those, because the node was shutting down.
     pub refused_shutting_down: u64,
+    /// WELCOMEs for fresh sessions.
+    pub sessions_created: u64,
+    /// WELCOMEs that resumed a session.
+    pub sessions_resumed: u64,
+    /// Connections closed for a protocol error (1002).
+    pub protocol_errors: u64,
+    /// Connections closed with ERROR `slow_consumer`.
+    pub slow_consumers: u64,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     upgrades: AtomicU64,
     refused: AtomicU64,
     throttled: AtomicU64,
     refused_shutting_down: AtomicU64,
+    pub(crate) created: AtomicU64,
+    pub(crate) resumed: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -109,7 +121,7 @@ pub(crate) struct Inner {
     /// `Some((retry_after_ms, window_ms))` once shutdown started.
     pub(crate) shutdown: watch::Sender<Option<(u64, u64)>>,
     live: watch::Sender<u64>,
-    counters: Counters,
+    pub(crate) counters: Counters,
     next_conn: AtomicU64,
     base_ms: u64,
     base: tokio::time::Instant,
@@ -305,6 +317,10 @@ impl Node {
             upgrades_refused: c.refused.load(Ordering::Relaxed),
             admissions_throttled: c.throttled.load(Ordering::Relaxed),
             refused_shutting_down: c.refused_shutting_down.load(Ordering::Relaxed),
+            sessions_created: c.created.load(Ordering::Relaxed),
+            sessions_resumed: c.resumed.load(Ordering::Relaxed),
+            protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
+            slow_consumers: c.slow_consumers.load(Ordering::Relaxed),
         }
     }
 

@@ -153,6 +153,7 @@ async fn handshake_selects_redial_v1_and_refuses_without_it() {
         })
     ));
     assert_eq!(next(&mut ws).await, Err(Some(1002)));
+    assert_eq!(node.stats().protocol_errors, 1);
 }
 
 #[tokio::test]
@@ -261,6 +262,8 @@ async fn resume_on_the_same_node_replays_in_order() {
         let (o, p) = message(next(&mut ws).await.unwrap());
         assert_eq!((o, p.as_str()), want);
     }
+    let st = node.stats();
+    assert_eq!((st.sessions_created, st.sessions_resumed), (1, 1));
 }
 
 #[tokio::test]
@@ -597,6 +600,7 @@ async fn a_slow_subscriber_is_closed_with_1013_and_resumes_from_its_offset() {
         }
     };
     assert_eq!(close, Some(1013));
+    assert_eq!(node.stats().slow_consumers, 1);
     assert_eq!(
         offsets,
         (1..=8).collect::<Vec<_>>(),
