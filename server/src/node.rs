@@ -270,7 +270,13 @@ impl Node {
     }
 
     pub(crate) fn instant_at(&self, ms: u64) -> tokio::time::Instant {
-        self.inner.base + Duration::from_millis(ms.saturating_sub(self.inner.base_ms))
+        // A configured timeout can be as large as u64 allows; past what an
+        // Instant can hold it is as good as never.
+        let d = Duration::from_millis(ms.saturating_sub(self.inner.base_ms));
+        self.inner
+            .base
+            .checked_add(d)
+            .unwrap_or_else(|| self.inner.base + Duration::from_secs(100 * 365 * 24 * 3600))
     }
 
     /// The configuration.

@@ -718,3 +718,30 @@ async fn a_peer_that_never_reads_does_not_keep_its_connection_alive() {
     );
     drop(ws);
 }
+
+/// Timeouts as large as the config allows do not overflow the clock.
+#[tokio::test]
+async fn huge_timeouts_are_as_good_as_never() {
+    let node = node(
+        config()
+            .stall_timeout_ms(u64::MAX)
+            .hello_timeout_ms(u64::MAX)
+            .drain_timeout_ms(u64::MAX / 2),
+    );
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    hello(&mut ws, None, 0).await;
+    send(
+        &mut ws,
+        Frame::Subscribe {
+            channel: "c".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next(&mut ws).await,
+        Ok(Frame::Subscribed {
+            channel: "c".into()
+        })
+    );
+}
