@@ -1,6 +1,7 @@
 //! The runtime end to end: a node on the memory store served by the tokio
 //! accept loop on 127.0.0.1, driven by raw tungstenite clients (for exact
-//! frames) and real redial clients.
+//! frames) and a real redial client; `clients.rs` runs the redial-client
+//! scenarios on every client runtime.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,9 +15,7 @@ use redial_core::wire::{self, error_code, Frame, Hello, Limits, Welcome};
 use redial_core::{Config, Event, Wire};
 use redial_server::memory::MemoryStore;
 use redial_server::token::TokenKey;
-use redial_server::{
-    Node, Peer, Policy, PublishVerdict, Refusal, Rejection, ServerConfig, ServerConfigBuilder,
-};
+use redial_server::{Node, Peer, Policy, Refusal, Rejection, ServerConfig, ServerConfigBuilder};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -339,158 +338,6 @@ async fn wait_event(
     .unwrap_or_else(|_| panic!("no {what} in time"))
 }
 
-/// Real redial clients: the publisher's connection is closed under it by a
-/// refused publish (ERROR rate_limited, 1013); it resumes and sends again,
-/// and the subscriber gets every publish exactly once, in order.
-#[tokio::test]
-async fn publishes_are_delivered_exactly_once_across_a_reconnect() {
-    struct RefuseP3Once(std::sync::atomic::AtomicBool);
-    impl Policy for RefuseP3Once {
-        fn publish(&self, _: Peer<'_>, _: Option<&str>, payload: &Payload) -> PublishVerdict {
-            if payload.as_text() == Some("p3")
-                && !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
-            {
-                return PublishVerdict::Reject(Refusal::new(error_code::RATE_LIMITED, "once"));
-            }
-            PublishVerdict::FanOut
-        }
-    }
-    let node = Node::builder(config().build().unwrap(), MemoryStore::new())
-        .policy(RefuseP3Once(Default::default()))
-        .build();
-    let url = serve(&node).await;
-    let (sub, mut sub_events) = redial_tokio::builder(url.clone())
-        .protocol(Wire)
-        .config(client_config())
-        .connect()
-        .unwrap();
-    sub.subscribe("c").await.unwrap();
-    wait_event(&mut sub_events, "subscribed", |e| {
-        matches!(e, Event::Subscribed { .. })
-    })
-    .await;
-    let (publisher, mut pub_events) = redial_tokio::builder(url)
-        .protocol(Wire)
-        .config(client_config())
-        .connect()
-        .unwrap();
-    for i in 1..=5 {
-        publisher
-            .publish("c", Payload::text(format!("p{i}")))
-            .await
-            .unwrap();
-    }
-    wait_event(&mut pub_events, "the refusal", |e| {
-        matches!(
-            e,
-            Event::ServerError {
-                code: error_code::RATE_LIMITED,
-                ..
-            }
-        )
-    })
-    .await;
-    wait_event(&mut pub_events, "the resumed connection", |e| {
-        matches!(e, Event::Connected { resumed: true, .. })
-    })
-    .await;
-    wait_event(&mut pub_events, "the last ACK", |e| {
-        matches!(e, Event::Acked { seq: 5 })
-    })
-    .await;
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        if let Event::Message { payload, .. } = wait_event(&mut sub_events, "messages", |e| {
-            matches!(e, Event::Message { .. })
-        })
-        .await
-        {
-            got.push(payload.as_text().unwrap().to_owned());
-        }
-    }
-    node.publish("c", Payload::text("end")).await.unwrap();
-    let Event::Message { payload, .. } = wait_event(&mut sub_events, "end", |e| {
-        matches!(e, Event::Message { .. })
-    })
-    .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(got, ["p1", "p2", "p3", "p4", "p5"]);
-    assert_eq!(
-        payload.as_text(),
-        Some("end"),
-        "nothing after p5 but the sentinel"
-    );
-}
-
-#[tokio::test]
-async fn subscribe_denied_by_the_policy_reaches_a_redial_client() {
-    struct NoAdmin;
-    impl Policy for NoAdmin {
-        fn subscribe(&self, _: Peer<'_>, channel: &str) -> Result<(), Refusal> {
-            if channel == "admin" {
-                return Err(Refusal::new(error_code::UNAUTHORIZED, "forbidden"));
-            }
-            Ok(())
-        }
-    }
-    let node = Node::builder(config().build().unwrap(), MemoryStore::new())
-        .policy(NoAdmin)
-        .build();
-    let url = serve(&node).await;
-    let (c, mut events) = redial_tokio::builder(url)
-        .protocol(Wire)
-        .config(client_config())
-        .connect()
-        .unwrap();
-    c.subscribe("admin").await.unwrap();
-    let e = wait_event(&mut events, "the refusal", |e| {
-        matches!(e, Event::SubscribeFailed { .. })
-    })
-    .await;
-    assert!(
-        matches!(e, Event::SubscribeFailed { code: error_code::UNAUTHORIZED, ref channel, .. } if channel == "admin")
-    );
-    c.subscribe("news").await.unwrap();
-    wait_event(
-        &mut events,
-        "news",
-        |e| matches!(e, Event::Subscribed { channel } if channel == "news"),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn requests_reach_the_application_which_answers_directly() {
-    let node = Node::builder(config().build().unwrap(), MemoryStore::new())
-        .on_request(|req, node| {
-            tokio::spawn(async move {
-                let answer = format!("re:{}", req.payload.as_text().unwrap_or(""));
-                node.send_to(&req.name, Payload::text(answer))
-                    .await
-                    .unwrap();
-            });
-        })
-        .build();
-    let url = serve(&node).await;
-    let (c, mut events) = redial_tokio::builder(url)
-        .protocol(Wire)
-        .config(client_config())
-        .connect()
-        .unwrap();
-    c.send(Payload::text("ping")).await.unwrap();
-    let e = wait_event(&mut events, "the answer", |e| {
-        matches!(e, Event::Message { .. })
-    })
-    .await;
-    assert!(
-        matches!(e, Event::Message { channel: None, ref payload, .. } if payload.as_text() == Some("re:ping"))
-    );
-}
-
-/// At most one upgrade per second; refusals are booked, and a client that
-/// comes back when told is admitted. Paused clock: the waits cost nothing.
 #[tokio::test(start_paused = true)]
 async fn admission_refuses_with_an_honest_retry_after() {
     let node = node(config().admission_per_sec(Some(1)));
