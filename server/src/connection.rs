@@ -501,6 +501,13 @@ impl Connection {
         }
     }
 
+    /// The application closes this connection with `code` (for example
+    /// 1012 for a restart, or one of its own 4000-4999 codes), without an
+    /// ERROR: the session is detached and stays resumable.
+    pub fn handle_close(&mut self, _now: u64, code: u16, reason: &str) {
+        self.close(code, reason);
+    }
+
     /// The socket is gone (the peer closed, or it failed).
     pub fn handle_closed(&mut self, _now: u64) {
         if self.phase != Phase::Closed {
@@ -1321,6 +1328,19 @@ mod tests {
         d.run(&mut store, 3);
         assert_eq!(d.sent.last(), Some(&Frame::Ack { seq: 1 }));
         assert_eq!(d.closed.as_ref().unwrap().0, 1001);
+    }
+
+    #[test]
+    fn the_application_can_close_a_connection_and_the_session_stays() {
+        let mut store = ScriptedStore::new();
+        let mut d = open(&mut store, Arc::new(AllowAll));
+        let w = welcome_of(&d);
+        d.conn.handle_close(1, 4020, "admin");
+        d.run(&mut store, 1);
+        assert_eq!(d.closed, Some((4020, "admin".to_owned())));
+        let mut d2 = Driver::new(2, cfg(), Arc::new(AllowAll), 2);
+        d2.frame(&mut store, 2, &hello(Some(w.resume_token), 0, None));
+        assert!(welcome_of(&d2).resumed);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use redial_core::wire::{error_code, Frame};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::connection::{Action, Connection};
-use crate::node::{Counters, Node};
+use crate::node::{Control, Counters, Node};
 use crate::store::Notice;
 
 /// How long a closing connection waits for the peer's close frame.
@@ -87,6 +87,7 @@ where
     let writer = tokio::spawn(writer(sink, write_rx, done_tx));
     let mut notices = inner.notices.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
+    let mut control = inner.control.subscribe();
     let seed = inner.cfg.seed() ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut conn = Connection::new(
         node.now_ms(),
@@ -187,6 +188,15 @@ where
                     going_away_seen = true;
                 }
             }
+            order = control.recv() => match order {
+                Ok(Control::GoingAway(r, w)) => conn.handle_going_away(node.now_ms(), r, w),
+                Ok(Control::Close(code, reason)) => conn.handle_close(node.now_ms(), code, &reason),
+                // Sixteen orders at once: the last ones were closes too.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    conn.handle_close(node.now_ms(), 1001, "going away")
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
             () = sleep_until(timeout), if timeout.is_some() => conn.handle_timeout(node.now_ms()),
         }
     }

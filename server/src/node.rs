@@ -118,6 +118,8 @@ pub(crate) struct Inner {
     /// Session id -> (connection id, its notice queue).
     registry: Mutex<HashMap<SessionId, (u64, mpsc::UnboundedSender<Notice>)>>,
     admission: Mutex<Option<Admission>>,
+    /// Orders for every connection open at the time.
+    pub(crate) control: broadcast::Sender<Control>,
     /// `Some((retry_after_ms, window_ms))` once shutdown started.
     pub(crate) shutdown: watch::Sender<Option<(u64, u64)>>,
     live: watch::Sender<u64>,
@@ -194,6 +196,7 @@ impl NodeBuilder {
                 notices,
                 registry: Mutex::new(HashMap::new()),
                 admission: Mutex::new(admission),
+                control: broadcast::channel(16).0,
                 shutdown: watch::channel(None).0,
                 live: watch::channel(0).0,
                 counters: Counters::default(),
@@ -238,6 +241,13 @@ fn route(inner: &Inner, notice: Notice) {
             let _ = inner.notices.send(notice);
         }
     }
+}
+
+/// An order for the connections open at the time.
+#[derive(Debug, Clone)]
+pub(crate) enum Control {
+    GoingAway(u64, u64),
+    Close(u16, String),
 }
 
 /// Why an upgrade was refused, for the runtimes.
@@ -306,6 +316,26 @@ impl Node {
         let mut live = self.inner.live.subscribe();
         let drain = Duration::from_millis(self.inner.cfg.drain_timeout_ms());
         let _ = tokio::time::timeout(drain, live.wait_for(|&n| n == 0)).await;
+    }
+
+    /// GOING_AWAY with `retry_after_ms` and `window_ms` to every connection
+    /// open now, then close 1001; new upgrades are still accepted (a drain
+    /// for rebalancing, not a shutdown).
+    pub fn going_away(&self, retry_after_ms: u64, window_ms: u64) {
+        let _ = self
+            .inner
+            .control
+            .send(Control::GoingAway(retry_after_ms, window_ms));
+    }
+
+    /// Closes every connection open now with `code` and `reason`, without
+    /// an ERROR (1012 for a restart, an application's 4000-4999 code); the
+    /// sessions stay resumable.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let _ = self
+            .inner
+            .control
+            .send(Control::Close(code, reason.to_owned()));
     }
 
     /// Whether [`Node::shut_down`] was called.

@@ -592,3 +592,32 @@ async fn huge_timeouts_are_as_good_as_never() {
         })
     );
 }
+
+/// Rebalancing: GOING_AWAY and 1001 for the connections open now, while
+/// new upgrades are still accepted; `close_all` closes with the given code
+/// and the session stays resumable.
+#[tokio::test]
+async fn going_away_and_close_all_reach_open_connections_only() {
+    let node = node(config());
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    let w = hello(&mut ws, None, 0).await;
+    node.going_away(700, 300);
+    assert_eq!(
+        next(&mut ws).await,
+        Ok(Frame::GoingAway {
+            retry_after_ms: 700,
+            window_ms: 300
+        })
+    );
+    assert_eq!(next(&mut ws).await, Err(Some(1001)));
+    assert!(!node.is_shutting_down());
+
+    let mut ws = dial(&url, &[]).await.unwrap();
+    let w2 = hello(&mut ws, Some(w.resume_token), 0).await;
+    assert!(w2.resumed);
+    node.close_all(4020, "admin");
+    assert_eq!(next(&mut ws).await, Err(Some(4020)));
+    let mut ws = dial(&url, &[]).await.unwrap();
+    assert!(hello(&mut ws, Some(w2.resume_token), 0).await.resumed);
+}
