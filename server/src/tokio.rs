@@ -106,6 +106,7 @@ pub async fn accept(
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(node.config().limits().max_frame_len);
     config.max_frame_size = Some(node.config().limits().max_frame_len);
+    config.read_buffer_size = node.config().read_buffer();
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
     let timeout = std::time::Duration::from_millis(node.config().hello_timeout_ms);
     let Ok(Ok(ws)) = tokio::time::timeout(timeout, upgrade).await else {

@@ -621,3 +621,41 @@ async fn going_away_and_close_all_reach_open_connections_only() {
     let mut ws = dial(&url, &[]).await.unwrap();
     assert!(hello(&mut ws, Some(w2.resume_token), 0).await.resumed);
 }
+
+/// The read buffer starts small (8 KiB) and grows: a PUBLISH far larger
+/// than it arrives whole.
+#[tokio::test]
+async fn messages_larger_than_the_read_buffer_arrive_whole() {
+    let node = node(config());
+    assert_eq!(node.config().read_buffer(), 8 << 10);
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    hello(&mut ws, None, 0).await;
+    send(
+        &mut ws,
+        Frame::Subscribe {
+            channel: "c".into(),
+        },
+    )
+    .await;
+    next(&mut ws).await.unwrap();
+    let big = Payload::binary(vec![0xA5u8; 300 << 10]);
+    send(
+        &mut ws,
+        Frame::Publish {
+            seq: 1,
+            channel: Some("c".into()),
+            payload: big.clone(),
+        },
+    )
+    .await;
+    let mut got = None;
+    for _ in 0..2 {
+        match next(&mut ws).await.unwrap() {
+            Frame::Message { payload, .. } => got = Some(payload),
+            Frame::Ack { seq } => assert_eq!(seq, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, Some(big));
+}
