@@ -70,6 +70,9 @@ async fn writer<M, K>(
             }
         }
     }
+    // The peer closed first: its close frame's answer is queued in the
+    // WebSocket layer; closing the sink writes it.
+    let _ = sink.close().await;
 }
 
 /// Serves one upgraded WebSocket until it closes.

@@ -659,3 +659,21 @@ async fn messages_larger_than_the_read_buffer_arrive_whole() {
     }
     assert_eq!(got, Some(big));
 }
+
+/// A client that closes gets the server's half of the close handshake
+/// back, not just the end of the TCP stream.
+#[tokio::test]
+async fn a_client_close_is_answered() {
+    let node = node(config());
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    hello(&mut ws, None, 0).await;
+    ws.close(None).await.unwrap();
+    let mut echoed = false;
+    while let Some(m) = ws.next().await {
+        if matches!(m, Ok(Message::Close(_))) {
+            echoed = true;
+        }
+    }
+    assert!(echoed, "no close frame came back");
+}
