@@ -1,59 +1,181 @@
-//! `redial serve`: the reference Wire server from `redial-tests`, standalone.
+//! `redial serve`: a Wire server on `redial-server` (the memory store),
+//! standalone, with the fault switches the CLI's users script against.
 
+use std::collections::HashSet;
 use std::io::Write;
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use redial_tests::server::{Reject, Server, ServerConfig, ServerError};
+use futures_util::{Sink, Stream};
+use redial_core::wire::error_code;
+use redial_server::memory::MemoryStore;
+use redial_server::token::TokenKey;
+use redial_server::tokio::{Message, WebSocketStream};
+use redial_server::{Node, Peer, Policy, Refusal, Rejection, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::args::ServeArgs;
 use crate::signals::Signals;
 use crate::{CliError, Exit};
+
+/// `--deny-channel`: SUBSCRIBE to these is refused with `unauthorized`.
+struct DenyChannels(HashSet<String>);
+
+impl Policy for DenyChannels {
+    fn subscribe(&self, _: Peer<'_>, channel: &str) -> Result<(), Refusal> {
+        if self.0.contains(channel) {
+            return Err(Refusal::new(error_code::UNAUTHORIZED, "forbidden"));
+        }
+        Ok(())
+    }
+}
 
 /// Starts the server, prints `listening on ws://…/`, serves until Ctrl-C or
 /// SIGTERM, then shuts down as PROTOCOL.md section 1 asks: GOING_AWAY on
 /// every connection, then close 1001.
 pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
     let mut signals = Signals::listen()?;
-    let config = ServerConfig {
-        listen: a.listen,
-        token_lifetime: Duration::from_millis(a.token_lifetime_ms),
-        replay_capacity: a.replay_capacity,
-        deny_channels: a.deny_channel.clone(),
-        admission_per_sec: a.admission_per_sec,
-        name_seed: a.name_seed,
-        ..ServerConfig::default()
-    };
-    let server = Server::start(config).await.map_err(|e| match e {
-        ServerError::NotLoopback(_) => CliError::Usage(format!("--listen: {e}")),
-        other => CliError::Failure(other.to_string()),
-    })?;
-    if let Some(status) = a.reject_status {
-        server.reject_handshakes(Some(Reject {
-            status,
-            retry_after: a.retry_after_s.map(Duration::from_secs),
-        }));
+    if !a.listen.ip().is_loopback() {
+        return Err(CliError::Usage(format!(
+            "--listen: refusing to listen on {}: only loopback addresses are allowed",
+            a.listen
+        )));
     }
-    server.close_after(a.close_after);
+    let key = TokenKey::random(1)
+        .map_err(|e| CliError::Failure(format!("no randomness for the signing key: {e}")))?;
+    let config = ServerConfig::builder()
+        .key(key)
+        .token_lifetime_ms(a.token_lifetime_ms)
+        .admission_per_sec(a.admission_per_sec)
+        .going_away(a.going_away_retry_ms, a.going_away_window_ms)
+        .seed(a.name_seed)
+        .build()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let store = MemoryStore::builder()
+        .backlog(a.replay_capacity)
+        .build()
+        .map_err(|e| CliError::Usage(format!("--replay-capacity: {e}")))?;
+    let reject = a.reject_status.map(|status| Rejection {
+        status,
+        retry_after_secs: a.retry_after_s,
+        reason: "rejected by --reject-status".into(),
+    });
+    let node = Node::builder(config, store)
+        .policy(DenyChannels(a.deny_channel.iter().cloned().collect()))
+        .authorize(move |_: &http::Request<()>| match &reject {
+            Some(r) => Err(r.clone()),
+            None => Ok(None),
+        })
+        // A publish without a channel comes back to its sender.
+        .on_request(|req, node| {
+            tokio::spawn(async move {
+                let _ = node.send_to(&req.name, req.payload).await;
+            });
+        })
+        .build();
+    let listener = TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| CliError::Failure(format!("binding the listener: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Failure(e.to_string()))?;
+    let accept = tokio::spawn(accept_loop(listener, node.clone(), a.close_after));
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on {}", server.url());
+        let _ = writeln!(out, "listening on ws://{addr}/");
         let _ = out.flush();
     }
     signals.recv().await;
-    let stats = server.stats();
-    server
-        .shut_down(
-            Duration::from_millis(a.going_away_retry_ms),
-            Duration::from_millis(a.going_away_window_ms),
-        )
-        .await;
+    node.shut_down().await;
+    accept.abort();
+    let stats = node.stats();
     eprintln!(
-        "redial serve: stopped after {} connections, {} sessions ({} resumed), {} publishes applied, {} handshakes rejected",
-        stats.connections,
-        stats.sessions_created,
+        "redial serve: stopped after {} connections, {} sessions ({} resumed), {} upgrades refused ({} by admission control)",
+        stats.upgrades,
+        stats.sessions_created + stats.sessions_resumed,
         stats.sessions_resumed,
-        stats.publishes_applied,
-        stats.handshakes_rejected
+        stats.upgrades_refused,
+        stats.admissions_throttled
     );
     Ok(Exit::Clean)
+}
+
+async fn accept_loop(listener: TcpListener, node: Node, close_after: Option<u64>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Some((ws, principal)) = redial_server::tokio::accept(stream, &node).await {
+                let socket = CloseAfter {
+                    inner: ws,
+                    frames: 0,
+                    limit: close_after.map(|n| n.saturating_add(1)),
+                    tripped: false,
+                };
+                redial_server::tokio::serve_socket(node, socket, principal).await;
+            }
+        });
+    }
+}
+
+/// `--close-after N`: after the N-th binary message following HELLO, the
+/// connection goes silent and ends, and nothing more is written (an applied
+/// publish whose ACK is lost).
+struct CloseAfter {
+    inner: WebSocketStream<TcpStream>,
+    frames: u64,
+    /// HELLO plus N.
+    limit: Option<u64>,
+    tripped: bool,
+}
+
+type WsError = redial_server::tokio::WsError;
+
+impl Stream for CloseAfter {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.tripped {
+            return Poll::Ready(None);
+        }
+        let item = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(Message::Binary(_)))) = &item {
+            self.frames += 1;
+            if self.limit.is_some_and(|l| self.frames >= l) {
+                self.tripped = true;
+            }
+        }
+        item
+    }
+}
+
+impl Sink<Message> for CloseAfter {
+    type Error = WsError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.tripped {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        if self.tripped {
+            return Ok(());
+        }
+        Pin::new(&mut self.inner).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.tripped {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.tripped {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
 }

@@ -153,3 +153,67 @@ impl Drop for CaFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// `redial serve --close-after 1`: the first frame after HELLO (a PUBLISH)
+/// is stored, but its ACK never comes and the connection ends; the resumed
+/// session reports it stored (`last_client_seq` 1), so the client does not
+/// send it again.
+#[tokio::test]
+async fn serve_close_after_loses_the_ack_not_the_publish() {
+    use futures_util::{SinkExt, StreamExt};
+    use redial_core::wire::{self, Frame, Hello, Limits};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut serve = Run::start(&["serve", "--close-after", "1"]);
+    let url = serve.line().await.replace("listening on ", "");
+    let dial = || async {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", wire::SUBPROTOCOL.parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    };
+    let hello = |token| {
+        Message::Binary(
+            Frame::Hello(Hello {
+                version: 1,
+                resume_token: token,
+                last_offset: 0,
+                name: None,
+            })
+            .to_bytes(),
+        )
+    };
+    let next = |m: Option<Result<Message, _>>| match m {
+        Some(Ok(Message::Binary(b))) => Some(wire::decode(b, &Limits::default()).unwrap()),
+        _ => None,
+    };
+    let mut ws = dial().await;
+    ws.send(hello(None)).await.unwrap();
+    let Some(Frame::Welcome(w)) = next(ws.next().await) else {
+        panic!("no WELCOME")
+    };
+    let publish = Frame::Publish {
+        seq: 1,
+        channel: None,
+        payload: redial_core::Payload::text("once"),
+    };
+    ws.send(Message::Binary(publish.to_bytes())).await.unwrap();
+    // No ACK: the connection just ends.
+    let rest: Vec<_> = tokio::time::timeout(WAIT, ws.collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(
+        rest.iter().all(|m| !matches!(m, Ok(Message::Binary(_)))),
+        "{rest:?}"
+    );
+    let mut ws = dial().await;
+    ws.send(hello(Some(w.resume_token))).await.unwrap();
+    let Some(Frame::Welcome(w2)) = next(ws.next().await) else {
+        panic!("no WELCOME")
+    };
+    assert!(w2.resumed);
+    assert_eq!(w2.last_client_seq, 1);
+    serve.signal("-TERM").await;
+    assert_eq!(serve.exit().await, 0);
+}

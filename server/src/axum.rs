@@ -62,6 +62,7 @@ pub async fn handler(
     ws.protocols([redial_core::wire::SUBPROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(node.config().read_buffer())
         .on_upgrade(move |socket| drive::<Message, _, _>(node, socket, principal))
 }
 

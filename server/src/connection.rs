@@ -501,6 +501,13 @@ impl Connection {
         }
     }
 
+    /// The application closes this connection with `code` (for example
+    /// 1012 for a restart, or one of its own 4000-4999 codes), without an
+    /// ERROR: the session is detached and stays resumable.
+    pub fn handle_close(&mut self, _now: u64, code: u16, reason: &str) {
+        self.close(code, reason);
+    }
+
     /// The socket is gone (the peer closed, or it failed).
     pub fn handle_closed(&mut self, _now: u64) {
         if self.phase != Phase::Closed {
@@ -746,6 +753,17 @@ impl Connection {
                     payload,
                 };
                 self.queue(op, Pending::Publish { seq, request });
+            }
+            Frame::Subscribe { channel }
+                if !held.subscriptions.contains(channel.as_str())
+                    && held.subscriptions.len() >= self.cfg.limits.max_kept_channels =>
+            {
+                // WELCOME could not list them all after a reconnect.
+                self.send(Frame::SubscribeError {
+                    channel,
+                    code: error_code::RATE_LIMITED,
+                    reason: Text::from("too many subscriptions"),
+                });
             }
             Frame::Subscribe { channel } => {
                 match self.policy.subscribe(self.peer(), channel.as_str()) {
@@ -1313,6 +1331,19 @@ mod tests {
     }
 
     #[test]
+    fn the_application_can_close_a_connection_and_the_session_stays() {
+        let mut store = ScriptedStore::new();
+        let mut d = open(&mut store, Arc::new(AllowAll));
+        let w = welcome_of(&d);
+        d.conn.handle_close(1, 4020, "admin");
+        d.run(&mut store, 1);
+        assert_eq!(d.closed, Some((4020, "admin".to_owned())));
+        let mut d2 = Driver::new(2, cfg(), Arc::new(AllowAll), 2);
+        d2.frame(&mut store, 2, &hello(Some(w.resume_token), 0, None));
+        assert!(welcome_of(&d2).resumed);
+    }
+
+    #[test]
     fn no_hello_in_time_closes() {
         let mut store = ScriptedStore::new();
         let mut d = Driver::new(0, cfg(), Arc::new(AllowAll), 1);
@@ -1349,6 +1380,44 @@ mod tests {
         let mut d3 = Driver::new(0, cfg(), Arc::new(AllowAll), 3);
         d3.frame(&mut store, 0, &hello(None, 0, Some("Bad_Name")));
         assert_eq!(last_error(&d3), (error_code::NAME_UNAVAILABLE, true));
+    }
+
+    #[test]
+    fn subscriptions_stop_at_what_welcome_can_list() {
+        let cfg = Arc::new(
+            ServerConfig::builder()
+                .key(TokenKey::new(1, [3; 32]))
+                .limits(wire::Limits {
+                    max_kept_channels: 2,
+                    ..wire::Limits::default()
+                })
+                .build()
+                .unwrap(),
+        );
+        let mut store = ScriptedStore::new();
+        let mut d = Driver::new(0, cfg.clone(), Arc::new(AllowAll), 1);
+        d.frame(&mut store, 0, &hello(None, 0, None));
+        for c in ["a", "b", "a", "c"] {
+            d.frame(&mut store, 1, &Frame::Subscribe { channel: c.into() });
+        }
+        let n = d.sent.len();
+        assert!(matches!(
+            &d.sent[n - 1],
+            Frame::SubscribeError { code: error_code::RATE_LIMITED, channel, .. } if channel == "c"
+        ));
+        assert_eq!(
+            d.sent[n - 2],
+            Frame::Subscribed {
+                channel: "a".into()
+            }
+        );
+        // The session still resumes: WELCOME lists both.
+        let w = welcome_of(&d);
+        d.conn.handle_closed(2);
+        d.run(&mut store, 2);
+        let mut d2 = Driver::new(3, cfg, Arc::new(AllowAll), 2);
+        d2.frame(&mut store, 3, &hello(Some(w.resume_token), 0, None));
+        assert_eq!(welcome_of(&d2).kept.len(), 2);
     }
 
     #[test]

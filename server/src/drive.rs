@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use redial_core::wire::{error_code, Frame};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::connection::{Action, Connection};
-use crate::node::Node;
+use crate::node::{Control, Counters, Node};
 use crate::store::Notice;
 
 /// How long a closing connection waits for the peer's close frame.
@@ -67,6 +70,9 @@ async fn writer<M, K>(
             }
         }
     }
+    // The peer closed first: its close frame's answer is queued in the
+    // WebSocket layer; closing the sink writes it.
+    let _ = sink.close().await;
 }
 
 /// Serves one upgraded WebSocket until it closes.
@@ -84,6 +90,7 @@ where
     let writer = tokio::spawn(writer(sink, write_rx, done_tx));
     let mut notices = inner.notices.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
+    let mut control = inner.control.subscribe();
     let seed = inner.cfg.seed() ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut conn = Connection::new(
         node.now_ms(),
@@ -107,7 +114,10 @@ where
         let mut batch = Vec::new();
         while let Some(action) = conn.poll_action() {
             match action {
-                Action::Send(frame) => batch.push(M::binary(frame.to_bytes())),
+                Action::Send(frame) => {
+                    count(&inner.counters, &frame);
+                    batch.push(M::binary(frame.to_bytes()));
+                }
                 Action::Store(op) => {
                     let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
                     conn.handle_store_reply(node.now_ms(), reply);
@@ -181,6 +191,15 @@ where
                     going_away_seen = true;
                 }
             }
+            order = control.recv() => match order {
+                Ok(Control::GoingAway(r, w)) => conn.handle_going_away(node.now_ms(), r, w),
+                Ok(Control::Close(code, reason)) => conn.handle_close(node.now_ms(), code, &reason),
+                // Sixteen orders at once: the last ones were closes too.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    conn.handle_close(node.now_ms(), 1001, "going away")
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
             () = sleep_until(timeout), if timeout.is_some() => conn.handle_timeout(node.now_ms()),
         }
     }
@@ -195,7 +214,16 @@ where
         node.unregister(s, conn_id);
     }
     drop(write_tx);
-    let _ = writer.await;
+    // A peer that stopped reading leaves the writer stuck on a full socket:
+    // give it the linger to finish, then drop the socket.
+    let mut writer = writer;
+    if tokio::time::timeout(CLOSE_LINGER, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+        return;
+    }
     if !peer_gone {
         // Let the peer's close frame arrive so the TCP close is orderly.
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
@@ -203,6 +231,18 @@ where
         })
         .await;
     }
+}
+
+/// Counts what the node reports in its stats from the frames it sends.
+fn count(c: &Counters, frame: &Frame) {
+    let counter = match frame {
+        Frame::Welcome(w) if w.resumed => &c.resumed,
+        Frame::Welcome(_) => &c.created,
+        Frame::Error { code, .. } if *code == error_code::MALFORMED_FRAME => &c.protocol_errors,
+        Frame::Error { code, .. } if *code == error_code::SLOW_CONSUMER => &c.slow_consumers,
+        _ => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

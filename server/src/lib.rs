@@ -13,10 +13,13 @@
 //!   rotation), [`names`] (the name rule and a seeded generator),
 //!   [`admission`] (at most R upgrades per second, honest `Retry-After`).
 //! * The storage contract, [`store::Store`], shared by every node of one
-//!   logical server.
+//!   logical server: [`memory::MemoryStore`] for one process, `RedisStore`
+//!   (feature `redis`) for a cluster.
 //! * Runtimes (features `tokio`, the default, and `axum`): an accept loop
 //!   over tokio-tungstenite and a handler for axum's `WebSocketUpgrade`,
-//!   both driving the same core.
+//!   both driving the same core, with a `Node` holding the store, the
+//!   application's hooks (`Policy`, `Authorize`, requests) and the handle
+//!   (publish, direct messages, GOING_AWAY, shutdown, stats).
 //!
 //! # Policy for a subscriber that can't keep up
 //!

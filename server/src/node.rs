@@ -85,14 +85,26 @@ pub struct NodeStats {
     pub admissions_throttled: u64,
     /// Of those, because the node was shutting down.
     pub refused_shutting_down: u64,
+    /// WELCOMEs for fresh sessions.
+    pub sessions_created: u64,
+    /// WELCOMEs that resumed a session.
+    pub sessions_resumed: u64,
+    /// Connections closed for a protocol error (1002).
+    pub protocol_errors: u64,
+    /// Connections closed with ERROR `slow_consumer`.
+    pub slow_consumers: u64,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     upgrades: AtomicU64,
     refused: AtomicU64,
     throttled: AtomicU64,
     refused_shutting_down: AtomicU64,
+    pub(crate) created: AtomicU64,
+    pub(crate) resumed: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -106,10 +118,12 @@ pub(crate) struct Inner {
     /// Session id -> (connection id, its notice queue).
     registry: Mutex<HashMap<SessionId, (u64, mpsc::UnboundedSender<Notice>)>>,
     admission: Mutex<Option<Admission>>,
+    /// Orders for every connection open at the time.
+    pub(crate) control: broadcast::Sender<Control>,
     /// `Some((retry_after_ms, window_ms))` once shutdown started.
     pub(crate) shutdown: watch::Sender<Option<(u64, u64)>>,
     live: watch::Sender<u64>,
-    counters: Counters,
+    pub(crate) counters: Counters,
     next_conn: AtomicU64,
     base_ms: u64,
     base: tokio::time::Instant,
@@ -182,6 +196,7 @@ impl NodeBuilder {
                 notices,
                 registry: Mutex::new(HashMap::new()),
                 admission: Mutex::new(admission),
+                control: broadcast::channel(16).0,
                 shutdown: watch::channel(None).0,
                 live: watch::channel(0).0,
                 counters: Counters::default(),
@@ -228,6 +243,13 @@ fn route(inner: &Inner, notice: Notice) {
     }
 }
 
+/// An order for the connections open at the time.
+#[derive(Debug, Clone)]
+pub(crate) enum Control {
+    GoingAway(u64, u64),
+    Close(u16, String),
+}
+
 /// Why an upgrade was refused, for the runtimes.
 pub(crate) struct Refused(pub(crate) Rejection);
 
@@ -258,7 +280,13 @@ impl Node {
     }
 
     pub(crate) fn instant_at(&self, ms: u64) -> tokio::time::Instant {
-        self.inner.base + Duration::from_millis(ms.saturating_sub(self.inner.base_ms))
+        // A configured timeout can be as large as u64 allows; past what an
+        // Instant can hold it is as good as never.
+        let d = Duration::from_millis(ms.saturating_sub(self.inner.base_ms));
+        self.inner
+            .base
+            .checked_add(d)
+            .unwrap_or_else(|| self.inner.base + Duration::from_secs(100 * 365 * 24 * 3600))
     }
 
     /// The configuration.
@@ -290,6 +318,26 @@ impl Node {
         let _ = tokio::time::timeout(drain, live.wait_for(|&n| n == 0)).await;
     }
 
+    /// GOING_AWAY with `retry_after_ms` and `window_ms` to every connection
+    /// open now, then close 1001; new upgrades are still accepted (a drain
+    /// for rebalancing, not a shutdown).
+    pub fn going_away(&self, retry_after_ms: u64, window_ms: u64) {
+        let _ = self
+            .inner
+            .control
+            .send(Control::GoingAway(retry_after_ms, window_ms));
+    }
+
+    /// Closes every connection open now with `code` and `reason`, without
+    /// an ERROR (1012 for a restart, an application's 4000-4999 code); the
+    /// sessions stay resumable.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let _ = self
+            .inner
+            .control
+            .send(Control::Close(code, reason.to_owned()));
+    }
+
     /// Whether [`Node::shut_down`] was called.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutdown.borrow().is_some()
@@ -305,6 +353,10 @@ impl Node {
             upgrades_refused: c.refused.load(Ordering::Relaxed),
             admissions_throttled: c.throttled.load(Ordering::Relaxed),
             refused_shutting_down: c.refused_shutting_down.load(Ordering::Relaxed),
+            sessions_created: c.created.load(Ordering::Relaxed),
+            sessions_resumed: c.resumed.load(Ordering::Relaxed),
+            protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
+            slow_consumers: c.slow_consumers.load(Ordering::Relaxed),
         }
     }
 

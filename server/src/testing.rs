@@ -440,7 +440,13 @@ pub fn fuzz_steps(data: &[u8]) {
             }
             12 => d.conn.handle_going_away(now, u64::from(arg), 100),
             13 => d.conn.handle_closed(now),
-            14 => store.fail_next = arg & 1 == 1,
+            14 => {
+                if arg & 2 == 0 {
+                    store.fail_next = arg & 1 == 1;
+                } else {
+                    d.conn.handle_close(now, 4000 + u16::from(arg), "fuzz");
+                }
+            }
             _ => {
                 if conns.len() < 2 {
                     conns.push(Driver::new(now, cfg.clone(), Arc::new(crate::AllowAll), 2));

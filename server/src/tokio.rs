@@ -9,7 +9,6 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::drive::{drive, Incoming, WsMessage};
 use crate::node::{Node, Rejection};
@@ -36,20 +35,30 @@ impl WsMessage for Message {
     }
 }
 
+/// The message and stream types [`serve_socket`] takes, for callers that
+/// wrap the socket (a fault injector, a meter).
+pub use tokio_tungstenite::tungstenite::Error as WsError;
+pub use tokio_tungstenite::tungstenite::Message;
+pub use tokio_tungstenite::WebSocketStream;
+
 /// Accepts connections on `listener` and serves each on its own task until
 /// `node` has shut down and every connection has closed.
 ///
 /// During a shutdown the loop keeps accepting, to refuse upgrades with 503
-/// and `Retry-After`; it returns once the drain is over.
+/// and `Retry-After`; it returns once the drain is over. A failed accept
+/// (a connection reset before it was taken, no file descriptors left) is
+/// skipped after a short pause rather than ending the server.
 pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
     let mut shutdown = node.inner.shutdown.subscribe();
     let mut live = node.inner.live_watch();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                tokio::spawn(serve_connection(stream, node.clone()));
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(stream, node.clone()));
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            },
             _ = async {
                 let _ = shutdown.wait_for(Option::is_some).await;
                 let _ = live.wait_for(|&n| n == 0).await;
@@ -60,6 +69,19 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
 
 /// Serves one accepted TCP connection: the upgrade, then the session.
 pub async fn serve_connection(stream: TcpStream, node: Node) {
+    if let Some((ws, principal)) = accept(stream, &node).await {
+        serve_socket(node.clone(), ws, principal).await;
+    }
+}
+
+/// The WebSocket upgrade alone: shutdown, the `redial.v1` subprotocol, the
+/// node's authorization and admission control decide it. `None` when it
+/// was refused (the HTTP answer is sent) or failed; otherwise the socket and
+/// the principal the authorization named, for [`serve_socket`].
+pub async fn accept(
+    stream: TcpStream,
+    node: &Node,
+) -> Option<(WebSocketStream<TcpStream>, Option<String>)> {
     let _ = stream.set_nodelay(true);
     let principal = Arc::new(Mutex::new(None));
     let decided = principal.clone();
@@ -84,13 +106,27 @@ pub async fn serve_connection(stream: TcpStream, node: Node) {
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(node.config().limits().max_frame_len);
     config.max_frame_size = Some(node.config().limits().max_frame_len);
+    config.read_buffer_size = node.config().read_buffer();
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
     let timeout = std::time::Duration::from_millis(node.config().hello_timeout_ms);
     let Ok(Ok(ws)) = tokio::time::timeout(timeout, upgrade).await else {
-        return;
+        return None;
     };
     let principal = principal.lock().map(|mut p| p.take()).unwrap_or(None);
-    drive::<Message, _, _>(node, ws, principal).await;
+    Some((ws, principal))
+}
+
+/// Serves the session on an upgraded socket (from [`accept`], maybe
+/// wrapped) until it closes.
+pub async fn serve_socket<S, E>(node: Node, socket: S, principal: Option<String>)
+where
+    S: futures_util::Stream<Item = Result<Message, E>>
+        + futures_util::Sink<Message>
+        + Unpin
+        + Send
+        + 'static,
+{
+    drive::<Message, _, _>(node, socket, principal).await;
 }
 
 #[allow(clippy::result_large_err)]

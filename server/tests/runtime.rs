@@ -1,6 +1,7 @@
 //! The runtime end to end: a node on the memory store served by the tokio
 //! accept loop on 127.0.0.1, driven by raw tungstenite clients (for exact
-//! frames) and real redial clients.
+//! frames) and a real redial client; `clients.rs` runs the redial-client
+//! scenarios on every client runtime.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,9 +15,7 @@ use redial_core::wire::{self, error_code, Frame, Hello, Limits, Welcome};
 use redial_core::{Config, Event, Wire};
 use redial_server::memory::MemoryStore;
 use redial_server::token::TokenKey;
-use redial_server::{
-    Node, Peer, Policy, PublishVerdict, Refusal, Rejection, ServerConfig, ServerConfigBuilder,
-};
+use redial_server::{Node, Peer, Policy, Refusal, Rejection, ServerConfig, ServerConfigBuilder};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -153,6 +152,7 @@ async fn handshake_selects_redial_v1_and_refuses_without_it() {
         })
     ));
     assert_eq!(next(&mut ws).await, Err(Some(1002)));
+    assert_eq!(node.stats().protocol_errors, 1);
 }
 
 #[tokio::test]
@@ -261,6 +261,8 @@ async fn resume_on_the_same_node_replays_in_order() {
         let (o, p) = message(next(&mut ws).await.unwrap());
         assert_eq!((o, p.as_str()), want);
     }
+    let st = node.stats();
+    assert_eq!((st.sessions_created, st.sessions_resumed), (1, 1));
 }
 
 #[tokio::test]
@@ -336,158 +338,6 @@ async fn wait_event(
     .unwrap_or_else(|_| panic!("no {what} in time"))
 }
 
-/// Real redial clients: the publisher's connection is closed under it by a
-/// refused publish (ERROR rate_limited, 1013); it resumes and sends again,
-/// and the subscriber gets every publish exactly once, in order.
-#[tokio::test]
-async fn publishes_are_delivered_exactly_once_across_a_reconnect() {
-    struct RefuseP3Once(std::sync::atomic::AtomicBool);
-    impl Policy for RefuseP3Once {
-        fn publish(&self, _: Peer<'_>, _: Option<&str>, payload: &Payload) -> PublishVerdict {
-            if payload.as_text() == Some("p3")
-                && !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
-            {
-                return PublishVerdict::Reject(Refusal::new(error_code::RATE_LIMITED, "once"));
-            }
-            PublishVerdict::FanOut
-        }
-    }
-    let node = Node::builder(config().build().unwrap(), MemoryStore::new())
-        .policy(RefuseP3Once(Default::default()))
-        .build();
-    let url = serve(&node).await;
-    let (sub, mut sub_events) = redial_tokio::builder(url.clone())
-        .protocol(Wire)
-        .config(client_config())
-        .connect()
-        .unwrap();
-    sub.subscribe("c").await.unwrap();
-    wait_event(&mut sub_events, "subscribed", |e| {
-        matches!(e, Event::Subscribed { .. })
-    })
-    .await;
-    let (publisher, mut pub_events) = redial_tokio::builder(url)
-        .protocol(Wire)
-        .config(client_config())
-        .connect()
-        .unwrap();
-    for i in 1..=5 {
-        publisher
-            .publish("c", Payload::text(format!("p{i}")))
-            .await
-            .unwrap();
-    }
-    wait_event(&mut pub_events, "the refusal", |e| {
-        matches!(
-            e,
-            Event::ServerError {
-                code: error_code::RATE_LIMITED,
-                ..
-            }
-        )
-    })
-    .await;
-    wait_event(&mut pub_events, "the resumed connection", |e| {
-        matches!(e, Event::Connected { resumed: true, .. })
-    })
-    .await;
-    wait_event(&mut pub_events, "the last ACK", |e| {
-        matches!(e, Event::Acked { seq: 5 })
-    })
-    .await;
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        if let Event::Message { payload, .. } = wait_event(&mut sub_events, "messages", |e| {
-            matches!(e, Event::Message { .. })
-        })
-        .await
-        {
-            got.push(payload.as_text().unwrap().to_owned());
-        }
-    }
-    node.publish("c", Payload::text("end")).await.unwrap();
-    let Event::Message { payload, .. } = wait_event(&mut sub_events, "end", |e| {
-        matches!(e, Event::Message { .. })
-    })
-    .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(got, ["p1", "p2", "p3", "p4", "p5"]);
-    assert_eq!(
-        payload.as_text(),
-        Some("end"),
-        "nothing after p5 but the sentinel"
-    );
-}
-
-#[tokio::test]
-async fn subscribe_denied_by_the_policy_reaches_a_redial_client() {
-    struct NoAdmin;
-    impl Policy for NoAdmin {
-        fn subscribe(&self, _: Peer<'_>, channel: &str) -> Result<(), Refusal> {
-            if channel == "admin" {
-                return Err(Refusal::new(error_code::UNAUTHORIZED, "forbidden"));
-            }
-            Ok(())
-        }
-    }
-    let node = Node::builder(config().build().unwrap(), MemoryStore::new())
-        .policy(NoAdmin)
-        .build();
-    let url = serve(&node).await;
-    let (c, mut events) = redial_tokio::builder(url)
-        .protocol(Wire)
-        .config(client_config())
-        .connect()
-        .unwrap();
-    c.subscribe("admin").await.unwrap();
-    let e = wait_event(&mut events, "the refusal", |e| {
-        matches!(e, Event::SubscribeFailed { .. })
-    })
-    .await;
-    assert!(
-        matches!(e, Event::SubscribeFailed { code: error_code::UNAUTHORIZED, ref channel, .. } if channel == "admin")
-    );
-    c.subscribe("news").await.unwrap();
-    wait_event(
-        &mut events,
-        "news",
-        |e| matches!(e, Event::Subscribed { channel } if channel == "news"),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn requests_reach_the_application_which_answers_directly() {
-    let node = Node::builder(config().build().unwrap(), MemoryStore::new())
-        .on_request(|req, node| {
-            tokio::spawn(async move {
-                let answer = format!("re:{}", req.payload.as_text().unwrap_or(""));
-                node.send_to(&req.name, Payload::text(answer))
-                    .await
-                    .unwrap();
-            });
-        })
-        .build();
-    let url = serve(&node).await;
-    let (c, mut events) = redial_tokio::builder(url)
-        .protocol(Wire)
-        .config(client_config())
-        .connect()
-        .unwrap();
-    c.send(Payload::text("ping")).await.unwrap();
-    let e = wait_event(&mut events, "the answer", |e| {
-        matches!(e, Event::Message { .. })
-    })
-    .await;
-    assert!(
-        matches!(e, Event::Message { channel: None, ref payload, .. } if payload.as_text() == Some("re:ping"))
-    );
-}
-
-/// At most one upgrade per second; refusals are booked, and a client that
-/// comes back when told is admitted. Paused clock: the waits cost nothing.
 #[tokio::test(start_paused = true)]
 async fn admission_refuses_with_an_honest_retry_after() {
     let node = node(config().admission_per_sec(Some(1)));
@@ -597,6 +447,7 @@ async fn a_slow_subscriber_is_closed_with_1013_and_resumes_from_its_offset() {
         }
     };
     assert_eq!(close, Some(1013));
+    assert_eq!(node.stats().slow_consumers, 1);
     assert_eq!(
         offsets,
         (1..=8).collect::<Vec<_>>(),
@@ -670,4 +521,159 @@ async fn resuming_a_connected_session_closes_the_old_connection() {
     .await;
     assert_eq!(next(&mut new).await, Ok(Frame::Ack { seq: 1 }));
     assert_eq!(node.stats().sessions, 1);
+}
+
+/// A peer that completes the handshake and then reads nothing: the socket
+/// fills, the connection stalls and is closed, and its task ends even
+/// though the close frame can never be written.
+#[tokio::test]
+async fn a_peer_that_never_reads_does_not_keep_its_connection_alive() {
+    let node = node(
+        config()
+            .outbound_window(64, 8 << 20)
+            .max_backlog(1024)
+            .stall_timeout_ms(200)
+            .drain_timeout_ms(5000),
+    );
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    hello(&mut ws, None, 0).await;
+    send(
+        &mut ws,
+        Frame::Subscribe {
+            channel: "big".into(),
+        },
+    )
+    .await;
+    next(&mut ws).await.unwrap();
+    let payload = Payload::binary(vec![7u8; 256 << 10]);
+    for _ in 0..200 {
+        node.publish("big", payload.clone()).await.unwrap();
+    }
+    // 50 MB for a socket that reads nothing: the writer blocks on it.
+    let started = tokio::time::Instant::now();
+    node.shut_down().await;
+    assert_eq!(
+        node.stats().live_connections,
+        0,
+        "the connection task is stuck"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(ws);
+}
+
+/// Timeouts as large as the config allows do not overflow the clock.
+#[tokio::test]
+async fn huge_timeouts_are_as_good_as_never() {
+    let node = node(
+        config()
+            .stall_timeout_ms(u64::MAX)
+            .hello_timeout_ms(u64::MAX)
+            .drain_timeout_ms(u64::MAX / 2),
+    );
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    hello(&mut ws, None, 0).await;
+    send(
+        &mut ws,
+        Frame::Subscribe {
+            channel: "c".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next(&mut ws).await,
+        Ok(Frame::Subscribed {
+            channel: "c".into()
+        })
+    );
+}
+
+/// Rebalancing: GOING_AWAY and 1001 for the connections open now, while
+/// new upgrades are still accepted; `close_all` closes with the given code
+/// and the session stays resumable.
+#[tokio::test]
+async fn going_away_and_close_all_reach_open_connections_only() {
+    let node = node(config());
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    let w = hello(&mut ws, None, 0).await;
+    node.going_away(700, 300);
+    assert_eq!(
+        next(&mut ws).await,
+        Ok(Frame::GoingAway {
+            retry_after_ms: 700,
+            window_ms: 300
+        })
+    );
+    assert_eq!(next(&mut ws).await, Err(Some(1001)));
+    assert!(!node.is_shutting_down());
+
+    let mut ws = dial(&url, &[]).await.unwrap();
+    let w2 = hello(&mut ws, Some(w.resume_token), 0).await;
+    assert!(w2.resumed);
+    node.close_all(4020, "admin");
+    assert_eq!(next(&mut ws).await, Err(Some(4020)));
+    let mut ws = dial(&url, &[]).await.unwrap();
+    assert!(hello(&mut ws, Some(w2.resume_token), 0).await.resumed);
+}
+
+/// The read buffer starts small (8 KiB) and grows: a PUBLISH far larger
+/// than it arrives whole.
+#[tokio::test]
+async fn messages_larger_than_the_read_buffer_arrive_whole() {
+    let node = node(config());
+    assert_eq!(node.config().read_buffer(), 8 << 10);
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    hello(&mut ws, None, 0).await;
+    send(
+        &mut ws,
+        Frame::Subscribe {
+            channel: "c".into(),
+        },
+    )
+    .await;
+    next(&mut ws).await.unwrap();
+    let big = Payload::binary(vec![0xA5u8; 300 << 10]);
+    send(
+        &mut ws,
+        Frame::Publish {
+            seq: 1,
+            channel: Some("c".into()),
+            payload: big.clone(),
+        },
+    )
+    .await;
+    let mut got = None;
+    for _ in 0..2 {
+        match next(&mut ws).await.unwrap() {
+            Frame::Message { payload, .. } => got = Some(payload),
+            Frame::Ack { seq } => assert_eq!(seq, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, Some(big));
+}
+
+/// A client that closes gets the server's half of the close handshake
+/// back, not just the end of the TCP stream.
+#[tokio::test]
+async fn a_client_close_is_answered() {
+    let node = node(config());
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    hello(&mut ws, None, 0).await;
+    ws.close(None).await.unwrap();
+    let mut echoed = false;
+    while let Some(m) = ws.next().await {
+        if matches!(m, Ok(Message::Close(_))) {
+            echoed = true;
+        }
+    }
+    assert!(echoed, "no close frame came back");
 }
