@@ -38,8 +38,11 @@ enum Write<M> {
 
 /// Writes what it is given, feeding every message of a batch and flushing
 /// once, and reports how many frames reached the socket.
-async fn writer<M, K>(mut sink: K, mut rx: mpsc::UnboundedReceiver<Write<M>>, done: mpsc::UnboundedSender<usize>)
-where
+async fn writer<M, K>(
+    mut sink: K,
+    mut rx: mpsc::UnboundedReceiver<Write<M>>,
+    done: mpsc::UnboundedSender<usize>,
+) where
     M: WsMessage,
     K: Sink<M> + Unpin,
 {
@@ -82,7 +85,13 @@ where
     let mut notices = inner.notices.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
     let seed = inner.cfg.seed() ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut conn = Connection::new(node.now_ms(), inner.cfg.clone(), inner.policy.clone(), principal, seed);
+    let mut conn = Connection::new(
+        node.now_ms(),
+        inner.cfg.clone(),
+        inner.policy.clone(),
+        principal,
+        seed,
+    );
     let mut session_rx: Option<mpsc::UnboundedReceiver<Notice>> = None;
     let mut registered = None;
     let mut closing = false;

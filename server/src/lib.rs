@@ -40,12 +40,12 @@ mod config;
 mod connection;
 #[cfg(feature = "tokio")]
 mod drive;
+pub mod memory;
 pub mod names;
 #[cfg(feature = "tokio")]
 mod node;
-mod op;
-pub mod memory;
 mod notify;
+mod op;
 mod policy;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -58,7 +58,7 @@ pub mod tokio;
 
 pub use config::{ConfigError, ServerConfig, ServerConfigBuilder};
 pub use connection::{Action, Connection, Phase, Request, SLOW_CONSUMER};
-pub use op::{StoreOp, StoreReply};
-pub use policy::{AllowAll, Peer, Policy, PublishVerdict, Refusal};
 #[cfg(feature = "tokio")]
 pub use node::{Authorize, Node, NodeBuilder, NodeStats, Open, Rejection};
+pub use op::{StoreOp, StoreReply};
+pub use policy::{AllowAll, Peer, Policy, PublishVerdict, Refusal};

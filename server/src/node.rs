@@ -126,7 +126,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -353,7 +355,11 @@ impl Node {
         }
     }
 
-    pub(crate) fn register(&self, session: SessionId, conn: u64) -> mpsc::UnboundedReceiver<Notice> {
+    pub(crate) fn register(
+        &self,
+        session: SessionId,
+        conn: u64,
+    ) -> mpsc::UnboundedReceiver<Notice> {
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.inner.registry).insert(session, (conn, tx));
         rx

@@ -482,4 +482,3 @@ pub fn fuzz_steps(data: &[u8]) {
         }
     }
 }
-

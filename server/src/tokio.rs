@@ -93,7 +93,8 @@ pub async fn serve_connection(stream: TcpStream, node: Node) {
 
 fn error_response(r: &Rejection) -> ErrorResponse {
     let mut resp = ErrorResponse::new(Some(r.reason.clone()));
-    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(secs) = r.retry_after_secs {
         resp.headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
