@@ -695,6 +695,7 @@ impl Connection {
             fenced: false,
         });
         self.phase = Phase::Open;
+        self.hello = None;
         self.set_timer(Timer::Hello, None);
         self.send(frame);
         if from > 0 {

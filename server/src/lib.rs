@@ -62,3 +62,8 @@ pub use connection::{Action, Connection, Phase, Request, SLOW_CONSUMER};
 pub use node::{Authorize, Node, NodeBuilder, NodeStats, Open, Rejection};
 pub use op::{StoreOp, StoreReply};
 pub use policy::{AllowAll, Peer, Policy, PublishVerdict, Refusal};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -208,9 +208,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn route(inner: &Inner, notice: Notice) {
+    // A direct message goes to the connection holding the session; a
+    // takeover goes to every connection, since the registry already names
+    // the new holder and the old one (maybe on this node) must hear it.
     let target = match &notice {
         Notice::Session(id) => Some(id.clone()),
-        Notice::TakenOver(o) => Some(o.session.clone()),
         _ => None,
     };
     match target {

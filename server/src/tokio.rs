@@ -64,6 +64,8 @@ pub async fn serve_connection(stream: TcpStream, node: Node) {
     let principal = Arc::new(Mutex::new(None));
     let decided = principal.clone();
     let n = node.clone();
+    // The refusal type is tungstenite's callback signature, not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         match n.admit(req) {
             Ok(p) => {
@@ -91,6 +93,7 @@ pub async fn serve_connection(stream: TcpStream, node: Node) {
     drive::<Message, _, _>(node, ws, principal).await;
 }
 
+#[allow(clippy::result_large_err)]
 fn error_response(r: &Rejection) -> ErrorResponse {
     let mut resp = ErrorResponse::new(Some(r.reason.clone()));
     *resp.status_mut() =
