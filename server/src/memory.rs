@@ -28,8 +28,10 @@ use crate::store::{
     StoreError, StoreFuture, StoredMessage,
 };
 
-/// MESSAGEs kept per session by default until RECEIVED.
-pub const DEFAULT_BACKLOG: usize = 1024;
+/// MESSAGEs kept per session by default until RECEIVED (the server's
+/// default `max_backlog`, so a connection never has more in flight than the
+/// store keeps).
+pub const DEFAULT_BACKLOG: usize = 4096;
 /// Notices buffered per listener by default before it gets `Lagged`.
 pub const DEFAULT_NOTICE_BUFFER: usize = 1024;
 

@@ -54,8 +54,10 @@ pub const DEFAULT_PREFIX: &str = "redial:";
 /// Entries kept per channel log by default (approximately: Redis trims
 /// whole blocks).
 pub const DEFAULT_CHANNEL_CAP: usize = 10_000;
-/// MESSAGEs kept per session by default until RECEIVED.
-pub const DEFAULT_BACKLOG: usize = 1024;
+/// MESSAGEs kept per session by default until RECEIVED (the server's
+/// default `max_backlog`, so a connection never has more in flight than the
+/// store keeps).
+pub const DEFAULT_BACKLOG: usize = 4096;
 /// Notices buffered per listener by default before it gets `Lagged`.
 pub const DEFAULT_NOTICE_BUFFER: usize = 1024;
 /// How long a session without a connection is kept in Redis by default.
