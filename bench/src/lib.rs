@@ -10,6 +10,10 @@
 //!   plain tokio-tungstenite, one process per variant.
 //! - `e2e-nats`: NATS subscription messages/s, redial-tokio with `Nats`
 //!   against async-nats, over one nats-server's WebSocket listener.
+//! - `e2e-server`: redial-server fan-out (memory and Redis stores), resume
+//!   on another node, and fan-out on 1 to 3 nodes.
+//! - `e2e-server-memory`: redial-server heap and RSS per idle session, live
+//!   and held in the memory store.
 //!
 //! Every binary takes `--quick` for a CI smoke run of a few seconds that
 //! prints figures but asserts nothing about timing.

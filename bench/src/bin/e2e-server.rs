@@ -243,6 +243,8 @@ struct FanoutResult {
     elapsed: Duration,
     messages: usize,
     gaps: u64,
+    /// Subscriber connections lost during the run (each resumed).
+    drops: u64,
 }
 
 impl std::fmt::Display for FanoutResult {
@@ -250,12 +252,13 @@ impl std::fmt::Display for FanoutResult {
         let s = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{:>10.0} deliveries/s  {:>8.1} publishes/s  ({} deliveries in {:.2} s, gaps {})",
+            "{:>10.0} deliveries/s  {:>8.1} publishes/s  ({} deliveries in {:.2} s, gaps {}, subscriber drops {})",
             self.deliveries as f64 / s,
             self.messages as f64 / s,
             self.deliveries,
             s,
-            self.gaps
+            self.gaps,
+            self.drops
         )
     }
 }
@@ -267,6 +270,7 @@ struct Tally {
     finished: AtomicUsize,
     delivered: AtomicU64,
     gaps: AtomicU64,
+    drops: AtomicU64,
     changed: Notify,
 }
 
@@ -327,6 +331,9 @@ async fn fanout(
                     Event::Gap { from, to } => {
                         tally.gaps.fetch_add(to - from + 1, Ordering::Relaxed);
                     }
+                    Event::Disconnected { .. } if got < messages => {
+                        tally.drops.fetch_add(1, Ordering::Relaxed);
+                    }
                     _ => {}
                 }
             }
@@ -375,6 +382,7 @@ async fn fanout(
         elapsed,
         messages,
         gaps: tally.gaps.load(Ordering::Relaxed),
+        drops: tally.drops.load(Ordering::Relaxed),
     })
 }
 
