@@ -2,7 +2,7 @@
 //! TCP proxy for 127.0.0.1 and a seeded generator for chaos schedules.
 //!
 //! Put a [`proxy::Proxy`] between your client and your server, point the
-//! client at [`proxy::Proxy::addr`], and break the link from the test while
+//! client at [`proxy::ProxyHandle::addr`], and break the link from the test while
 //! traffic flows: cut every connection with an RST or a FIN, turn the link
 //! into a silent black hole, add latency, refuse new connections. Then
 //! assert on what your client did (reconnected, resumed, lost nothing).
