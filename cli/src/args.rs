@@ -29,9 +29,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the reference Wire server (loopback only) until Ctrl-C.
+    /// Run a Wire server (redial-server, loopback only) until Ctrl-C.
     Serve(ServeArgs),
-    /// Reference server, fault proxy and clients through scripted chaos.
+    /// A Wire server, the fault proxy and clients through scripted chaos.
     Demo(DemoArgs),
 }
 

@@ -1,29 +1,34 @@
-//! `redial demo`: the reference server and the fault proxy in-process on
-//! 127.0.0.1, a few Wire clients that publish and subscribe through scripted
-//! and seeded random chaos, a live status line, and a summary that says
-//! whether anything was lost or duplicated.
+//! `redial demo`: a redial-server node (memory store) and the test kit's
+//! fault proxy in-process on 127.0.0.1, a few Wire clients that publish and
+//! subscribe through scripted and seeded random chaos, a live status line,
+//! and a summary that says whether anything was lost or duplicated.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redial_core::{Backoff, Config, Event, Payload, State, TerminalReason, Wire};
-use redial_tests::proxy::{Cut, Proxy};
-use redial_tests::rng::SeededRng;
-use redial_tests::server::{Server, ServerConfig, ServerControl};
+use redial_testkit::proxy::{Cut, Proxy};
+use redial_testkit::rng::SeededRng;
 use redial_tokio::Handle;
 
 use crate::args::DemoArgs;
 use crate::{CliError, Exit};
 
+mod ledger;
+mod server;
+
+use server::DemoServer;
+
 /// Every client publishes on, and subscribes to, this channel.
 const CHANNEL: &str = "demo";
 /// Time between two publishes of one client.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
-/// How long the server's clock jumps to expire every resume token (its
-/// lifetime is the default 24 h).
+/// How long a detached session stays resumable on the demo's server.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How far the store's clock jumps to expire every resume token.
 const CLOCK_JUMP: Duration = Duration::from_secs(25 * 3600);
 
 /// What one client has seen, updated by its event task.
@@ -31,7 +36,6 @@ const CLOCK_JUMP: Duration = Duration::from_secs(25 * 3600);
 struct View {
     state: State,
     attempt: u32,
-    names: BTreeSet<String>,
     reconnects: u64,
     fresh_sessions: u64,
     received: u64,
@@ -46,7 +50,6 @@ impl Default for View {
         View {
             state: State::Connecting,
             attempt: 0,
-            names: BTreeSet::new(),
             reconnects: 0,
             fresh_sessions: 0,
             received: 0,
@@ -92,13 +95,13 @@ impl Chaos {
                     .into()
             }
             Chaos::ExpireTokens => {
-                "long outage: refuse + cut (FIN), server clock +25 h (resume tokens expire)".into()
+                "long outage: refuse + cut (FIN), store clock +25 h (resume tokens expire)".into()
             }
             Chaos::AcceptAgain => "network back: accepting connections".into(),
         }
     }
 
-    async fn apply(self, proxy: &Proxy, server: &ServerControl) {
+    async fn apply(self, proxy: &Proxy, server: &DemoServer) {
         match self {
             Chaos::CutReset => drop(proxy.cut_all(Cut::Reset)),
             Chaos::CutFin => drop(proxy.cut_all(Cut::Fin)),
@@ -107,8 +110,9 @@ impl Chaos {
             Chaos::Latency(d) => proxy.set_latency(d),
             Chaos::NoLatency => proxy.set_latency(Duration::ZERO),
             Chaos::Deploy => {
-                server.going_away(Duration::from_secs(1), Duration::from_secs(1));
-                server.restart(true);
+                // GOING_AWAY comes from the old node's shutdown (back in
+                // 1 s, spread 1 s, from the demo's config).
+                server.restart();
                 proxy.refuse_new(Some(Duration::from_secs(1)));
             }
             Chaos::ExpireTokens => {
@@ -116,9 +120,8 @@ impl Chaos {
                 proxy.cut_all(Cut::Fin);
                 // A token's lifetime runs from when the server saw its
                 // connection go: jump only once every connection is gone.
-                let gone = server.wait_for(|s| s.live_connections == 0);
-                let _ = tokio::time::timeout(Duration::from_secs(3), gone).await;
-                server.advance_clock(CLOCK_JUMP);
+                let _ = tokio::time::timeout(Duration::from_secs(3), server.all_gone()).await;
+                server.ledger().advance_clock(CLOCK_JUMP);
             }
             Chaos::AcceptAgain => proxy.set_refusing(false),
         }
@@ -181,12 +184,7 @@ async fn watch(mut events: redial_tokio::Events, v: SharedView) {
         match e {
             Event::StateChanged { to, .. } => s.state = to,
             Event::ReconnectScheduled { attempt, .. } => s.attempt = attempt,
-            Event::Connected {
-                reconnect, session, ..
-            } => {
-                if let Some(info) = session {
-                    s.names.insert(info.name.as_str().to_owned());
-                }
+            Event::Connected { reconnect, .. } => {
                 if reconnect {
                     s.reconnects += 1;
                 }
@@ -336,12 +334,9 @@ struct Client {
 pub async fn run(a: DemoArgs) -> Result<Exit, CliError> {
     let total = Duration::from_secs(a.seconds);
     let fail = |what: &str, e: &dyn std::fmt::Display| CliError::Failure(format!("{what}: {e}"));
-    let server = Server::start(ServerConfig {
-        name_seed: a.seed,
-        ..ServerConfig::default()
-    })
-    .await
-    .map_err(|e| fail("starting the server", &e))?;
+    let server = DemoServer::start(a.seed, TOKEN_LIFETIME)
+        .await
+        .map_err(|e| fail("starting the server", &e))?;
     let proxy = Proxy::start(server.addr())
         .await
         .map_err(|e| fail("starting the proxy", &e))?;
@@ -434,7 +429,7 @@ pub async fn run(a: DemoArgs) -> Result<Exit, CliError> {
             let line = status_line(
                 &views,
                 sent.load(Ordering::Relaxed),
-                server.stats().publishes_applied,
+                server.ledger().applied_total(),
             );
             screen.status(&line);
         }
@@ -463,19 +458,17 @@ pub async fn run(a: DemoArgs) -> Result<Exit, CliError> {
     screen.status(&status_line(
         &views,
         sent.load(Ordering::Relaxed),
-        server.stats().publishes_applied,
+        server.ledger().applied_total(),
     ));
     screen.end_status();
 
-    // What the server stored, per payload, across every session any client
+    // What the store applied, per payload, across every session any client
     // had: each publish exactly once.
-    let mut names = BTreeSet::new();
     let (mut reconnects, mut fresh, mut received, mut gaps, mut undelivered) = (0, 0, 0, 0, 0);
     let mut recoveries = Vec::new();
     let mut not_clean = Vec::new();
     for (i, c) in clients.iter().enumerate() {
         let s = view(&c.view);
-        names.extend(s.names.iter().cloned());
         reconnects += s.reconnects;
         fresh += s.fresh_sessions;
         received += s.received;
@@ -490,13 +483,7 @@ pub async fn run(a: DemoArgs) -> Result<Exit, CliError> {
             None => not_clean.push(format!("c{i} never closed")),
         }
     }
-    let mut counts: HashMap<String, u64> = HashMap::new();
-    for name in &names {
-        for p in server.applied(name) {
-            let body = p.payload.as_text().unwrap_or_default().to_owned();
-            *counts.entry(body).or_default() += 1;
-        }
-    }
+    let counts: HashMap<String, u64> = server.ledger().applied();
     let sent = sent.load(Ordering::Relaxed);
     let delivered = counts.len() as u64;
     let duplicated: u64 = counts.values().map(|c| c - 1).sum();
@@ -533,7 +520,7 @@ pub async fn run(a: DemoArgs) -> Result<Exit, CliError> {
     println!(
         "delivered: stored by the server exactly once; received: messages the subscribers got ({gaps} gaps reported)"
     );
-    server.control().close_all(1000, "demo over");
+    server.close_all(1000, "demo over");
     drop(proxy);
     if lost > 0 || duplicated > 0 || undelivered > 0 || !not_clean.is_empty() {
         eprintln!(

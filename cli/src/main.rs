@@ -1,5 +1,5 @@
-//! `redial`: a reconnecting WebSocket client for the shell, the reference
-//! server standalone, and the chaos demo. See `cli/README.md`.
+//! `redial`: a reconnecting WebSocket client for the shell, a Wire server
+//! (redial-server) standalone, and the chaos demo. See `cli/README.md`.
 #![forbid(unsafe_code)]
 
 mod args;

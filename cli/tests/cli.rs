@@ -8,7 +8,7 @@
 mod common;
 
 use redial_core::Payload;
-use redial_tests::proxy::{Cut, Proxy};
+use redial_testkit::proxy::{Cut, Proxy};
 use redial_tests::server::{Reject, Server, ServerConfig, ServerHandle};
 use tokio::process::Command;
 

@@ -1,5 +1,5 @@
-//! A small seeded generator (SplitMix64) for the harness: server names,
-//! chaos schedules, the demo. Seeded so that a failing run can be replayed.
+//! A small seeded generator (SplitMix64) for chaos schedules and test
+//! data. Seeded so that a failing run can be replayed from its seed.
 
 use std::time::Duration;
 

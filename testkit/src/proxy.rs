@@ -1,7 +1,7 @@
 //! A fault-injecting TCP proxy for loopback tests, in the spirit of toxiproxy.
 //!
 //! Put a [`Proxy`] between a client and a server, point the client at
-//! [`Proxy::addr`], and flip faults from any task while traffic flows:
+//! [`ProxyHandle::addr`], and flip faults from any task while traffic flows:
 //! cut every live connection ([`ProxyHandle::cut_all`]), turn the link into a
 //! half-open black hole ([`ProxyHandle::blackhole`]), add latency
 //! ([`ProxyHandle::set_latency`]) or reset new connections
@@ -152,7 +152,7 @@ impl std::fmt::Debug for ProxyHandle {
 impl Proxy {
     /// Starts a pass-through proxy on `127.0.0.1:0` forwarding to `upstream`.
     ///
-    /// Must be called inside a tokio runtime; point clients at [`Proxy::addr`].
+    /// Must be called inside a tokio runtime; point clients at [`ProxyHandle::addr`].
     /// The upstream is dialled once per accepted connection, so it need not be
     /// up yet.
     pub async fn start(upstream: SocketAddr) -> io::Result<Proxy> {
