@@ -89,6 +89,9 @@ impl<R: Runtime> Driver<R> {
                 socket: None,
                 read_wake: None,
                 outbox: VecDeque::new(),
+                actions: VecDeque::new(),
+                pending_events: VecDeque::new(),
+                published: None,
                 socket_full: false,
                 needs_flush: false,
                 took_command: false,
@@ -133,6 +136,12 @@ struct Inner<R: Runtime> {
     read_wake: Option<Arc<ReadWake>>,
     /// Frames the session asked for that the socket has not taken yet.
     outbox: VecDeque<Message>,
+    /// Actions and events taken from the session under one lock, carried
+    /// out and delivered after it.
+    actions: VecDeque<Action>,
+    pending_events: VecDeque<Event>,
+    /// The state last told to the handles.
+    published: Option<State>,
     /// The socket answered `Pending` with frames still in the outbox: it
     /// is not taking frames, so new messages wait in the handles.
     socket_full: bool,
@@ -215,11 +224,11 @@ impl<R: Runtime> Inner<R> {
     async fn run(&mut self) {
         loop {
             self.drain().await;
-            let state = self.publish();
+            let (state, deadline) = self.publish();
             if state == State::Closed {
                 break;
             }
-            self.arm_timer();
+            self.arm_timer(deadline);
             let input = poll_fn(|cx| self.poll_input(cx)).await;
             self.handle(input);
         }
@@ -244,32 +253,49 @@ impl<R: Runtime> Inner<R> {
     /// session has nothing more to say.
     async fn drain(&mut self) {
         loop {
-            let mut busy = false;
-            loop {
-                // One statement: the lock is not held while carrying out.
-                let action = self.shared.core().session.poll_action();
-                let Some(action) = action else { break };
-                busy = true;
+            // Taken under one lock, never held while carrying out or across
+            // the `await`.
+            let state = {
+                let mut core = self.shared.core();
+                while let Some(action) = core.session.poll_action() {
+                    self.actions.push_back(action);
+                }
+                while let Some(event) = core.session.poll_event() {
+                    self.pending_events.push_back(event);
+                }
+                core.session.state()
+            };
+            if self.actions.is_empty() && self.pending_events.is_empty() {
+                return;
+            }
+            // Only a frame to write leaves the session as it was; anything
+            // else may have made it say more.
+            let mut again = false;
+            while let Some(action) = self.actions.pop_front() {
+                again |= !matches!(action, Action::Send(_));
                 self.carry_out(action);
             }
             // Published before the events go out, so `state()` never lags
             // what the consumer has seen.
-            let state = self.shared.core().session.state();
-            self.shared.set_state(state);
-            loop {
-                // Taken one at a time: never locked across the `await`.
-                let event = self.shared.core().session.poll_event();
-                let Some(event) = event else { break };
-                busy = true;
+            self.set_state(state);
+            while let Some(event) = self.pending_events.pop_front() {
                 trace_event(&event);
                 if self.events_open && self.events.send(event).await.is_err() {
                     // Nobody reads events any more; the connection goes on.
                     self.events_open = false;
                 }
             }
-            if !busy {
+            if !again {
                 return;
             }
+        }
+    }
+
+    /// Tells the handles the state; the lock only when it changed.
+    fn set_state(&mut self, state: State) {
+        if self.published != Some(state) {
+            self.published = Some(state);
+            self.shared.set_state(state);
         }
     }
 
@@ -282,11 +308,13 @@ impl<R: Runtime> Inner<R> {
 
     /// Tells the handles the state, and wakes refused senders when room
     /// may have appeared.
-    fn publish(&mut self) -> State {
+    /// Also answers the session's state and its timer's deadline.
+    fn publish(&mut self) -> (State, Option<Instant>) {
         let mut core = self.shared.core();
         // `drain` took every action: what was handed over is in the outbox.
         core.handed = 0;
         let state = core.session.state();
+        let deadline = core.session.poll_timeout();
         let queued = core.session.queued();
         let mut room = false;
         if let Some((backlog, before)) = core.refused {
@@ -297,15 +325,14 @@ impl<R: Runtime> Inner<R> {
             }
         }
         drop(core);
-        self.shared.set_state(state);
+        self.set_state(state);
         if room {
             self.shared.space.notify(usize::MAX);
         }
-        state
+        (state, deadline)
     }
 
-    fn arm_timer(&mut self) {
-        let deadline = self.shared.core().session.poll_timeout();
+    fn arm_timer(&mut self, deadline: Option<Instant>) {
         match deadline {
             None => self.timer = None,
             Some(deadline) => {
@@ -317,7 +344,8 @@ impl<R: Runtime> Inner<R> {
     }
 
     fn carry_out(&mut self, action: Action) {
-        let now = self.rt.now();
+        // The clock is read only where the session is told something: not
+        // for a frame to write.
         match action {
             Action::FetchToken => {
                 // Cannot happen without a provider: `Builder::start` turns
@@ -346,7 +374,7 @@ impl<R: Runtime> Inner<R> {
                         self.shared
                             .core()
                             .session
-                            .handle_dial_failed(now, DialFailure::Io(why));
+                            .handle_dial_failed(self.rt.now(), DialFailure::Io(why));
                     }
                 }
             }
@@ -362,7 +390,7 @@ impl<R: Runtime> Inner<R> {
                 if !matches!(state, State::Closing | State::Closed) {
                     // The session gave up on this socket and reconnects:
                     // what it has not taken yet goes out on the next one.
-                    self.hand_back_unsent(now);
+                    self.hand_back_unsent(self.rt.now());
                 }
                 if let Some(socket) = self.socket.take() {
                     info!(code = frame.code, reason = %frame.reason, "closing the socket");

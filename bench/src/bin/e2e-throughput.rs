@@ -19,7 +19,7 @@
 //! | plain 0.28 / 0.26 | the same on the versions stream-tungstenite / ezsockets use |
 //! | plain, batched (ceiling) | `ws.feed(msg).await`, one flush at the end |
 //! | redial-tokio (Raw) | `handle.send(payload).await` |
-//! | redial-tokio (feed) | `handle.feed(payload).await` (no reply; driver batches writes) |
+//! | redial-tokio (feed) | `handle.feed(payload).await` (as `send`, without the seq) |
 //! | plain async-tungstenite 0.35 (async-io) | `ws.send(msg).await`, on `async_io::block_on` |
 //! | redial-async-std (Raw) | `handle.send(payload).await`, driver on the same executor thread |
 //! | redial-async-std (feed) | `handle.feed(payload).await`, driver on the same executor thread |
@@ -475,9 +475,9 @@ async fn wait_connected(events: &mut redial_tokio::Events) -> Result<(), BoxErro
 /// How a redial client hands over each message.
 #[derive(Debug, Clone, Copy)]
 enum Via {
-    /// `handle.send(..).await`: waits for the sequence number.
+    /// `handle.send(..).await`: returns the sequence number.
     Send,
-    /// `handle.feed(..).await`: waits only for command-channel room.
+    /// `handle.feed(..).await`: the same without the sequence number.
     Feed,
 }
 
