@@ -215,7 +215,9 @@ enum Input<S> {
 impl<R: Runtime> Drop for Inner<R> {
     fn drop(&mut self) {
         // However the task ends (even dropped with its runtime), handles
-        // waiting in `close` or `send` must not wait forever.
+        // waiting in `close` or `send` must not wait forever, and later
+        // sends are answered `Closed`.
+        self.shared.core().driver_gone = true;
         self.shared.set_state(State::Closed);
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct Core {
     /// (socket or `hand_limit`) was full then, and the session's queue
     /// length. The driver wakes the waiting senders when that changes.
     pub(crate) refused: Option<(bool, usize)>,
+    /// The driver task ended (or was dropped with its runtime): nobody
+    /// will carry out what the session is handed, so nothing is taken.
+    pub(crate) driver_gone: bool,
     /// A handle called into the session since the driver last looked: its
     /// actions and events are the driver's to carry out.
     poked: bool,
@@ -98,6 +101,7 @@ impl Shared {
                 handed: 0,
                 hand_limit,
                 refused: None,
+                driver_gone: false,
                 poked: false,
                 driver: None,
             }),
@@ -127,7 +131,9 @@ impl Shared {
         let mut core = self.core();
         let closing = matches!(core.session.state(), State::Closing | State::Closed);
         let backlog = core.socket_full || core.handed >= core.hand_limit;
-        let result = if backlog && !closing {
+        let result = if core.driver_gone {
+            Err(SendError::Closed)
+        } else if backlog && !closing {
             Err(SendError::QueueFull {
                 messages: core.session.queued(),
                 bytes: core.session.queued_bytes(),
@@ -144,7 +150,11 @@ impl Shared {
             Ok(_) => core.handed += 1,
             Err(SendError::QueueFull { .. }) => {
                 let queued = core.session.queued();
-                core.refused = Some((backlog, queued));
+                // Waiters for either reason are woken by the first change.
+                core.refused = Some(match core.refused {
+                    Some((b, q)) => (b || backlog, q.min(queued)),
+                    None => (backlog, queued),
+                });
             }
             Err(_) => {}
         }
@@ -443,5 +453,86 @@ impl Stream for Events {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.rx.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use redial_core::{Config, Raw};
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn shared(hand_limit: usize) -> Shared {
+        let now = Instant::now();
+        let mut session = Session::new(Config::default(), Raw::new());
+        session.handle_connect(now);
+        Shared::new(session, hand_limit, Box::new(move || now))
+    }
+
+    fn offer(shared: &Shared, text: &str) -> Result<u64, SendError> {
+        shared.offer(None, None, Payload::text(text))
+    }
+
+    #[test]
+    fn offer_answers_the_sessions_seq_and_wakes_the_driver_once() {
+        let shared = shared(8);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(!shared.core().take_poke(&waker));
+        assert_eq!(offer(&shared, "a"), Ok(1));
+        assert_eq!(offer(&shared, "b"), Ok(2));
+        // The first offer took the registered waker: one wake-up for both.
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(shared.core().take_poke(&waker));
+        assert!(!shared.core().take_poke(&waker));
+        assert_eq!(shared.core().session.queued(), 2);
+    }
+
+    #[test]
+    fn messages_the_driver_has_not_taken_are_bounded() {
+        let shared = shared(2);
+        assert_eq!(offer(&shared, "a"), Ok(1));
+        assert_eq!(offer(&shared, "b"), Ok(2));
+        assert!(matches!(
+            offer(&shared, "c"),
+            Err(SendError::QueueFull { messages: 2, .. })
+        ));
+        assert_eq!(shared.core().refused, Some((true, 2)));
+        // What the driver does once it took the session's actions.
+        shared.core().handed = 0;
+        assert_eq!(offer(&shared, "c"), Ok(3));
+    }
+
+    #[test]
+    fn a_full_socket_holds_new_messages_in_the_handles() {
+        let shared = shared(8);
+        shared.core().socket_full = true;
+        assert!(matches!(
+            offer(&shared, "a"),
+            Err(SendError::QueueFull { messages: 0, .. })
+        ));
+        assert_eq!(shared.core().session.queued(), 0);
+        shared.core().socket_full = false;
+        assert_eq!(offer(&shared, "a"), Ok(1));
+    }
+
+    #[test]
+    fn nothing_is_taken_once_the_driver_is_gone() {
+        let shared = shared(8);
+        shared.core().driver_gone = true;
+        assert_eq!(offer(&shared, "a"), Err(SendError::Closed));
+        assert_eq!(shared.core().session.queued(), 0);
     }
 }

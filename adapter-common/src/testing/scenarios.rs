@@ -545,6 +545,36 @@ async fn close_with_nothing_more<R: Runtime>(
     }
 }
 
+/// `send` and `feed` interleaved from one task, more at once than the
+/// driver takes in one batch (`command_capacity` 4): the session assigns
+/// the sequence numbers in call order, and the server reads every message
+/// once, in that order.
+pub async fn send_and_feed_keep_order<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let builder = make(server.url().to_owned())
+        .config(fast_config().build().expect("config"))
+        .command_capacity(4);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    const N: usize = 200;
+    let sending = async {
+        for i in 0..N {
+            if i % 3 == 0 {
+                handle.feed(numbered(i, 0)).await.expect("fed");
+            } else {
+                let seq = handle.send(numbered(i, 0)).await.expect("sent");
+                assert_eq!(seq, i as u64 + 1, "seq of message {i}");
+            }
+        }
+    };
+    within(&rt, WAIT, "sends", sending).await;
+    let got = read_numbered(&rt, &mut server, N).await;
+    assert_eq!(got, (0..N).map(|i| (0, i)).collect::<Vec<_>>());
+    close_with_nothing_more(&rt, &mut server, &handle, 0).await;
+}
+
 /// `feed` while connected, then through an outage: everything arrives once,
 /// in order. During the outage the queue (8) fills; the next `feed` waits
 /// until the reconnect makes room, and then everything is delivered.
