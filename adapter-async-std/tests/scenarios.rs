@@ -48,6 +48,7 @@ scenarios!(
     token_provider_once_per_dial,
     token_in_query,
     send_waits_for_room,
+    send_and_feed_keep_order,
     feed_across_reconnect,
     feed_waits_for_slow_server,
     feed_refusals,

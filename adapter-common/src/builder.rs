@@ -186,7 +186,10 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Commands buffered before handles wait for the driver (default 64).
+    /// Commands buffered before handles wait for the driver (default 64),
+    /// and messages handed to the session before senders wait for the
+    /// driver to take them: the most one flush carries from one sender
+    /// that does not yield.
     pub fn command_capacity(mut self, capacity: usize) -> Self {
         self.command_capacity = capacity;
         self
@@ -280,7 +283,6 @@ impl<R: Runtime> Builder<R> {
         };
         let mut session = make_session(config);
         session.handle_connect(runtime.now());
-        let shared = Arc::new(Shared::new(session.state(), session.send_limits()));
         let (command_tx, command_rx) = async_channel::bounded(command_capacity);
         let (event_tx, event_rx) = async_channel::bounded(event_capacity);
         let first = templates
@@ -292,9 +294,14 @@ impl<R: Runtime> Builder<R> {
             endpoints = templates.len(),
             protocol = session.protocol_name()
         );
+        let clock = runtime.clone();
+        let shared = Arc::new(Shared::new(
+            session,
+            command_capacity,
+            Box::new(move || clock.now()),
+        ));
         let driver = Driver::new(
             runtime,
-            session,
             templates,
             token,
             command_rx,

@@ -9,14 +9,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use event_listener::EventListener;
 use futures_core::Stream;
 use futures_util::future::poll_fn;
 use futures_util::{SinkExt, StreamExt};
-use redial_core::{
-    Action, AuthToken, DialFailure, Event, Payload, SendError, Session, SizeLimit, State, Text,
-    TokenFailure,
-};
+use redial_core::{Action, AuthToken, DialFailure, Event, SizeLimit, State, TokenFailure};
 use tracing::{debug, info, warn, Instrument, Span};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
@@ -56,7 +52,7 @@ pub struct Driver<R: Runtime> {
 impl<R: Runtime> fmt::Debug for Driver<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Driver")
-            .field("state", &self.inner.session.state())
+            .field("state", &self.inner.shared.state())
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +61,6 @@ impl<R: Runtime> Driver<R> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         runtime: R,
-        session: Session,
         templates: Vec<RequestTemplate>,
         provider: Option<Arc<dyn TokenProvider>>,
         commands: async_channel::Receiver<Command>,
@@ -79,7 +74,6 @@ impl<R: Runtime> Driver<R> {
         Driver {
             inner: Inner {
                 rt: runtime,
-                session,
                 templates,
                 provider,
                 commands: Box::pin(commands),
@@ -95,6 +89,9 @@ impl<R: Runtime> Driver<R> {
                 socket: None,
                 read_wake: None,
                 outbox: VecDeque::new(),
+                actions: VecDeque::new(),
+                pending_events: VecDeque::new(),
+                published: None,
                 socket_full: false,
                 needs_flush: false,
                 took_command: false,
@@ -105,10 +102,6 @@ impl<R: Runtime> Driver<R> {
                 socket_streak: 0,
                 command_streak: 0,
                 command_batch: 0,
-                refused: None,
-                stalled: None,
-                close_listener: None,
-                close_grace: None,
             },
             span,
         }
@@ -124,7 +117,6 @@ impl<R: Runtime> Driver<R> {
 
 struct Inner<R: Runtime> {
     rt: R,
-    session: Session,
     /// One per endpoint, in the builder's order (never empty).
     templates: Vec<RequestTemplate>,
     provider: Option<Arc<dyn TokenProvider>>,
@@ -145,6 +137,12 @@ struct Inner<R: Runtime> {
     read_wake: Option<Arc<ReadWake>>,
     /// Frames the session asked for that the socket has not taken yet.
     outbox: VecDeque<Message>,
+    /// Actions and events taken from the session under one lock, carried
+    /// out and delivered after it.
+    actions: VecDeque<Action>,
+    pending_events: VecDeque<Event>,
+    /// The state last told to the handles.
+    published: Option<State>,
     /// The socket answered `Pending` with frames still in the outbox: it
     /// is not taking frames, so new messages wait in the handles.
     socket_full: bool,
@@ -166,30 +164,6 @@ struct Inner<R: Runtime> {
     command_streak: u32,
     /// Commands taken in the current batch (0: not in a batch).
     command_batch: u32,
-    /// A send was refused as `QueueFull` with this outbox length and queue
-    /// length; the senders waiting for room are woken when that changes.
-    refused: Option<(usize, usize)>,
-    /// A fed message there was no room for. While it is held no command is
-    /// read, so the command channel fills and `Handle::feed` waits.
-    stalled: Option<Stalled>,
-    /// Listens for `Shared::close_asked` while a fed message is held.
-    close_listener: Option<EventListener>,
-    /// Started when a close is asked while a fed message is held: how long
-    /// that message may still wait for room (`close_timeout`) before the
-    /// close goes ahead without it.
-    close_grace: Option<Pin<Box<R::Sleep>>>,
-}
-
-/// A fed message waiting for room, and what the session looked like when
-/// it had none: it is offered again once that changed.
-struct Stalled {
-    channel: Option<Text>,
-    payload: Payload,
-    /// Held because the socket was full, not the session's queue.
-    by_socket: bool,
-    queued: usize,
-    queued_bytes: usize,
-    state: State,
 }
 
 /// The waker handed to the socket's read side: it records that the socket
@@ -231,9 +205,9 @@ enum Input<S> {
     /// The outbox emptied.
     Drained,
     Command(Command),
+    /// A handle called into the session (see `Core::take_poke`).
+    Poked,
     HandlesGone,
-    /// A close was asked while a fed message is held (no commands read).
-    CloseAsked,
     Dialed(Result<S, tungstenite::Error>),
     Token(Result<AuthToken, TokenFailure>),
     Timeout,
@@ -242,7 +216,9 @@ enum Input<S> {
 impl<R: Runtime> Drop for Inner<R> {
     fn drop(&mut self) {
         // However the task ends (even dropped with its runtime), handles
-        // waiting in `close` or `send` must not wait forever.
+        // waiting in `close` or `send` must not wait forever, and later
+        // sends are answered `Closed`.
+        self.shared.core().driver_gone = true;
         self.shared.set_state(State::Closed);
     }
 }
@@ -251,15 +227,11 @@ impl<R: Runtime> Inner<R> {
     async fn run(&mut self) {
         loop {
             self.drain().await;
-            if self.retry_stalled() {
-                // Queued (or refused): carry out what that caused first.
-                continue;
-            }
-            self.publish();
-            if self.session.state() == State::Closed {
+            let (state, deadline) = self.publish();
+            if state == State::Closed {
                 break;
             }
-            self.arm_timer();
+            self.arm_timer(deadline);
             let input = poll_fn(|cx| self.poll_input(cx)).await;
             self.handle(input);
         }
@@ -284,132 +256,87 @@ impl<R: Runtime> Inner<R> {
     /// session has nothing more to say.
     async fn drain(&mut self) {
         loop {
-            let mut busy = false;
-            while let Some(action) = self.session.poll_action() {
-                busy = true;
+            // Taken under one lock, never held while carrying out or across
+            // the `await`.
+            let state = {
+                let mut core = self.shared.core();
+                while let Some(action) = core.session.poll_action() {
+                    self.actions.push_back(action);
+                }
+                while let Some(event) = core.session.poll_event() {
+                    self.pending_events.push_back(event);
+                }
+                core.session.state()
+            };
+            if self.actions.is_empty() && self.pending_events.is_empty() {
+                return;
+            }
+            // Only a frame to write leaves the session as it was; anything
+            // else may have made it say more.
+            let mut again = false;
+            while let Some(action) = self.actions.pop_front() {
+                again |= !matches!(action, Action::Send(_));
                 self.carry_out(action);
             }
             // Published before the events go out, so `state()` never lags
             // what the consumer has seen.
-            self.shared.set_state(self.session.state());
-            while let Some(event) = self.session.poll_event() {
-                busy = true;
+            self.set_state(state);
+            while let Some(event) = self.pending_events.pop_front() {
                 trace_event(&event);
                 if self.events_open && self.events.send(event).await.is_err() {
                     // Nobody reads events any more; the connection goes on.
                     self.events_open = false;
                 }
             }
-            if !busy {
+            if !again {
                 return;
             }
         }
     }
 
-    /// Offers the held fed message to the session again if something that
-    /// could make room for it changed. True when it is no longer held.
-    fn retry_stalled(&mut self) -> bool {
-        let Some(held) = &self.stalled else {
-            return false;
-        };
-        let state = self.session.state();
-        // A closing session refuses it: no need to wait for room then.
-        if !matches!(state, State::Closing | State::Closed) {
-            if self.socket_full {
-                return false;
-            }
-            let unchanged = held.queued == self.session.queued()
-                && held.queued_bytes == self.session.queued_bytes()
-                && held.state == state;
-            if !held.by_socket && unchanged {
-                return false;
-            }
+    /// Tells the handles the state; the lock only when it changed.
+    fn set_state(&mut self, state: State) {
+        if self.published != Some(state) {
+            self.published = Some(state);
+            self.shared.set_state(state);
         }
-        let Some(held) = self.stalled.take() else {
-            return false;
-        };
-        self.feed(self.rt.now(), held.channel, held.payload);
-        self.stalled.is_none()
     }
 
-    /// The session is closed: fed messages still in the command channel
-    /// (or held) will never be queued. Counted and logged, not lost
-    /// silently; later feeds are answered `Closed` by the channel.
+    /// The session is closed: commands still in the channel will never be
+    /// carried out. Dropped, so a handle waiting for a reply gets `Closed`.
     fn refuse_leftovers(&mut self) {
         self.commands.close();
-        let mut refused = usize::from(self.stalled.take().is_some());
-        while let Ok(command) = self.commands.try_recv() {
-            if let Command::Feed { .. } = command {
-                refused += 1;
-            }
-            // Other commands are dropped: a `send` waiting for its reply
-            // gets `Closed`.
-        }
-        if refused > 0 {
-            for _ in 0..refused {
-                self.shared.feed_refused();
-            }
-            warn!(
-                messages = refused,
-                "fed messages not sent: the session closed before they were queued"
-            );
-        }
-    }
-
-    /// Queues a fed message, or holds it when there is no room yet.
-    fn feed(&mut self, now: Instant, channel: Option<Text>, payload: Payload) {
-        let closing = matches!(self.session.state(), State::Closing | State::Closed);
-        let result = if self.socket_full && !closing {
-            Err(SendError::QueueFull {
-                messages: self.session.queued() + self.outbox.len(),
-                bytes: self.session.queued_bytes(),
-            })
-        } else {
-            // Cloned (reference counts) so a `QueueFull` can keep them.
-            match channel.clone() {
-                None => self.session.handle_send(now, payload.clone()),
-                Some(c) => self.session.handle_publish(now, c, payload.clone()),
-            }
-        };
-        match result {
-            Ok(_) => {}
-            Err(SendError::QueueFull { .. }) => {
-                self.stalled = Some(Stalled {
-                    channel,
-                    payload,
-                    by_socket: self.socket_full && !closing,
-                    queued: self.session.queued(),
-                    queued_bytes: self.session.queued_bytes(),
-                    state: self.session.state(),
-                });
-            }
-            Err(error) => {
-                // `Handle::feed` checked everything else up front: this is
-                // a close that overtook the message.
-                self.shared.feed_refused();
-                warn!(%error, "fed message not sent: refused by the session");
-            }
-        }
+        while self.commands.try_recv().is_ok() {}
     }
 
     /// Tells the handles the state, and wakes refused senders when room
     /// may have appeared.
-    fn publish(&mut self) {
-        let state = self.session.state();
-        let queued = self.session.queued();
-        self.shared.set_queued(queued, self.session.queued_bytes());
-        self.shared.set_state(state);
-        if let Some((outbox, before)) = self.refused {
-            let room = self.outbox.is_empty() && (outbox > 0 || queued < before);
+    /// Also answers the session's state and its timer's deadline.
+    fn publish(&mut self) -> (State, Option<Instant>) {
+        let mut core = self.shared.core();
+        // `drain` took every action: what was handed over is in the outbox.
+        core.handed = 0;
+        let state = core.session.state();
+        let deadline = core.session.poll_timeout();
+        let queued = core.session.queued();
+        let mut room = false;
+        if let Some((backlog, before)) = core.refused {
+            room = self.outbox.is_empty() && (backlog || queued < before);
             if room || state == State::Closed {
-                self.refused = None;
-                self.shared.space.notify(usize::MAX);
+                core.refused = None;
+                room = true;
             }
         }
+        drop(core);
+        self.set_state(state);
+        if room {
+            self.shared.space.notify(usize::MAX);
+        }
+        (state, deadline)
     }
 
-    fn arm_timer(&mut self) {
-        match self.session.poll_timeout() {
+    fn arm_timer(&mut self, deadline: Option<Instant>) {
+        match deadline {
             None => self.timer = None,
             Some(deadline) => {
                 if self.timer.as_ref().map(|(d, _)| *d) != Some(deadline) {
@@ -420,7 +347,8 @@ impl<R: Runtime> Inner<R> {
     }
 
     fn carry_out(&mut self, action: Action) {
-        let now = self.rt.now();
+        // The clock is read only where the session is told something: not
+        // for a frame to write.
         match action {
             Action::FetchToken => {
                 // Cannot happen without a provider: `Builder::start` turns
@@ -454,7 +382,10 @@ impl<R: Runtime> Inner<R> {
                     }
                     Err(why) => {
                         warn!(attempt, %why, "cannot build the upgrade request");
-                        self.session.handle_dial_failed(now, DialFailure::Io(why));
+                        self.shared
+                            .core()
+                            .session
+                            .handle_dial_failed(self.rt.now(), DialFailure::Io(why));
                     }
                 }
             }
@@ -466,10 +397,11 @@ impl<R: Runtime> Inner<R> {
                 if self.dial_fut.take().is_some() {
                     debug!("dial abandoned");
                 }
-                if !matches!(self.session.state(), State::Closing | State::Closed) {
+                let state = self.shared.core().session.state();
+                if !matches!(state, State::Closing | State::Closed) {
                     // The session gave up on this socket and reconnects:
                     // what it has not taken yet goes out on the next one.
-                    self.hand_back_unsent(now);
+                    self.hand_back_unsent(self.rt.now());
                 }
                 if let Some(socket) = self.socket.take() {
                     info!(code = frame.code, reason = %frame.reason, "closing the socket");
@@ -496,7 +428,10 @@ impl<R: Runtime> Inner<R> {
                     self.start_linger(socket, VecDeque::new());
                 }
                 self.hand_back_unsent(now);
-                self.session.handle_transport_closed(now, close);
+                self.shared
+                    .core()
+                    .session
+                    .handle_transport_closed(now, close);
             }
             Input::Message(message) => {
                 if matches!(message, Message::Ping(_)) {
@@ -504,13 +439,16 @@ impl<R: Runtime> Inner<R> {
                     self.needs_flush = true;
                 }
                 if let Some(frame) = message_to_frame(message) {
-                    self.session.handle_frame(now, frame);
+                    self.shared.core().session.handle_frame(now, frame);
                 }
             }
             Input::SocketEnded => {
                 info!("connection lost");
                 self.drop_socket(now);
-                self.session.handle_transport_closed(now, None);
+                self.shared
+                    .core()
+                    .session
+                    .handle_transport_closed(now, None);
             }
             Input::SocketFailed(tungstenite::Error::Capacity(
                 tungstenite::error::CapacityError::MessageTooLong { size, max_size },
@@ -526,7 +464,7 @@ impl<R: Runtime> Inner<R> {
                     size, max_size, "inbound message over the size limit"
                 );
                 // The session asks to close with 1009; that takes the socket.
-                self.session.handle_message_too_large(
+                self.shared.core().session.handle_message_too_large(
                     now,
                     limit,
                     u64::try_from(size).unwrap_or(u64::MAX),
@@ -536,33 +474,33 @@ impl<R: Runtime> Inner<R> {
             Input::SocketFailed(error) => {
                 info!(%error, "connection failed");
                 self.drop_socket(now);
-                self.session.handle_transport_closed(now, None);
+                self.shared
+                    .core()
+                    .session
+                    .handle_transport_closed(now, None);
             }
             Input::Drained => {}
             Input::Command(command) => self.command(now, command),
             Input::HandlesGone => {
                 debug!("every handle dropped: closing");
-                self.session.handle_close(now);
+                self.shared.core().session.handle_close(now);
             }
-            Input::CloseAsked => {
-                debug!("close asked while a fed message waits for room: closing");
-                self.session.handle_close(now);
-            }
+            Input::Poked => {}
             Input::Dialed(Ok(socket)) => {
                 info!("connected");
                 self.socket = Some(socket);
                 self.read_wake = None;
                 self.clear_outbox();
-                self.session.handle_dial_ok(now);
+                self.shared.core().session.handle_dial_ok(now);
             }
             Input::Dialed(Err(error)) => {
                 let failure = dial_failure(&error);
                 warn!(reason = %failure.describe(), "dial failed");
-                self.session.handle_dial_failed(now, failure);
+                self.shared.core().session.handle_dial_failed(now, failure);
             }
             Input::Token(Ok(token)) => {
                 debug!("token fetched");
-                self.session.handle_token(now, token);
+                self.shared.core().session.handle_token(now, token);
             }
             Input::Token(Err(failure)) => {
                 warn!(
@@ -570,50 +508,26 @@ impl<R: Runtime> Inner<R> {
                     message = %failure.message,
                     "token provider failed"
                 );
-                self.session.handle_token_failed(now, failure);
+                self.shared.core().session.handle_token_failed(now, failure);
             }
-            Input::Timeout => self.session.handle_timeout(now),
+            Input::Timeout => self.shared.core().session.handle_timeout(now),
         }
     }
 
     fn command(&mut self, now: Instant, command: Command) {
         match command {
-            Command::Send {
-                channel,
-                headers,
-                payload,
-                reply,
-            } => {
-                let result = if !self.socket_full {
-                    match (channel, headers) {
-                        // `Handle` sends headers only with a channel.
-                        (None, _) => self.session.handle_send(now, payload),
-                        (Some(c), None) => self.session.handle_publish(now, c, payload),
-                        (Some(c), Some(h)) => {
-                            self.session.handle_publish_with_headers(now, c, h, payload)
-                        }
-                    }
-                } else {
-                    // The socket is not taking frames: hold new ones back
-                    // in the sender rather than here.
-                    Err(SendError::QueueFull {
-                        messages: self.session.queued() + self.outbox.len(),
-                        bytes: self.session.queued_bytes(),
-                    })
-                };
-                if matches!(result, Err(SendError::QueueFull { .. })) {
-                    self.refused = Some((self.outbox.len(), self.session.queued()));
-                }
-                let _ = reply.send(result);
-            }
             Command::Subscribe {
                 channel,
                 spec,
                 reply,
             } => {
                 let result = match spec {
-                    Some(spec) => self.session.handle_subscribe_with(now, channel, spec),
-                    None => self.session.handle_subscribe(now, channel),
+                    Some(spec) => self
+                        .shared
+                        .core()
+                        .session
+                        .handle_subscribe_with(now, channel, spec),
+                    None => self.shared.core().session.handle_subscribe(now, channel),
                 };
                 let _ = reply.send(result);
             }
@@ -622,14 +536,18 @@ impl<R: Runtime> Inner<R> {
                 message,
                 reply,
             } => {
-                let _ = reply.send(self.session.handle_unsubscribe_with(now, channel, message));
+                let _ = reply.send(
+                    self.shared
+                        .core()
+                        .session
+                        .handle_unsubscribe_with(now, channel, message),
+                );
             }
-            Command::Feed { channel, payload } => self.feed(now, channel, payload),
-            Command::RetryNow => self.session.handle_retry_now(now),
-            Command::NetworkOnline => self.session.handle_network_online(now),
+            Command::RetryNow => self.shared.core().session.handle_retry_now(now),
+            Command::NetworkOnline => self.shared.core().session.handle_network_online(now),
             Command::Close => {
                 debug!("close requested");
-                self.session.handle_close(now);
+                self.shared.core().session.handle_close(now);
             }
         }
     }
@@ -650,6 +568,8 @@ impl<R: Runtime> Inner<R> {
         }
         let frames = unsent.len();
         let requeued = self
+            .shared
+            .core()
             .session
             .handle_unsent(now, unsent.into_iter().filter_map(message_to_frame));
         debug!(
@@ -660,9 +580,18 @@ impl<R: Runtime> Inner<R> {
 
     fn clear_outbox(&mut self) {
         self.outbox.clear();
-        self.socket_full = false;
+        self.set_socket_full(false);
         self.needs_flush = false;
         self.unflushed = 0;
+    }
+
+    /// Tells the handles whether the socket takes frames (locks only when
+    /// that changed).
+    fn set_socket_full(&mut self, full: bool) {
+        if self.socket_full != full {
+            self.socket_full = full;
+            self.shared.core().socket_full = full;
+        }
     }
 
     /// Closes the socket we chose to close: the frames the session already
@@ -706,7 +635,7 @@ impl<R: Runtime> Inner<R> {
         if self.command_batch > 0 {
             if self.command_batch < MAX_COMMAND_BATCH {
                 if let Poll::Ready(input) = self.poll_command(cx) {
-                    if matches!(input, Input::Command(_)) {
+                    if matches!(input, Input::Command(_) | Input::Poked) {
                         self.command_batch += 1;
                         self.command_streak += 1;
                         self.took_command = true;
@@ -758,7 +687,7 @@ impl<R: Runtime> Inner<R> {
             }
         }
         // Left with frames only when the socket said `Pending`.
-        self.socket_full = !self.outbox.is_empty();
+        self.set_socket_full(!self.outbox.is_empty());
         let hold = self.needs_flush
             && self.unflushed < MAX_UNFLUSHED
             && (self.flush_deferred || self.defer_flush());
@@ -839,9 +768,13 @@ impl<R: Runtime> Inner<R> {
         })
     }
 
-    /// The next command, unless a fed message is held (see `stalled`).
+    /// The next command: a handle's poke (it called into the session) or
+    /// what came over the channel.
     fn poll_command(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
-        if !self.commands_open || self.stalled.is_some() {
+        if self.shared.core().take_poke(cx.waker()) {
+            return Poll::Ready(Input::Poked);
+        }
+        if !self.commands_open {
             return Poll::Pending;
         }
         match self.commands.as_mut().poll_next(cx) {
@@ -851,35 +784,6 @@ impl<R: Runtime> Inner<R> {
                 Poll::Ready(Input::HandlesGone)
             }
             Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// Ready when a close was asked while a fed message is held (commands,
-    /// `Close` among them, are not read then) and the message has had
-    /// `close_timeout` to find room since. A socket that is merely slow
-    /// makes room well within that, and the close then comes in its turn,
-    /// after everything fed before it.
-    fn poll_close_asked(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.stalled.is_none() {
-            self.close_listener = None;
-            return Poll::Pending;
-        }
-        loop {
-            if self.shared.close_asked.load(Ordering::Acquire) {
-                self.close_listener = None;
-                let grace = self.close_grace.get_or_insert_with(|| {
-                    Box::pin(self.rt.sleep_until(self.rt.now() + self.close_timeout))
-                });
-                return grace.as_mut().poll(cx);
-            }
-            match self.close_listener.as_mut() {
-                // Listen, then look at the flag again: no notice is missed.
-                None => self.close_listener = Some(self.shared.wake_driver.listen()),
-                Some(listener) => match Pin::new(listener).poll(cx) {
-                    Poll::Ready(()) => self.close_listener = None,
-                    Poll::Pending => return Poll::Pending,
-                },
-            }
         }
     }
 
@@ -895,9 +799,6 @@ impl<R: Runtime> Inner<R> {
             }
         }
         self.command_streak = 0;
-        if self.poll_close_asked(cx).is_ready() {
-            return Poll::Ready(Input::CloseAsked);
-        }
         if let Some(dial) = self.dial_fut.as_mut() {
             if let Poll::Ready(result) = dial.as_mut().poll(cx) {
                 self.dial_fut = None;
@@ -929,7 +830,7 @@ impl<R: Runtime> Inner<R> {
 
     /// Counts a command taken by `poll_others`; it starts a batch.
     fn took(&mut self, input: &Input<R::Socket>) {
-        if matches!(input, Input::Command(_)) {
+        if matches!(input, Input::Command(_) | Input::Poked) {
             self.command_streak += 1;
             self.command_batch = 1;
             self.took_command = true;

@@ -2,23 +2,17 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use futures_channel::oneshot;
 use futures_core::Stream;
-use redial_core::{Event, Headers, Payload, SendError, SendLimits, State, Text};
+use redial_core::{Event, Headers, Payload, SendError, Session, State, Text};
 
-/// What a handle asks of the driver.
+/// What a handle asks of the driver. Messages do not come this way: a
+/// handle hands them to the session itself (see [`Shared::offer`]).
 pub(crate) enum Command {
-    Send {
-        channel: Option<Text>,
-        /// Only with a channel: see [`Handle::publish_with_headers`].
-        headers: Option<Headers>,
-        payload: Payload,
-        reply: oneshot::Sender<Result<u64, SendError>>,
-    },
     Subscribe {
         channel: Text,
         spec: Option<Payload>,
@@ -29,32 +23,64 @@ pub(crate) enum Command {
         message: Option<Payload>,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
-    /// A send nobody waits on: see [`Handle::feed`].
-    Feed {
-        channel: Option<Text>,
-        payload: Payload,
-    },
     RetryNow,
     NetworkOnline,
     Close,
 }
 
-/// What the driver publishes for the handles.
-#[derive(Debug)]
+/// The session, and what the driver and the handles say to each other
+/// about it, behind one lock.
+///
+/// Whoever holds the lock holds it for a few synchronous calls into the
+/// session, never across an `await`.
+pub(crate) struct Core {
+    pub(crate) session: Session,
+    /// Set by the driver while the socket is not taking frames: new
+    /// messages are then answered `QueueFull` and wait in the handles,
+    /// so nothing piles up between the session and the socket.
+    pub(crate) socket_full: bool,
+    /// Messages handed to the session since the driver last took its
+    /// actions. At `hand_limit` new ones are answered `QueueFull` too:
+    /// a sender that never yields cannot pile up frames the driver has not
+    /// seen, and each batch is written with one flush.
+    pub(crate) handed: usize,
+    hand_limit: usize,
+    /// A message was refused as `QueueFull`: whether the driver's side
+    /// (socket or `hand_limit`) was full then, and the session's queue
+    /// length. The driver wakes the waiting senders when that changes.
+    pub(crate) refused: Option<(bool, usize)>,
+    /// The driver task ended (or was dropped with its runtime): nobody
+    /// will carry out what the session is handed, so nothing is taken.
+    pub(crate) driver_gone: bool,
+    /// A handle called into the session since the driver last looked: its
+    /// actions and events are the driver's to carry out.
+    poked: bool,
+    /// Woken (and taken) by the first handle that pokes.
+    driver: Option<Waker>,
+}
+
+impl Core {
+    /// True when a handle poked since the last call; otherwise registers
+    /// `waker` to be woken by the next poke. Checked and registered under
+    /// the same lock, so no poke is missed.
+    pub(crate) fn take_poke(&mut self, waker: &Waker) -> bool {
+        if std::mem::take(&mut self.poked) {
+            return true;
+        }
+        match &self.driver {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.driver = Some(waker.clone()),
+        }
+        false
+    }
+}
+
+/// What the handles and the driver share.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    queued: AtomicUsize,
-    queued_bytes: AtomicUsize,
-    /// The session's own up-front refusals, for [`Handle::feed`].
-    limits: SendLimits,
-    /// Fed messages the driver could not queue after `feed` returned.
-    feeds_refused: AtomicU64,
-    /// Set by [`Handle::close`] and by dropping the last handle: a driver
-    /// that holds back a fed message (and so reads no commands) closes
-    /// anyway.
-    pub(crate) close_asked: AtomicBool,
-    /// Notified when `close_asked` is set.
-    pub(crate) wake_driver: event_listener::Event,
+    core: Mutex<Core>,
+    /// The runtime's clock: the `now` a handle passes to the session.
+    clock: Box<dyn Fn() -> Instant + Send + Sync>,
     /// Notified when a refused send may now fit.
     pub(crate) space: event_listener::Event,
     /// Notified when the state changes.
@@ -62,27 +88,83 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(state: State, limits: SendLimits) -> Self {
+    pub(crate) fn new(
+        session: Session,
+        hand_limit: usize,
+        clock: Box<dyn Fn() -> Instant + Send + Sync>,
+    ) -> Self {
         Shared {
-            state: Mutex::new(state),
-            queued: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            limits,
-            feeds_refused: AtomicU64::new(0),
-            close_asked: AtomicBool::new(false),
-            wake_driver: event_listener::Event::new(),
+            state: Mutex::new(session.state()),
+            core: Mutex::new(Core {
+                session,
+                socket_full: false,
+                handed: 0,
+                hand_limit,
+                refused: None,
+                driver_gone: false,
+                poked: false,
+                driver: None,
+            }),
+            clock,
             space: event_listener::Event::new(),
             changed: event_listener::Event::new(),
         }
     }
 
-    pub(crate) fn feed_refused(&self) {
-        self.feeds_refused.fetch_add(1, Ordering::Relaxed);
+    /// Locks the session. Hold the guard for synchronous calls only.
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
+        // A panic while locked leaves the session as the core left it;
+        // the driver goes on with it rather than panicking in turn.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ask_close(&self) {
-        self.close_asked.store(true, Ordering::Release);
-        self.wake_driver.notify(usize::MAX);
+    /// Hands a message to the session and wakes the driver to write it:
+    /// the session's answer (the sequence number, or why not) comes back
+    /// without a round trip through the driver task.
+    fn offer(
+        &self,
+        channel: Option<Text>,
+        headers: Option<Headers>,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        let now = (self.clock)();
+        let mut core = self.core();
+        let closing = matches!(core.session.state(), State::Closing | State::Closed);
+        let backlog = core.socket_full || core.handed >= core.hand_limit;
+        let result = if core.driver_gone {
+            Err(SendError::Closed)
+        } else if backlog && !closing {
+            Err(SendError::QueueFull {
+                messages: core.session.queued(),
+                bytes: core.session.queued_bytes(),
+            })
+        } else {
+            match (channel, headers) {
+                // `Handle` sends headers only with a channel.
+                (None, _) => core.session.handle_send(now, payload),
+                (Some(c), None) => core.session.handle_publish(now, c, payload),
+                (Some(c), Some(h)) => core.session.handle_publish_with_headers(now, c, h, payload),
+            }
+        };
+        match result {
+            Ok(_) => core.handed += 1,
+            Err(SendError::QueueFull { .. }) => {
+                let queued = core.session.queued();
+                // Waiters for either reason are woken by the first change.
+                core.refused = Some(match core.refused {
+                    Some((b, q)) => (b || backlog, q.min(queued)),
+                    None => (backlog, queued),
+                });
+            }
+            Err(_) => {}
+        }
+        core.poked = true;
+        let driver = core.driver.take();
+        drop(core);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        result
     }
 
     pub(crate) fn state(&self) -> State {
@@ -100,18 +182,6 @@ impl Shared {
             }
         }
     }
-
-    pub(crate) fn set_queued(&self, messages: usize, bytes: usize) {
-        self.queued.store(messages, Ordering::Relaxed);
-        self.queued_bytes.store(bytes, Ordering::Relaxed);
-    }
-
-    fn queue_full(&self) -> SendError {
-        SendError::QueueFull {
-            messages: self.queued.load(Ordering::Relaxed),
-            bytes: self.queued_bytes.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// Talks to one connection. Cheap to clone; every clone drives the same
@@ -122,33 +192,22 @@ impl Shared {
 /// session closed: sends answer [`SendError::Closed`], the rest do nothing.
 ///
 /// # `send` or `feed`
-/// - [`send`](Self::send) / [`publish`](Self::publish) wait for the
-///   session's answer: you get the sequence number (to match
-///   [`Event::Acked`]) or the exact error. One message per round trip to
-///   the driver task, so one sender has one message in flight.
-/// - [`feed`](Self::feed) / [`feed_publish`](Self::feed_publish) hand the
-///   message to the driver and return: no sequence number, and only the
-///   errors that can be known up front. Many messages in flight, written in
-///   batches with one flush: use it for throughput. Backpressure is the
-///   same (a full queue makes `feed` wait, nothing is dropped).
+/// Both hand the message to the session directly (no round trip through
+/// the driver task) and wake the driver, which writes every message
+/// handed over meanwhile with one flush. They differ only in what they
+/// return:
+/// - [`send`](Self::send) / [`publish`](Self::publish): the sequence
+///   number (to match [`Event::Acked`]).
+/// - [`feed`](Self::feed) / [`feed_publish`](Self::feed_publish): nothing,
+///   for callers that do not track messages.
 ///
-/// Both go through the same ordered command channel: messages from one
-/// task, whichever way they were sent, are queued in the order sent.
+/// Both wait (never drop) while the queue is full, and both answer the
+/// session's refusals. Messages from one task, whichever way they were
+/// sent, are queued in the order sent.
 #[derive(Clone)]
 pub struct Handle {
     tx: async_channel::Sender<Command>,
     shared: Arc<Shared>,
-    _last: Arc<LastHandle>,
-}
-
-/// Dropped with the last [`Handle`]: tells a driver that is not reading
-/// commands (see [`Handle::feed`]) that nobody is left.
-struct LastHandle(Arc<Shared>);
-
-impl Drop for LastHandle {
-    fn drop(&mut self) {
-        self.0.ask_close();
-    }
 }
 
 impl fmt::Debug for Handle {
@@ -161,11 +220,7 @@ impl fmt::Debug for Handle {
 
 impl Handle {
     pub(crate) fn new(tx: async_channel::Sender<Command>, shared: Arc<Shared>) -> Self {
-        Handle {
-            tx,
-            _last: Arc::new(LastHandle(Arc::clone(&shared))),
-            shared,
-        }
+        Handle { tx, shared }
     }
 
     /// Sends an application message (for [`Wire`](redial_core::Wire): a
@@ -183,18 +238,7 @@ impl Handle {
     /// Like [`send`](Self::send), but answers [`SendError::QueueFull`] at
     /// once instead of waiting for room.
     pub async fn try_send(&self, payload: Payload) -> Result<u64, SendError> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Send {
-            channel: None,
-            headers: None,
-            payload,
-            reply,
-        };
-        match self.tx.try_send(command) {
-            Ok(()) => answer.await.unwrap_or(Err(SendError::Closed)),
-            Err(async_channel::TrySendError::Full(_)) => Err(self.shared.queue_full()),
-            Err(async_channel::TrySendError::Closed(_)) => Err(SendError::Closed),
-        }
+        self.shared.offer(None, None, payload)
     }
 
     /// Publishes to a channel ([`Wire`](redial_core::Wire) only); waits for
@@ -225,56 +269,26 @@ impl Handle {
             .await
     }
 
-    /// Hands a message to the driver without waiting for the session's
-    /// answer (for [`Wire`](redial_core::Wire): a publish with no channel).
-    /// The fast way to send many messages; see "`send` or `feed`" above.
-    ///
-    /// Returns as soon as the bounded command channel took the message: it
-    /// waits only for room there. The driver queues fed messages in order
-    /// and never drops one for lack of room: when the session's queue is
-    /// full (or the socket is not taking frames) it holds the message and
-    /// reads no more commands until there is room, so the command channel
-    /// fills and `feed` waits. Backpressure instead of loss, as with
-    /// [`send`](Self::send).
+    /// Sends a message as [`send`](Self::send) does, without returning its
+    /// sequence number (for [`Wire`](redial_core::Wire): a publish with no
+    /// channel). Waits for room the same way; see "`send` or `feed`" above.
     ///
     /// # Errors
-    /// Answered here, before anything is handed over: every refusal the
-    /// session would give for good ([`SendError::TooLarge`], and for
-    /// [`feed_publish`](Self::feed_publish) [`SendError::Unsupported`] and
-    /// [`SendError::InvalidChannel`]), and [`SendError::Closing`] /
-    /// [`SendError::Closed`] when the session is already closing or closed.
-    /// Never [`SendError::QueueFull`]: `feed` waits instead.
-    ///
-    /// Not answered: a close that overtakes a message already fed (another
-    /// handle's [`close`](Self::close), the last handle dropped, or the
-    /// session ending on its own). Such a message is not queued; the driver
-    /// logs a `warn` and counts it in [`feeds_refused`](Self::feeds_refused).
-    /// A close asked while the driver holds a message for lack of room
-    /// waits for room at most the builder's `close_timeout` (default 2 s),
-    /// then takes effect anyway (the server may never come back): what was
-    /// fed but not yet queued is then refused, as the waiting
-    /// [`send`](Self::send)s would be. With a server that is just slow,
-    /// the close comes in its turn, after everything fed before it. If you
-    /// need to know about every message, use `send`.
+    /// What [`send`](Self::send) refuses.
     pub async fn feed(&self, payload: Payload) -> Result<(), SendError> {
-        self.feed_to(None, payload).await
+        self.send_waiting(None, None, payload).await.map(drop)
     }
 
     /// [`feed`](Self::feed) to a channel ([`Wire`](redial_core::Wire) only):
-    /// the fire-and-forget form of [`publish`](Self::publish).
+    /// [`publish`](Self::publish) without the sequence number.
     pub async fn feed_publish(
         &self,
         channel: impl Into<Text>,
         payload: Payload,
     ) -> Result<(), SendError> {
-        self.feed_to(Some(channel.into()), payload).await
-    }
-
-    /// Fed messages that were handed over but could not be queued because
-    /// the session closed first (see [`feed`](Self::feed)). Zero unless a
-    /// close raced the feeds.
-    pub fn feeds_refused(&self) -> u64 {
-        self.shared.feeds_refused.load(Ordering::Relaxed)
+        self.send_waiting(Some(channel.into()), None, payload)
+            .await
+            .map(drop)
     }
 
     /// Subscribes to a channel ([`Wire`](redial_core::Wire)) or subject
@@ -352,9 +366,6 @@ impl Handle {
     /// closes with 1000. Resolves when the session is
     /// [`Closed`](State::Closed).
     pub async fn close(&self) {
-        // Reaches the driver even while it reads no commands (holding a fed
-        // message for lack of room); the command keeps the usual order.
-        self.shared.ask_close();
         let _ = self.tx.send(Command::Close).await;
         loop {
             let changed = self.shared.changed.listen();
@@ -370,19 +381,6 @@ impl Handle {
         self.shared.state()
     }
 
-    async fn feed_to(&self, channel: Option<Text>, payload: Payload) -> Result<(), SendError> {
-        self.shared.limits.check(channel.as_ref(), &payload)?;
-        match self.state() {
-            State::Closed => return Err(SendError::Closed),
-            State::Closing => return Err(SendError::Closing),
-            _ => {}
-        }
-        self.tx
-            .send(Command::Feed { channel, payload })
-            .await
-            .map_err(|_| SendError::Closed)
-    }
-
     async fn send_waiting(
         &self,
         channel: Option<Text>,
@@ -393,13 +391,8 @@ impl Handle {
         let mut space = None;
         loop {
             let answer = self
-                .request(|reply| Command::Send {
-                    channel: channel.clone(),
-                    headers: headers.clone(),
-                    payload: payload.clone(),
-                    reply,
-                })
-                .await;
+                .shared
+                .offer(channel.clone(), headers.clone(), payload.clone());
             match answer {
                 Err(SendError::QueueFull { .. }) if self.state() != State::Closed => {
                     match space.take() {
@@ -460,5 +453,86 @@ impl Stream for Events {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.rx.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use redial_core::{Config, Raw};
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn shared(hand_limit: usize) -> Shared {
+        let now = Instant::now();
+        let mut session = Session::new(Config::default(), Raw::new());
+        session.handle_connect(now);
+        Shared::new(session, hand_limit, Box::new(move || now))
+    }
+
+    fn offer(shared: &Shared, text: &str) -> Result<u64, SendError> {
+        shared.offer(None, None, Payload::text(text))
+    }
+
+    #[test]
+    fn offer_answers_the_sessions_seq_and_wakes_the_driver_once() {
+        let shared = shared(8);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(!shared.core().take_poke(&waker));
+        assert_eq!(offer(&shared, "a"), Ok(1));
+        assert_eq!(offer(&shared, "b"), Ok(2));
+        // The first offer took the registered waker: one wake-up for both.
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(shared.core().take_poke(&waker));
+        assert!(!shared.core().take_poke(&waker));
+        assert_eq!(shared.core().session.queued(), 2);
+    }
+
+    #[test]
+    fn messages_the_driver_has_not_taken_are_bounded() {
+        let shared = shared(2);
+        assert_eq!(offer(&shared, "a"), Ok(1));
+        assert_eq!(offer(&shared, "b"), Ok(2));
+        assert!(matches!(
+            offer(&shared, "c"),
+            Err(SendError::QueueFull { messages: 2, .. })
+        ));
+        assert_eq!(shared.core().refused, Some((true, 2)));
+        // What the driver does once it took the session's actions.
+        shared.core().handed = 0;
+        assert_eq!(offer(&shared, "c"), Ok(3));
+    }
+
+    #[test]
+    fn a_full_socket_holds_new_messages_in_the_handles() {
+        let shared = shared(8);
+        shared.core().socket_full = true;
+        assert!(matches!(
+            offer(&shared, "a"),
+            Err(SendError::QueueFull { messages: 0, .. })
+        ));
+        assert_eq!(shared.core().session.queued(), 0);
+        shared.core().socket_full = false;
+        assert_eq!(offer(&shared, "a"), Ok(1));
+    }
+
+    #[test]
+    fn nothing_is_taken_once_the_driver_is_gone() {
+        let shared = shared(8);
+        shared.core().driver_gone = true;
+        assert_eq!(offer(&shared, "a"), Err(SendError::Closed));
+        assert_eq!(shared.core().session.queued(), 0);
     }
 }

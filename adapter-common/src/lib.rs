@@ -10,23 +10,24 @@
 //!
 //! # The driver task
 //! One future per connection ([`Driver`]) waits on all its inputs at once:
-//! the socket, the handles' commands, the dial or token fetch in flight and
-//! the session's single timer. After every input it drains the session's
+//! the socket, the handles' commands (and their wake-ups after handing a
+//! message to the session), the dial or token fetch in flight and the
+//! session's single timer. After every input it drains the session's
 //! actions and events, exactly as the core's calling contract asks.
 //!
 //! # Bounded everywhere
-//! - Commands travel over a bounded channel; [`Handle::send`] waits for room
-//!   there and, when the session answers
-//!   [`SendError::QueueFull`](redial_core::SendError::QueueFull), for queue
-//!   space: backpressure instead of loss. While the socket itself is not
-//!   taking frames, new sends are answered `QueueFull` too, so nothing piles
-//!   up between the session and the socket.
-//! - [`Handle::feed`] does not wait for an answer. A fed message the session
-//!   has no room for is held by the driver (one slot), which then reads no
-//!   commands until there is room: the command channel fills and `feed`
-//!   waits. Commands already waiting are taken in batches of up to 32, and
-//!   after a command the flush waits for the end of the driver's turn, so
-//!   messages handed over meanwhile go out with it: one flush per batch.
+//! - [`Handle::send`] and [`Handle::feed`] hand the message to the session
+//!   themselves (it sits behind a lock the handles share with the driver
+//!   task), get its answer at once and wake the driver: no round trip
+//!   through the driver task per message. When the session answers
+//!   [`SendError::QueueFull`](redial_core::SendError::QueueFull) they wait
+//!   for queue space: backpressure instead of loss. While the socket itself
+//!   is not taking frames, or once `command_capacity` messages were handed
+//!   over that the driver has not taken yet, new messages are answered
+//!   `QueueFull` too, so nothing piles up between the session and the
+//!   socket. The driver writes every message handed over meanwhile and
+//!   flushes once at the end of its turn: one flush per batch.
+//! - Other commands (subscribe, close, ...) travel over a bounded channel.
 //! - [`Events`] is a bounded stream. With a slow consumer the driver waits
 //!   for room before it does anything else: it stops reading the socket, so
 //!   TCP backpressure reaches the server, and keepalive deadlines are judged

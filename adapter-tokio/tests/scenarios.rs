@@ -52,6 +52,11 @@ async fn send_waits_for_room() {
 }
 
 #[tokio::test]
+async fn send_and_feed_keep_order() {
+    testing::send_and_feed_keep_order(builder).await;
+}
+
+#[tokio::test]
 async fn feed_across_reconnect() {
     testing::feed_across_reconnect(builder).await;
 }

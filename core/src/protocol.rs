@@ -410,6 +410,31 @@ impl Inbound {
 pub struct Output {
     frames: VecDeque<Frame>,
     facts: VecDeque<Inbound>,
+    /// A message's data fact while it is the only fact: most messages are
+    /// exactly that, and keeping it out of `facts` spares moving a whole
+    /// `Inbound` (the size of its largest variant) in and out of the queue
+    /// on every message.
+    lone: Option<Data>,
+}
+
+/// The fields of an [`Inbound::Data`].
+#[derive(Debug)]
+pub(crate) struct Data {
+    pub(crate) key: Option<Text>,
+    pub(crate) offset: Option<u64>,
+    pub(crate) payload: Payload,
+    pub(crate) headers: Option<Headers>,
+}
+
+impl From<Data> for Inbound {
+    fn from(d: Data) -> Self {
+        Inbound::Data {
+            key: d.key,
+            offset: d.offset,
+            payload: d.payload,
+            headers: d.headers,
+        }
+    }
 }
 
 impl Output {
@@ -428,18 +453,49 @@ impl Output {
 
     /// Reports a fact to the session.
     pub fn fact(&mut self, fact: Inbound) {
-        self.facts.push_back(fact);
+        match fact {
+            Inbound::Data {
+                key,
+                offset,
+                payload,
+                headers,
+            } if self.lone.is_none() && self.facts.is_empty() => {
+                self.lone = Some(Data {
+                    key,
+                    offset,
+                    payload,
+                    headers,
+                });
+            }
+            fact => {
+                // A second fact: the first goes to the queue ahead of it.
+                if let Some(first) = self.lone.take() {
+                    self.facts.push_back(first.into());
+                }
+                self.facts.push_back(fact);
+            }
+        }
     }
 
     pub(crate) fn pop_frame(&mut self) -> Option<Frame> {
         self.frames.pop_front()
     }
 
+    /// The data fact, when it is the only fact reported since the last
+    /// take: the session handles it without going through [`Inbound`].
+    pub(crate) fn take_lone_data(&mut self) -> Option<Data> {
+        self.lone.take()
+    }
+
     pub(crate) fn pop_fact(&mut self) -> Option<Inbound> {
-        self.facts.pop_front()
+        match self.lone.take() {
+            Some(first) => Some(first.into()),
+            None => self.facts.pop_front(),
+        }
     }
 
     pub(crate) fn clear_facts(&mut self) {
+        self.lone = None;
         self.facts.clear();
     }
 }
@@ -597,4 +653,63 @@ pub(crate) fn check_channel(channel: &Text, limits: &Limits) -> Result<(), crate
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: u64) -> Inbound {
+        Inbound::Data {
+            key: None,
+            offset: Some(n),
+            payload: Payload::text(n.to_string()),
+            headers: None,
+        }
+    }
+
+    fn drain(out: &mut Output) -> Vec<Inbound> {
+        std::iter::from_fn(|| out.pop_fact()).collect()
+    }
+
+    #[test]
+    fn a_lone_data_fact_is_taken_without_the_queue() {
+        let mut out = Output::default();
+        out.fact(data(1));
+        let lone = out.take_lone_data().map(Inbound::from);
+        assert_eq!(lone, Some(data(1)));
+        assert_eq!(out.take_lone_data().map(Inbound::from), None);
+        assert!(drain(&mut out).is_empty());
+    }
+
+    #[test]
+    fn facts_after_a_data_fact_keep_their_order() {
+        let mut out = Output::default();
+        out.fact(data(1));
+        out.fact(Inbound::Acked { seq: 7 });
+        out.fact(data(2));
+        assert!(out.take_lone_data().is_none(), "two facts: none is lone");
+        assert_eq!(
+            drain(&mut out),
+            vec![data(1), Inbound::Acked { seq: 7 }, data(2)]
+        );
+    }
+
+    #[test]
+    fn a_data_fact_after_another_fact_is_not_lone() {
+        let mut out = Output::default();
+        out.fact(Inbound::Acked { seq: 3 });
+        out.fact(data(1));
+        assert!(out.take_lone_data().is_none());
+        assert_eq!(drain(&mut out), vec![Inbound::Acked { seq: 3 }, data(1)]);
+    }
+
+    #[test]
+    fn clearing_drops_the_lone_data_fact_too() {
+        let mut out = Output::default();
+        out.fact(data(1));
+        out.clear_facts();
+        assert!(out.take_lone_data().is_none());
+        assert!(drain(&mut out).is_empty());
+    }
 }

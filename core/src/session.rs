@@ -14,8 +14,8 @@ use crate::headers::Headers;
 use crate::keepalive::{Keepalive, PingDue};
 use crate::payload::{Payload, Text};
 use crate::protocol::{
-    check_channel, Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output,
-    Protocol, ProtocolError, Ready,
+    check_channel, Capabilities, Data, FrameContext, Handshake, Inbound, OpenContext, Outgoing,
+    Output, Protocol, ProtocolError, Ready,
 };
 use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
@@ -619,6 +619,10 @@ impl Session {
         self.drain_frames();
         match result {
             Ok(()) => {
+                if let Some(data) = self.out.take_lone_data() {
+                    // The usual message: one data fact, nothing else.
+                    self.on_data(now, data);
+                }
                 while let Some(fact) = self.out.pop_fact() {
                     if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
                         // An earlier fact ended the transport: the rest of
@@ -995,6 +999,22 @@ impl Session {
         }
     }
 
+    /// Application data the protocol found in a message.
+    fn on_data(&mut self, now: Instant, data: Data) {
+        if self.phase == Phase::Handshaking {
+            return self.protocol_error(now, ProtocolError::DataBeforeReady);
+        }
+        match data.offset {
+            Some(offset) => self.on_message(now, offset, data.key, data.payload, data.headers),
+            None => self.events.push_back(Event::Message {
+                channel: data.key,
+                offset: None,
+                payload: data.payload,
+                headers: data.headers,
+            }),
+        }
+    }
+
     /// One fact the protocol found in a message.
     fn on_fact(&mut self, now: Instant, fact: Inbound) {
         let handshaking = self.phase == Phase::Handshaking;
@@ -1040,25 +1060,22 @@ impl Session {
                 self.error_before_close = true;
                 self.events.push_back(Event::ServerError { code, reason });
             }
+            Inbound::Data {
+                key,
+                offset,
+                payload,
+                headers,
+            } => self.on_data(
+                now,
+                Data {
+                    key,
+                    offset,
+                    payload,
+                    headers,
+                },
+            ),
             _ if handshaking => self.protocol_error(now, ProtocolError::DataBeforeReady),
             Inbound::Acked { seq } => self.on_ack(now, seq),
-            Inbound::Data {
-                key,
-                offset: Some(offset),
-                payload,
-                headers,
-            } => self.on_message(now, offset, key, payload, headers),
-            Inbound::Data {
-                key,
-                offset: None,
-                payload,
-                headers,
-            } => self.events.push_back(Event::Message {
-                channel: key,
-                offset: None,
-                payload,
-                headers,
-            }),
             Inbound::Subscribed { key } => {
                 self.events.push_back(Event::Subscribed { channel: key })
             }

@@ -1020,3 +1020,86 @@ mod ready_facts {
             .is_ok());
     }
 }
+
+/// A protocol with a handshake that passes every message on as data, so
+/// the session's own rule is what refuses data before the handshake.
+mod data_before_ready {
+    use super::*;
+    use redial_core::protocol::{
+        Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output,
+    };
+    use redial_core::{Protocol, ProtocolError};
+
+    #[derive(Debug)]
+    struct Echoing;
+
+    impl Protocol for Echoing {
+        fn name(&self) -> &'static str {
+            "echoing"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        fn on_open(&mut self, _cx: &OpenContext<'_>, _out: &mut Output) -> Handshake {
+            Handshake::Await {
+                reply: "hello",
+                timeout: None,
+            }
+        }
+        fn on_frame(
+            &mut self,
+            frame: Frame,
+            cx: &FrameContext<'_>,
+            out: &mut Output,
+        ) -> Result<(), ProtocolError> {
+            let Frame::Text(text) = frame else {
+                return Ok(());
+            };
+            if text.as_str() == "hello" && !cx.ready {
+                out.fact(Inbound::Ready(redial_core::protocol::Ready::new()));
+            } else {
+                out.fact(Inbound::data(Payload::text(text)));
+            }
+            Ok(())
+        }
+        fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output) {
+            out.send_payload(msg.payload);
+        }
+    }
+
+    #[test]
+    fn a_lone_data_fact_before_the_handshake_is_a_protocol_error() {
+        let mut t = T::new(quiet(), Echoing);
+        t.open();
+        t.text("early");
+        let events = t.events();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Event::ProtocolError {
+                    error: ProtocolError::DataBeforeReady
+                }
+            )),
+            "{events:?}"
+        );
+        assert!(!events.iter().any(|e| matches!(e, Event::Message { .. })));
+        assert_eq!(t.s.state(), State::Reconnecting);
+    }
+
+    #[test]
+    fn a_lone_data_fact_after_the_handshake_is_a_message() {
+        let mut t = T::new(quiet(), Echoing);
+        t.open();
+        t.text("hello");
+        t.text("late");
+        let events = t.events();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Event::Message { payload, .. } if payload.as_text() == Some("late")
+            )),
+            "{events:?}"
+        );
+        assert_eq!(t.s.state(), State::Connected);
+    }
+}

@@ -543,13 +543,41 @@ async fn close_with_nothing_more<R: Runtime>(
             _ => {}
         }
     }
-    assert_eq!(handle.feeds_refused(), 0);
+}
+
+/// `send` and `feed` interleaved from one task, more at once than the
+/// driver takes in one batch (`command_capacity` 4): the session assigns
+/// the sequence numbers in call order, and the server reads every message
+/// once, in that order.
+pub async fn send_and_feed_keep_order<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let builder = make(server.url().to_owned())
+        .config(fast_config().build().expect("config"))
+        .command_capacity(4);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+
+    const N: usize = 200;
+    let sending = async {
+        for i in 0..N {
+            if i % 3 == 0 {
+                handle.feed(numbered(i, 0)).await.expect("fed");
+            } else {
+                let seq = handle.send(numbered(i, 0)).await.expect("sent");
+                assert_eq!(seq, i as u64 + 1, "seq of message {i}");
+            }
+        }
+    };
+    within(&rt, WAIT, "sends", sending).await;
+    let got = read_numbered(&rt, &mut server, N).await;
+    assert_eq!(got, (0..N).map(|i| (0, i)).collect::<Vec<_>>());
+    close_with_nothing_more(&rt, &mut server, &handle, 0).await;
 }
 
 /// `feed` while connected, then through an outage: everything arrives once,
-/// in order. During the outage the queue (8) fills, the driver holds one
-/// more and the command channel (4) fills; the next `feed` waits until the
-/// reconnect makes room, and then everything is delivered.
+/// in order. During the outage the queue (8) fills; the next `feed` waits
+/// until the reconnect makes room, and then everything is delivered.
 pub async fn feed_across_reconnect<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
     let mut server = TestServer::start(|_| Plan::Accept).expect("server");
     // A fixed 300 ms backoff: the feeds below surely start in the outage.
@@ -559,9 +587,7 @@ pub async fn feed_across_reconnect<R: Runtime>(make: impl Fn(String) -> Builder<
         .queue_max_messages(8)
         .build()
         .expect("config");
-    let builder = make(server.url().to_owned())
-        .config(config)
-        .command_capacity(4);
+    let builder = make(server.url().to_owned()).config(config);
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
     wait_event(&rt, &mut events, "connected", is_connected).await;
@@ -577,7 +603,7 @@ pub async fn feed_across_reconnect<R: Runtime>(make: impl Fn(String) -> Builder<
         matches!(e, Event::Disconnected { .. })
     })
     .await;
-    const TAKEN_IN_OUTAGE: usize = 8 + 1 + 4;
+    const TAKEN_IN_OUTAGE: usize = 8;
     let feeding = async {
         for i in 20..120 {
             handle.feed(numbered(i, 0)).await.expect("fed");
@@ -629,9 +655,9 @@ async fn feed_until_waiting<'h, R: Runtime>(
 
 /// A server that stops reading: once the socket takes no more, `feed`
 /// waits (backpressure) instead of dropping or buffering without bound,
-/// and goes on when the server reads again. Then a close asked while the
-/// driver holds a message for the full socket: it waits for the server to
-/// read and comes after everything fed before it. Nothing is lost.
+/// and goes on when the server reads again. Then a close asked while a
+/// feed waits for the full socket: it waits for the server to read and
+/// comes after everything fed before it. Nothing is lost.
 pub async fn feed_waits_for_slow_server<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
     let mut server = TestServer::start(|_| Plan::Accept).expect("server");
     // No keepalive: unanswered pings would end the connection.
@@ -640,9 +666,7 @@ pub async fn feed_waits_for_slow_server<R: Runtime>(make: impl Fn(String) -> Bui
         .queue_max_messages(2)
         .build()
         .expect("config");
-    let builder = make(server.url().to_owned())
-        .config(config)
-        .command_capacity(2);
+    let builder = make(server.url().to_owned()).config(config);
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
     wait_event(&rt, &mut events, "connected", is_connected).await;
@@ -678,12 +702,10 @@ pub async fn feed_waits_for_slow_server<R: Runtime>(make: impl Fn(String) -> Bui
             code: Some(1000)
         }
     );
-    assert_eq!(handle.feeds_refused(), 0);
 }
 
-/// What `feed` refuses up front, and a close while the driver holds a fed
-/// message for lack of room: the close is not stuck behind it, and the held
-/// message is counted as refused.
+/// What `feed` refuses, and a close while a `feed` waits for room: the
+/// close is not stuck behind it, and the waiting feed is answered.
 pub async fn feed_refusals<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
     let server = TestServer::start(|_| Plan::Reject {
         status: 500,
@@ -696,11 +718,7 @@ pub async fn feed_refusals<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
         .close_linger(Duration::from_millis(100))
         .build()
         .expect("config");
-    // The close below waits this long for room for the held message.
-    let builder = make(server.url().to_owned())
-        .config(config)
-        .command_capacity(4)
-        .close_timeout(Duration::from_millis(100));
+    let builder = make(server.url().to_owned()).config(config);
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
     assert!(matches!(
@@ -718,11 +736,17 @@ pub async fn feed_refusals<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
         matches!(e, Event::DialFailed { .. })
     })
     .await;
-    for m in ["1", "2", "3"] {
+    for m in ["1", "2"] {
         handle.feed(Payload::text(m)).await.expect("fed");
     }
-    // "3" has no room until a connection that never comes.
-    within(&rt, WAIT, "close", handle.close()).await;
+    // "3" has no room until a connection that never comes: it waits, and
+    // the close answers it.
+    let third = handle.feed(Payload::text("3"));
+    let (third, ()) = within(&rt, WAIT, "close", join(third, handle.close())).await;
+    assert!(
+        matches!(third, Err(SendError::Closing | SendError::Closed)),
+        "{third:?}"
+    );
     let e = wait_event(&rt, &mut events, "closed", is_closed).await;
     assert!(
         matches!(
@@ -735,7 +759,6 @@ pub async fn feed_refusals<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
         ),
         "{e:?}"
     );
-    assert_eq!(handle.feeds_refused(), 1);
     assert_eq!(
         handle.feed(Payload::text("late")).await,
         Err(SendError::Closed)
@@ -801,9 +824,7 @@ pub async fn unsent_frames_survive_a_drop<R: Runtime>(make: impl Fn(String) -> B
     let mut server = TestServer::start(|_| Plan::Accept).expect("server");
     // No keepalive: unanswered pings would end the connection first.
     let config = fast_config().ping_interval(None).build().expect("config");
-    let builder = make(server.url().to_owned())
-        .config(config)
-        .command_capacity(1);
+    let builder = make(server.url().to_owned()).config(config);
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
     wait_event(&rt, &mut events, "connected", is_connected).await;
@@ -813,12 +834,11 @@ pub async fn unsent_frames_survive_a_drop<R: Runtime>(make: impl Fn(String) -> B
     server.stop_reading(0);
     let mut fed = 0;
     let waiting = feed_until_waiting(&rt, &handle, &mut fed).await;
-    // `fed` waits for the command channel (1), which holds `fed - 1`; the
-    // driver holds `fed - 2` for the full socket. Everything before that
+    // `fed` waits in the handle for the full socket. Everything before it
     // went to the session, which handed it to the driver; whatever the
     // socket had not taken is still in the driver when the connection drops.
-    assert!(fed > 3, "waited after {fed} messages");
-    let held_outside = fed - 2;
+    assert!(fed > 1, "waited after {fed} messages");
+    let held_outside = fed;
     server.drop_conn(0);
     wait_event(&rt, &mut events, "reconnected", is_connected).await;
     within(&rt, WAIT, "the waiting feed", waiting)

@@ -19,7 +19,7 @@
 //! | plain 0.28 / 0.26 | the same on the versions stream-tungstenite / ezsockets use |
 //! | plain, batched (ceiling) | `ws.feed(msg).await`, one flush at the end |
 //! | redial-tokio (Raw) | `handle.send(payload).await` |
-//! | redial-tokio (feed) | `handle.feed(payload).await` (no reply; driver batches writes) |
+//! | redial-tokio (feed) | `handle.feed(payload).await` (as `send`, without the seq) |
 //! | plain async-tungstenite 0.35 (async-io) | `ws.send(msg).await`, on `async_io::block_on` |
 //! | redial-async-std (Raw) | `handle.send(payload).await`, driver on the same executor thread |
 //! | redial-async-std (feed) | `handle.feed(payload).await`, driver on the same executor thread |
@@ -47,7 +47,7 @@
 //! | redial-tokio `feed` | `handle.feed(payload).await` | the same |
 //!
 //! ```text
-//! cargo run --release -p redial-bench --bin e2e-throughput [-- --quick] [--messages N] [--only NAME] [--workload one-way|echo|both]
+//! cargo run --release -p redial-bench --bin e2e-throughput [-- --quick] [--messages N] [--only NAME] [--workload one-way|echo|both] [--size BYTES]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -89,8 +89,15 @@ fn main() -> Result<(), BoxError> {
     if !matches!(workload.as_str(), "one-way" | "echo" | "both") {
         return Err(format!("--workload {workload}: one-way, echo or both").into());
     }
+    // One echo size only (for profiling): `--size 64` or `--size 1024`.
+    let sizes: Vec<usize> = match args.value("--size") {
+        None => vec![64, 1024],
+        Some(size) => vec![size
+            .parse()
+            .map_err(|_| format!("--size {size}: a byte count"))?],
+    };
     if workload != "one-way" {
-        echo_workload(plan, only.as_deref())?;
+        echo_workload(plan, &sizes, only.as_deref())?;
     }
     if workload != "echo" {
         one_way_workload(plan, only.as_deref())?;
@@ -172,7 +179,7 @@ type EchoRunner = fn(&str, Bytes, Plan) -> Result<Duration, BoxError>;
 
 /// Every echo client at 64 B and at 1 KiB, side by side, each size's
 /// ratios to the plain client as a user gets it.
-fn echo_workload(plan: Plan, only: Option<&str>) -> Result<(), BoxError> {
+fn echo_workload(plan: Plan, sizes: &[usize], only: Option<&str>) -> Result<(), BoxError> {
     println!(
         "echo: {} warm-up + {} measured messages, up to {IN_FLIGHT} in flight; load average {}",
         plan.warmup,
@@ -187,7 +194,7 @@ fn echo_workload(plan: Plan, only: Option<&str>) -> Result<(), BoxError> {
         ("echo redial-tokio send", echo_redial_send),
         ("echo redial-tokio feed", echo_redial_feed),
     ];
-    for size in [64, 1024] {
+    for &size in sizes {
         let payload = Bytes::from(vec![0x5Au8; size]);
         let mut outcomes = Vec::new();
         for (name, run) in clients {
@@ -468,9 +475,9 @@ async fn wait_connected(events: &mut redial_tokio::Events) -> Result<(), BoxErro
 /// How a redial client hands over each message.
 #[derive(Debug, Clone, Copy)]
 enum Via {
-    /// `handle.send(..).await`: waits for the sequence number.
+    /// `handle.send(..).await`: returns the sequence number.
     Send,
-    /// `handle.feed(..).await`: waits only for command-channel room.
+    /// `handle.feed(..).await`: the same without the sequence number.
     Feed,
 }
 
