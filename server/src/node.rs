@@ -68,6 +68,7 @@ impl Authorize for Open {
 }
 
 type OnRequest = Arc<dyn Fn(Request, Node) + Send + Sync>;
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// What the node has done, counted since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,6 +128,7 @@ pub(crate) struct Inner {
     next_conn: AtomicU64,
     base_ms: u64,
     base: tokio::time::Instant,
+    clock: Option<Clock>,
 }
 
 /// A running node and the application's handle to it: cheap to clone.
@@ -153,9 +155,19 @@ pub struct NodeBuilder {
     policy: Arc<dyn Policy>,
     authorize: Arc<dyn Authorize>,
     on_request: Option<OnRequest>,
+    clock: Option<Clock>,
 }
 
 impl NodeBuilder {
+    /// The node's clock, in Unix milliseconds (default: the wall clock at
+    /// start, then tokio's monotonic clock). Token expiry and admission
+    /// control read it; a test harness uses it to jump time forward. It
+    /// must not go backwards and must not block.
+    pub fn clock(mut self, now_ms: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(now_ms));
+        self
+    }
+
     /// The application's rules for subscriptions and publishes (default
     /// [`AllowAll`]).
     pub fn policy(mut self, policy: impl Policy) -> Self {
@@ -203,6 +215,7 @@ impl NodeBuilder {
                 next_conn: AtomicU64::new(1),
                 base_ms,
                 base: tokio::time::Instant::now(),
+                clock: self.clock,
             }),
         };
         let weak = Arc::downgrade(&node.inner);
@@ -267,12 +280,17 @@ impl Node {
             policy: Arc::new(AllowAll),
             authorize: Arc::new(Open),
             on_request: None,
+            clock: None,
         }
     }
 
     /// The node's clock in milliseconds (wall clock at start, then tokio's
-    /// monotonic clock, so a paused test clock drives it).
+    /// monotonic clock, so a paused test clock drives it), or the one given
+    /// to [`NodeBuilder::clock`].
     pub fn now_ms(&self) -> u64 {
+        if let Some(clock) = &self.inner.clock {
+            return clock();
+        }
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.inner.base);
         self.inner
             .base_ms
@@ -280,13 +298,14 @@ impl Node {
     }
 
     pub(crate) fn instant_at(&self, ms: u64) -> tokio::time::Instant {
-        // A configured timeout can be as large as u64 allows; past what an
-        // Instant can hold it is as good as never.
-        let d = Duration::from_millis(ms.saturating_sub(self.inner.base_ms));
-        self.inner
-            .base
-            .checked_add(d)
-            .unwrap_or_else(|| self.inner.base + Duration::from_secs(100 * 365 * 24 * 3600))
+        // Relative to now, so a clock that jumped (NodeBuilder::clock) still
+        // maps deadlines onto tokio's timer. A configured timeout can be as
+        // large as u64 allows; past what an Instant can hold it is as good
+        // as never.
+        let now = tokio::time::Instant::now();
+        let d = Duration::from_millis(ms.saturating_sub(self.now_ms()));
+        now.checked_add(d)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
     }
 
     /// The configuration.
@@ -336,6 +355,12 @@ impl Node {
             .inner
             .control
             .send(Control::Close(code, reason.to_owned()));
+    }
+
+    /// Replaces the admission limit (at most `per_sec` upgrades per second;
+    /// `None`: no limit) from now on, forgetting past admissions.
+    pub fn set_admission_limit(&self, per_sec: Option<u32>) {
+        *lock(&self.inner.admission) = per_sec.map(Admission::new);
     }
 
     /// Whether [`Node::shut_down`] was called.

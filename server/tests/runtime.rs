@@ -677,3 +677,58 @@ async fn a_client_close_is_answered() {
     }
     assert!(echoed, "no close frame came back");
 }
+
+#[tokio::test]
+async fn a_clock_hook_expires_tokens_and_keeps_timers_running() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let offset = Arc::new(AtomicU64::new(0));
+    let shift = offset.clone();
+    let cfg = config()
+        .token_lifetime_ms(60_000)
+        .hello_timeout_ms(200)
+        .build()
+        .unwrap();
+    let node = Node::builder(cfg, MemoryStore::new())
+        .clock(move || {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            u64::try_from(wall.as_millis()).unwrap() + shift.load(Ordering::Relaxed)
+        })
+        .build();
+    let url = serve(&node).await;
+    let mut ws = dial(&url, &[]).await.unwrap();
+    let w = hello(&mut ws, None, 0).await;
+    // The node answers a close after it detached the session, so the
+    // lifetime counts from before the jump.
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    // Past the token lifetime on the node's clock only.
+    offset.store(61_000, Ordering::Relaxed);
+    let mut ws = dial(&url, &[]).await.unwrap();
+    let w2 = hello(&mut ws, Some(w.resume_token), 0).await;
+    assert!(!w2.resumed);
+    assert_ne!(w2.session_id, w.session_id);
+
+    // Deadlines taken after the jump still fire on tokio's timer: a
+    // connection without HELLO is closed after the hello timeout, not a
+    // minute later.
+    let mut silent = dial(&url, &[]).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), next(&mut silent)).await;
+    assert!(matches!(closed, Ok(Err(_))), "{closed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_admission_limit_can_change_at_runtime() {
+    let node = node(config());
+    let url = serve(&node).await;
+    let _a = dial(&url, &[]).await.unwrap();
+    let _b = dial(&url, &[]).await.unwrap();
+    node.set_admission_limit(Some(1));
+    let _c = dial(&url, &[]).await.unwrap();
+    let (s, ra) = http_status(dial(&url, &[]).await.unwrap_err());
+    assert_eq!((s, ra.as_deref()), (503, Some("1")));
+    node.set_admission_limit(None);
+    let _d = dial(&url, &[]).await.unwrap();
+    assert_eq!(node.stats().admissions_throttled, 1);
+}

@@ -1,5 +1,5 @@
-//! The reference server: speaks redial's `Wire` protocol (see `PROTOCOL.md`)
-//! and takes scripted faults at runtime.
+//! The reference server: redial-server (the [`redial_server::Node`] on its
+//! memory store) behind the harness API the suites script faults with.
 //!
 //! Start one with [`Server::start`], point clients at [`ServerControl::url`],
 //! and drive it through the returned [`ServerHandle`] (or cloned
@@ -9,45 +9,43 @@
 //! check what the server really did, e.g. that every publish was applied
 //! exactly once and in order.
 //!
-//! Behaviour choices the protocol leaves open:
-//! * One ACK per PUBLISH, cumulative, queued right after the MESSAGEs that
-//!   publish caused (a duplicate is acked with the current high-water mark).
-//! * A requested name is refused only while a *connected* session holds it; a
-//!   session waiting to be resumed gives its name up and is forgotten.
-//! * A token is honoured for `token_lifetime` after its session's connection
-//!   was lost (PROTOCOL.md 8.6); it never expires while the session is
-//!   connected. Resuming a session that is still connected (a half-open old
-//!   link) takes it over and closes the old connection with 1000.
-//! * `restart(true)` keeps the signing key *and* the session table, like a
-//!   restart that persisted its state: tokens resume the same session with
-//!   its subscriptions and replay buffer. `restart(false)` rotates the key
-//!   and forgets every session: old tokens look forged, so clients get fresh
-//!   sessions with new names. Scripted faults and stats survive both.
+//! The protocol is the library's; the harness adds only fault switches, as
+//! decorators over the library's extension points (the authorization hook,
+//! the [`redial_server::Policy`], the node clock, admission control, a
+//! socket wrapper and a [`redial_server::store::Store`] that records). What
+//! the harness itself decides:
+//! * A PUBLISH without a channel is a request; the harness answers it by
+//!   sending the payload back to its session as a direct MESSAGE.
+//! * `restart(true)` keeps the signing key *and* the store, like a restart
+//!   that persisted its state: tokens resume the same session with its
+//!   subscriptions and replay buffer. `restart(false)` rotates the key and
+//!   starts on an empty store: old tokens look forged, so clients get fresh
+//!   sessions with new names. Scripted faults, stats and the record of
+//!   applied publishes survive both.
 
-mod admission;
 pub mod client;
-mod conn;
-pub mod names;
-mod state;
-pub mod token;
+mod faults;
+mod record;
 
 #[cfg(test)]
 mod tests;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use redial_core::payload::{Payload, Text};
-use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use futures_util::FutureExt;
+use redial_core::payload::Payload;
+use redial_server::memory::MemoryStore;
+use redial_server::token::TokenKey;
+use redial_server::Node;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use self::admission::Admission;
-use self::state::{Inner, Rules};
-use self::token::TokenSigner;
+use self::faults::{DenyChannels, FaultSocket, Faults};
+use self::record::{Log, Recorder};
 
 /// Everything that can stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +56,9 @@ pub enum ServerError {
     /// The OS could not supply randomness for the signing key.
     #[error("no randomness for the signing key: {0}")]
     Random(getrandom::Error),
+    /// A setting redial-server refuses (e.g. a replay capacity of 0).
+    #[error("invalid setting: {0}")]
+    Config(String),
     /// The harness only ever listens on loopback.
     #[error("refusing to listen on {0}: only loopback addresses are allowed")]
     NotLoopback(SocketAddr),
@@ -179,59 +180,100 @@ pub struct SessionInfo {
     pub resumes: u64,
 }
 
-/// Broadcast to every connection task.
-#[derive(Debug, Clone)]
-pub(crate) enum Control {
-    Close(u16, String),
-    GoingAway { retry_after_ms: u64, window_ms: u64 },
-    Restart,
-    Stop,
-}
-
-/// Faults and knobs that can change at runtime.
-#[derive(Debug, Default)]
-pub(crate) struct Faults {
-    pub reject: Option<Reject>,
-    pub admission_per_sec: Option<u32>,
-    pub admission: Admission,
-    pub close_after: Option<u64>,
-    pub deny_channels: Vec<String>,
-}
-
-pub(crate) struct State {
-    pub addr: SocketAddr,
-    pub inner: Mutex<Inner>,
-    pub faults: Mutex<Faults>,
-    pub control: broadcast::Sender<Control>,
-    pub stalled: watch::Sender<bool>,
-    pub stats: watch::Sender<ServerStats>,
-    clock_offset_ms: AtomicU64,
-    pub next_conn: AtomicU64,
-}
-
-impl State {
-    /// The server's clock (Unix ms), shifted by [`ServerControl::advance_clock`].
-    pub fn now_ms(&self) -> u64 {
-        let real = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        real.saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
-    }
-
-    pub fn inner(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.inner)
-    }
-
-    pub fn faults(&self) -> MutexGuard<'_, Faults> {
-        lock(&self.faults)
-    }
-}
-
 /// Locks a mutex, carrying on if a holder panicked: a panicking test thread
 /// must not turn every later call into a second panic.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counters of nodes replaced by `restart(false)`, kept for the totals.
+#[derive(Debug, Default, Clone, Copy)]
+struct Retired {
+    refused: u64,
+    throttled: u64,
+    protocol_errors: u64,
+}
+
+/// The node serving now and what it serves from.
+struct Current {
+    node: Node,
+    store: Arc<Recorder>,
+    key_id: u8,
+}
+
+struct State {
+    addr: SocketAddr,
+    /// The runtime serving: `restart(false)` builds its node there, since
+    /// callers may be on another runtime (async-std, smol).
+    runtime: tokio::runtime::Handle,
+    config: ServerConfig,
+    faults: Arc<Faults>,
+    log: Arc<Mutex<Log>>,
+    current: Mutex<Current>,
+    retired: Mutex<Retired>,
+}
+
+impl State {
+    fn node(&self) -> Node {
+        lock(&self.current).node.clone()
+    }
+
+    fn store(&self) -> Arc<Recorder> {
+        lock(&self.current).store.clone()
+    }
+
+    fn lifetime_ms(&self) -> u64 {
+        u64::try_from(self.config.token_lifetime.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn new_store(&self) -> Result<Arc<Recorder>, ServerError> {
+        let memory = MemoryStore::builder()
+            .backlog(self.config.replay_capacity)
+            .build()
+            .map_err(|e| ServerError::Config(format!("replay_capacity: {e}")))?;
+        Ok(Arc::new(Recorder::new(
+            memory,
+            self.log.clone(),
+            self.faults.changed.clone(),
+        )))
+    }
+}
+
+/// A node over `store` signing with `key`, with the harness's hooks.
+fn build_node(
+    config: &ServerConfig,
+    faults: &Arc<Faults>,
+    key: TokenKey,
+    store: Arc<Recorder>,
+) -> Result<Node, ServerError> {
+    // Each key's node draws other names than the last one's: a client that
+    // gets a fresh session after `restart(false)` gets a new name.
+    let generation = u64::from(key.id().wrapping_sub(1));
+    let seed = config.name_seed ^ generation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let cfg = redial_server::ServerConfig::builder()
+        .key(key)
+        .token_lifetime_ms(u64::try_from(config.token_lifetime.as_millis()).unwrap_or(u64::MAX))
+        .admission_per_sec(*lock(&faults.admission_per_sec))
+        .seed(seed)
+        .build()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let auth = faults.clone();
+    let clock = faults.clone();
+    Ok(Node::builder_arc(cfg, store)
+        .policy(DenyChannels(faults.clone()))
+        .authorize(move |_: &tokio_tungstenite::tungstenite::http::Request<()>| auth.authorize())
+        .clock(move || clock.now_ms())
+        // A publish without a channel comes back to its sender. The memory
+        // store answers at once, which keeps the order of replies.
+        .on_request(|req, node| {
+            let mut sent = Box::pin(async move {
+                let _ = node.send_to(&req.name, req.payload).await;
+            });
+            if sent.as_mut().now_or_never().is_none() {
+                tokio::spawn(sent);
+            }
+        })
+        .build())
 }
 
 /// Entry point; see [`Server::start`].
@@ -247,30 +289,36 @@ impl Server {
         if !config.listen.ip().is_loopback() {
             return Err(ServerError::NotLoopback(config.listen));
         }
-        let signer = match config.signing_key {
-            Some(key) => TokenSigner::new(key),
-            None => TokenSigner::random().map_err(ServerError::Random)?,
+        let key_id = 1;
+        let key = match config.signing_key {
+            Some(secret) => TokenKey::new(key_id, secret),
+            None => TokenKey::random(key_id).map_err(ServerError::Random)?,
         };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let (control, _) = broadcast::channel(64);
-        let rules = Rules {
-            lifetime_ms: u64::try_from(config.token_lifetime.as_millis()).unwrap_or(u64::MAX),
-            replay_capacity: config.replay_capacity,
-        };
+        let faults = Arc::new(Faults::new(
+            config.admission_per_sec,
+            config.deny_channels.clone(),
+        ));
+        let log = Arc::new(Mutex::new(Log::default()));
+        let memory = MemoryStore::builder()
+            .backlog(config.replay_capacity)
+            .build()
+            .map_err(|e| ServerError::Config(format!("replay_capacity: {e}")))?;
+        let store = Arc::new(Recorder::new(memory, log.clone(), faults.changed.clone()));
+        let node = build_node(&config, &faults, key, store.clone())?;
         let state = Arc::new(State {
             addr,
-            inner: Mutex::new(Inner::new(rules, signer, config.name_seed)),
-            faults: Mutex::new(Faults {
-                admission_per_sec: config.admission_per_sec,
-                deny_channels: config.deny_channels,
-                ..Faults::default()
+            runtime: tokio::runtime::Handle::current(),
+            config,
+            faults,
+            log,
+            current: Mutex::new(Current {
+                node,
+                store,
+                key_id,
             }),
-            control,
-            stalled: watch::Sender::new(false),
-            stats: watch::Sender::new(ServerStats::default()),
-            clock_offset_ms: AtomicU64::new(0),
-            next_conn: AtomicU64::new(1),
+            retired: Mutex::new(Retired::default()),
         });
         let accept = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(ServerHandle {
@@ -292,17 +340,33 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
-                // Subscribe before spawning, so a control sent right after
-                // this accept reaches the connection.
-                let control = state.control.subscribe();
-                state.stats.send_modify(|s| {
-                    s.connections += 1;
-                    s.live_connections += 1;
-                });
-                conns.spawn(conn::run(stream, state.clone(), control));
+                let f = &state.faults;
+                f.connections.fetch_add(1, Ordering::Relaxed);
+                f.live_connections.fetch_add(1, Ordering::Relaxed);
+                f.poke();
+                conns.spawn(serve(stream, state.node(), f.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
+    }
+}
+
+/// Counts a connection as live until dropped (also when its task is
+/// aborted).
+struct Live(Arc<Faults>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.poke();
+    }
+}
+
+async fn serve(stream: TcpStream, node: Node, faults: Arc<Faults>) {
+    let _live = Live(faults.clone());
+    if let Some((ws, principal)) = redial_server::tokio::accept(stream, &node).await {
+        let socket = FaultSocket::new(ws, faults);
+        redial_server::tokio::serve_socket(node, socket, principal).await;
     }
 }
 
@@ -325,7 +389,7 @@ impl ServerHandle {
     /// Closes every connection with 1001 and stops listening. Waits at most
     /// two seconds for the close handshakes.
     pub async fn stop(self) {
-        let _ = self.control.state.control.send(Control::Stop);
+        self.control.close_all(1001, "server stopping");
         self.finish().await;
     }
 
@@ -364,6 +428,11 @@ impl Drop for ServerHandle {
         // Abrupt: connections are dropped without a close handshake. Use
         // `stop` for a polite shutdown.
         if let Some(task) = self.accept.take() {
+            self.control
+                .state
+                .faults
+                .dead
+                .store(true, Ordering::Relaxed);
             task.abort();
         }
     }
@@ -384,6 +453,10 @@ impl std::fmt::Debug for ServerControl {
     }
 }
 
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl ServerControl {
     /// The listening address (loopback).
     pub fn addr(&self) -> SocketAddr {
@@ -395,13 +468,15 @@ impl ServerControl {
         format!("ws://{}/", self.state.addr)
     }
 
+    /// The node serving now (it changes at `restart(false)`).
+    pub fn node(&self) -> Node {
+        self.state.node()
+    }
+
     /// Closes every live connection with `code` and `reason` (close
     /// handshake, no GOING_AWAY). Sessions stay resumable.
     pub fn close_all(&self, code: u16, reason: &str) {
-        let _ = self
-            .state
-            .control
-            .send(Control::Close(code, reason.to_owned()));
+        self.state.node().close_all(code, reason);
     }
 
     /// Makes every connection (live or new) drop abruptly, without a close
@@ -409,31 +484,26 @@ impl ServerControl {
     /// before any reply to that frame is written: e.g. a PUBLISH is applied
     /// but its ACK is lost. `None` turns this off.
     pub fn close_after(&self, n: Option<u64>) {
-        self.state.faults().close_after = n;
+        *lock(&self.state.faults.close_after) = n;
     }
 
     /// Sends GOING_AWAY(`retry_after`, `window`) on every live connection,
     /// then closes each with 1001.
     pub fn going_away(&self, retry_after: Duration, window: Duration) {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let _ = self.state.control.send(Control::GoingAway {
-            retry_after_ms: ms(retry_after),
-            window_ms: ms(window),
-        });
+        self.state.node().going_away(ms(retry_after), ms(window));
     }
 
     /// Refuses every WebSocket upgrade with `reject` until called with
     /// `None`. Live connections are unaffected.
     pub fn reject_handshakes(&self, reject: Option<Reject>) {
-        self.state.faults().reject = reject;
+        *lock(&self.state.faults.reject) = reject;
     }
 
     /// Admits at most `per_sec` upgrades per second (503 with an honest
     /// `Retry-After` for the rest); `None` lifts the limit.
     pub fn set_admission_limit(&self, per_sec: Option<u32>) {
-        let mut f = self.state.faults();
-        f.admission_per_sec = per_sec;
-        f.admission.clear();
+        *lock(&self.state.faults.admission_per_sec) = per_sec;
+        self.state.node().set_admission_limit(per_sec);
     }
 
     /// While `true`, every connection in a session stops reading and
@@ -441,103 +511,155 @@ impl ServerControl {
     /// reads), messages queue up, nothing is closed. New connections still
     /// complete their HTTP upgrade but get no WELCOME. `false` resumes them.
     pub fn stop_answering_pings(&self, stop: bool) {
-        self.state.stalled.send_replace(stop);
+        self.state.faults.stalled.send_replace(stop);
     }
 
     /// Refuses SUBSCRIBE to `channels` from now on (replaces the list).
     pub fn set_denied_channels(&self, channels: Vec<String>) {
-        self.state.faults().deny_channels = channels;
+        *lock(&self.state.faults.deny_channels) = channels;
     }
 
     /// Drops every connection (close 1012) and, with `keep_key`, keeps the
-    /// signing key and sessions so tokens resume; without it, rotates the key
-    /// and forgets every session. See the module docs.
+    /// signing key and the store so tokens resume; without it, rotates the
+    /// key and starts on an empty store. See the module docs.
     pub fn restart(&self, keep_key: bool) {
-        let new_signer = if keep_key {
-            None
-        } else {
-            // Without OS randomness, derive a new key from the old
-            // generator state: still different, which is all a test needs.
-            Some(TokenSigner::random().unwrap_or_else(|_| {
-                let n = self.state.now_ms().to_le_bytes();
-                let mut key = [0x5Au8; 32];
-                key[..8].copy_from_slice(&n);
-                TokenSigner::new(key)
-            }))
+        let state = &self.state;
+        let per_sec = *lock(&state.faults.admission_per_sec);
+        let old = {
+            let mut cur = lock(&state.current);
+            let old = cur.node.clone();
+            if keep_key {
+                old.set_admission_limit(per_sec);
+            } else {
+                let key_id = cur.key_id.wrapping_add(1);
+                let key = TokenKey::random(key_id).unwrap_or_else(|_| {
+                    // Without OS randomness, a key derived from the clock is
+                    // still different, which is all a test needs.
+                    let mut secret = [0x5Au8; 32];
+                    secret[..8].copy_from_slice(&state.faults.now_ms().to_le_bytes());
+                    TokenKey::new(key_id, secret)
+                });
+                // Both were built from the same settings at start, so they
+                // cannot fail now; if they did, the old node keeps serving.
+                let _runtime = state.runtime.enter();
+                if let Ok(store) = state.new_store() {
+                    if let Ok(node) = build_node(&state.config, &state.faults, key, store.clone()) {
+                        let s = old.stats();
+                        let mut r = lock(&state.retired);
+                        r.refused += s.upgrades_refused;
+                        r.throttled += s.admissions_throttled;
+                        r.protocol_errors += s.protocol_errors;
+                        *cur = Current {
+                            node,
+                            store,
+                            key_id,
+                        };
+                    }
+                }
+            }
+            old
         };
-        let now = self.state.now_ms();
-        // Under the table lock, so no HELLO can attach between the control
-        // message and the table change.
-        let mut inner = self.state.inner();
-        let _ = self.state.control.send(Control::Restart);
-        inner.restart(keep_key, new_signer, now);
-        drop(inner);
-        self.state.faults().admission.clear();
-        self.state.stats.send_modify(|s| s.restarts += 1);
+        old.close_all(1012, "service restart");
+        state.faults.restarts.fetch_add(1, Ordering::Relaxed);
+        state.faults.poke();
     }
 
     /// Moves the server's clock forward, e.g. to expire tokens without
-    /// waiting. Affects only token expiry.
+    /// waiting. Affects token expiry and admission control.
     pub fn advance_clock(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.state.clock_offset_ms.fetch_add(ms, Ordering::Relaxed);
+        self.state.faults.advance_clock(by);
     }
 
     /// Publishes `payload` on `channel` from the server side. Returns how
     /// many sessions it was queued for.
     pub fn publish(&self, channel: &str, payload: Payload) -> usize {
-        let mut inner = self.state.inner();
-        let mut n = 0;
-        self.state.stats.send_modify(|s| {
-            n = inner.fan_out(&Text::from(channel), payload, s);
-        });
+        let n = self.state.store().subscribers(
+            channel,
+            self.state.lifetime_ms(),
+            self.state.faults.now_ms(),
+        );
+        let node = self.state.node();
+        let channel = channel.to_owned();
+        // The memory store appends at once, so publishes keep their order.
+        let _ = async move { node.publish(&channel, payload).await }.now_or_never();
         n
     }
 
     /// Sends `payload` as a MESSAGE without channel to the session named
     /// `name`. Returns false if there is no such session.
     pub fn send_to(&self, name: &str, payload: Payload) -> bool {
-        let mut inner = self.state.inner();
-        let Some(sid) = inner.session_by_name(name) else {
-            return false;
-        };
-        let mut ok = false;
-        self.state.stats.send_modify(|s| {
-            ok = inner.deliver(sid, None, payload, s);
-        });
-        ok
+        let node = self.state.node();
+        let name = name.to_owned();
+        matches!(
+            async move { node.send_to(&name, payload).await }.now_or_never(),
+            Some(Ok(true))
+        )
     }
 
     /// A snapshot of the global counters.
     pub fn stats(&self) -> ServerStats {
-        self.state.stats.borrow().clone()
+        let f = &self.state.faults;
+        let node = self.state.node().stats();
+        let retired = *lock(&self.state.retired);
+        let log = lock(&self.state.log);
+        ServerStats {
+            connections: f.connections.load(Ordering::Relaxed),
+            live_connections: f.live_connections.load(Ordering::Relaxed),
+            handshakes_rejected: retired.refused + node.upgrades_refused,
+            admissions_throttled: retired.throttled + node.admissions_throttled,
+            sessions_created: f.sessions_created.load(Ordering::Relaxed),
+            sessions_resumed: f.sessions_resumed.load(Ordering::Relaxed),
+            tokens_rejected: f.tokens_rejected.load(Ordering::Relaxed),
+            hello_errors: f.hello_errors.load(Ordering::Relaxed),
+            publishes_applied: log.publishes_applied,
+            duplicates_dropped: lock(&f.duplicates).values().sum(),
+            messages_queued: log.messages_queued,
+            protocol_errors: retired.protocol_errors + node.protocol_errors,
+            restarts: f.restarts.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits until `pred` holds for the counters, without polling.
     ///
     /// Wrap it in a timeout: it waits forever if the condition never holds.
     pub async fn wait_for(&self, mut pred: impl FnMut(&ServerStats) -> bool) -> ServerStats {
-        let mut rx = self.state.stats.subscribe();
-        if let Ok(s) = rx.wait_for(|s| pred(s)).await {
-            return s.clone();
+        // Subscribed before the first look, so no change is missed.
+        let mut changed = self.state.faults.changed.subscribe();
+        loop {
+            let s = self.stats();
+            if pred(&s) || changed.changed().await.is_err() {
+                return s;
+            }
         }
-        let last = rx.borrow().clone();
-        last
     }
 
     /// The session currently named `name`.
     pub fn session(&self, name: &str) -> Option<SessionInfo> {
-        self.state.inner().info(name)
+        let mut info =
+            self.state
+                .store()
+                .info(name, self.state.lifetime_ms(), self.state.faults.now_ms())?;
+        info.duplicates_dropped = lock(&self.state.faults.duplicates)
+            .get(name)
+            .copied()
+            .unwrap_or(0);
+        Some(info)
     }
 
     /// Names of all sessions in the table (connected or resumable), sorted.
     pub fn session_names(&self) -> Vec<String> {
-        self.state.inner().names()
+        self.state
+            .store()
+            .names(self.state.lifetime_ms(), self.state.faults.now_ms())
     }
 
     /// Every publish applied for sessions named `name`, in the order they
     /// were applied, across resumes and restarts.
     pub fn applied(&self, name: &str) -> Vec<AppliedPublish> {
-        self.state.inner().applied(name)
+        lock(&self.state.log)
+            .applied
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 }
