@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::{Sink, Stream};
 use redial_core::wire::error_code;
@@ -17,6 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::args::ServeArgs;
 use crate::signals::Signals;
 use crate::{CliError, Exit};
+
+/// How often sessions whose token lifetime has run out are dropped.
+const PURGE_EVERY: Duration = Duration::from_secs(30);
 
 /// `--deny-channel`: SUBSCRIBE to these is refused with `unauthorized`.
 struct DenyChannels(HashSet<String>);
@@ -60,7 +65,8 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
         retry_after_secs: a.retry_after_s,
         reason: "rejected by --reject-status".into(),
     });
-    let node = Node::builder(config, store)
+    let store = Arc::new(store);
+    let node = Node::builder_arc(config, store.clone())
         .policy(DenyChannels(a.deny_channel.iter().cloned().collect()))
         .authorize(move |_: &http::Request<()>| match &reject {
             Some(r) => Err(r.clone()),
@@ -80,6 +86,19 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
         .local_addr()
         .map_err(|e| CliError::Failure(e.to_string()))?;
     let accept = tokio::spawn(accept_loop(listener, node.clone(), a.close_after));
+    // Sessions whose token lifetime ran out would otherwise stay in the
+    // memory store for as long as the server runs.
+    let purge = {
+        let node = node.clone();
+        let lifetime = a.token_lifetime_ms;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PURGE_EVERY);
+            loop {
+                every.tick().await;
+                store.purge(lifetime, node.now_ms());
+            }
+        })
+    };
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on ws://{addr}/");
@@ -88,6 +107,7 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
     signals.recv().await;
     node.shut_down().await;
     accept.abort();
+    purge.abort();
     let stats = node.stats();
     eprintln!(
         "redial serve: stopped after {} connections, {} sessions ({} resumed), {} upgrades refused ({} by admission control)",
