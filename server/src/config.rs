@@ -131,7 +131,7 @@ impl Default for ServerConfigBuilder {
             window_frames: 256,
             window_bytes: 4 << 20,
             fetch_batch: 64,
-            max_backlog: 4096,
+            max_backlog: crate::store::DEFAULT_BACKLOG as u64,
             stall_timeout_ms: 10_000,
             max_inbox: 64,
             admission_per_sec: None,
@@ -190,7 +190,7 @@ impl ServerConfigBuilder {
 
     /// The most MESSAGEs a session may have sent and not RECEIVED. Past it
     /// the connection fetches nothing more; see [`Self::stall_timeout_ms`].
-    /// Default 4096.
+    /// Default [`DEFAULT_BACKLOG`](crate::store::DEFAULT_BACKLOG) (4096).
     pub fn max_backlog(mut self, n: u64) -> Self {
         self.max_backlog = n;
         self

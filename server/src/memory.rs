@@ -28,12 +28,8 @@ use crate::store::{
     StoreError, StoreFuture, StoredMessage,
 };
 
-/// MESSAGEs kept per session by default until RECEIVED (the server's
-/// default `max_backlog`, so a connection never has more in flight than the
-/// store keeps).
-pub const DEFAULT_BACKLOG: usize = 4096;
-/// Notices buffered per listener by default before it gets `Lagged`.
-pub const DEFAULT_NOTICE_BUFFER: usize = 1024;
+/// The defaults every store shares (see [`crate::store`]).
+pub use crate::store::{DEFAULT_BACKLOG, DEFAULT_NOTICE_BUFFER};
 
 /// A [`MemoryStoreBuilder`] setting that cannot work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

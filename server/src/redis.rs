@@ -54,12 +54,8 @@ pub const DEFAULT_PREFIX: &str = "redial:";
 /// Entries kept per channel log by default (approximately: Redis trims
 /// whole blocks).
 pub const DEFAULT_CHANNEL_CAP: usize = 10_000;
-/// MESSAGEs kept per session by default until RECEIVED (the server's
-/// default `max_backlog`, so a connection never has more in flight than the
-/// store keeps).
-pub const DEFAULT_BACKLOG: usize = 4096;
-/// Notices buffered per listener by default before it gets `Lagged`.
-pub const DEFAULT_NOTICE_BUFFER: usize = 1024;
+/// The defaults every store shares (see [`crate::store`]).
+pub use crate::store::{DEFAULT_BACKLOG, DEFAULT_NOTICE_BUFFER};
 /// How long a session without a connection is kept in Redis by default.
 pub const DEFAULT_DETACHED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a node's heartbeat lasts by default: the sessions of a node

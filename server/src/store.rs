@@ -29,6 +29,14 @@ use std::pin::Pin;
 use futures_core::Stream;
 use redial_core::payload::Payload;
 
+/// MESSAGEs a store keeps per session by default until RECEIVED. It is also
+/// the server's default `max_backlog`, so a connection never has more in
+/// flight than the store keeps.
+pub const DEFAULT_BACKLOG: usize = 4096;
+/// Notices a store buffers per listener by default before it yields
+/// [`Notice::Lagged`].
+pub const DEFAULT_NOTICE_BUFFER: usize = 1024;
+
 /// A session's identity across the cluster (WELCOME's `session_id`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(String);
