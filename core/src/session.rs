@@ -14,7 +14,7 @@ use crate::headers::Headers;
 use crate::keepalive::{Keepalive, PingDue};
 use crate::payload::{Payload, Text};
 use crate::protocol::{
-    check_channel, Capabilities, Data, FrameContext, Handshake, Inbound, OpenContext, Outgoing,
+    Capabilities, Data, FrameContext, Handshake, Inbound, InputLimits, OpenContext, Outgoing,
     Output, Protocol, ProtocolError, Ready,
 };
 use crate::queue::{Queue, SendLimits};
@@ -117,6 +117,8 @@ pub struct Session {
     config: Config,
     protocol: Box<dyn Protocol>,
     caps: Capabilities,
+    /// The protocol's limits on keys and channels.
+    limits: InputLimits,
     /// Frames and facts from the protocol, drained after every call to it.
     out: Output,
     /// What the current transport was handed, oldest first, as runs of
@@ -196,6 +198,7 @@ impl Session {
             ladder: Ladder::new(config.backoff.clone()),
             queue: Queue::new(config.queue_max_messages, config.queue_max_bytes),
             caps: protocol.capabilities(),
+            limits: protocol.limits(&config),
             protocol: Box::new(protocol),
             out: Output::default(),
             handed: VecDeque::new(),
@@ -309,6 +312,7 @@ impl Session {
             self.protocol.name(),
             self.caps,
             self.config.queue_max_bytes,
+            self.limits,
             self.config.wire_limits,
         )
     }
@@ -829,7 +833,7 @@ impl Session {
         if !self.caps.subscriptions {
             return Err(self.unsupported("subscriptions"));
         }
-        check_channel(&channel, &self.config.wire_limits)?;
+        self.limits.check_key(&channel)?;
         Ok(channel)
     }
 
