@@ -1054,7 +1054,9 @@ impl Session {
             }
             Inbound::Failed { code, reason, rule } => {
                 self.close_transport(1000, "server error");
-                let code = (code != 0).then_some(code);
+                // The close code of what follows: the server's code when it
+                // is one (Wire's are u16), else none.
+                let code = u16::try_from(code).ok().filter(|c| *c != 0);
                 match rule {
                     CloseRule::Terminal(why) => self.finish(why, code, reason.to_string()),
                     rule => self.lost(now, code, reason.to_string(), rule),
@@ -1080,9 +1082,10 @@ impl Session {
             ),
             _ if handshaking => self.protocol_error(now, ProtocolError::DataBeforeReady),
             Inbound::Acked { seq } => self.on_ack(now, seq),
-            Inbound::Subscribed { key } => {
-                self.events.push_back(Event::Subscribed { channel: key })
-            }
+            Inbound::Subscribed { key, server_id } => self.events.push_back(Event::Subscribed {
+                channel: key,
+                server_id,
+            }),
             Inbound::SubscribeFailed { key, code, reason } => {
                 self.subscriptions.remove(&key);
                 self.events.push_back(Event::SubscribeFailed {
@@ -1162,7 +1165,10 @@ impl Session {
         // event that introduces it (unless it closed at once).
         if self.phase == Phase::Connected {
             for channel in confirmed {
-                self.events.push_back(Event::Subscribed { channel });
+                self.events.push_back(Event::Subscribed {
+                    channel,
+                    server_id: None,
+                });
             }
         }
     }

@@ -61,7 +61,7 @@
 //!             .collect();
 //!         for id in done {
 //!             if let Some(key) = self.pending.remove(&id) {
-//!                 out.fact(Inbound::Subscribed { key });
+//!                 out.fact(Inbound::subscribed(key));
 //!             }
 //!         }
 //!         out.fact(Inbound::data(Payload::text(text)));
@@ -386,13 +386,18 @@ pub enum Inbound {
     Subscribed {
         /// Its key.
         key: Text,
+        /// The id the server gave it on this connection, for protocols
+        /// whose servers assign one (for logging; the application keeps
+        /// using `key`).
+        server_id: Option<Text>,
     },
     /// A subscription was refused; it is dropped from the set.
     SubscribeFailed {
         /// Its key.
         key: Text,
-        /// The server's code (0 when the protocol has none).
-        code: u16,
+        /// The server's code (0 when the protocol has none); signed, since
+        /// some protocols' are negative (JSON-RPC's -32602).
+        code: i64,
         /// The server's reason.
         reason: Text,
     },
@@ -415,7 +420,7 @@ pub enum Inbound {
     /// itself; a close that follows is not terminal (PROTOCOL.md 6).
     ServerError {
         /// The server's code (0 when the protocol has none).
-        code: u16,
+        code: i64,
         /// The server's words.
         reason: Text,
     },
@@ -423,8 +428,11 @@ pub enum Inbound {
     /// rule the protocol gives it. The session closes with 1000 and follows
     /// the rule (a terminal rule ends the session).
     Failed {
-        /// The server's code (0 when the protocol has none).
-        code: u16,
+        /// The server's code (0 when the protocol has none). One that fits
+        /// a `u16` is also the `code` of the [`Event::Disconnected`](crate::Event::Disconnected)
+        /// or [`Event::Closed`](crate::Event::Closed) that follows; the
+        /// reason carries the server's words either way.
+        code: i64,
         /// The server's words.
         reason: Text,
         /// What happens next.
@@ -433,6 +441,14 @@ pub enum Inbound {
 }
 
 impl Inbound {
+    /// Subscription `key` is confirmed, with no server-assigned id.
+    pub fn subscribed(key: Text) -> Self {
+        Inbound::Subscribed {
+            key,
+            server_id: None,
+        }
+    }
+
     /// Data with no key and no offset.
     pub fn data(payload: Payload) -> Self {
         Inbound::Data {

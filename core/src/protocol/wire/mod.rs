@@ -168,12 +168,15 @@ impl Protocol for Wire {
                     c => TerminalReason::ServerError(c),
                 };
                 Inbound::Failed {
-                    code,
+                    code: code.into(),
                     reason,
                     rule: CloseRule::Terminal(why),
                 }
             }
-            F::Error { code, reason, .. } => Inbound::ServerError { code, reason },
+            F::Error { code, reason, .. } => Inbound::ServerError {
+                code: code.into(),
+                reason,
+            },
             f if handshaking => return Err(WireError::unexpected(f.kind(), "before WELCOME")),
             F::Ack { seq } => Inbound::Acked { seq },
             F::Message {
@@ -186,14 +189,14 @@ impl Protocol for Wire {
                 payload,
                 headers: None,
             },
-            F::Subscribed { channel } => Inbound::Subscribed { key: channel },
+            F::Subscribed { channel } => Inbound::subscribed(channel),
             F::SubscribeError {
                 channel,
                 code,
                 reason,
             } => Inbound::SubscribeFailed {
                 key: channel,
-                code,
+                code: code.into(),
                 reason,
             },
             f => return Err(WireError::unexpected(f.kind(), "from a server")),
