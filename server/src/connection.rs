@@ -317,6 +317,15 @@ impl Connection {
         }
     }
 
+    /// A message over [`Limits::max_frame_len`](redial_core::wire::Limits)
+    /// arrived and the WebSocket layer refused to read it: malformed
+    /// (PROTOCOL.md 5), so ERROR `malformed_frame` and close 1002. The
+    /// runtime must read nothing more from the socket.
+    pub fn handle_oversized(&mut self, _now: u64) {
+        let max = self.cfg.limits.max_frame_len;
+        self.protocol_error(&format!("frame over the {max}-byte limit"));
+    }
+
     /// A text message arrived: a protocol error (PROTOCOL.md 1).
     pub fn handle_text(&mut self, _now: u64) {
         if !matches!(self.phase, Phase::Closed | Phase::Draining) {

@@ -27,6 +27,14 @@ pub(crate) enum Incoming {
     Other,
 }
 
+/// A read error of either WebSocket library, seen alike.
+pub(crate) trait ReadError: Send + 'static {
+    /// The peer sent a message over the configured limit (the frame limit
+    /// of PROTOCOL.md 5, which the WebSocket layer enforces first). The
+    /// socket can still be written to.
+    fn too_large(&self) -> bool;
+}
+
 /// The two WebSocket libraries' message types, seen alike.
 pub(crate) trait WsMessage: Sized + Send + 'static {
     fn binary(b: Bytes) -> Self;
@@ -79,6 +87,7 @@ async fn writer<M, K>(
 pub(crate) async fn drive<M, S, E>(node: Node, socket: S, principal: Option<String>)
 where
     M: WsMessage,
+    E: ReadError,
     S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send + 'static,
 {
     let _live = node.live_guard();
@@ -104,6 +113,8 @@ where
     let mut closing = false;
     let mut going_away_seen = false;
     let mut peer_gone = false;
+    // The WebSocket layer stopped mid-message: nothing more can be read.
+    let mut unreadable = false;
 
     if let Some((r, w)) = *shutdown.borrow_and_update() {
         conn.handle_going_away(node.now_ms(), r, w);
@@ -157,6 +168,12 @@ where
                     Some(Ok(Incoming::Binary(b))) => conn.handle_frame(now, b),
                     Some(Ok(Incoming::Text)) => conn.handle_text(now),
                     Some(Ok(Incoming::Other)) => {}
+                    // The layer read the length and stopped: the core
+                    // answers as for any malformed frame.
+                    Some(Err(e)) if e.too_large() => {
+                        unreadable = true;
+                        conn.handle_oversized(now);
+                    }
                     Some(Ok(Incoming::Close)) | Some(Err(_)) | None => {
                         peer_gone = true;
                         conn.handle_closed(now);
@@ -224,7 +241,12 @@ where
         writer.abort();
         return;
     }
-    if !peer_gone {
+    if unreadable {
+        // The rest of the oversized message is unread, so dropping the
+        // socket resets it, and a reset can discard the ERROR and close
+        // frame before the peer reads them: give it the linger first.
+        tokio::time::sleep(CLOSE_LINGER).await;
+    } else if !peer_gone {
         // Let the peer's close frame arrive so the TCP close is orderly.
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             while let Some(Ok(_)) = stream.next().await {}

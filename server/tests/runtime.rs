@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use futures_util::{SinkExt, StreamExt};
 use redial_core::payload::{Payload, Text};
 use redial_core::secret::ResumeToken;
@@ -731,4 +733,111 @@ async fn the_admission_limit_can_change_at_runtime() {
     node.set_admission_limit(None);
     let _d = dial(&url, &[]).await.unwrap();
     assert_eq!(node.stats().admissions_throttled, 1);
+}
+
+/// A PUBLISH whose encoded frame is exactly `len` bytes.
+fn publish_of_len(len: usize) -> Bytes {
+    let frame = |n: usize| Frame::Publish {
+        seq: 1,
+        channel: None,
+        payload: Payload::binary(vec![0x5Au8; n]),
+    };
+    let mut n = len;
+    loop {
+        let got = frame(n).encoded_len();
+        if got == len {
+            return frame(n).to_bytes();
+        }
+        n = n + len - got;
+    }
+}
+
+/// PROTOCOL.md 5: a frame over the 1 MiB limit is malformed: ERROR
+/// `malformed_frame`, then 1002, whatever its size, and the node keeps
+/// serving the other connections.
+async fn over_limit_frames_are_malformed(url: &str, node: &Node) {
+    let limit = node.config().limits().max_frame_len;
+    assert_eq!(limit, 1 << 20);
+    let mut other = dial(url, &[]).await.unwrap();
+    hello(&mut other, None, 0).await;
+    for len in [limit + 1, 8 << 20] {
+        let ws = dial(url, &[]).await.unwrap();
+        let (mut sink, mut stream) = ws.split();
+        sink.send(Message::Binary(
+            Frame::Hello(Hello {
+                version: 1,
+                resume_token: None,
+                last_offset: 0,
+                name: None,
+            })
+            .to_bytes(),
+        ))
+        .await
+        .unwrap();
+        // The server stops reading mid-frame: write from another task so
+        // this one can read the answer.
+        let big = publish_of_len(len);
+        let writer = tokio::spawn(async move {
+            let _ = sink.send(Message::Binary(big)).await;
+            sink
+        });
+        let mut frames = Vec::new();
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("an answer in time")
+            {
+                Some(Ok(Message::Binary(b))) => {
+                    frames.push(wire::decode(b, &Limits::default()).unwrap())
+                }
+                Some(Ok(Message::Close(c))) => break c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("{len} bytes: no close frame: {e}; got {frames:?}"),
+                None => panic!("{len} bytes: no close frame; got {frames:?}"),
+            }
+        };
+        assert!(
+            matches!(frames.first(), Some(Frame::Welcome(_))),
+            "{frames:?}"
+        );
+        assert!(
+            matches!(
+                frames.get(1),
+                Some(Frame::Error { code, .. }) if *code == error_code::MALFORMED_FRAME
+            ),
+            "{len} bytes: {frames:?}"
+        );
+        assert_eq!(close, Some(1002), "{len} bytes");
+        writer.abort();
+    }
+    send(
+        &mut other,
+        Frame::Publish {
+            seq: 1,
+            channel: None,
+            payload: Payload::text("still here"),
+        },
+    )
+    .await;
+    assert_eq!(next(&mut other).await, Ok(Frame::Ack { seq: 1 }));
+    assert_eq!(node.stats().protocol_errors, 2);
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_get_malformed_frame_then_1002() {
+    let node = node(config());
+    let url = serve(&node).await;
+    over_limit_frames_are_malformed(&url, &node).await;
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_get_malformed_frame_then_1002_behind_axum() {
+    let node = node(config());
+    let app = axum::Router::new()
+        .route("/wire", axum::routing::get(redial_server::axum::handler))
+        .with_state(node.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    over_limit_frames_are_malformed(&format!("ws://{addr}/wire"), &node).await;
 }
