@@ -73,10 +73,8 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
             None => Ok(None),
         })
         // A publish without a channel comes back to its sender.
-        .on_request(|req, node| {
-            tokio::spawn(async move {
-                let _ = node.send_to(&req.name, req.payload).await;
-            });
+        .on_request(|req, node| async move {
+            let _ = node.send_to(&req.name, req.payload).await;
         })
         .build();
     let listener = TcpListener::bind(a.listen)
@@ -110,10 +108,11 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
     purge.abort();
     let stats = node.stats();
     eprintln!(
-        "redial serve: stopped after {} connections, {} sessions ({} resumed), {} upgrades refused ({} by admission control)",
+        "redial serve: stopped after {} connections, {} sessions ({} resumed), {} publishes applied, {} upgrades refused ({} by admission control)",
         stats.upgrades,
         stats.sessions_created + stats.sessions_resumed,
         stats.sessions_resumed,
+        stats.publishes_applied,
         stats.upgrades_refused,
         stats.admissions_throttled
     );

@@ -217,3 +217,39 @@ async fn serve_close_after_loses_the_ack_not_the_publish() {
     serve.signal("-TERM").await;
     assert_eq!(serve.exit().await, 0);
 }
+
+/// `redial serve` echoes a publish without a channel to its sender: 60
+/// lines through connections that each end after 5 frames come back once
+/// each and in the order they were written, and the closing summary counts
+/// them applied.
+#[tokio::test]
+async fn serve_echoes_in_order_across_reconnects() {
+    let mut serve = Run::start(&["serve", "--close-after", "5"]);
+    let url = serve.line().await.replace("listening on ", "");
+    let mut run = Run::start(&[
+        "--protocol",
+        "wire",
+        "--backoff",
+        "full-jitter",
+        "--backoff-first-ms",
+        "20",
+        "--backoff-cap-ms",
+        "20",
+        &url,
+    ]);
+    let lines: Vec<String> = (1..=60).map(|i| format!("line {i}")).collect();
+    for l in &lines {
+        run.write(l).await;
+    }
+    let mut echoed = Vec::new();
+    for _ in &lines {
+        echoed.push(run.line().await);
+    }
+    assert_eq!(echoed, lines);
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+    serve.signal("-TERM").await;
+    let summary = serve.text("stopped after").await;
+    assert!(summary.contains("60 publishes applied"), "{summary}");
+    assert_eq!(serve.exit().await, 0);
+}

@@ -13,7 +13,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::connection::{Action, Connection};
 use crate::node::{Control, Counters, Node};
-use crate::store::Notice;
+use crate::store::{Notice, PublishOutcome};
+use crate::StoreReply;
 
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -131,9 +132,17 @@ where
                 }
                 Action::Store(op) => {
                     let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
+                    if let StoreReply::Published(PublishOutcome::Applied) = reply {
+                        inner
+                            .counters
+                            .publishes_applied
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     conn.handle_store_reply(node.now_ms(), reply);
                 }
-                Action::Request(r) => node.request(r),
+                // Awaited here, so one session's requests (and the replies
+                // they send) keep their order.
+                Action::Request(r) => node.request(r).await,
                 Action::Close { code, reason } => {
                     if !batch.is_empty() {
                         let _ = write_tx.send(Write::Frames(std::mem::take(&mut batch)));

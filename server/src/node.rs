@@ -2,6 +2,8 @@
 //! and their registry, shutdown, and the handle the application holds.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,7 +69,9 @@ impl Authorize for Open {
     }
 }
 
-type OnRequest = Arc<dyn Fn(Request, Node) + Send + Sync>;
+/// What the request hook returns, boxed.
+type RequestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type OnRequest = Arc<dyn Fn(Request, Node) -> RequestFuture + Send + Sync>;
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// What the node has done, counted since it started.
@@ -94,6 +98,8 @@ pub struct NodeStats {
     pub protocol_errors: u64,
     /// Connections closed with ERROR `slow_consumer`.
     pub slow_consumers: u64,
+    /// PUBLISH frames stored (not counting duplicates by seq).
+    pub publishes_applied: u64,
 }
 
 #[derive(Default)]
@@ -106,6 +112,7 @@ pub(crate) struct Counters {
     pub(crate) resumed: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
+    pub(crate) publishes_applied: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -182,11 +189,20 @@ impl NodeBuilder {
     }
 
     /// Called with every publish the policy made a request (stored once,
-    /// never again for a duplicate). It runs on the connection's task and
-    /// must not block: spawn anything slow, and answer with
-    /// [`Node::send_to`].
-    pub fn on_request(mut self, f: impl Fn(Request, Node) + Send + Sync + 'static) -> Self {
-        self.on_request = Some(Arc::new(f));
+    /// never again for a duplicate); answer with [`Node::send_to`].
+    ///
+    /// The connection's task awaits the returned future before it handles
+    /// anything else of that session, so one session's requests run one at
+    /// a time, in the order they were published, and replies sent from
+    /// the future keep that order. Meanwhile the connection reads nothing
+    /// and its timers wait: keep the future short, and hand long work to a
+    /// task of your own (which then owns the order of its replies).
+    pub fn on_request<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Request, Node) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_request = Some(Arc::new(move |r, n| Box::pin(f(r, n))));
         self
     }
 
@@ -382,6 +398,7 @@ impl Node {
             sessions_resumed: c.resumed.load(Ordering::Relaxed),
             protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
             slow_consumers: c.slow_consumers.load(Ordering::Relaxed),
+            publishes_applied: c.publishes_applied.load(Ordering::Relaxed),
         }
     }
 
@@ -428,9 +445,9 @@ impl Node {
         self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn request(&self, r: Request) {
+    pub(crate) async fn request(&self, r: Request) {
         if let Some(f) = &self.inner.on_request {
-            f(r, self.clone());
+            f(r, self.clone()).await;
         }
     }
 
