@@ -2,18 +2,20 @@
 //! calls awaited in order, notices routed in, frames out with coalesced
 //! writes, all through one [`Connection`].
 
-use std::time::Duration;
-
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use redial_core::wire::{error_code, Frame};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use crate::connection::{Action, Connection};
-use crate::node::{Control, Counters, Node};
-use crate::store::{Notice, PublishOutcome};
+use crate::node::{Counters, Node, Orders};
+use crate::registry::{Mailbox, Wake};
+use crate::store::{Notice, Owner, PublishOutcome};
 use crate::StoreReply;
 
 /// How long a closing connection waits for the peer's close frame.
@@ -98,9 +100,11 @@ where
     let (write_tx, write_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(writer(sink, write_rx, done_tx));
-    let mut notices = inner.notices.subscribe();
+    let mailbox = Arc::new(Mailbox::default());
     let mut shutdown = inner.shutdown.subscribe();
+    // Orders given before this connection opened are not for it.
     let mut control = inner.control.subscribe();
+    let mut orders_seen = control.borrow_and_update().serial();
     let seed = inner.cfg.seed() ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut conn = Connection::new(
         node.now_ms(),
@@ -109,8 +113,11 @@ where
         principal,
         seed,
     );
-    let mut session_rx: Option<mpsc::UnboundedReceiver<Notice>> = None;
     let mut registered = None;
+    // The channels this connection is registered for, and the core's
+    // subscriptions version they reflect.
+    let mut listening = BTreeSet::new();
+    let mut listening_version = 0;
     let mut closing = false;
     let mut going_away_seen = false;
     let mut peer_gone = false;
@@ -131,7 +138,7 @@ where
                     batch.push(M::binary(frame.to_bytes()));
                 }
                 Action::Store(op) => {
-                    let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
+                    let reply = node.execute(&op).await;
                     if let StoreReply::Published(PublishOutcome::Applied) = reply {
                         inner
                             .counters
@@ -158,9 +165,20 @@ where
             }
             if registered.is_none() {
                 if let Some(owner) = conn.owner() {
-                    session_rx = Some(node.register(owner.session.clone(), conn_id));
+                    node.hold(owner.session.clone(), conn_id, &mailbox);
                     registered = Some(owner.session.clone());
                 }
+            }
+            if registered.is_some() && conn.subscriptions_version() != listening_version {
+                listening_version = conn.subscriptions_version();
+                let now: BTreeSet<String> = conn.subscriptions().map(str::to_owned).collect();
+                node.relisten(
+                    conn_id,
+                    &mailbox,
+                    listening.difference(&now).map(String::as_str),
+                    now.difference(&listening).map(String::as_str),
+                );
+                listening = now;
             }
         }
         if !batch.is_empty() {
@@ -197,15 +215,15 @@ where
                     conn.handle_closed(node.now_ms());
                 }
             },
-            n = notices.recv() => match n {
-                Ok(n) => conn.handle_notice(node.now_ms(), &n),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    conn.handle_notice(node.now_ms(), &Notice::Lagged)
+            Wake { fetch, taken_over } = mailbox.wait() => {
+                let now = node.now_ms();
+                if let (Some(epoch), Some(session)) = (taken_over, &registered) {
+                    let owner = Owner { session: session.clone(), epoch };
+                    conn.handle_notice(now, &Notice::TakenOver(owner));
                 }
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
-            Some(n) = async { match &mut session_rx { Some(rx) => rx.recv().await, None => None } } => {
-                conn.handle_notice(node.now_ms(), &n);
+                if fetch {
+                    conn.handle_wake(now);
+                }
             }
             changed = shutdown.changed(), if !going_away_seen => {
                 if changed.is_ok() {
@@ -217,27 +235,23 @@ where
                     going_away_seen = true;
                 }
             }
-            order = control.recv() => match order {
-                Ok(Control::GoingAway(r, w)) => conn.handle_going_away(node.now_ms(), r, w),
-                Ok(Control::Close(code, reason)) => conn.handle_close(node.now_ms(), code, &reason),
-                // Sixteen orders at once: the last ones were closes too.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    conn.handle_close(node.now_ms(), 1001, "going away")
-                }
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
+            Ok(()) = control.changed() => {
+                let orders = control.borrow_and_update().clone();
+                carry_out(&mut conn, node.now_ms(), &orders, orders_seen);
+                orders_seen = orders.serial();
+            }
             () = sleep_until(timeout), if timeout.is_some() => conn.handle_timeout(node.now_ms()),
         }
     }
     // Store calls after the close (the detach).
     while let Some(action) = conn.poll_action() {
         if let Action::Store(op) = action {
-            let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
+            let reply = node.execute(&op).await;
             conn.handle_store_reply(node.now_ms(), reply);
         }
     }
     if let Some(s) = &registered {
-        node.unregister(s, conn_id);
+        node.release(s, conn_id, listening.iter().map(String::as_str));
     }
     drop(write_tx);
     // A peer that stopped reading leaves the writer stuck on a full socket:
@@ -261,6 +275,22 @@ where
             while let Some(Ok(_)) = stream.next().await {}
         })
         .await;
+    }
+}
+
+/// Hands `conn` the orders newer than serial `seen`, oldest first.
+fn carry_out(conn: &mut Connection, now: u64, orders: &Orders, seen: u64) {
+    let going_away = orders.going_away.as_ref().map(|o| o.0);
+    let close = orders.close.as_ref().map(|o| o.0);
+    let mut due: Vec<u64> = [going_away, close].into_iter().flatten().collect();
+    due.retain(|&serial| serial > seen);
+    due.sort_unstable();
+    for serial in due {
+        match (&orders.going_away, &orders.close) {
+            (Some((g, r, w)), _) if *g == serial => conn.handle_going_away(now, *r, *w),
+            (_, Some((c, code, reason))) if *c == serial => conn.handle_close(now, *code, reason),
+            _ => {}
+        }
     }
 }
 
