@@ -1101,3 +1101,32 @@ async fn a_hung_store_times_out_and_the_session_stays_resumable() {
     let mut ws = pipe(&node, 4 << 10).await;
     assert!(hello(&mut ws, Some(w.resume_token), 0).await.resumed);
 }
+
+/// The node on a multi-thread runtime: connection tasks, the notice router
+/// and the publisher on different threads; every subscriber gets every
+/// message in order, and a session resumes where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_a_multi_thread_runtime_fans_out_and_resumes() {
+    let node = node(config());
+    let url = serve(&node).await;
+    let mut readers = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in 0..50 {
+        let mut ws = dial(&url, &[]).await.unwrap();
+        tokens.push(hello(&mut ws, None, 0).await.resume_token);
+        subscribe(&mut ws, "c").await;
+        readers.push(tokio::spawn(async move {
+            take_messages(&mut ws, 500).await;
+        }));
+    }
+    publish_many(&node, "c", 500, 64).await;
+    for r in readers {
+        r.await.unwrap();
+    }
+    // Every reader RECEIVED all 500; one more message, then a resume.
+    node.publish("c", Payload::text("after")).await.unwrap();
+    let mut ws = dial(&url, &[]).await.unwrap();
+    let token = tokens.pop().unwrap();
+    assert!(hello(&mut ws, Some(token), 500).await.resumed);
+    assert_eq!(message(next(&mut ws).await.unwrap()), (501, "after".into()));
+}
