@@ -111,7 +111,7 @@ pub mod wire;
 
 pub use action::Action;
 pub use backoff::Backoff;
-pub use close_policy::{ClosePolicy, CloseRule};
+pub use close_policy::{CloseClass, ClosePolicy, CloseRule};
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::SendError;
 pub use event::{Event, SessionInfo, State, TerminalReason};
