@@ -533,6 +533,8 @@ impl Meters {
             l.push(metrics::Label::new(name, value));
             l
         };
+        static DESCRIBED: std::sync::Once = std::sync::Once::new();
+        DESCRIBED.call_once(describe);
         let meters = Meters {
             dials_ok: metrics::counter!("redial_dials_total", with("result", "ok")),
             dials_failed: metrics::counter!("redial_dials_total", with("result", "failed")),
@@ -575,6 +577,59 @@ impl Meters {
             self.outage.record(d.as_secs_f64());
         }
     }
+}
+
+/// The help text of every series (Prometheus' `# HELP`), once per process.
+#[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::Unit;
+    let counters = [
+        (
+            "redial_dials_total",
+            "Dials that connected or failed, by result.",
+        ),
+        (
+            "redial_disconnects_total",
+            "Established connections that ended, by close class.",
+        ),
+        ("redial_reconnects_total", "Connections after the first."),
+        (
+            "redial_messages_sent_total",
+            "Messages the session accepted from the application.",
+        ),
+        (
+            "redial_messages_received_total",
+            "Application messages that arrived.",
+        ),
+        (
+            "redial_gaps_total",
+            "Gaps the server reported (messages it could not replay).",
+        ),
+        (
+            "redial_messages_missed_total",
+            "Messages inside the reported gaps.",
+        ),
+    ];
+    for (name, help) in counters {
+        metrics::describe_counter!(name, Unit::Count, help);
+    }
+    metrics::describe_gauge!("redial_sessions", Unit::Count, "Sessions in each state.");
+    metrics::describe_gauge!(
+        "redial_queue_depth",
+        Unit::Count,
+        "Messages queued (unsent, or sent and not yet acknowledged)."
+    );
+    metrics::describe_gauge!("redial_subscriptions", Unit::Count, "Subscriptions held.");
+    metrics::describe_histogram!(
+        "redial_outage_seconds",
+        Unit::Seconds,
+        "From losing a connection to the next one connected."
+    );
+    metrics::describe_histogram!(
+        "redial_handshake_seconds",
+        Unit::Seconds,
+        "From the dial to connected (upgrade and protocol handshake)."
+    );
 }
 
 impl<R: crate::Runtime> crate::Builder<R> {
