@@ -8,44 +8,9 @@
 //! decides anything, and nothing here ever sees a token: the spans carry the
 //! endpoint without user info or query (see `RequestTemplate::endpoint`).
 //!
-//! # Spans
-//! - `redial` (info), one per session, for its whole life. Fields:
-//!   `endpoint` (the first endpoint: scheme, host, port and path only),
-//!   `endpoints` (how many), `protocol` (the protocol's name), `client`
-//!   (the label given to `Builder::client_label`, or empty).
-//! - `redial.connection` (info), one per connection attempt, inside the
-//!   session's span, from the dial until the attempt fails or the
-//!   connection ends. Fields: `attempt` (0 for the first connection, then
-//!   1, 2, … within an outage), `endpoint` (index into the endpoint list),
-//!   `delay_ms` (the wait before this attempt, absent for the first),
-//!   `outcome` (`connected`, `dial_failed`, then `closed`), `close_code`
-//!   (absent when no close frame came) and `close_class` (a
-//!   [`CloseClass`] name).
-//!
-//! The session's decisions are events inside these spans (`state changed`
-//! with `from` and `to`, `reconnect scheduled`, `disconnected`, …).
-//!
-//! # Metrics (cargo feature `metrics`)
-//! Every series carries the labels `protocol` (`wire`, `nats`,
-//! `graphql-ws`, `raw`, or a custom protocol's name) and, when given,
-//! `client` (the user's label): a bounded set, never a URL, a raw reason
-//! or an id. Handles are taken when the connection is built, so install
-//! the recorder first.
-//!
-//! | name | kind | extra labels | meaning |
-//! |---|---|---|---|
-//! | `redial_dials_total` | counter | `result`: `ok`, `failed` | dials that connected or failed |
-//! | `redial_disconnects_total` | counter | `class`: a [`CloseClass`] name | established connections that ended |
-//! | `redial_reconnects_total` | counter | | connections after the first |
-//! | `redial_messages_sent_total` | counter | | messages the session accepted from the application |
-//! | `redial_messages_received_total` | counter | | application messages that arrived |
-//! | `redial_gaps_total` | counter | | gaps the server reported (messages it could not replay) |
-//! | `redial_messages_missed_total` | counter | | messages inside those gaps |
-//! | `redial_sessions` | gauge | `state`: a `State` name | sessions in each state |
-//! | `redial_queue_depth` | gauge | | messages queued (unsent or unacknowledged) |
-//! | `redial_subscriptions` | gauge | | subscriptions held |
-//! | `redial_outage_seconds` | histogram | | from losing a connection to the next one connected |
-//! | `redial_handshake_seconds` | histogram | | from the dial to connected (WebSocket upgrade and protocol handshake) |
+//! The span names and fields, the metric names and labels are listed in
+//! the adapters' READMEs (section Observability): a stable interface, so a
+//! change there is a change here and the other way round.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
