@@ -59,6 +59,8 @@ scenarios!(
     largest_frame_arrives,
     unsent_frames_survive_a_drop,
     endpoints_rotate_to_a_live_node,
+    stats_count_dials_disconnects_and_messages,
+    state_watch_keeps_only_the_latest,
 );
 
 #[test]

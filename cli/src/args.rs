@@ -205,6 +205,17 @@ pub struct ClientArgs {
     /// wss:// (the public web roots stay trusted).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+
+    /// Serve the client's metrics in the Prometheus text format on
+    /// http://ADDR/metrics (loopback addresses only; port 0 picks a free
+    /// port, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// The `client` label of the metrics and spans (1 to 64 of A-Z a-z
+    /// 0-9 _ - .).
+    #[arg(long, value_name = "LABEL")]
+    pub client_label: Option<String>,
 }
 
 #[derive(Debug, Args)]

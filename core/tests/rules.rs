@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use redial_core::wire::{self, Frame as W};
 use redial_core::{
-    Action, AuthToken, Backoff, CloseFrame, Config, ConfigBuilder, DialFailure, Event, Frame,
-    Payload, Raw, ResumeToken, SendError, Session, State, TerminalReason, Text, TokenFailure, Wire,
+    Action, AuthToken, Backoff, CloseClass, CloseFrame, Config, ConfigBuilder, DialFailure, Event,
+    Frame, Payload, Raw, ResumeToken, SendError, Session, State, TerminalReason, Text,
+    TokenFailure, Wire,
 };
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -527,6 +528,9 @@ fn keepalive_detects_a_half_open_socket_within_interval_plus_timeout() {
         .events
         .iter()
         .any(|e| matches!(e, Event::Disconnected { reason, .. } if reason == "pong timeout")));
+    // The metrics' close class reads the session's own words for it.
+    assert!(t.events.iter().any(|e| matches!(e,
+        Event::Disconnected { code, reason, .. } if CloseClass::of(*code, reason) == CloseClass::Timeout)));
 }
 
 #[test]

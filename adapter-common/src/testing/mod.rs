@@ -11,6 +11,7 @@
 
 mod endpoints;
 mod limits_and_trust;
+mod observe;
 mod scenarios;
 mod server;
 
@@ -22,6 +23,7 @@ use redial_core::{Backoff, ConfigBuilder, Event};
 
 pub use endpoints::*;
 pub use limits_and_trust::*;
+pub use observe::*;
 pub use scenarios::*;
 pub use server::{Plan, ServerEvent, TestServer};
 
