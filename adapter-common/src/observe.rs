@@ -73,7 +73,7 @@ pub struct Stats {
     pub dials_failed: u64,
     /// Connections after the first.
     pub reconnects: u64,
-    /// Established connections that ended, by class, in
+    /// Connections that ended after the WebSocket upgrade, by class, in
     /// [`CloseClass::ALL`] order; see [`Stats::disconnects`].
     pub disconnects_by_class: [u64; 9],
     /// Messages the session accepted from the application.
@@ -91,12 +91,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Established connections that ended with this class.
+    /// Connections that ended after the upgrade with this class.
     pub fn disconnects(&self, class: CloseClass) -> u64 {
         self.disconnects_by_class[class_index(class)]
     }
 
-    /// Established connections that ended, whatever the class.
+    /// Connections that ended after the upgrade, whatever the class.
     pub fn disconnects_total(&self) -> u64 {
         self.disconnects_by_class.iter().sum()
     }
@@ -364,7 +364,9 @@ impl Watch {
                     }
                     span.record("close_class", class.name());
                 }
-                if *will_reconnect {
+                // An outage runs from the first loss, through every
+                // handshake that fails on the way back.
+                if *will_reconnect && self.lost_at.is_none() {
                     self.lost_at = Some(now);
                 }
             }
