@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::call::{CallError, CallId};
 use crate::headers::Headers;
 use crate::payload::{Payload, Text};
 use crate::protocol::ProtocolError;
@@ -235,13 +236,18 @@ pub enum Event {
     Subscribed {
         /// The channel.
         channel: Text,
+        /// The id the server gave the subscription on this connection, when
+        /// the protocol has one (for logging: messages keep arriving under
+        /// `channel`).
+        server_id: Option<Text>,
     },
     /// A subscription was refused; the channel is dropped from the set.
     SubscribeFailed {
         /// The channel.
         channel: Text,
-        /// The server's code.
-        code: u16,
+        /// The server's code (0 when the protocol has none); signed, since
+        /// some protocols' are negative (JSON-RPC's -32602).
+        code: i64,
         /// The server's reason.
         reason: Text,
     },
@@ -271,10 +277,22 @@ pub enum Event {
     },
     /// The server reported a non-terminal error.
     ServerError {
-        /// The error code.
-        code: u16,
+        /// The error code (0 when the protocol has none); signed, since some
+        /// protocols' are negative.
+        code: i64,
         /// The reason.
         reason: Text,
+    },
+    /// A call ended: one event per call made with
+    /// [`Session::handle_call`](crate::Session::handle_call), with its
+    /// reply or why there is none. (The adapters' `Handle::call` takes
+    /// these; they do not reach the application's event stream there.)
+    CallDone {
+        /// The call.
+        id: CallId,
+        /// The reply, or why there is none (never
+        /// [`CallError::Refused`]).
+        result: Result<Payload, CallError>,
     },
     /// The session ended. Always the last event.
     Closed {

@@ -55,8 +55,8 @@
 //!     while let Some(event) = session.poll_event() {
 //!         if let Event::ReconnectScheduled { attempt, delay } = event {
 //!             assert_eq!(attempt, 1);
-//!             // The default's first retry: full jitter within 2 s.
-//!             assert!(delay <= Duration::from_secs(2));
+//!             // The default's first retry: full jitter within 2.1 s.
+//!             assert!(delay <= Duration::from_millis(2100));
 //!         }
 //!     }
 //!     match session.poll_timeout() {
@@ -79,13 +79,15 @@
 //!   decision.
 //! - [`protocol`]: the session layer protocols plug into; [`Raw`], [`Wire`],
 //!   `GraphqlWs` and `Nats` implement it, and so can you.
-//! - [`wire`], `graphql_ws`, `nats`: the codecs under them.
+//! - [`wire`], `graphql_ws`, `nats`: the codecs under them (each lives in
+//!   its protocol's folder, `protocol::<name>::codec`).
 //! - [`Session`]: the state machine that ties them together.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod action;
 pub mod backoff;
+mod call;
 pub mod close_policy;
 mod config;
 mod endpoint;
@@ -93,12 +95,8 @@ mod error;
 mod event;
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
-#[cfg(feature = "graphql-ws")]
-pub mod graphql_ws;
 mod headers;
 mod keepalive;
-#[cfg(feature = "nats")]
-pub mod nats;
 pub mod payload;
 pub mod protocol;
 mod queue;
@@ -107,10 +105,16 @@ pub mod secret;
 mod session;
 mod timer;
 pub mod transport;
-pub mod wire;
+
+#[cfg(feature = "graphql-ws")]
+pub use protocol::graphql_ws::codec as graphql_ws;
+#[cfg(feature = "nats")]
+pub use protocol::nats::codec as nats;
+pub use protocol::wire::codec as wire;
 
 pub use action::Action;
 pub use backoff::Backoff;
+pub use call::{CallError, CallId, CallOptions};
 pub use close_policy::{CloseClass, ClosePolicy, CloseRule};
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::SendError;
@@ -121,7 +125,7 @@ pub use payload::{Payload, Text};
 pub use protocol::GraphqlWs;
 #[cfg(feature = "nats")]
 pub use protocol::Nats;
-pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire};
+pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire, WireError};
 
 pub use queue::SendLimits;
 pub use secret::{AuthToken, ResumeToken};

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::action::Action;
 use crate::backoff::Ladder;
+use crate::call::{CallError, CallId, CallOptions, Calls};
 use crate::close_policy::{handshake_rule, CloseRule, HandshakeRule};
 use crate::config::Config;
 use crate::endpoint::Endpoints;
@@ -14,8 +15,8 @@ use crate::headers::Headers;
 use crate::keepalive::{Keepalive, PingDue};
 use crate::payload::{Payload, Text};
 use crate::protocol::{
-    check_channel, Capabilities, Data, FrameContext, Handshake, Inbound, OpenContext, Outgoing,
-    Output, Protocol, ProtocolError, Ready,
+    Capabilities, Data, FrameContext, Handshake, Inbound, InputLimits, OpenContext, Outgoing,
+    Output, Protocol, ProtocolError, Ready, TimerContext,
 };
 use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
@@ -117,6 +118,8 @@ pub struct Session {
     config: Config,
     protocol: Box<dyn Protocol>,
     caps: Capabilities,
+    /// The protocol's limits on keys and channels.
+    limits: InputLimits,
     /// Frames and facts from the protocol, drained after every call to it.
     out: Output,
     /// What the current transport was handed, oldest first, as runs of
@@ -144,6 +147,8 @@ pub struct Session {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     queue: Queue,
+    /// Calls waiting for a transport or in flight on this one.
+    calls: Calls,
 
     /// Reconnect attempts in the current outage. Kept while connected: a
     /// connection lost before `stable_after` continues the count.
@@ -195,7 +200,9 @@ impl Session {
             endpoints: Endpoints::new(config.endpoints, config.seed.unwrap_or(0)),
             ladder: Ladder::new(config.backoff.clone()),
             queue: Queue::new(config.queue_max_messages, config.queue_max_bytes),
+            calls: Calls::new(config.max_calls),
             caps: protocol.capabilities(),
+            limits: protocol.limits(&config),
             protocol: Box::new(protocol),
             out: Output::default(),
             handed: VecDeque::new(),
@@ -309,6 +316,7 @@ impl Session {
             self.protocol.name(),
             self.caps,
             self.config.queue_max_bytes,
+            self.limits,
             self.config.wire_limits,
         )
     }
@@ -375,6 +383,54 @@ impl Session {
         payload: Payload,
     ) -> Result<u64, SendError> {
         self.enqueue(now, Some(channel.into()), Some(headers), payload)
+    }
+
+    /// Calls the server with `request` (for protocols with
+    /// [`Capabilities::calls`]) and returns the call's id; exactly one
+    /// [`Event::CallDone`] with that id says how it ended: the reply,
+    /// [`CallError::Rejected`] with the server's code and message,
+    /// [`CallError::Timeout`] after the options' timeout (default: the
+    /// config's `call_timeout`, 30 s), [`CallError::ConnectionLost`], or
+    /// [`CallError::Closed`].
+    ///
+    /// Sent at once while connected; otherwise it waits and is sent on the
+    /// next connection, after the resubscriptions. A call in flight when the
+    /// link drops fails with `ConnectionLost` and is never sent again,
+    /// unless [`CallOptions::repeatable`]: then it is sent once more, on
+    /// the next connection. Waiting and in-flight calls together are
+    /// bounded by the config's `max_calls` (default 256).
+    ///
+    /// # Errors
+    /// [`SendError::Unsupported`] from a protocol without calls,
+    /// [`SendError::TooManyCalls`] at the bound, what the protocol's
+    /// [`check_call`](Protocol::check_call) refuses,
+    /// [`SendError::Closing`] and [`SendError::Closed`].
+    pub fn handle_call(
+        &mut self,
+        now: Instant,
+        request: Payload,
+        options: CallOptions,
+    ) -> Result<CallId, SendError> {
+        let now = self.clock(now);
+        self.check_open()?;
+        if !self.caps.calls {
+            return Err(self.unsupported("calls"));
+        }
+        self.protocol.check_call(&request)?;
+        let timeout = options.timeout.unwrap_or(self.config.call_timeout);
+        let id = self
+            .calls
+            .push(request, options.repeatable, deadline(now, timeout))?;
+        if self.phase == Phase::Connected {
+            self.send_calls();
+        }
+        self.arm_calls();
+        Ok(id)
+    }
+
+    /// Calls waiting for a connection or in flight.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
     }
 
     /// Subscribe to a channel, for protocols whose subscriptions need
@@ -561,6 +617,7 @@ impl Session {
             self.resume = None;
         }
         let cx = OpenContext {
+            now,
             token: self.token.as_ref(),
             resume: self.resume.as_ref().map(|(t, _)| t),
             last_offset: self.delivered,
@@ -612,33 +669,37 @@ impl Session {
         // Set again below when this frame is itself a non-terminal ERROR.
         self.error_before_close = false;
         let cx = FrameContext {
+            now,
             ready: self.phase == Phase::Connected,
             limits: &self.config.wire_limits,
         };
         let result = self.protocol.on_frame(frame, &cx, &mut self.out);
         self.drain_frames();
         match result {
-            Ok(()) => {
-                if let Some(data) = self.out.take_lone_data() {
-                    // The usual message: one data fact, nothing else.
-                    self.on_data(now, data);
-                }
-                while let Some(fact) = self.out.pop_fact() {
-                    if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
-                        // An earlier fact ended the transport: the rest of
-                        // what it carried is moot.
-                        self.out.clear_facts();
-                        break;
-                    }
-                    self.on_fact(now, fact);
-                }
-            }
+            Ok(()) => self.take_facts(now),
             Err(e) => {
                 self.out.clear_facts();
                 self.protocol_error(now, e);
             }
         }
         self.sync_state();
+    }
+
+    /// Acts on the facts the protocol reported, in order.
+    fn take_facts(&mut self, now: Instant) {
+        if let Some(data) = self.out.take_lone_data() {
+            // The usual message: one data fact, nothing else.
+            self.on_data(now, data);
+        }
+        while let Some(fact) = self.out.pop_fact() {
+            if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+                // An earlier fact ended the transport: the rest of what it
+                // carried is moot.
+                self.out.clear_facts();
+                break;
+            }
+            self.on_fact(now, fact);
+        }
     }
 
     /// The transport closed, with the server's close frame if one came.
@@ -829,7 +890,7 @@ impl Session {
         if !self.caps.subscriptions {
             return Err(self.unsupported("subscriptions"));
         }
-        check_channel(&channel, &self.config.wire_limits)?;
+        self.limits.check_key(&channel)?;
         Ok(channel)
     }
 
@@ -908,12 +969,32 @@ impl Session {
                 self.hand_over(f, true);
             }
         }
+        self.take_wake();
     }
 
-    /// Turns the frames the protocol wrote into send actions, in order.
+    /// Turns the frames the protocol wrote into send actions, in order,
+    /// and takes its timer request.
     fn drain_frames(&mut self) {
         while let Some(f) = self.out.pop_frame() {
             self.hand_over(f, false);
+        }
+        self.take_wake();
+    }
+
+    /// Puts the protocol's timer request in the table, while a transport is
+    /// open; never less than 1 ms ahead, so no request can make
+    /// `handle_timeout` fire it again and again at one instant.
+    fn take_wake(&mut self) {
+        let Some(request) = self.out.take_wake() else {
+            return;
+        };
+        match request {
+            Some(at) if matches!(self.phase, Phase::Handshaking | Phase::Connected) => {
+                let now = self.now.unwrap_or(at);
+                let soonest = deadline(now, Duration::from_millis(1));
+                self.timers.set(Timer::Protocol, at.max(soonest));
+            }
+            _ => self.timers.stop(Timer::Protocol),
         }
     }
 
@@ -993,6 +1074,8 @@ impl Session {
             session,
             endpoint: self.endpoints.current(),
         });
+        // After the resubscriptions (sent with the handshake's reply).
+        self.send_calls();
         self.flush_queue();
         if self.closing && self.queue.is_empty() {
             self.close_now();
@@ -1050,7 +1133,9 @@ impl Session {
             }
             Inbound::Failed { code, reason, rule } => {
                 self.close_transport(1000, "server error");
-                let code = (code != 0).then_some(code);
+                // The close code of what follows: the server's code when it
+                // is one (Wire's are u16), else none.
+                let code = u16::try_from(code).ok().filter(|c| *c != 0);
                 match rule {
                     CloseRule::Terminal(why) => self.finish(why, code, reason.to_string()),
                     rule => self.lost(now, code, reason.to_string(), rule),
@@ -1076,9 +1161,16 @@ impl Session {
             ),
             _ if handshaking => self.protocol_error(now, ProtocolError::DataBeforeReady),
             Inbound::Acked { seq } => self.on_ack(now, seq),
-            Inbound::Subscribed { key } => {
-                self.events.push_back(Event::Subscribed { channel: key })
-            }
+            Inbound::Replied { call, result } => self.call_done(call, Ok(result)),
+            Inbound::CallRejected {
+                call,
+                code,
+                message,
+            } => self.call_done(call, Err(CallError::Rejected { code, message })),
+            Inbound::Subscribed { key, server_id } => self.events.push_back(Event::Subscribed {
+                channel: key,
+                server_id,
+            }),
             Inbound::SubscribeFailed { key, code, reason } => {
                 self.subscriptions.remove(&key);
                 self.events.push_back(Event::SubscribeFailed {
@@ -1158,7 +1250,10 @@ impl Session {
         // event that introduces it (unless it closed at once).
         if self.phase == Phase::Connected {
             for channel in confirmed {
-                self.events.push_back(Event::Subscribed { channel });
+                self.events.push_back(Event::Subscribed {
+                    channel,
+                    server_id: None,
+                });
             }
         }
     }
@@ -1284,6 +1379,64 @@ impl Session {
                 }
             }
             Timer::InboundAck => self.report_offset(),
+            Timer::Protocol => self.protocol_timer(now),
+            Timer::Call => {
+                for (id, in_flight) in self.calls.expire(now) {
+                    if in_flight {
+                        self.protocol.forget_call(id);
+                    }
+                    self.events.push_back(Event::CallDone {
+                        id,
+                        result: Err(CallError::Timeout),
+                    });
+                }
+                self.arm_calls();
+            }
+        }
+    }
+
+    /// Sends every call the current transport has not had, in id order.
+    fn send_calls(&mut self) {
+        for (id, request) in self.calls.take_unsent() {
+            self.protocol.call(id, &request, &mut self.out);
+        }
+        self.drain_frames();
+    }
+
+    /// The call timer at the earliest call deadline.
+    fn arm_calls(&mut self) {
+        match self.calls.next_deadline() {
+            Some(at) => self.timers.set(Timer::Call, at),
+            None => self.timers.stop(Timer::Call),
+        }
+    }
+
+    /// Call `id` ended with `result`, if the session still keeps it.
+    fn call_done(&mut self, id: CallId, result: Result<Payload, CallError>) {
+        if self.calls.finish(id).is_some() {
+            self.events.push_back(Event::CallDone { id, result });
+            self.arm_calls();
+        }
+    }
+
+    /// The protocol's own deadline came.
+    fn protocol_timer(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+            return;
+        }
+        let cx = TimerContext {
+            now,
+            ready: self.phase == Phase::Connected,
+        };
+        let result = self.protocol.on_timer(&cx, &mut self.out);
+        self.drain_frames();
+        match result {
+            Ok(()) => self.take_facts(now),
+            Err(dead) => {
+                self.out.clear_facts();
+                self.close_transport(1001, &dead.reason);
+                self.lost(now, None, dead.reason, dead.rule);
+            }
         }
     }
 
@@ -1382,12 +1535,15 @@ impl Session {
             Timer::PongDeadline,
             Timer::InboundAck,
             Timer::ConnectTimeout,
+            Timer::Protocol,
         ] {
             self.timers.stop(t);
         }
         self.unreported = 0;
         self.error_before_close = false;
         self.protocol.on_closed();
+        // A request made on the transport that is gone is moot.
+        let _ = self.out.take_wake();
         let established = self.phase == Phase::Connected;
         if established {
             // Only the loss of an established session starts the resume
@@ -1413,6 +1569,10 @@ impl Session {
             reason: reason.clone(),
             will_reconnect,
         });
+        for (id, result) in self.calls.on_lost() {
+            self.events.push_back(Event::CallDone { id, result });
+        }
+        self.arm_calls();
         if !will_reconnect {
             let why = match rule {
                 CloseRule::Terminal(why) => why,
@@ -1568,6 +1728,12 @@ impl Session {
         self.closing = false;
         self.timers.stop_all();
         self.sync_state();
+        for id in self.calls.drain() {
+            self.events.push_back(Event::CallDone {
+                id,
+                result: Err(CallError::Closed),
+            });
+        }
         self.events.push_back(Event::Closed {
             reason,
             code,

@@ -35,19 +35,25 @@ pub(crate) enum Timer {
     CloseLinger,
     /// Acknowledge received messages (coalesced).
     InboundAck,
+    /// A call's timeout (the earliest of them).
+    Call,
+    /// The protocol asked to be woken ([`Output::wake_at`](crate::protocol::Output::wake_at)).
+    Protocol,
 }
 
 impl Timer {
     /// Table order: also the order in which timers due at the same instant
     /// fire. A dead transport is noticed before a ping would be sent on it.
-    pub(crate) const ALL: [Timer; 7] = [
+    pub(crate) const ALL: [Timer; 9] = [
         Timer::ConnectTimeout,
         Timer::PongDeadline,
+        Timer::Protocol,
         Timer::Backoff,
         Timer::Ping,
         Timer::Stuck,
         Timer::CloseLinger,
         Timer::InboundAck,
+        Timer::Call,
     ];
 
     fn index(self) -> usize {
@@ -59,6 +65,8 @@ impl Timer {
             Timer::Stuck => 4,
             Timer::CloseLinger => 5,
             Timer::InboundAck => 6,
+            Timer::Protocol => 7,
+            Timer::Call => 8,
         }
     }
 }
@@ -66,7 +74,7 @@ impl Timer {
 /// When each timer is due, if armed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    due: [Option<Instant>; 7],
+    due: [Option<Instant>; 9],
 }
 
 impl TimerTable {

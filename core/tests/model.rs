@@ -6,6 +6,15 @@
 //! ladder rung's lower bound as well as below its upper one, whatever the
 //! server said, and no dial may follow the failure before it sooner than
 //! that lower bound (or, after `retry_now`, than the server's own wait).
+//!
+//! The session speaks a protocol with a timer of its own and calls
+//! (`Prober`: a probe every ten minutes whatever the traffic, its reply due
+//! within a second): the probe goes out when the timer table says, an
+//! answer keeps the link, and silence past the deadline is a lost link like
+//! any other. Calls made in any state end exactly as the model says, in
+//! order: a reply, `ConnectionLost` for a call in flight at a drop (a
+//! repeatable one only at its second), `Closed` for the rest when the
+//! session ends.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -14,12 +23,37 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+use redial_core::fuzzing::Prober;
 use redial_core::{
-    Action, Backoff, CloseFrame, Config, DialFailure, Event, Raw, Session, State, TerminalReason,
+    Action, Backoff, CallError, CallOptions, CloseFrame, Config, DialFailure, Event, Frame,
+    Payload, Session, State, TerminalReason, Text,
 };
 
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Far beyond any other step's time, so only `ProbeDue` reaches it.
+const PROBE_EVERY: Duration = Duration::from_secs(600);
+/// Beyond the longest run (60 steps of at most `PROBE_EVERY`): no call
+/// times out here.
+const CALL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Replied,
+    Lost,
+    Closed,
+}
+
+/// A call the model keeps.
+#[derive(Debug, Clone)]
+struct Call {
+    id: u64,
+    repeatable: bool,
+    in_flight: bool,
+    sends: u8,
+}
+const PROBE_DEADLINE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -61,6 +95,13 @@ struct Model {
     booked: bool,
     /// Lower bound of the time from the last failure to the next dial.
     gap_min: Duration,
+    /// The protocol's probe is out and unanswered.
+    probing: bool,
+    /// Calls waiting or in flight, in id order.
+    calls: Vec<Call>,
+    next_call: u64,
+    /// Every call's end so far, in order.
+    ended: Vec<(u64, End)>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +113,16 @@ enum Transition {
     ConnectTimeout,
     Drop(Option<u16>),
     BecomeStable,
+    /// The protocol's timer: the probe goes out.
+    ProbeDue,
+    /// The server answers the probe.
+    ProbeAnswered,
+    /// The probe's deadline passes in silence.
+    ProbeUnanswered,
+    /// The application calls (repeatable or not).
+    Call(bool),
+    /// The server answers call number `n`.
+    Reply(u64),
     BackoffElapsed,
     RetryNow,
     NetworkOnline,
@@ -124,6 +175,10 @@ impl ReferenceStateMachine for Ref {
                 expect: None,
                 server_min: Duration::ZERO,
                 gap_min: Duration::ZERO,
+                probing: false,
+                calls: Vec::new(),
+                next_call: 1,
+                ended: Vec::new(),
             })
             .boxed()
     }
@@ -153,7 +208,8 @@ impl ReferenceStateMachine for Ref {
             Just(503),
             Just(404)
         ];
-        match m.phase {
+        let in_flight = m.calls.iter().find(|c| c.in_flight).map(|c| c.id);
+        let base = match m.phase {
             Phase::Idle => prop_oneof![Just(Transition::Connect), Just(Transition::UserClose)].boxed(),
             Phase::Dialing => prop_oneof![
                 4 => Just(Transition::DialOk),
@@ -163,9 +219,17 @@ impl ReferenceStateMachine for Ref {
                 1 => Just(Transition::UserClose),
             ]
             .boxed(),
+            Phase::Connected if m.probing => prop_oneof![
+                2 => codes.prop_map(Transition::Drop),
+                2 => Just(Transition::ProbeAnswered),
+                2 => Just(Transition::ProbeUnanswered),
+                1 => Just(Transition::UserClose),
+            ]
+            .boxed(),
             Phase::Connected => prop_oneof![
                 4 => codes.prop_map(Transition::Drop),
                 2 => Just(Transition::BecomeStable),
+                2 => Just(Transition::ProbeDue),
                 1 => Just(Transition::NetworkOnline),
                 1 => Just(Transition::UserClose),
             ]
@@ -179,6 +243,16 @@ impl ReferenceStateMachine for Ref {
             ]
             .boxed(),
             Phase::Closed => Just(Transition::UserClose).boxed(),
+        };
+        match (m.phase, in_flight) {
+            (Phase::Closed, _) => base,
+            (_, Some(id)) => prop_oneof![
+                6 => base,
+                1 => any::<bool>().prop_map(Transition::Call),
+                2 => Just(Transition::Reply(id)),
+            ]
+            .boxed(),
+            _ => prop_oneof![6 => base, 1 => any::<bool>().prop_map(Transition::Call)].boxed(),
         }
     }
 
@@ -186,7 +260,14 @@ impl ReferenceStateMachine for Ref {
         let terminal = |m: &mut Model, r| {
             m.phase = Phase::Closed;
             m.reason = Some(r);
+            m.close_calls();
         };
+        // The transport goes, for good or not: calls in flight end first.
+        if m.phase == Phase::Connected
+            && matches!(t, Transition::Drop(_) | Transition::ProbeUnanswered)
+        {
+            m.lose_calls();
+        }
         match (m.phase, t) {
             (Phase::Closed, _) => {}
             (_, Transition::UserClose) => terminal(&mut m, TerminalReason::ClosedByUser),
@@ -195,6 +276,24 @@ impl ReferenceStateMachine for Ref {
                 m.phase = Phase::Connected;
                 m.ever_connected = true;
                 m.stable = false;
+                m.probing = false;
+                m.send_calls();
+            }
+            (_, Transition::Call(repeatable)) => {
+                m.calls.push(Call {
+                    id: m.next_call,
+                    repeatable: *repeatable,
+                    in_flight: false,
+                    sends: 0,
+                });
+                m.next_call += 1;
+                if m.phase == Phase::Connected {
+                    m.send_calls();
+                }
+            }
+            (Phase::Connected, Transition::Reply(id)) => {
+                m.calls.retain(|c| c.id != *id);
+                m.ended.push((*id, End::Replied));
             }
             (Phase::Dialing, Transition::DialIo | Transition::ConnectTimeout) => m.fail(None),
             (Phase::Dialing, Transition::DialHttp(status, ra)) => match status {
@@ -207,6 +306,14 @@ impl ReferenceStateMachine for Ref {
                 _ => m.fail(None),
             },
             (Phase::Connected, Transition::BecomeStable) => m.stable = true,
+            (Phase::Connected, Transition::ProbeDue) => {
+                // An hour of uptime: stable by then.
+                m.stable = true;
+                m.probing = true;
+            }
+            (Phase::Connected, Transition::ProbeAnswered) => m.probing = false,
+            // The link is dead: lost like a drop without a close frame.
+            (Phase::Connected, Transition::ProbeUnanswered) => m.lost(None),
             (Phase::Connected, Transition::Drop(code)) => {
                 let reason = match code {
                     Some(1008) => Some(TerminalReason::PolicyViolation),
@@ -221,16 +328,7 @@ impl ReferenceStateMachine for Ref {
                 if let Some(r) = reason {
                     terminal(&mut m, r);
                 } else {
-                    if m.stable {
-                        m.attempts = 0;
-                        m.booked = false;
-                        if *code != Some(1013) {
-                            m.rung = 0;
-                        }
-                    }
-                    m.stable = false;
-                    let floor = (*code == Some(4010)).then_some(Duration::from_secs(30));
-                    m.fail(floor.map(|f| Expect::Floor(f, 0)));
+                    m.lost(*code);
                 }
             }
             (Phase::Waiting, Transition::BackoffElapsed) => m.phase = Phase::Dialing,
@@ -252,38 +350,97 @@ impl ReferenceStateMachine for Ref {
     }
 
     fn preconditions(m: &Model, t: &Transition) -> bool {
-        matches!(
-            (m.phase, t),
+        match (m.phase, t) {
             (_, Transition::UserClose)
-                | (Phase::Idle, Transition::Connect)
-                | (
-                    Phase::Dialing,
-                    Transition::DialOk
-                        | Transition::DialIo
-                        | Transition::DialHttp(..)
-                        | Transition::ConnectTimeout
-                )
-                | (
-                    Phase::Connected,
-                    Transition::Drop(_) | Transition::BecomeStable | Transition::NetworkOnline
-                )
-                | (
-                    Phase::Waiting,
-                    Transition::BackoffElapsed
-                        | Transition::RetryNow
-                        | Transition::NetworkOnline
-                        | Transition::Wake
-                )
-        )
+            | (Phase::Idle, Transition::Connect)
+            | (
+                Phase::Dialing,
+                Transition::DialOk
+                | Transition::DialIo
+                | Transition::DialHttp(..)
+                | Transition::ConnectTimeout,
+            )
+            | (Phase::Connected, Transition::Drop(_))
+            | (
+                Phase::Waiting,
+                Transition::BackoffElapsed
+                | Transition::RetryNow
+                | Transition::NetworkOnline
+                | Transition::Wake,
+            ) => true,
+            (
+                Phase::Connected,
+                Transition::BecomeStable | Transition::NetworkOnline | Transition::ProbeDue,
+            ) => !m.probing,
+            (Phase::Connected, Transition::ProbeAnswered | Transition::ProbeUnanswered) => {
+                m.probing
+            }
+            (Phase::Closed, Transition::Call(_)) => false,
+            (_, Transition::Call(_)) => true,
+            (Phase::Connected, Transition::Reply(id)) => {
+                m.calls.iter().any(|c| c.id == *id && c.in_flight)
+            }
+            _ => false,
+        }
     }
 }
 
 impl Model {
+    /// The connection was lost (not for good): the ladder restarts after a
+    /// stable one, then one more failure.
+    fn lost(&mut self, code: Option<u16>) {
+        if self.stable {
+            self.attempts = 0;
+            self.booked = false;
+            if code != Some(1013) {
+                self.rung = 0;
+            }
+        }
+        self.stable = false;
+        self.probing = false;
+        let floor = (code == Some(4010)).then_some(Duration::from_secs(30));
+        self.fail(floor.map(|f| Expect::Floor(f, 0)));
+    }
+
+    /// Every waiting call goes out on the new transport.
+    fn send_calls(&mut self) {
+        for c in self.calls.iter_mut().filter(|c| !c.in_flight) {
+            c.in_flight = true;
+            c.sends += 1;
+        }
+    }
+
+    /// The transport went: a call in flight fails, unless repeatable and
+    /// sent once, which then waits.
+    fn lose_calls(&mut self) {
+        let mut ended = Vec::new();
+        self.calls.retain_mut(|c| {
+            if !c.in_flight {
+                return true;
+            }
+            c.in_flight = false;
+            let again = c.repeatable && c.sends < 2;
+            if !again {
+                ended.push((c.id, End::Lost));
+            }
+            again
+        });
+        self.ended.extend(ended);
+    }
+
+    /// The session ended: every call left ends with it.
+    fn close_calls(&mut self) {
+        for c in self.calls.drain(..) {
+            self.ended.push((c.id, End::Closed));
+        }
+    }
+
     /// One more failure: back off, or give up when the attempts are spent.
     fn fail(&mut self, expect: Option<Expect>) {
         if self.max_attempts != 0 && self.attempts >= self.max_attempts {
             self.phase = Phase::Closed;
             self.reason = Some(TerminalReason::AttemptsExhausted);
+            self.close_calls();
             return;
         }
         self.attempts += 1;
@@ -338,6 +495,10 @@ struct Sut {
     failed_at: Instant,
     /// Time from the last failure to the dial the last transition made.
     gap: Option<Duration>,
+    /// Probes the protocol sent.
+    probes: u32,
+    /// Every call's end so far, in order.
+    ended: Vec<(u64, End)>,
 }
 
 impl Sut {
@@ -350,6 +511,7 @@ impl Sut {
                     self.gap = Some(self.now - self.failed_at);
                 }
                 Action::Close(_) => self.dialing = false,
+                Action::Send(Frame::Text(t)) if t.as_str() == "probe" => self.probes += 1,
                 _ => {}
             }
         }
@@ -362,6 +524,16 @@ impl Sut {
                 Event::Closed { reason, .. } => {
                     assert!(self.closed.is_none(), "closed twice");
                     self.closed = Some(reason);
+                }
+                Event::CallDone { id, result } => {
+                    assert!(self.closed.is_none(), "a call ended after Closed");
+                    let end = match result {
+                        Ok(_) => End::Replied,
+                        Err(CallError::ConnectionLost) => End::Lost,
+                        Err(CallError::Closed) => End::Closed,
+                        Err(other) => panic!("call {id}: {other:?}"),
+                    };
+                    self.ended.push((id.get(), end));
                 }
                 _ => {}
             }
@@ -383,17 +555,20 @@ impl StateMachineTest for SessionTest {
             .ping_interval(None)
             .stable_after(STABLE_AFTER)
             .connect_timeout(CONNECT_TIMEOUT)
+            .call_timeout(CALL_TIMEOUT)
             .build()
             .unwrap();
         let now = Instant::now();
         Sut {
-            session: Session::new(config, Raw::new()),
+            session: Session::new(config, Prober::new(PROBE_EVERY, PROBE_DEADLINE)),
             now,
             dialing: false,
             delays: Vec::new(),
             closed: None,
             failed_at: now,
             gap: None,
+            probes: 0,
+            ended: Vec::new(),
         }
     }
 
@@ -426,6 +601,36 @@ impl StateMachineTest for SessionTest {
             Transition::BecomeStable => {
                 sut.now += STABLE_AFTER;
                 s.handle_timeout(sut.now);
+            }
+            Transition::ProbeDue => {
+                // A pong for a network-online ping, if one is out: only the
+                // protocol's timer is under test here.
+                s.handle_frame(now, Frame::Pong(bytes::Bytes::new()));
+                let due = s.poll_timeout().unwrap();
+                assert!(
+                    due > now && due <= now + PROBE_EVERY,
+                    "the probe's time is in the table"
+                );
+                let before = sut.probes;
+                sut.now = due;
+                s.handle_timeout(sut.now);
+                sut.drain();
+                assert_eq!(sut.probes, before + 1, "the probe went out at its time");
+                assert_eq!(sut.session.state(), State::Connected);
+                let reply_by = sut.session.poll_timeout().unwrap();
+                assert_eq!(reply_by, sut.now + PROBE_DEADLINE, "and its deadline");
+            }
+            Transition::ProbeAnswered => s.handle_frame(now, Frame::Text(Text::from("pong"))),
+            Transition::ProbeUnanswered => {
+                sut.now += PROBE_DEADLINE;
+                s.handle_timeout(sut.now);
+            }
+            Transition::Call(repeatable) => {
+                let options = CallOptions::new().repeatable(repeatable);
+                s.handle_call(now, Payload::text("q"), options).unwrap();
+            }
+            Transition::Reply(id) => {
+                s.handle_frame(now, Frame::Text(Text::from(format!("reply {id} r"))))
             }
             Transition::RetryNow => s.handle_retry_now(now),
             Transition::NetworkOnline => s.handle_network_online(now),
@@ -484,6 +689,11 @@ impl StateMachineTest for SessionTest {
             sut.closed, m.reason,
             "terminal reason differs from the model"
         );
+        assert_eq!(
+            sut.ended, m.ended,
+            "calls ended otherwise than the model says"
+        );
+        assert_eq!(sut.session.calls(), m.calls.len(), "calls kept");
         if m.phase != Phase::Closed {
             assert_eq!(
                 sut.session.attempts(),

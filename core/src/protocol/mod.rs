@@ -61,7 +61,7 @@
 //!             .collect();
 //!         for id in done {
 //!             if let Some(key) = self.pending.remove(&id) {
-//!                 out.fact(Inbound::Subscribed { key });
+//!                 out.fact(Inbound::subscribed(key));
 //!             }
 //!         }
 //!         out.fact(Inbound::data(Payload::text(text)));
@@ -96,29 +96,31 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::call::CallId;
 use crate::close_policy::CloseRule;
+use crate::config::Config;
 use crate::event::SessionInfo;
 use crate::headers::Headers;
 use crate::payload::{Payload, Text};
 use crate::secret::{AuthToken, ResumeToken};
 use crate::transport::Frame;
-use crate::wire::{DecodeError, FrameKind, Limits};
+use crate::wire::Limits;
 
 #[cfg(feature = "graphql-ws")]
-mod graphql_ws;
+pub mod graphql_ws;
 #[cfg(feature = "nats")]
-mod nats;
+pub mod nats;
 mod raw;
-mod wire;
+pub mod wire;
 
 #[cfg(feature = "graphql-ws")]
 pub use graphql_ws::GraphqlWs;
 #[cfg(feature = "nats")]
 pub use nats::Nats;
 pub use raw::{Raw, RawHeartbeat};
-pub use wire::Wire;
+pub use wire::{Wire, WireError};
 
 /// The server broke the protocol. The session closes the transport (1002,
 /// or the protocol's own [`protocol_error_close`](Protocol::protocol_error_close))
@@ -126,29 +128,11 @@ pub use wire::Wire;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// The frame did not decode.
-    #[error("malformed frame: {0}")]
-    Decode(#[from] DecodeError),
-    /// A text message where the protocol only uses binary ones.
-    #[error("text message on a binary protocol")]
-    UnexpectedText,
-    /// A frame that is valid but not at this point (or not from a server).
-    #[error("unexpected {kind} frame {when}")]
-    UnexpectedFrame {
-        /// The frame's name.
-        kind: &'static str,
-        /// When it came.
-        when: &'static str,
-    },
-    /// The WELCOME chose a version the HELLO did not offer (PROTOCOL.md 7.4).
-    #[error("WELCOME chose version {chosen}, but HELLO offered {offered}")]
-    VersionMismatch {
-        /// The version in the WELCOME.
-        chosen: u64,
-        /// The version in the HELLO (the highest this client speaks).
-        offered: u64,
-    },
-    /// The server acknowledged a message we never sent.
+    /// A [`Wire`] frame that broke PROTOCOL.md.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The server acknowledged a message we never sent (protocols with
+    /// [`Capabilities::acked_delivery`]).
     #[error("ACK for seq {seq}, but the highest seq sent is {highest}")]
     AckBeyondSent {
         /// The acked seq.
@@ -156,7 +140,7 @@ pub enum ProtocolError {
         /// The highest we sent.
         highest: u64,
     },
-    /// A message another protocol's codec refused, or one that is valid but
+    /// A message a protocol's codec refused, or one that is valid but
     /// makes no sense at this point.
     #[error("{protocol}: {detail}")]
     Invalid {
@@ -171,13 +155,6 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    pub(crate) fn unexpected(kind: FrameKind, when: &'static str) -> Self {
-        ProtocolError::UnexpectedFrame {
-            kind: kind.name(),
-            when,
-        }
-    }
-
     /// A message `protocol` cannot accept, and why.
     pub fn invalid(protocol: &'static str, detail: impl fmt::Display) -> Self {
         ProtocolError::Invalid {
@@ -185,6 +162,70 @@ impl ProtocolError {
             detail: detail.to_string(),
         }
     }
+}
+
+/// What a protocol takes from the application: the longest subscription
+/// key and publish channel, checked before anything is kept or queued (a
+/// longer one is refused with
+/// [`SendError::InvalidChannel`](crate::SendError::InvalidChannel)).
+///
+/// Each protocol declares its own through [`Protocol::limits`]; the session
+/// holds no protocol's limits as its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InputLimits {
+    /// Longest subscription key, in bytes (an empty key is always refused).
+    pub max_key_len: usize,
+    /// Longest publish channel (or subject), in bytes.
+    pub max_channel_len: usize,
+}
+
+impl InputLimits {
+    /// The limits of a protocol that says nothing: 4096 bytes for keys and
+    /// channels, a bound that keeps a key within what a server's control
+    /// line takes (nats-server's default `max_control_line`).
+    pub const DEFAULT_LEN: usize = 4096;
+
+    /// Keys up to `max_key_len` and channels up to `max_channel_len` bytes.
+    pub fn new(max_key_len: usize, max_channel_len: usize) -> Self {
+        InputLimits {
+            max_key_len,
+            max_channel_len,
+        }
+    }
+
+    /// Refuses an empty key or one over [`max_key_len`](Self::max_key_len).
+    ///
+    /// # Errors
+    /// [`SendError::InvalidChannel`](crate::SendError::InvalidChannel).
+    pub fn check_key(&self, key: &Text) -> Result<(), crate::SendError> {
+        check_len(key, self.max_key_len)
+    }
+
+    /// Refuses an empty channel or one over
+    /// [`max_channel_len`](Self::max_channel_len).
+    ///
+    /// # Errors
+    /// [`SendError::InvalidChannel`](crate::SendError::InvalidChannel).
+    pub fn check_channel(&self, channel: &Text) -> Result<(), crate::SendError> {
+        check_len(channel, self.max_channel_len)
+    }
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits::new(Self::DEFAULT_LEN, Self::DEFAULT_LEN)
+    }
+}
+
+fn check_len(name: &Text, max: usize) -> Result<(), crate::SendError> {
+    if name.is_empty() || name.len() > max {
+        return Err(crate::SendError::InvalidChannel {
+            len: name.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// What a protocol offers, as facts the session acts on.
@@ -208,9 +249,20 @@ pub struct Capabilities {
     /// `wire_limits.max_frame_len`, each adding at most this many bytes to
     /// the payload and channel.
     pub frame_overhead: Option<usize>,
+    /// The application can make calls
+    /// ([`Session::handle_call`](crate::Session::handle_call)): the
+    /// protocol sends them in [`Protocol::call`] and reports their ends as
+    /// [`Inbound::Replied`] and [`Inbound::CallRejected`].
+    pub calls: bool,
 }
 
 impl Capabilities {
+    /// Turns on [`calls`](Self::calls).
+    pub fn with_calls(mut self) -> Self {
+        self.calls = true;
+        self
+    }
+
     /// Turns on [`subscriptions`](Self::subscriptions) with a required spec.
     pub fn with_subscriptions(mut self) -> Self {
         self.subscriptions = true;
@@ -238,6 +290,9 @@ pub enum Handshake {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct OpenContext<'a> {
+    /// The session's current time (the `now` of the input being handled),
+    /// for deadlines given to [`Output::wake_at`].
+    pub now: Instant,
     /// The token the token provider gave for this dial.
     pub token: Option<&'a AuthToken>,
     /// A resume token still valid on our clock.
@@ -256,11 +311,54 @@ pub struct OpenContext<'a> {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct FrameContext<'a> {
+    /// The session's current time, for deadlines given to
+    /// [`Output::wake_at`].
+    pub now: Instant,
     /// [`Inbound::Ready`] (or [`Handshake::Ready`]) already happened on
     /// this transport.
     pub ready: bool,
     /// The configured wire limits.
     pub limits: &'a Limits,
+}
+
+/// What the session knows when a protocol's own deadline comes
+/// ([`Protocol::on_timer`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct TimerContext {
+    /// The session's current time: at or after the deadline asked for.
+    pub now: Instant,
+    /// The handshake completed on this transport.
+    pub ready: bool,
+}
+
+/// A protocol's verdict from [`Protocol::on_timer`]: the link is dead (a
+/// liveness request went unanswered, a deadline the server must meet
+/// passed). The session closes the transport with 1001 and follows
+/// [`rule`](Self::rule), as for a missed pong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkDead {
+    /// Why, for [`Event::Disconnected`](crate::Event::Disconnected).
+    pub reason: String,
+    /// What happens next (by default: reconnect through the ladder).
+    pub rule: CloseRule,
+}
+
+impl LinkDead {
+    /// Dead for `reason`; reconnect through the ladder.
+    pub fn new(reason: impl Into<String>) -> Self {
+        LinkDead {
+            reason: reason.into(),
+            rule: CloseRule::Reconnect { honour_hint: true },
+        }
+    }
+
+    /// Follow `rule` instead (a [`CloseRule::Terminal`] ends the session).
+    pub fn with_rule(mut self, rule: CloseRule) -> Self {
+        self.rule = rule;
+        self
+    }
 }
 
 /// An application message leaving the queue.
@@ -346,13 +444,18 @@ pub enum Inbound {
     Subscribed {
         /// Its key.
         key: Text,
+        /// The id the server gave it on this connection, for protocols
+        /// whose servers assign one (for logging; the application keeps
+        /// using `key`).
+        server_id: Option<Text>,
     },
     /// A subscription was refused; it is dropped from the set.
     SubscribeFailed {
         /// Its key.
         key: Text,
-        /// The server's code (0 when the protocol has none).
-        code: u16,
+        /// The server's code (0 when the protocol has none); signed, since
+        /// some protocols' are negative (JSON-RPC's -32602).
+        code: i64,
         /// The server's reason.
         reason: Text,
     },
@@ -360,6 +463,23 @@ pub enum Inbound {
     SubscriptionEnded {
         /// Its key.
         key: Text,
+    },
+    /// The reply to a call made through [`Protocol::call`]. A reply to a
+    /// call the session no longer keeps (it timed out) is dropped.
+    Replied {
+        /// The call.
+        call: CallId,
+        /// The result, as the protocol gives it to the application.
+        result: Payload,
+    },
+    /// The server answered a call with an error.
+    CallRejected {
+        /// The call.
+        call: CallId,
+        /// The server's code.
+        code: i64,
+        /// The server's message.
+        message: Text,
     },
     /// The server is going away: leave, and come back after `retry_after`
     /// spread over `window`.
@@ -375,7 +495,7 @@ pub enum Inbound {
     /// itself; a close that follows is not terminal (PROTOCOL.md 6).
     ServerError {
         /// The server's code (0 when the protocol has none).
-        code: u16,
+        code: i64,
         /// The server's words.
         reason: Text,
     },
@@ -383,8 +503,11 @@ pub enum Inbound {
     /// rule the protocol gives it. The session closes with 1000 and follows
     /// the rule (a terminal rule ends the session).
     Failed {
-        /// The server's code (0 when the protocol has none).
-        code: u16,
+        /// The server's code (0 when the protocol has none). One that fits
+        /// a `u16` is also the `code` of the [`Event::Disconnected`](crate::Event::Disconnected)
+        /// or [`Event::Closed`](crate::Event::Closed) that follows; the
+        /// reason carries the server's words either way.
+        code: i64,
         /// The server's words.
         reason: Text,
         /// What happens next.
@@ -393,6 +516,14 @@ pub enum Inbound {
 }
 
 impl Inbound {
+    /// Subscription `key` is confirmed, with no server-assigned id.
+    pub fn subscribed(key: Text) -> Self {
+        Inbound::Subscribed {
+            key,
+            server_id: None,
+        }
+    }
+
     /// Data with no key and no offset.
     pub fn data(payload: Payload) -> Self {
         Inbound::Data {
@@ -410,6 +541,9 @@ impl Inbound {
 pub struct Output {
     frames: VecDeque<Frame>,
     facts: VecDeque<Inbound>,
+    /// The protocol's last word on its timer since the session last looked:
+    /// `Some(None)` cancels it.
+    wake: Option<Option<Instant>>,
     /// A message's data fact while it is the only fact: most messages are
     /// exactly that, and keeping it out of `facts` spares moving a whole
     /// `Inbound` (the size of its largest variant) in and out of the queue
@@ -451,6 +585,21 @@ impl Output {
         });
     }
 
+    /// Asks the session to call [`Protocol::on_timer`] at `at`, replacing
+    /// any earlier request: a protocol has one timer (keep the earliest of
+    /// your deadlines here). Kept only while a transport is open: the
+    /// session forgets it when the transport goes. A deadline less than
+    /// 1 ms after the session's `now` is taken as 1 ms after it, so a
+    /// protocol that keeps asking for "now" cannot spin the session.
+    pub fn wake_at(&mut self, at: Instant) {
+        self.wake = Some(Some(at));
+    }
+
+    /// Withdraws the request made with [`wake_at`](Self::wake_at).
+    pub fn cancel_wake(&mut self) {
+        self.wake = Some(None);
+    }
+
     /// Reports a fact to the session.
     pub fn fact(&mut self, fact: Inbound) {
         match fact {
@@ -475,6 +624,11 @@ impl Output {
                 self.facts.push_back(fact);
             }
         }
+    }
+
+    /// The protocol's timer request, if it made one since the last take.
+    pub(crate) fn take_wake(&mut self) -> Option<Option<Instant>> {
+        self.wake.take()
     }
 
     pub(crate) fn pop_frame(&mut self) -> Option<Frame> {
@@ -505,6 +659,38 @@ impl Output {
 /// Implementations are pure: no IO, no clock, no randomness (the session
 /// spreads and jitters). They may keep per-connection state, reset in
 /// [`on_open`](Self::on_open) or [`on_closed`](Self::on_closed).
+///
+/// # Time
+/// A protocol never reads a clock: the session's `now` comes in
+/// [`OpenContext::now`], [`FrameContext::now`] and [`TimerContext::now`].
+/// To act at a time of its own (a liveness request every N seconds
+/// whatever the traffic, a reply due within a deadline), it asks with
+/// [`Output::wake_at`] and is called back through
+/// [`on_timer`](Self::on_timer). The session keeps that deadline in its
+/// one timer table, so [`Session::poll_timeout`](crate::Session::poll_timeout)
+/// covers it and the calling contract does not change. The request lives
+/// as long as the transport: after [`on_closed`](Self::on_closed) nothing
+/// fires, and [`on_open`](Self::on_open) asks again.
+///
+/// # The quiet link and proof of life
+/// With the config's `ping_interval` set, the session watches inbound
+/// silence on its own: after `ping_interval` without any inbound message
+/// (data, control, WebSocket ping or pong: anything the server sent
+/// restarts that clock) it calls [`heartbeat`](Self::heartbeat), and
+/// unless an inbound message that [`answers_heartbeat`](Self::answers_heartbeat)
+/// arrives within `pong_timeout`, it closes with 1001 and reconnects. For
+/// every inbound message the session asks, in this order:
+/// 1. `answers_heartbeat(&frame)`: true clears an outstanding heartbeat's
+///    deadline; this is the only proof of life the session counts;
+/// 2. then, for text and binary messages only,
+///    [`on_frame`](Self::on_frame).
+///
+/// Traffic alone therefore never proves a link alive when a protocol says
+/// what answers its heartbeat, but it does postpone the next heartbeat: a
+/// link where notifications keep flowing and requests go unanswered (a
+/// "deaf" link) is found only by a timer of the protocol's own, which
+/// sends its request whatever the traffic and returns [`LinkDead`] when
+/// the reply does not come.
 pub trait Protocol: fmt::Debug + Send + 'static {
     /// A short name for errors and logs.
     fn name(&self) -> &'static str;
@@ -517,6 +703,14 @@ pub trait Protocol: fmt::Debug + Send + 'static {
 
     /// What this protocol offers.
     fn capabilities(&self) -> Capabilities;
+
+    /// The longest key and channel this protocol takes, given the session's
+    /// `config`; asked once, when the session is made. The default:
+    /// [`InputLimits::default`].
+    fn limits(&self, config: &Config) -> InputLimits {
+        let _ = config;
+        InputLimits::default()
+    }
 
     /// The WebSocket opened: send the handshake through `out` and say when
     /// the link is usable.
@@ -581,6 +775,35 @@ pub trait Protocol: fmt::Debug + Send + 'static {
     /// Sends an application message leaving the queue.
     fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output);
 
+    /// Refuses a call request this protocol cannot send, before the
+    /// session keeps it (only with [`Capabilities::calls`]).
+    ///
+    /// # Errors
+    /// The [`SendError`](crate::SendError) the caller gets.
+    fn check_call(&self, request: &Payload) -> Result<(), crate::SendError> {
+        let _ = request;
+        Ok(())
+    }
+
+    /// Sends call `id` with the application's `request` (only with
+    /// [`Capabilities::calls`]). Called while connected, after the
+    /// resubscriptions on a new connection, and again on the next
+    /// connection for a repeatable call whose link dropped: the same `id`,
+    /// so number the request on the wire from it in an id space apart from
+    /// the protocol's own requests. Report the answer as
+    /// [`Inbound::Replied`] or [`Inbound::CallRejected`] with this `id`.
+    fn call(&mut self, id: CallId, request: &Payload, out: &mut Output) {
+        let _ = (id, request, out);
+    }
+
+    /// The session gave up on call `id` (its timeout passed) while it was
+    /// in flight: forget it, so that a late reply is dropped rather than
+    /// taken for an unknown one. Calls in flight when the transport goes
+    /// are forgotten with the rest in [`on_closed`](Self::on_closed).
+    fn forget_call(&mut self, id: CallId) {
+        let _ = id;
+    }
+
     /// Sends subscription `key` with its `spec`: after every
     /// [`Inbound::Ready`] (unless kept) and when the user subscribes while
     /// connected.
@@ -640,19 +863,20 @@ pub trait Protocol: fmt::Debug + Send + 'static {
         None
     }
 
+    /// The deadline asked for with [`Output::wake_at`] came: send what is
+    /// due (a liveness request, a PINGREQ) and ask for the next wake-up, or
+    /// declare the link dead.
+    ///
+    /// # Errors
+    /// [`LinkDead`]: the session closes the transport (1001) and follows
+    /// its rule.
+    fn on_timer(&mut self, cx: &TimerContext, out: &mut Output) -> Result<(), LinkDead> {
+        let _ = (cx, out);
+        Ok(())
+    }
+
     /// The transport is gone: forget per-connection state.
     fn on_closed(&mut self) {}
-}
-
-/// The channel a frame is about, for validation of user input.
-pub(crate) fn check_channel(channel: &Text, limits: &Limits) -> Result<(), crate::SendError> {
-    if channel.is_empty() || channel.len() > limits.max_channel_len {
-        return Err(crate::SendError::InvalidChannel {
-            len: channel.len(),
-            max: limits.max_channel_len,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
