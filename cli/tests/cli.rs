@@ -581,7 +581,8 @@ async fn scraped_after_two_reconnects() -> String {
         for pair in labels.split(',').filter(|p| p.contains('=')) {
             let key = pair.split('=').next().unwrap().trim_start_matches('}');
             assert!(
-                ["protocol", "client", "result", "class", "state", "quantile"].contains(&key),
+                ["protocol", "client", "result", "class", "state", "outcome", "quantile"]
+                    .contains(&key),
                 "label {key} in {line}"
             );
         }
