@@ -55,8 +55,8 @@
 //!     while let Some(event) = session.poll_event() {
 //!         if let Event::ReconnectScheduled { attempt, delay } = event {
 //!             assert_eq!(attempt, 1);
-//!             // The default's first retry: full jitter within 2 s.
-//!             assert!(delay <= Duration::from_secs(2));
+//!             // The default's first retry: full jitter within 2.1 s.
+//!             assert!(delay <= Duration::from_millis(2100));
 //!         }
 //!     }
 //!     match session.poll_timeout() {
@@ -115,7 +115,7 @@ pub use protocol::wire::codec as wire;
 pub use action::Action;
 pub use backoff::Backoff;
 pub use call::{CallError, CallId, CallOptions};
-pub use close_policy::{ClosePolicy, CloseRule};
+pub use close_policy::{CloseClass, ClosePolicy, CloseRule};
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::SendError;
 pub use event::{Event, SessionInfo, State, TerminalReason};
