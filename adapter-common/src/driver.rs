@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use futures_core::Stream;
 use futures_util::future::poll_fn;
 use futures_util::{SinkExt, StreamExt};
-use redial_core::{Action, AuthToken, DialFailure, Event, SizeLimit, State, TokenFailure};
+use redial_core::{
+    Action, AuthToken, DialFailure, Event, SendKind, SizeLimit, State, TokenFailure,
+};
 use tracing::{debug, info, warn, Instrument, Span};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
@@ -142,8 +144,9 @@ struct Inner<R: Runtime> {
     /// The waker the socket's read side holds since it last answered
     /// `Pending`; see [`Inner::poll_socket`].
     read_wake: Option<Arc<ReadWake>>,
-    /// Frames the session asked for that the socket has not taken yet.
-    outbox: VecDeque<Message>,
+    /// Frames the session asked for that the socket has not taken yet,
+    /// each with what the session said it is, for the hand-back.
+    outbox: VecDeque<(Message, SendKind)>,
     /// Actions and events taken from the session under one lock, carried
     /// out and delivered after it.
     actions: VecDeque<Action>,
@@ -287,7 +290,7 @@ impl<R: Runtime> Inner<R> {
             // else may have made it say more.
             let mut again = false;
             while let Some(action) = self.actions.pop_front() {
-                again |= !matches!(action, Action::Send(_));
+                again |= !matches!(action, Action::Send(_, _));
                 self.carry_out(action);
             }
             // Published before the events go out, so `state()` never lags
@@ -409,8 +412,8 @@ impl<R: Runtime> Inner<R> {
                     }
                 }
             }
-            Action::Send(frame) => match (frame_to_message(frame), &self.socket) {
-                (Some(message), Some(_)) => self.outbox.push_back(message),
+            Action::Send(frame, kind) => match (frame_to_message(frame), &self.socket) {
+                (Some(message), Some(_)) => self.outbox.push_back((message, kind)),
                 _ => debug!("frame not sent: no open socket"),
             },
             Action::Close(frame) => {
@@ -589,11 +592,12 @@ impl<R: Runtime> Inner<R> {
             return;
         }
         let frames = unsent.len();
-        let requeued = self
-            .shared
-            .core()
-            .session
-            .handle_unsent(now, unsent.into_iter().filter_map(message_to_frame));
+        let requeued = self.shared.core().session.handle_unsent(
+            now,
+            unsent
+                .into_iter()
+                .filter_map(|(message, kind)| Some((message_to_frame(message)?, kind))),
+        );
         debug!(
             frames,
             requeued, "frames not written handed back to the session"
@@ -620,7 +624,10 @@ impl<R: Runtime> Inner<R> {
     /// handed over (for Raw they have left its queue; a batch of sends
     /// followed by a close leaves some here) go out first, then `close`.
     fn close_socket(&mut self, socket: R::Socket, close: Message) {
-        let mut out = std::mem::take(&mut self.outbox);
+        let mut out: VecDeque<Message> = std::mem::take(&mut self.outbox)
+            .into_iter()
+            .map(|(message, _)| message)
+            .collect();
         self.clear_outbox();
         out.push_back(close);
         self.start_linger(socket, out);
@@ -696,7 +703,7 @@ impl<R: Runtime> Inner<R> {
         while !self.outbox.is_empty() {
             match socket.poll_ready_unpin(cx) {
                 Poll::Ready(Ok(())) => {
-                    if let Some(message) = self.outbox.pop_front() {
+                    if let Some((message, _)) = self.outbox.pop_front() {
                         if let Err(e) = socket.start_send_unpin(message) {
                             return Some(Input::SocketFailed(e));
                         }

@@ -29,9 +29,24 @@ pub enum Action {
         /// The token to present, when a provider is configured.
         token: Option<AuthToken>,
     },
-    /// Write this frame to the open transport.
-    Send(Frame),
+    /// Write this frame to the open transport. Keep the [`SendKind`] with
+    /// the frame until it is written: a frame never written goes back to
+    /// [`Session::handle_unsent`](crate::Session::handle_unsent) with it.
+    Send(Frame, SendKind),
     /// Close the transport with this frame and drop it, or abandon the dial
     /// in flight. Report nothing more about that transport.
     Close(CloseFrame),
+}
+
+/// What a frame in [`Action::Send`] carries: the session needs it back with
+/// each frame handed to [`Session::handle_unsent`](crate::Session::handle_unsent)
+/// to tell the application's messages (which a reconnect may write again)
+/// from control frames (which the next transport makes anew).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SendKind {
+    /// An application message, encoded as the protocol writes it.
+    Message,
+    /// Anything else: a handshake, a subscription, a ping, an acknowledgement.
+    Control,
 }

@@ -723,7 +723,7 @@ impl Harness {
                     self.dial_pending = true;
                     self.written_seq = 0;
                 }
-                Action::Send(Frame::Binary(b)) if self.wire => {
+                Action::Send(Frame::Binary(b), _) if self.wire => {
                     if let Ok(wire::Frame::Publish { seq, .. }) =
                         wire::decode(b, &Limits::default())
                     {
@@ -741,8 +741,8 @@ impl Harness {
                         self.published = self.published.max(seq);
                     }
                 }
-                Action::Send(Frame::Text(_) | Frame::Binary(_)) => self.written_raw += 1,
-                Action::Send(_) => {}
+                Action::Send(Frame::Text(_) | Frame::Binary(_), _) => self.written_raw += 1,
+                Action::Send(_, _) => {}
                 Action::Close(_) => {
                     self.dial_pending = false;
                     self.open = false;
@@ -1185,7 +1185,7 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
                     dial_pending = true;
                 }
                 Action::FetchToken => token_pending = true,
-                Action::Send(frame) => {
+                Action::Send(frame, _) => {
                     assert!(open, "a send without an open transport");
                     if matches!(&frame, Frame::Text(t) if t.as_str() == "probe") {
                         probed_at.get_or_insert(now);

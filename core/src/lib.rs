@@ -43,12 +43,12 @@
 //!                 dials += 1;
 //!                 session.handle_dial_ok(now); // the WebSocket is open
 //!             }
-//!             Action::Send(Frame::Text(t)) => {
+//!             Action::Send(Frame::Text(t), _) => {
 //!                 echoed.push(t.to_string());
 //!                 session.handle_frame(now, Frame::Text(t)); // the echo
 //!                 session.handle_transport_closed(now, None); // then a drop
 //!             }
-//!             Action::Send(_) | Action::FetchToken | Action::Close(_) => {}
+//!             Action::Send(_, _) | Action::FetchToken | Action::Close(_) => {}
 //!             _ => {}
 //!         }
 //!     }
@@ -112,7 +112,7 @@ pub use protocol::graphql_ws::codec as graphql_ws;
 pub use protocol::nats::codec as nats;
 pub use protocol::wire::codec as wire;
 
-pub use action::Action;
+pub use action::{Action, SendKind};
 pub use backoff::Backoff;
 pub use call::{CallError, CallId, CallOptions};
 pub use close_policy::{CloseClass, ClosePolicy, CloseRule};

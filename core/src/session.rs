@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::action::Action;
+use crate::action::{Action, SendKind};
 use crate::backoff::Ladder;
 use crate::call::{CallError, CallId, CallOptions, Calls};
 use crate::close_policy::{handshake_rule, CloseRule, HandshakeRule};
@@ -23,10 +23,6 @@ use crate::rng::Rng;
 use crate::secret::{AuthToken, ResumeToken};
 use crate::timer::{deadline, Timer, TimerTable};
 use crate::transport::{CloseFrame, DialFailure, Frame, SizeLimit};
-
-/// How many runs of handed-over frames a session remembers (see
-/// `Session::handed`).
-const MAX_HANDED_RUNS: usize = 64;
 
 /// The token provider could not produce a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,11 +118,6 @@ pub struct Session {
     limits: InputLimits,
     /// Frames and facts from the protocol, drained after every call to it.
     out: Output,
-    /// What the current transport was handed, oldest first, as runs of
-    /// (application message or not, how many): enough to tell messages from
-    /// control frames among those [`handle_unsent`](Self::handle_unsent)
-    /// brings back, which are always the last ones handed over.
-    handed: VecDeque<(bool, u32)>,
     /// The handshake reply awaited, for the reason given when it is late.
     awaiting: &'static str,
     /// The token of the dial in flight or the open transport.
@@ -205,7 +196,6 @@ impl Session {
             limits: protocol.limits(&config),
             protocol: Box::new(protocol),
             out: Output::default(),
-            handed: VecDeque::new(),
             awaiting: "handshake reply",
             token: None,
             server_max_message: None,
@@ -763,9 +753,10 @@ impl Session {
         self.sync_state();
     }
 
-    /// Frames from [`Action::Send`] that were never written: the adapter
-    /// hands them back, oldest first, instead of dropping them. Returns how
-    /// many went back to the queue as messages.
+    /// Frames from [`Action::Send`] that were never written, each with the
+    /// [`SendKind`] it came with: the adapter hands them back, oldest first,
+    /// instead of dropping them. Returns how many went back to the queue as
+    /// messages.
     ///
     /// Call it only about a transport that is gone or being closed: when it
     /// ends with frames not yet written (before
@@ -773,55 +764,34 @@ impl Session {
     /// session counts them when it decides what comes next), and when
     /// carrying out an [`Action::Close`] while the session is not closing
     /// (it reconnects: writing them to the transport it gave up on would
-    /// lose them). Only frames never handed to the transport qualify: the
-    /// ones not yet written are always the last ones handed over, so pass
-    /// them in the order they came. A frame written to a transport that then
-    /// died stays at most once.
+    /// lose them). Only frames never handed to the transport qualify, in the
+    /// order they came. A frame written to a transport that then died stays
+    /// at most once.
     ///
     /// Without acknowledged delivery ([`Raw`](crate::Raw),
     /// [`GraphqlWs`](crate::GraphqlWs), [`Nats`](crate::Nats)) application
     /// messages go back to the front of the queue, in order, and are written
     /// first, as they were encoded, on the next transport; control frames
     /// (pings, handshakes, resubscriptions) are dropped, since the next
-    /// transport makes its own. With it ([`Wire`](crate::Wire)) nothing is
-    /// taken: every unacknowledged PUBLISH is still queued and is written
-    /// again anyway, and HELLO,
-    /// SUBSCRIBE and RECEIVED are rebuilt for the next transport. A closed
-    /// session takes nothing.
+    /// transport makes its own and writing one twice can break the next
+    /// session (a graphql-ws id reused). With it ([`Wire`](crate::Wire))
+    /// nothing is taken: every unacknowledged PUBLISH is still queued and is
+    /// written again anyway, and HELLO, SUBSCRIBE and RECEIVED are rebuilt
+    /// for the next transport. A closed session takes nothing.
     pub fn handle_unsent(
         &mut self,
         now: Instant,
-        frames: impl IntoIterator<Item = Frame>,
+        frames: impl IntoIterator<Item = (Frame, SendKind)>,
     ) -> usize {
         self.clock(now);
-        let handed = std::mem::take(&mut self.handed);
         if self.caps.acked_delivery || self.phase == Phase::Closed {
             return 0;
         }
-        // Pings and pongs are never messages and are not recorded.
-        let frames: Vec<Frame> = frames
-            .into_iter()
-            .filter(|f| matches!(f, Frame::Text(_) | Frame::Binary(_)))
-            .collect();
-        // The unwritten frames are the newest ones handed over: pair them
-        // with the record from its end. A frame older than the record is
-        // taken for a control frame and dropped, since writing a control
-        // frame twice can break the next session (a graphql-ws id reused).
-        let mut kinds: Vec<bool> = handed
-            .iter()
-            .rev()
-            .flat_map(|&(message, n)| std::iter::repeat_n(message, n as usize))
-            .take(frames.len())
-            .collect();
-        kinds.reverse();
-        let skip = frames.len() - kinds.len();
         let messages: Vec<Payload> = frames
             .into_iter()
-            .skip(skip)
-            .zip(kinds)
-            .filter_map(|(frame, message)| match frame {
-                Frame::Text(t) if message => Some(Payload::text(t)),
-                Frame::Binary(b) if message => Some(Payload::binary(b)),
+            .filter_map(|(frame, kind)| match (frame, kind) {
+                (Frame::Text(t), SendKind::Message) => Some(Payload::text(t)),
+                (Frame::Binary(b), SendKind::Message) => Some(Payload::binary(b)),
                 _ => None,
             })
             .collect();
@@ -956,7 +926,7 @@ impl Session {
         while let Some(e) = self.queue.pop_unsent() {
             if e.encoded {
                 // Handed back unwritten by the last transport: as it was.
-                self.hand_over(encoded_frame(&e.payload), true);
+                self.hand_over(encoded_frame(&e.payload), SendKind::Message);
                 continue;
             }
             self.protocol.publish(
@@ -969,7 +939,7 @@ impl Session {
                 &mut self.out,
             );
             while let Some(f) = self.out.pop_frame() {
-                self.hand_over(f, true);
+                self.hand_over(f, SendKind::Message);
             }
         }
         self.take_wake();
@@ -979,7 +949,7 @@ impl Session {
     /// and takes its timer request.
     fn drain_frames(&mut self) {
         while let Some(f) = self.out.pop_frame() {
-            self.hand_over(f, false);
+            self.hand_over(f, SendKind::Control);
         }
         self.take_wake();
     }
@@ -1001,24 +971,9 @@ impl Session {
         }
     }
 
-    /// One [`Action::Send`], recorded for [`handle_unsent`](Self::handle_unsent).
-    fn hand_over(&mut self, frame: Frame, message: bool) {
-        if matches!(frame, Frame::Ping(_) | Frame::Pong(_)) {
-            self.actions.push_back(Action::Send(frame));
-            return;
-        }
-        match self.handed.back_mut() {
-            Some((m, n)) if *m == message => *n = n.saturating_add(1),
-            _ => {
-                self.handed.push_back((message, 1));
-                // What comes back unwritten is a short tail; older runs only
-                // cost memory on a long-lived connection.
-                if self.handed.len() > MAX_HANDED_RUNS {
-                    self.handed.pop_front();
-                }
-            }
-        }
-        self.actions.push_back(Action::Send(frame));
+    /// One [`Action::Send`], marked for [`handle_unsent`](Self::handle_unsent).
+    fn hand_over(&mut self, frame: Frame, kind: SendKind) {
+        self.actions.push_back(Action::Send(frame, kind));
     }
 
     fn start_attempt(&mut self, now: Instant) {
@@ -1037,7 +992,6 @@ impl Session {
 
     fn dial(&mut self, token: Option<AuthToken>) {
         self.phase = Phase::Dialing;
-        self.handed.clear();
         self.token.clone_from(&token);
         self.actions.push_back(Action::Dial {
             attempt: self.attempts,

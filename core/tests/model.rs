@@ -511,7 +511,7 @@ impl Sut {
                     self.gap = Some(self.now - self.failed_at);
                 }
                 Action::Close(_) => self.dialing = false,
-                Action::Send(Frame::Text(t)) if t.as_str() == "probe" => self.probes += 1,
+                Action::Send(Frame::Text(t), _) if t.as_str() == "probe" => self.probes += 1,
                 _ => {}
             }
         }

@@ -208,7 +208,7 @@ mod timers {
                     }
                 }
                 while let Some(a) = self.s.poll_action() {
-                    if let Action::Send(Frame::Text(t)) = a {
+                    if let Action::Send(Frame::Text(t), _) = a {
                         sent.push(t.to_string());
                     }
                 }
@@ -359,7 +359,7 @@ mod calls {
         fn sent(&mut self) -> Vec<String> {
             let mut sent = Vec::new();
             while let Some(a) = self.s.poll_action() {
-                if let Action::Send(Frame::Text(t)) = a {
+                if let Action::Send(Frame::Text(t), _) = a {
                     sent.push(t.to_string());
                 }
             }

@@ -48,9 +48,9 @@ impl T {
         std::mem::take(&mut self.actions)
             .into_iter()
             .filter_map(|a| match a {
-                Action::Send(Frame::Text(t)) => Some(t.to_string()),
-                Action::Send(Frame::Binary(b)) => Some(format!("bin:{}", b.len())),
-                Action::Send(Frame::Ping(_)) => Some("PING".to_owned()),
+                Action::Send(Frame::Text(t), _) => Some(t.to_string()),
+                Action::Send(Frame::Binary(b), _) => Some(format!("bin:{}", b.len())),
+                Action::Send(Frame::Ping(_), _) => Some("PING".to_owned()),
                 Action::Close(c) => Some(format!("close:{}", c.code)),
                 _ => None,
             })
@@ -605,7 +605,7 @@ mod nats {
             std::mem::take(&mut self.actions)
                 .into_iter()
                 .filter_map(|a| match a {
-                    Action::Send(Frame::Binary(b)) => {
+                    Action::Send(Frame::Binary(b), _) => {
                         Some(String::from_utf8_lossy(&b).into_owned())
                     }
                     Action::Close(c) => Some(format!("close:{}\n", c.code)),

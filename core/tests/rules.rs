@@ -328,7 +328,8 @@ fn hello_has_token(t: &T) -> bool {
         .iter()
         .rev()
         .find_map(|a| match a {
-            Action::Send(Frame::Binary(b)) => match wire::decode(b.clone(), &Default::default()) {
+            Action::Send(Frame::Binary(b), _) => match wire::decode(b.clone(), &Default::default())
+            {
                 Ok(W::Hello(h)) => Some(h.resume_token.is_some()),
                 _ => None,
             },
@@ -523,7 +524,7 @@ fn keepalive_detects_a_half_open_socket_within_interval_plus_timeout() {
     assert!(t
         .actions
         .iter()
-        .any(|a| matches!(a, Action::Send(Frame::Ping(_)))));
+        .any(|a| matches!(a, Action::Send(Frame::Ping(_), _))));
     assert!(t
         .events
         .iter()
@@ -543,7 +544,7 @@ fn first_ping_is_jittered_inside_the_interval_then_regular() {
         let pinged = |t: &T| {
             t.actions
                 .iter()
-                .any(|a| matches!(a, Action::Send(Frame::Ping(_))))
+                .any(|a| matches!(a, Action::Send(Frame::Ping(_), _)))
         };
         while !pinged(&t) {
             let at = t.s.poll_timeout().unwrap();
@@ -579,7 +580,7 @@ fn any_inbound_frame_is_proof_of_life() {
     assert!(
         !t.actions
             .iter()
-            .any(|a| matches!(a, Action::Send(Frame::Ping(_)))),
+            .any(|a| matches!(a, Action::Send(Frame::Ping(_), _))),
         "a busy link is not pinged"
     );
 }
@@ -670,14 +671,14 @@ fn raw_queues_while_disconnected_and_flushes_in_order() {
             .unwrap();
     }
     t.drain();
-    assert!(!t.actions.iter().any(|a| matches!(a, Action::Send(_))));
+    assert!(!t.actions.iter().any(|a| matches!(a, Action::Send(_, _))));
     t.s.handle_dial_ok(t.now);
     t.drain();
     let sent: Vec<String> = t
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::Send(Frame::Text(x)) => Some(x.to_string()),
+            Action::Send(Frame::Text(x), _) => Some(x.to_string()),
             _ => None,
         })
         .collect();
@@ -789,7 +790,9 @@ impl T {
         self.actions
             .iter()
             .filter_map(|a| match a {
-                Action::Send(Frame::Binary(b)) => wire::decode(b.clone(), &Default::default()).ok(),
+                Action::Send(Frame::Binary(b), _) => {
+                    wire::decode(b.clone(), &Default::default()).ok()
+                }
                 _ => None,
             })
             .collect()
@@ -1022,7 +1025,7 @@ fn issue12_2_wake_and_network_online_probe_a_live_connection() {
         let pings = |t: &T| {
             t.actions
                 .iter()
-                .filter(|a| matches!(a, Action::Send(Frame::Ping(_))))
+                .filter(|a| matches!(a, Action::Send(Frame::Ping(_), _)))
                 .count()
         };
         t.advance(S(1));
@@ -1321,7 +1324,7 @@ fn issue12_11_a_protocol_error_sends_malformed_frame_before_the_1002() {
     t.s.handle_frame(t.now, Frame::Text(Text::from("text is not allowed")));
     t.drain();
     let error = t.actions.iter().position(|a| {
-        matches!(a, Action::Send(Frame::Binary(b))
+        matches!(a, Action::Send(Frame::Binary(b), _)
             if matches!(wire::decode(b.clone(), &Default::default()),
                 Ok(W::Error { code: wire::error_code::MALFORMED_FRAME, terminal: false, .. })))
     });
@@ -1335,7 +1338,7 @@ fn issue12_11_a_protocol_error_sends_malformed_frame_before_the_1002() {
     t.connect();
     t.s.handle_frame(t.now, Frame::Binary(Bytes::from_static(b"x")));
     t.drain();
-    assert!(!t.actions.iter().any(|a| matches!(a, Action::Send(_))));
+    assert!(!t.actions.iter().any(|a| matches!(a, Action::Send(_, _))));
 }
 
 // ----- issue 12: exact timings where the docs give numbers -------------
@@ -1378,7 +1381,7 @@ fn issue12_pong_deadline_at_ping_plus_exactly_10s() {
     assert!(t
         .actions
         .iter()
-        .any(|a| matches!(a, Action::Send(Frame::Ping(_)))));
+        .any(|a| matches!(a, Action::Send(Frame::Ping(_), _))));
     assert_eq!(t.s.poll_timeout(), Some(ping_at + S(10)));
     t.now = ping_at + S(10) - Duration::from_nanos(1);
     t.s.handle_timeout(t.now);

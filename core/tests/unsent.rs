@@ -11,8 +11,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use redial_core::wire::{self, Frame as W};
 use redial_core::{
-    Action, Config, Event, Frame, Payload, Raw, ResumeToken, Session, State, TerminalReason, Text,
-    Wire,
+    Action, Config, Event, Frame, Payload, Raw, ResumeToken, SendKind, Session, State,
+    TerminalReason, Text, Wire,
 };
 
 fn session(wire: bool) -> Session {
@@ -28,15 +28,24 @@ fn session(wire: bool) -> Session {
     }
 }
 
-fn sends(s: &mut Session) -> Vec<Frame> {
+/// The frames handed over, each with what the session said it is.
+fn handed_over(s: &mut Session) -> Vec<(Frame, SendKind)> {
     let mut out = Vec::new();
     while let Some(a) = s.poll_action() {
-        if let Action::Send(f) = a {
-            out.push(f);
+        if let Action::Send(f, kind) = a {
+            out.push((f, kind));
         }
     }
     while s.poll_event().is_some() {}
     out
+}
+
+fn sends(s: &mut Session) -> Vec<Frame> {
+    frames(&handed_over(s))
+}
+
+fn frames(handed: &[(Frame, SendKind)]) -> Vec<Frame> {
+    handed.iter().map(|(f, _)| f.clone()).collect()
 }
 
 /// Fires timers until the session dials again, then completes the dial.
@@ -79,7 +88,11 @@ fn raw_messages_not_written_come_back_first_in_order_without_pings() {
     assert_eq!(s.queued(), 0, "Raw hands messages over and forgets them");
 
     // "a" was written; a ping came between "b" and "c"; neither was written.
-    let unsent = vec![text("b"), Frame::Ping(Bytes::from_static(b"p")), text("c")];
+    let unsent = vec![
+        (text("b"), SendKind::Message),
+        (Frame::Ping(Bytes::from_static(b"p")), SendKind::Control),
+        (text("c"), SendKind::Message),
+    ];
     assert_eq!(s.handle_unsent(now, unsent), 2);
     assert_eq!((s.queued(), s.queued_bytes()), (2, 2));
     s.handle_transport_closed(now, None);
@@ -101,8 +114,8 @@ fn binary_frames_come_back_as_they_were_written() {
     s.handle_dial_ok(now);
     let bytes = Bytes::from_static(&[0, 159, 146, 150, 255]);
     s.handle_send(now, Payload::binary(bytes.clone())).unwrap();
-    let handed = sends(&mut s);
-    assert_eq!(handed, [Frame::Binary(bytes.clone())]);
+    let handed = handed_over(&mut s);
+    assert_eq!(frames(&handed), [Frame::Binary(bytes.clone())]);
     assert_eq!(s.handle_unsent(now, handed), 1);
     s.handle_transport_closed(now, None);
     let mut now = now;
@@ -120,7 +133,7 @@ fn messages_handed_back_count_when_the_connection_ends() {
     s.handle_connect(now);
     s.handle_dial_ok(now);
     s.handle_send(now, Payload::text("x")).unwrap();
-    let handed = sends(&mut s);
+    let handed = handed_over(&mut s);
     s.handle_close(now);
     assert_eq!(
         s.state(),
@@ -135,7 +148,7 @@ fn messages_handed_back_count_when_the_connection_ends() {
     s.handle_connect(now);
     s.handle_dial_ok(now);
     s.handle_send(now, Payload::text("y")).unwrap();
-    let handed = sends(&mut s);
+    let handed = handed_over(&mut s);
     assert_eq!(s.handle_unsent(now, handed), 1);
     s.handle_transport_closed(now, None);
     s.handle_close(now);
@@ -185,7 +198,7 @@ fn wire_takes_nothing_back_and_replays_its_own_queue() {
     s.handle_frame(now, Frame::Binary(welcome.to_bytes()));
     let _ = sends(&mut s);
     s.handle_send(now, Payload::text("m")).unwrap();
-    let handed = sends(&mut s);
+    let handed = handed_over(&mut s);
     assert_eq!(handed.len(), 1);
     assert_eq!(s.handle_unsent(now, handed), 0);
     assert_eq!(s.queued(), 1, "still queued until acked");
@@ -256,9 +269,9 @@ proptest! {
         let mut unsent = Vec::new();
         for (j, f) in handed[w..].iter().enumerate() {
             if pings.get(j).copied().unwrap_or(false) {
-                unsent.push(Frame::Ping(Bytes::from_static(b"k")));
+                unsent.push((Frame::Ping(Bytes::from_static(b"k")), SendKind::Control));
             }
-            unsent.push(f.clone());
+            unsent.push((f.clone(), SendKind::Message));
         }
         prop_assert_eq!(s.handle_unsent(now, unsent), handed.len() - w);
         s.handle_transport_closed(now, None);
@@ -294,8 +307,8 @@ fn control_frames_handed_back_are_not_requeued_as_messages() {
     s.handle_connect(now);
     s.handle_send(now, Payload::text("data")).unwrap();
     s.handle_dial_ok(now);
-    let handed = sends(&mut s);
-    let text = |f: &Frame| match f {
+    let handed = handed_over(&mut s);
+    let text = |(f, _): &(Frame, SendKind)| match f {
         Frame::Text(t) => t.to_string(),
         other => format!("{other:?}"),
     };
@@ -312,8 +325,49 @@ fn control_frames_handed_back_are_not_requeued_as_messages() {
     now += Duration::from_millis(1);
     reconnect(&mut s, &mut now);
     assert_eq!(
-        sends(&mut s).iter().map(text).collect::<Vec<_>>(),
+        handed_over(&mut s).iter().map(text).collect::<Vec<_>>(),
         ["auth", "sub btc", "data"],
         "control frames rebuilt once, the message written once"
     );
+}
+
+/// More alternating runs of messages and control frames than any bounded
+/// record of runs could hold, none of them written: every message comes
+/// back, in order, and no control frame does.
+#[test]
+fn many_alternating_runs_keep_every_message() {
+    const ROUNDS: usize = 100;
+    let mut now = Instant::now();
+    let mut s = session(false);
+    s.handle_connect(now);
+    s.handle_dial_ok(now);
+    let _ = sends(&mut s);
+    for i in 0..ROUNDS {
+        s.handle_subscribe_with(now, format!("c{i}"), Payload::text(format!("sub c{i}")))
+            .unwrap();
+        s.handle_send(now, Payload::text(format!("m{i}"))).unwrap();
+    }
+    let handed = handed_over(&mut s);
+    assert_eq!(
+        handed.len(),
+        2 * ROUNDS,
+        "a control frame and a message each"
+    );
+    assert_eq!(
+        s.handle_unsent(now, handed),
+        ROUNDS,
+        "every message comes back"
+    );
+    s.handle_transport_closed(now, None);
+    now += Duration::from_millis(1);
+    reconnect(&mut s, &mut now);
+    let written: Vec<String> = sends(&mut s)
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Text(t) if t.as_str().starts_with('m') => Some(t.to_string()),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<String> = (0..ROUNDS).map(|i| format!("m{i}")).collect();
+    assert_eq!(written, expected, "each message once, in order");
 }

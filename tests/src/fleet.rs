@@ -655,7 +655,7 @@ impl Sim {
                         self.queue.push(Reverse((when, i, Wake::Answer)));
                     }
                 }
-                Action::Send(Frame::Ping(p)) => {
+                Action::Send(Frame::Ping(p), _) => {
                     self.report.steps += 1;
                     c.session.handle_frame(now, Frame::Pong(p));
                 }

@@ -98,7 +98,7 @@ pub fn ack_frame(seq: u64) -> Bytes {
 pub fn send_and_ack(s: &mut Session, now: Instant, p: Payload, ack: Bytes) -> Option<Action> {
     let seq = s.handle_send(now, p).expect("queue has room");
     let sent = s.poll_action();
-    debug_assert!(matches!(sent, Some(Action::Send(Frame::Binary(_)))));
+    debug_assert!(matches!(sent, Some(Action::Send(Frame::Binary(_), _))));
     s.handle_frame(now, Frame::Binary(ack));
     let acked = s.poll_event();
     debug_assert!(matches!(acked, Some(Event::Acked { seq: a }) if a == seq));

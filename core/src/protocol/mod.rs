@@ -100,7 +100,7 @@
 //! session.handle_connect(now);
 //! session.handle_dial_ok(now); // Dial action, then the socket opens
 //! let sent: Vec<_> = std::iter::from_fn(|| session.poll_action()).collect();
-//! assert!(matches!(&sent[1], redial_core::Action::Send(Frame::Text(t))
+//! assert!(matches!(&sent[1], redial_core::Action::Send(Frame::Text(t), _)
 //!     if t.as_str().contains("eth_subscribe")));
 //! ```
 
