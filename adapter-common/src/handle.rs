@@ -306,8 +306,9 @@ impl Handle {
     }
 
     /// Like [`send`](Self::send), but answers [`SendError::QueueFull`] at
-    /// once instead of waiting for room.
-    pub async fn try_send(&self, payload: Payload) -> Result<u64, SendError> {
+    /// once instead of waiting for room. It never waits, so it is a plain
+    /// function: callable from synchronous code too.
+    pub fn try_send(&self, payload: Payload) -> Result<u64, SendError> {
         self.shared.offer(None, None, payload)
     }
 

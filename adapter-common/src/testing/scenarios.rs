@@ -465,10 +465,10 @@ pub async fn send_waits_for_room<R: Runtime>(make: impl Fn(String) -> Builder<R>
         matches!(e, Event::DialFailed { .. })
     })
     .await;
-    handle.try_send(Payload::text("1")).await.expect("room");
-    handle.try_send(Payload::text("2")).await.expect("room");
+    handle.try_send(Payload::text("1")).expect("room");
+    handle.try_send(Payload::text("2")).expect("room");
     assert!(matches!(
-        handle.try_send(Payload::text("x")).await,
+        handle.try_send(Payload::text("x")),
         Err(SendError::QueueFull { messages: 2, .. })
     ));
     let waiting = async {
