@@ -105,6 +105,7 @@ pub mod secret;
 mod session;
 mod timer;
 pub mod transport;
+pub mod utf8;
 
 #[cfg(feature = "graphql-ws")]
 pub use protocol::graphql_ws::codec as graphql_ws;

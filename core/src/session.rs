@@ -1675,16 +1675,8 @@ impl Session {
         if matches!(self.phase, Phase::Handshaking | Phase::Connected) {
             // Tell the server why before the close (PROTOCOL.md 3.3), when
             // the protocol has a way to.
-            let mut why = reason.clone();
-            let max = self.config.wire_limits.max_reason_len;
-            if why.len() > max {
-                let mut cut = max;
-                while !why.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                why.truncate(cut);
-            }
-            self.protocol.report_error(&why, &mut self.out);
+            let why = crate::utf8::prefix(&reason, self.config.wire_limits.max_reason_len);
+            self.protocol.report_error(why, &mut self.out);
             self.drain_frames();
         }
         let code = self.protocol.protocol_error_close();

@@ -870,8 +870,7 @@ impl Connection {
             return;
         }
         let terminal = error_code::is_terminal(code);
-        let mut reason = reason.to_owned();
-        truncate(&mut reason, self.cfg.limits.max_reason_len);
+        let reason = redial_core::utf8::prefix(reason, self.cfg.limits.max_reason_len).to_owned();
         self.send(Frame::Error {
             code,
             terminal,
@@ -941,16 +940,6 @@ impl Connection {
                 self.actions.push_back(Action::Store(op));
             }
         }
-    }
-}
-
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
     }
 }
 
