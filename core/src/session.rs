@@ -21,7 +21,7 @@ use crate::protocol::{
 use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
 use crate::secret::{AuthToken, ResumeToken};
-use crate::timer::{deadline, Timer, TimerTable};
+use crate::timer::{deadline, SessionTimers, Timer};
 use crate::transport::{CloseFrame, DialFailure, Frame, SizeLimit};
 
 /// How many runs of handed-over frames a session remembers (see
@@ -137,7 +137,7 @@ pub struct Session {
     /// Which endpoint the next dial goes to.
     endpoints: Endpoints,
     ladder: Ladder,
-    timers: TimerTable,
+    timers: SessionTimers,
     keepalive: Option<Keepalive>,
     phase: Phase,
     /// The state last reported in [`Event::StateChanged`].
@@ -209,7 +209,7 @@ impl Session {
             awaiting: "handshake reply",
             token: None,
             server_max_message: None,
-            timers: TimerTable::default(),
+            timers: SessionTimers::default(),
             keepalive,
             phase: Phase::Idle,
             reported: State::Idle,
