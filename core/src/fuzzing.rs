@@ -1124,15 +1124,10 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
             }
             ProtocolStep::Truncated(n, cut) if open => {
                 let frame = match vocabulary(s.kind, *n) {
-                    Frame::Text(t) => {
-                        let mut t = t.to_string();
-                        let mut at = usize::from(*cut).min(t.len());
-                        while !t.is_char_boundary(at) {
-                            at -= 1;
-                        }
-                        t.truncate(at);
-                        Frame::Text(Text::from(t))
-                    }
+                    Frame::Text(t) => Frame::Text(Text::from(crate::utf8::prefix(
+                        t.as_str(),
+                        usize::from(*cut),
+                    ))),
                     Frame::Binary(b) => Frame::Binary(b.slice(..usize::from(*cut).min(b.len()))),
                     other => other,
                 };

@@ -82,6 +82,8 @@
 //! - [`wire`], `graphql_ws`, `nats`: the codecs under them (each lives in
 //!   its protocol's folder, `protocol::<name>::codec`).
 //! - [`Session`]: the state machine that ties them together.
+//! - [`timer`]: the deadline table the session (and the server's
+//!   connection) keeps its timers in; [`utf8`]: text cut to a byte limit.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -103,8 +105,9 @@ mod queue;
 mod rng;
 pub mod secret;
 mod session;
-mod timer;
+pub mod timer;
 pub mod transport;
+pub mod utf8;
 
 #[cfg(feature = "graphql-ws")]
 pub use protocol::graphql_ws::codec as graphql_ws;
