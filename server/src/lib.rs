@@ -44,6 +44,8 @@ mod connection;
 #[cfg(feature = "tokio")]
 mod drive;
 pub mod memory;
+#[cfg(feature = "tokio")]
+mod meter;
 pub mod names;
 #[cfg(feature = "tokio")]
 mod node;
