@@ -12,7 +12,7 @@ use crate::store::{Notice, PublishOutcome};
 /// Why an upgrade was refused: the `result` label of
 /// `redial_server_upgrades_total` (with `accepted`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Refusal {
+pub(crate) enum UpgradeRefusal {
     ShuttingDown,
     NoSubprotocol,
     Unauthorized,
@@ -56,7 +56,7 @@ mod off {
         }
         pub(crate) fn connection(&self, _open: bool) {}
         pub(crate) fn admitted(&self) {}
-        pub(crate) fn refused(&self, _why: Refusal) {}
+        pub(crate) fn refused(&self, _why: UpgradeRefusal) {}
         pub(crate) fn sent(&self, _frame: &Frame) {}
         pub(crate) fn published(&self, _outcome: PublishOutcome) {}
         pub(crate) fn notice(&self, _notice: &Notice, _woken: usize) {}
@@ -146,7 +146,7 @@ mod on {
             self.accepted.increment(1);
         }
 
-        pub(crate) fn refused(&self, why: Refusal) {
+        pub(crate) fn refused(&self, why: UpgradeRefusal) {
             self.refused[why as usize].increment(1);
         }
 

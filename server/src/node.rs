@@ -456,7 +456,7 @@ impl Node {
         let meters = &self.inner.meters;
         if let Some((retry, window)) = *self.inner.shutdown.borrow() {
             c.refused_shutting_down.fetch_add(1, Ordering::Relaxed);
-            meters.refused(meter::Refusal::ShuttingDown);
+            meters.refused(meter::UpgradeRefusal::ShuttingDown);
             // Honest: the same wait the connected clients were given.
             return refuse(Rejection {
                 status: 503,
@@ -465,13 +465,13 @@ impl Node {
             });
         }
         if !offers_subprotocol(request.headers()) {
-            meters.refused(meter::Refusal::NoSubprotocol);
+            meters.refused(meter::UpgradeRefusal::NoSubprotocol);
             return refuse(Rejection::new(400, "subprotocol redial.v1 required"));
         }
         let principal = match self.inner.authorize.authorize(request) {
             Ok(p) => p,
             Err(r) => {
-                meters.refused(meter::Refusal::Unauthorized);
+                meters.refused(meter::UpgradeRefusal::Unauthorized);
                 return refuse(r);
             }
         };
@@ -479,7 +479,7 @@ impl Node {
         if let Some(a) = lock(&self.inner.admission).as_mut() {
             if let Admit::RetryAfter(secs) = a.try_admit(now) {
                 c.throttled.fetch_add(1, Ordering::Relaxed);
-                meters.refused(meter::Refusal::Throttled);
+                meters.refused(meter::UpgradeRefusal::Throttled);
                 return refuse(Rejection {
                     status: 503,
                     retry_after_secs: Some(secs),
