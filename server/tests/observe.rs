@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redial_core::{Config, Event, Wire};
@@ -12,34 +10,6 @@ use redial_server::memory::MemoryStore;
 use redial_server::token::TokenKey;
 use redial_server::{Node, ServerConfig};
 use tracing_subscriber::fmt::format::FmtSpan;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Everything the formatter writes, in one buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 async fn next(events: &mut redial_driver::Events, what: &str, pred: fn(&Event) -> bool) {
     let found = async {
@@ -59,9 +29,12 @@ async fn next(events: &mut redial_driver::Events, what: &str, pred: fn(&Event) -
 // thread, under the subscriber set below.
 #[tokio::test]
 async fn connection_spans_carry_the_documented_fields_and_no_session_secret() {
-    let captured = Captured::default();
+    // What the formatter writes goes to a file of this test's own.
+    let path =
+        std::env::temp_dir().join(format!("redial-server-observe-{}.log", std::process::id()));
+    let log = std::fs::File::create(&path).unwrap();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
+        .with_writer(log)
         .with_max_level(tracing::Level::TRACE)
         .with_span_events(FmtSpan::CLOSE)
         .with_ansi(false)
@@ -119,7 +92,8 @@ async fn connection_spans_carry_the_documented_fields_and_no_session_secret() {
     serving.abort();
     assert_eq!(node.stats().live_connections, 0);
 
-    let text = captured.text();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
     let spans: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("redial_server_connection") && l.contains("close"))
