@@ -1,25 +1,31 @@
-//! Sets `redial_has_promtool` when `promtool` (Debian package
-//! `prometheus`) is on `PATH`, or when `CI` is set, so the test that
-//! validates `--metrics-listen` output with it is reported as ignored, not
-//! passed, where it is missing: the same mechanism as the `tests`
-//! package's server launchers (see `tests/src/servers/mod.rs`).
+//! Sets one cfg per tool or server a CLI test needs, when it is on `PATH`
+//! or when `CI` is set: `redial_has_promtool` (Debian package
+//! `prometheus`) and `redial_has_redis` (`redis-server`). The tests that
+//! need one are then reported as ignored, not passed, where it is missing;
+//! the same mechanism as the `tests` package's server launchers (see
+//! `tests/src/servers/mod.rs`).
+
+/// (program, cfg)
+const NEEDED: [(&str, &str); 2] = [
+    ("promtool", "redial_has_promtool"),
+    ("redis-server", "redial_has_redis"),
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CI");
     println!("cargo:rerun-if-env-changed=PATH");
-    println!("cargo:rustc-check-cfg=cfg(redial_has_promtool)");
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut found = false;
-    for dir in std::env::split_paths(&path) {
-        // Installing it changes a directory on PATH: rerun then.
-        if dir.is_dir() {
-            println!("cargo:rerun-if-changed={}", dir.display());
-        }
-        found |= dir.join("promtool").is_file();
+    let dirs: Vec<_> = std::env::split_paths(&path).collect();
+    // Installing a program changes a directory on PATH: rerun then.
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        println!("cargo:rerun-if-changed={}", dir.display());
     }
-    if ci || found {
-        println!("cargo:rustc-cfg=redial_has_promtool");
+    for (program, cfg) in NEEDED {
+        println!("cargo:rustc-check-cfg=cfg({cfg})");
+        if ci || dirs.iter().any(|d| d.join(program).is_file()) {
+            println!("cargo:rustc-cfg={cfg}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redial_core::{CloseClass, Event, State};
+use redial_core::{CallError, CloseClass, Event, Payload, State};
 use tracing::{field, Span};
 
 use crate::handle::{Handle, Shared};
@@ -58,6 +58,64 @@ pub(crate) fn valid_label(label: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// How a call ended, for [`Stats::calls`] and the `outcome` label of
+/// `redial_calls_total`: a fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CallOutcome {
+    /// The server replied.
+    Reply,
+    /// The server answered with an error.
+    Rejected,
+    /// No reply within the call's timeout.
+    Timeout,
+    /// The link dropped with the call in flight.
+    ConnectionLost,
+    /// The session closed first (or the call ended without a reply
+    /// another way).
+    Closed,
+}
+
+impl CallOutcome {
+    /// Every outcome, in a fixed order.
+    pub const ALL: [CallOutcome; 5] = [
+        CallOutcome::Reply,
+        CallOutcome::Rejected,
+        CallOutcome::Timeout,
+        CallOutcome::ConnectionLost,
+        CallOutcome::Closed,
+    ];
+
+    /// The outcome's name in snake case (`"connection_lost"`), the label.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallOutcome::Reply => "reply",
+            CallOutcome::Rejected => "rejected",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::ConnectionLost => "connection_lost",
+            CallOutcome::Closed => "closed",
+        }
+    }
+
+    /// The outcome of an [`Event::CallDone`]'s result.
+    pub fn of(result: &Result<Payload, CallError>) -> CallOutcome {
+        match result {
+            Ok(_) => CallOutcome::Reply,
+            Err(CallError::Rejected { .. }) => CallOutcome::Rejected,
+            Err(CallError::Timeout) => CallOutcome::Timeout,
+            Err(CallError::ConnectionLost) => CallOutcome::ConnectionLost,
+            Err(_) => CallOutcome::Closed,
+        }
+    }
+
+    fn index(self) -> usize {
+        CallOutcome::ALL
+            .iter()
+            .position(|o| *o == self)
+            .unwrap_or(0)
+    }
+}
+
 /// A connection's counters since it was built. Read with
 /// [`Handle::stats`]; every field only grows except the gauges
 /// (`state`, `queue_depth`, `subscriptions`).
@@ -73,7 +131,7 @@ pub struct Stats {
     pub dials_failed: u64,
     /// Connections after the first.
     pub reconnects: u64,
-    /// Established connections that ended, by class, in
+    /// Connections that ended after the WebSocket upgrade, by class, in
     /// [`CloseClass::ALL`] order; see [`Stats::disconnects`].
     pub disconnects_by_class: [u64; 9],
     /// Messages the session accepted from the application.
@@ -88,15 +146,23 @@ pub struct Stats {
     pub queue_depth: u64,
     /// Subscriptions held.
     pub subscriptions: u64,
+    /// Calls that ended, by outcome, in [`CallOutcome::ALL`] order; see
+    /// [`Stats::calls`].
+    pub calls_by_outcome: [u64; 5],
 }
 
 impl Stats {
-    /// Established connections that ended with this class.
+    /// Connections that ended after the upgrade with this class.
     pub fn disconnects(&self, class: CloseClass) -> u64 {
         self.disconnects_by_class[class_index(class)]
     }
 
-    /// Established connections that ended, whatever the class.
+    /// Calls that ended with this outcome.
+    pub fn calls(&self, outcome: CallOutcome) -> u64 {
+        self.calls_by_outcome[outcome.index()]
+    }
+
+    /// Connections that ended after the upgrade, whatever the class.
     pub fn disconnects_total(&self) -> u64 {
         self.disconnects_by_class.iter().sum()
     }
@@ -118,6 +184,7 @@ pub(crate) struct Observed {
     missed: AtomicU64,
     queue_depth: AtomicU64,
     subscriptions: AtomicU64,
+    calls: [AtomicU64; 5],
 }
 
 impl Observed {
@@ -223,7 +290,12 @@ impl Handle {
         for (slot, counter) in disconnects_by_class.iter_mut().zip(&o.disconnects) {
             *slot = Observed::get(counter);
         }
+        let mut calls_by_outcome = [0; 5];
+        for (slot, counter) in calls_by_outcome.iter_mut().zip(&o.calls) {
+            *slot = Observed::get(counter);
+        }
         Stats {
+            calls_by_outcome,
             state: shared.state(),
             dials_ok: Observed::get(&o.dials_ok),
             dials_failed: Observed::get(&o.dials_failed),
@@ -364,7 +436,9 @@ impl Watch {
                     }
                     span.record("close_class", class.name());
                 }
-                if *will_reconnect {
+                // An outage runs from the first loss, through every
+                // handshake that fails on the way back.
+                if *will_reconnect && self.lost_at.is_none() {
                     self.lost_at = Some(now);
                 }
             }
@@ -386,6 +460,12 @@ impl Watch {
             Event::Subscribed { .. }
             | Event::SubscribeFailed { .. }
             | Event::SubscriptionEnded { .. } => self.recount = true,
+            Event::CallDone { result, .. } => {
+                let outcome = CallOutcome::of(result).index();
+                Observed::add(&o.calls[outcome], 1);
+                #[cfg(feature = "metrics")]
+                self.meters.calls[outcome].increment(1);
+            }
             Event::Closed { .. } => {
                 self.connection = None;
             }
@@ -459,6 +539,7 @@ struct Meters {
     dials_failed: metrics::Counter,
     reconnects: metrics::Counter,
     disconnects: [metrics::Counter; 9],
+    calls: [metrics::Counter; 5],
     sent: metrics::Counter,
     received: metrics::Counter,
     gaps: metrics::Counter,
@@ -506,6 +587,8 @@ impl Meters {
             reconnects: metrics::counter!("redial_reconnects_total", labels.clone()),
             disconnects: CloseClass::ALL
                 .map(|c| metrics::counter!("redial_disconnects_total", with("class", c.name()))),
+            calls: CallOutcome::ALL
+                .map(|c| metrics::counter!("redial_calls_total", with("outcome", c.name()))),
             sent: metrics::counter!("redial_messages_sent_total", labels.clone()),
             received: metrics::counter!("redial_messages_received_total", labels.clone()),
             gaps: metrics::counter!("redial_gaps_total", labels.clone()),
@@ -558,6 +641,7 @@ fn describe() {
             "Established connections that ended, by close class.",
         ),
         ("redial_reconnects_total", "Connections after the first."),
+        ("redial_calls_total", "Calls that ended, by outcome."),
         (
             "redial_messages_sent_total",
             "Messages the session accepted from the application.",
@@ -607,5 +691,40 @@ impl<R: crate::Runtime> crate::Builder<R> {
     pub fn client_label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_outcomes_have_distinct_names_and_cover_every_error() {
+        let names: std::collections::BTreeSet<_> =
+            CallOutcome::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(names.len(), CallOutcome::ALL.len());
+        let rejected = CallError::Rejected {
+            code: -32601,
+            message: "no such method".into(),
+        };
+        for (result, want) in [
+            (Ok(Payload::text("r")), CallOutcome::Reply),
+            (Err(rejected), CallOutcome::Rejected),
+            (Err(CallError::Timeout), CallOutcome::Timeout),
+            (Err(CallError::ConnectionLost), CallOutcome::ConnectionLost),
+            (Err(CallError::Closed), CallOutcome::Closed),
+        ] {
+            assert_eq!(CallOutcome::of(&result), want);
+            assert_eq!(CallOutcome::ALL[want.index()], want);
+        }
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(valid_label("orders-1.eu_west"));
+        for bad in ["", "a b", "é", "a/b", &"x".repeat(MAX_CLIENT_LABEL + 1)] {
+            assert!(!valid_label(bad), "{bad:?}");
+        }
+        assert!(valid_label(&"x".repeat(MAX_CLIENT_LABEL)));
     }
 }

@@ -59,7 +59,7 @@ pub enum EventsArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackoffArg {
     /// The library's default: a full-jitter first retry within 2 s, then
-    /// 7 s x1.5 +-30 % up to 20 s (the other --backoff-* flags do not apply).
+    /// 2.4 s x1.6 +-20 % up to 20 s (the other --backoff-* flags do not apply).
     Default,
     /// U(0, min(cap, first * 2^(n-1))).
     FullJitter,

@@ -577,7 +577,9 @@ async fn scraped_after_two_reconnects() -> String {
     );
     only_labels(
         &body,
-        &["protocol", "client", "result", "class", "state", "quantile"],
+        &[
+            "protocol", "client", "result", "class", "state", "outcome", "quantile",
+        ],
     );
 
     run.eof();

@@ -234,7 +234,7 @@ impl ConfigBuilder {
 
     setter!(
         /// The backoff policy (default: [`Backoff::default`], a full-jitter
-        /// first retry within 2.1 s, then 2.5 s x1.5 +-20 % up to 20 s).
+        /// first retry within 2 s, then 2.4 s x1.6 +-20 % up to 20 s).
         backoff: Backoff
     );
     setter!(

@@ -15,7 +15,17 @@
 //! handshake from [`on_open`](Protocol::on_open) and report
 //! [`Inbound::Ready`] when the server's reply comes, map each message to
 //! facts in [`on_frame`](Protocol::on_frame). Everything else has a
-//! default. A JSON-RPC node with `eth_subscribe`, resubscribed after every
+//! default.
+//!
+//! Two more things a protocol can do (see [`Protocol`]'s "Time" section):
+//! keep a timer of its own ([`Output::wake_at`], called back in
+//! [`on_timer`](Protocol::on_timer), from which it may declare the link
+//! dead with [`LinkDead`]), and carry the application's calls
+//! ([`Capabilities::calls`]: [`call`](Protocol::call) sends one under the
+//! session's [`CallId`], [`Inbound::Replied`] and [`Inbound::CallRejected`]
+//! end it). Each protocol states its own [`InputLimits`].
+//!
+//! A JSON-RPC node with `eth_subscribe`, resubscribed after every
 //! reconnect:
 //!
 //! ```

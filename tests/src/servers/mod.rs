@@ -32,6 +32,10 @@
 //!    write `name: foo` in a suite's `on_every_runtime!` list) and start it
 //!    with [`started`].
 //!
+//! Another package's tests that start a launcher (the CLI's) cannot see
+//! these cfgs: that package's own build script sets the same cfg names for
+//! what its tests need (see `cli/build.rs`).
+//!
 //! Binaries that are not tests (the benchmarks) may use [`or_skip`], which
 //! prints why it skipped.
 
