@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a Wire server (redial-server, loopback only) until Ctrl-C.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// A Wire server, the fault proxy and clients through scripted chaos.
     Demo(DemoArgs),
 }
@@ -223,6 +223,12 @@ pub struct ServeArgs {
     /// Where to listen; loopback addresses only. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+
+    /// Serve the server's metrics in the Prometheus text format on
+    /// http://ADDR/metrics (loopback addresses only; port 0 picks a free
+    /// port, printed before the listening line).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// How long a session stays resumable after its connection is lost.
     #[arg(long, value_name = "MS", default_value_t = 24 * 3600 * 1000)]
