@@ -79,7 +79,7 @@
 //!   decision.
 //! - [`protocol`]: the session layer protocols plug into; [`Raw`], [`Wire`],
 //!   `GraphqlWs` and `Nats` implement it, and so can you.
-//! - [`wire`], `graphql_ws`, `nats`: the codecs under them (each lives in
+//! - [`wire`], `graphql_ws`, `mqtt`, `nats`: the codecs under them (each lives in
 //!   its protocol's folder, `protocol::<name>::codec`).
 //! - [`Session`]: the state machine that ties them together.
 //! - [`timer`]: the deadline table the session (and the server's
@@ -111,6 +111,8 @@ pub mod utf8;
 
 #[cfg(feature = "graphql-ws")]
 pub use protocol::graphql_ws::codec as graphql_ws;
+#[cfg(feature = "mqtt")]
+pub use protocol::mqtt::codec as mqtt;
 #[cfg(feature = "nats")]
 pub use protocol::nats::codec as nats;
 pub use protocol::wire::codec as wire;

@@ -120,6 +120,8 @@ use crate::wire::Limits;
 
 #[cfg(feature = "graphql-ws")]
 pub mod graphql_ws;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod raw;

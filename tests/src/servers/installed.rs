@@ -21,11 +21,19 @@ pub enum Server {
     Redis,
     /// `node` on `PATH` and `npm ci` run in `tests/graphql-server`.
     Graphql,
+    /// `mosquitto` and `mosquitto_passwd` on `PATH` (Debian installs the
+    /// broker in `/usr/sbin`).
+    Mosquitto,
 }
 
 impl Server {
     /// Every server, in the order the build script reports them.
-    pub const ALL: [Server; 3] = [Server::Nats, Server::Redis, Server::Graphql];
+    pub const ALL: [Server; 4] = [
+        Server::Nats,
+        Server::Redis,
+        Server::Graphql,
+        Server::Mosquitto,
+    ];
 
     /// The cfg the build script sets when the server is installed.
     pub fn cfg(self) -> &'static str {
@@ -33,6 +41,7 @@ impl Server {
             Server::Nats => "redial_has_nats",
             Server::Redis => "redial_has_redis",
             Server::Graphql => "redial_has_graphql",
+            Server::Mosquitto => "redial_has_mosquitto",
         }
     }
 
@@ -42,6 +51,7 @@ impl Server {
             Server::Nats => &["nats-server"],
             Server::Redis => &["redis-server"],
             Server::Graphql => &["node"],
+            Server::Mosquitto => &["mosquitto", "mosquitto_passwd"],
         }
     }
 
@@ -50,7 +60,7 @@ impl Server {
     pub fn file(self) -> Option<&'static str> {
         match self {
             Server::Graphql => Some("graphql-server/node_modules/graphql-ws/package.json"),
-            Server::Nats | Server::Redis => None,
+            Server::Nats | Server::Redis | Server::Mosquitto => None,
         }
     }
 
