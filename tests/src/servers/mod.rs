@@ -1,8 +1,10 @@
 //! Third-party servers the suites test against, started on 127.0.0.1 by the
 //! tests themselves and stopped (killed) when dropped: [`nats::NatsServer`]
 //! (`nats-server` with a WebSocket listener), [`graphql::GraphqlServer`]
-//! (the Node graphql-ws server in `tests/graphql-server/`) and
-//! [`redis::RedisServer`] (`redis-server`, for the Redis store).
+//! (the Node graphql-ws server in `tests/graphql-server/`),
+//! [`redis::RedisServer`] (`redis-server`, for the Redis store) and
+//! [`anvil::AnvilServer`] (the Ethereum development node pinned in
+//! `tests/anvil/`).
 //!
 //! A launcher returns [`LaunchError::Missing`] when what it needs is not
 //! installed. Pass its result through [`or_skip`]: outside CI a missing
@@ -18,6 +20,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod anvil;
 pub mod graphql;
 pub mod nats;
 pub mod redis;
@@ -178,6 +181,12 @@ impl Process {
                 Err(RecvTimeoutError::Disconnected) => return Err(self.not_ready("it exited")),
             }
         }
+    }
+
+    /// The output lines read since readiness (or the last call), without
+    /// waiting.
+    pub(crate) fn take_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     fn not_ready(&mut self, why: &'static str) -> LaunchError {
