@@ -96,6 +96,13 @@ pub mod fuzzing;
 #[cfg(feature = "graphql-ws")]
 pub mod graphql_ws;
 mod headers;
+#[cfg(feature = "json-rpc")]
+pub mod json_rpc {
+    //! JSON-RPC 2.0: the message codec (see [`decode`] for what it accepts)
+    //! and the pubsub [`Methods`] [`JsonRpc`](crate::JsonRpc) speaks.
+    pub use crate::protocol::json_rpc::codec::*;
+    pub use crate::protocol::json_rpc::Methods;
+}
 mod keepalive;
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -119,6 +126,8 @@ pub use headers::Headers;
 pub use payload::{Payload, Text};
 #[cfg(feature = "graphql-ws")]
 pub use protocol::GraphqlWs;
+#[cfg(feature = "json-rpc")]
+pub use protocol::JsonRpc;
 #[cfg(feature = "nats")]
 pub use protocol::Nats;
 pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire};

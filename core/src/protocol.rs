@@ -108,6 +108,8 @@ use crate::wire::{DecodeError, FrameKind, Limits};
 
 #[cfg(feature = "graphql-ws")]
 mod graphql_ws;
+#[cfg(feature = "json-rpc")]
+pub(crate) mod json_rpc;
 #[cfg(feature = "nats")]
 mod nats;
 mod raw;
@@ -115,6 +117,8 @@ mod wire;
 
 #[cfg(feature = "graphql-ws")]
 pub use graphql_ws::GraphqlWs;
+#[cfg(feature = "json-rpc")]
+pub use json_rpc::JsonRpc;
 #[cfg(feature = "nats")]
 pub use nats::Nats;
 pub use raw::{Raw, RawHeartbeat};

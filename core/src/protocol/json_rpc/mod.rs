@@ -1,0 +1,741 @@
+//! JsonRpc: JSON-RPC 2.0 pubsub on the session layer.
+
+pub mod codec;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::SendError;
+use crate::payload::{Payload, Text};
+use crate::transport::Frame;
+
+use self::codec::{error_code, Batch, ErrorObject, Id, Json, Limits, Message};
+use super::{
+    Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output, Protocol,
+    ProtocolError,
+};
+
+const NAME: &str = "json-rpc";
+
+/// The pubsub method names of a node: the Ethereum ones by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Methods {
+    /// Starts a subscription; its result is the server's subscription id.
+    pub subscribe: Cow<'static, str>,
+    /// Ends one; its params are `[server id]`.
+    pub unsubscribe: Cow<'static, str>,
+    /// The notification that carries `{"subscription": id, "result": ..}`.
+    pub notification: Cow<'static, str>,
+}
+
+impl Default for Methods {
+    fn default() -> Self {
+        Methods::new("eth_subscribe", "eth_unsubscribe", "eth_subscription")
+    }
+}
+
+impl Methods {
+    /// Names of a node's own (Substrate-style nodes name them per
+    /// subscription: `chain_subscribeNewHeads`, `chain_unsubscribeNewHeads`,
+    /// `chain_newHead`).
+    pub fn new(
+        subscribe: impl Into<Cow<'static, str>>,
+        unsubscribe: impl Into<Cow<'static, str>>,
+        notification: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Methods {
+            subscribe: subscribe.into(),
+            unsubscribe: unsubscribe.into(),
+            notification: notification.into(),
+        }
+    }
+}
+
+/// JSON-RPC 2.0 over WebSocket, with pubsub (`eth_subscribe` and its
+/// kind) that survives reconnects.
+///
+/// No handshake: the link is usable as soon as the socket opens.
+/// Subscriptions are subscribe requests whose params are the spec (build it
+/// with [`JsonRpc::subscription`], or [`JsonRpc::subscription_with`] for a
+/// subscription with method names of its own); the server's reply carries
+/// the id it assigned, which this type maps back to the application's key
+/// for as long as the connection lasts. Each notification for that id
+/// becomes an [`Event::Message`](crate::Event::Message) with the key as its
+/// channel and the notification's `result` as its payload; notifications
+/// for ids this connection never confirmed (or unsubscribed) are dropped.
+/// An error reply fails the subscription
+/// ([`Event::SubscribeFailed`](crate::Event::SubscribeFailed), the server's
+/// message as the reason) and it is not sent again. Other notifications
+/// reach the application whole, without a channel; a request from the
+/// server is answered with "method not found" (-32601).
+///
+/// A binary message, text that is not JSON-RPC 2.0 (over the codec's
+/// [`Limits`]), or a pubsub notification without its subscription id and
+/// result is a protocol error: the session closes and reconnects. A reply
+/// to an id this connection never issued is delivered whole without a
+/// channel: it answers a request the application wrote itself through
+/// [`Session::handle_send`](crate::Session::handle_send), which must use
+/// string ids (this type issues integers).
+///
+/// # Across a reconnect
+/// Every subscription still wanted is sent again, before anything queued;
+/// the server assigns it a new id, and notifications arrive under the same
+/// key as before. What the node emitted while the client was away is gone:
+/// backfill it (`eth_getLogs` from the last block seen, for example) when
+/// the subscription is confirmed again.
+#[derive(Debug, Clone, Default)]
+pub struct JsonRpc {
+    methods: Methods,
+    limits: Limits,
+    /// Never reset, so ids stay unique for the life of the session.
+    next_id: i64,
+    /// Requests of ours on this connection awaiting their reply.
+    pending: BTreeMap<i64, Pending>,
+    /// Server subscription id (canonical JSON) -> key, on this connection.
+    active: BTreeMap<String, Active>,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Subscribe {
+        key: Text,
+        unsubscribe: String,
+    },
+    /// A subscribe the application ended before its reply came: once the
+    /// reply names the server's id, that subscription is ended too.
+    Abandoned {
+        unsubscribe: String,
+    },
+    Unsubscribe,
+}
+
+#[derive(Debug, Clone)]
+struct Active {
+    key: Text,
+    /// The server's id as it sent it, for the unsubscribe request.
+    raw_id: String,
+    unsubscribe: String,
+}
+
+/// A subscription spec: params, and method names when they are its own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec<'a> {
+    #[serde(default, borrow)]
+    subscribe: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    unsubscribe: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+}
+
+/// The params of a pubsub notification.
+#[derive(Deserialize)]
+struct Notification<'a> {
+    #[serde(borrow)]
+    subscription: &'a RawValue,
+    #[serde(borrow)]
+    result: &'a RawValue,
+}
+
+impl JsonRpc {
+    /// The Ethereum method names and the codec's default [`Limits`].
+    pub fn new() -> Self {
+        JsonRpc::default()
+    }
+
+    /// The pubsub method names subscriptions use unless their spec names
+    /// their own.
+    pub fn methods(mut self, methods: Methods) -> Self {
+        self.methods = methods;
+        self
+    }
+
+    /// What the decoder accepts from the server (length, nesting, batch
+    /// size); anything beyond is a protocol error and a reconnect.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The spec for a subscription with the default method names: its
+    /// params, a JSON array or object (`["newHeads"]`,
+    /// `["logs", {"address": "0x.."}]`).
+    ///
+    /// # Errors
+    /// [`codec::DecodeError`] when `params` is not one JSON array or object.
+    pub fn subscription(params: &str) -> Result<Payload, codec::DecodeError> {
+        let json = structured(params)?;
+        Ok(Payload::text(format!(r#"{{"params":{}}}"#, json.get())))
+    }
+
+    /// The spec for a subscription with method names of its own, as
+    /// Substrate-style nodes have (`chain_subscribeNewHeads` with `[]`,
+    /// ended by `chain_unsubscribeNewHeads`). Its notifications are
+    /// recognised by their subscription id, whatever their method.
+    ///
+    /// # Errors
+    /// [`codec::DecodeError`] when `params` is not one JSON array or object.
+    pub fn subscription_with(
+        subscribe: &str,
+        unsubscribe: &str,
+        params: &str,
+    ) -> Result<Payload, codec::DecodeError> {
+        let json = structured(params)?;
+        let spec = serde_json::json!({
+            "subscribe": subscribe,
+            "unsubscribe": unsubscribe,
+            "params": json.raw(),
+        });
+        Ok(Payload::text(spec.to_string()))
+    }
+
+    fn next_id(&mut self) -> i64 {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
+    }
+
+    /// Writes request `method(params)` under a fresh id and returns it.
+    fn request(&mut self, method: &str, params: Option<Json<'_>>, out: &mut Output) -> i64 {
+        let id = self.next_id();
+        let message = Message::Request {
+            id: Id::Number(id),
+            method: method.into(),
+            params,
+        };
+        out.send(Frame::Text(Text::from(message.encode())));
+        id
+    }
+
+    fn on_message(
+        &mut self,
+        message: Message<'_>,
+        whole: &str,
+        out: &mut Output,
+    ) -> Result<(), ProtocolError> {
+        match message {
+            Message::Notification { method, params } => {
+                self.on_notification(&method, params, whole, out)
+            }
+            Message::Request { id, .. } => {
+                let refusal = Message::Error {
+                    id,
+                    error: ErrorObject {
+                        code: error_code::METHOD_NOT_FOUND,
+                        message: "a client serves no methods".into(),
+                        data: None,
+                    },
+                };
+                out.send(Frame::Text(Text::from(refusal.encode())));
+                Ok(())
+            }
+            Message::Result { id, result } => {
+                match self.take_pending(&id) {
+                    Some(Pending::Subscribe { key, unsubscribe }) => {
+                        let raw_id = result.get().to_owned();
+                        let canonical = canonical_id(result.raw()).ok_or_else(|| {
+                            ProtocolError::invalid(
+                                NAME,
+                                format!("subscription id {raw_id} is not a string or a number"),
+                            )
+                        })?;
+                        self.active.insert(
+                            canonical,
+                            Active {
+                                key: key.clone(),
+                                raw_id,
+                                unsubscribe,
+                            },
+                        );
+                        out.fact(Inbound::Subscribed { key });
+                    }
+                    Some(Pending::Abandoned { unsubscribe }) => {
+                        let params = format!("[{}]", result.get());
+                        let id = self.request(&unsubscribe, Json::parse(&params).ok(), out);
+                        self.pending.insert(id, Pending::Unsubscribe);
+                    }
+                    Some(Pending::Unsubscribe) => {}
+                    None => out.fact(Inbound::data(Payload::text(whole))),
+                }
+                Ok(())
+            }
+            Message::Error { id, error } => {
+                match self.take_pending(&id) {
+                    Some(Pending::Subscribe { key, .. }) => out.fact(Inbound::SubscribeFailed {
+                        key,
+                        code: 0,
+                        reason: Text::from(format!("{} ({})", error.message, error.code)),
+                    }),
+                    Some(Pending::Abandoned { .. } | Pending::Unsubscribe) => {}
+                    None => out.fact(Inbound::data(Payload::text(whole))),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn take_pending(&mut self, id: &Id<'_>) -> Option<Pending> {
+        match id {
+            Id::Number(n) => self.pending.remove(n),
+            _ => None,
+        }
+    }
+
+    fn on_notification(
+        &mut self,
+        method: &str,
+        params: Option<Json<'_>>,
+        whole: &str,
+        out: &mut Output,
+    ) -> Result<(), ProtocolError> {
+        let parsed = params.and_then(|p| serde_json::from_str::<Notification<'_>>(p.get()).ok());
+        let Some(note) = parsed else {
+            if method == self.methods.notification {
+                return Err(ProtocolError::invalid(
+                    NAME,
+                    format!("`{method}` without a subscription id and a result"),
+                ));
+            }
+            out.fact(Inbound::data(Payload::text(whole)));
+            return Ok(());
+        };
+        // A notification for an id this connection does not hold is late
+        // (unsubscribed) or foreign: dropped, as pubsub allows.
+        let key = canonical_id(note.subscription).and_then(|id| self.active.get(&id));
+        if let Some(active) = key {
+            out.fact(Inbound::Data {
+                key: Some(active.key.clone()),
+                offset: None,
+                payload: Payload::text(note.result.get()),
+                headers: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `text` as one JSON array or object.
+fn structured(text: &str) -> Result<Json<'_>, codec::DecodeError> {
+    let json = Json::parse(text.trim())?;
+    if !json.is_structured() {
+        return Err(codec::DecodeError::WrongShape {
+            kind: "subscription",
+            field: "params",
+            expected: "an array or an object",
+        });
+    }
+    Ok(json)
+}
+
+/// A subscription id in one form whatever its escapes: a string's value
+/// (quoted), a number's text.
+fn canonical_id(raw: &RawValue) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
+        serde_json::Value::String(s) => Some(format!("{s:?}")),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The subscribe request's method, params and unsubscribe method for
+/// `spec`, or `None` when it is not a spec [`JsonRpc::subscription`] builds.
+fn parse_spec<'s>(
+    spec: &'s Payload,
+    methods: &Methods,
+) -> Option<(Cow<'s, str>, Json<'s>, String)> {
+    let text = spec.as_text()?;
+    let spec: Spec<'_> = serde_json::from_str(text).ok()?;
+    let params = Json::new(spec.params?);
+    if !params.is_structured() {
+        return None;
+    }
+    let subscribe = spec
+        .subscribe
+        .unwrap_or_else(|| Cow::Owned(methods.subscribe.to_string()));
+    let unsubscribe = spec
+        .unsubscribe
+        .map_or_else(|| methods.unsubscribe.to_string(), Cow::into_owned);
+    Some((subscribe, params, unsubscribe))
+}
+
+impl Protocol for JsonRpc {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().with_subscriptions()
+    }
+
+    fn on_open(&mut self, _cx: &OpenContext<'_>, _out: &mut Output) -> Handshake {
+        self.pending.clear();
+        self.active.clear();
+        Handshake::Ready
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: Frame,
+        _cx: &FrameContext<'_>,
+        out: &mut Output,
+    ) -> Result<(), ProtocolError> {
+        let Frame::Text(whole) = frame else {
+            return Err(ProtocolError::invalid(NAME, "binary message"));
+        };
+        let batch = codec::decode(whole.as_str(), self.limits)
+            .map_err(|e| ProtocolError::invalid(NAME, e))?;
+        match batch {
+            Batch::Single(message) => self.on_message(message, whole.as_str(), out),
+            Batch::Many(messages) => {
+                for message in messages {
+                    let text = message.encode();
+                    self.on_message(message, &text, out)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn check_subscription(&self, _key: &Text, spec: &Payload) -> Result<(), SendError> {
+        match parse_spec(spec, &self.methods) {
+            Some(_) => Ok(()),
+            None => Err(SendError::Invalid {
+                protocol: NAME,
+                reason: "the spec is not a subscription (see JsonRpc::subscription)".to_owned(),
+            }),
+        }
+    }
+
+    fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output) {
+        out.send_payload(msg.payload);
+    }
+
+    fn subscribe(&mut self, key: &Text, spec: &Payload, out: &mut Output) {
+        // Checked when the user subscribed; a spec that fails here is
+        // never sent.
+        let Some((method, params, unsubscribe)) = parse_spec(spec, &self.methods) else {
+            return;
+        };
+        let id = self.request(&method, Some(params), out);
+        self.pending.insert(
+            id,
+            Pending::Subscribe {
+                key: key.clone(),
+                unsubscribe,
+            },
+        );
+    }
+
+    fn unsubscribe(
+        &mut self,
+        key: &Text,
+        _spec: &Payload,
+        _message: Option<&Payload>,
+        out: &mut Output,
+    ) {
+        for pending in self.pending.values_mut() {
+            if let Pending::Subscribe {
+                key: k,
+                unsubscribe,
+            } = pending
+            {
+                if k == key {
+                    let unsubscribe = std::mem::take(unsubscribe);
+                    *pending = Pending::Abandoned { unsubscribe };
+                }
+            }
+        }
+        let found = self
+            .active
+            .iter()
+            .find(|(_, a)| &a.key == key)
+            .map(|(id, _)| id.clone());
+        let Some(active) = found.and_then(|id| self.active.remove(&id)) else {
+            return;
+        };
+        let params = format!("[{}]", active.raw_id);
+        let params = Json::parse(&params).ok();
+        let id = self.request(&active.unsubscribe, params, out);
+        self.pending.insert(id, Pending::Unsubscribe);
+    }
+
+    fn on_closed(&mut self) {
+        self.pending.clear();
+        self.active.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Limits as WireLimits;
+
+    fn sent(out: &mut Output) -> Vec<String> {
+        std::iter::from_fn(|| out.pop_frame())
+            .map(|f| match f {
+                Frame::Text(t) => t.to_string(),
+                other => panic!("not text: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn facts(out: &mut Output) -> Vec<Inbound> {
+        std::iter::from_fn(|| out.pop_fact()).collect()
+    }
+
+    fn frame(p: &mut JsonRpc, text: &str, out: &mut Output) -> Result<(), ProtocolError> {
+        let limits = WireLimits::default();
+        let cx = FrameContext {
+            ready: true,
+            limits: &limits,
+        };
+        p.on_frame(Frame::Text(Text::from(text)), &cx, out)
+    }
+
+    fn ok(p: &mut JsonRpc, text: &str) -> Vec<Inbound> {
+        let mut out = Output::default();
+        frame(p, text, &mut out).unwrap_or_else(|e| panic!("{text}: {e}"));
+        facts(&mut out)
+    }
+
+    fn data(key: &str, payload: &str) -> Inbound {
+        Inbound::Data {
+            key: Some(Text::from(key)),
+            offset: None,
+            payload: Payload::text(payload),
+            headers: None,
+        }
+    }
+
+    fn spec(params: &str) -> Payload {
+        JsonRpc::subscription(params).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A protocol with `heads` subscribed as server id `0xa`.
+    fn subscribed() -> JsonRpc {
+        let mut p = JsonRpc::new();
+        let mut out = Output::default();
+        p.subscribe(&Text::from("heads"), &spec(r#"["newHeads"]"#), &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#]
+        );
+        assert_eq!(
+            ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":"0xa"}"#),
+            [Inbound::Subscribed {
+                key: Text::from("heads")
+            }]
+        );
+        p
+    }
+
+    const NOTE_A: &str = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0xa","result":{"number":"0x1"}}}"#;
+    const NOTE_B: &str = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0xb","result":{"number":"0x2"}}}"#;
+
+    #[test]
+    fn notifications_carry_the_key_and_unknown_ids_are_dropped() {
+        let mut p = subscribed();
+        assert_eq!(ok(&mut p, NOTE_A), [data("heads", r#"{"number":"0x1"}"#)]);
+        assert_eq!(ok(&mut p, NOTE_B), []);
+        // The same id with other escapes is the same id.
+        let escaped = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"\u0030xa","result":7}}"#;
+        assert_eq!(ok(&mut p, escaped), [data("heads", "7")]);
+    }
+
+    #[test]
+    fn a_new_connection_maps_the_key_to_the_new_id() {
+        let mut p = subscribed();
+        p.on_closed();
+        let mut out = Output::default();
+        p.subscribe(&Text::from("heads"), &spec(r#"["newHeads"]"#), &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [r#"{"jsonrpc":"2.0","id":2,"method":"eth_subscribe","params":["newHeads"]}"#],
+            "ids are never reused"
+        );
+        ok(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":"0xb"}"#);
+        assert_eq!(ok(&mut p, NOTE_A), [], "the old id is stale");
+        assert_eq!(ok(&mut p, NOTE_B), [data("heads", r#"{"number":"0x2"}"#)]);
+    }
+
+    #[test]
+    fn an_error_reply_fails_that_subscription() {
+        let mut p = JsonRpc::new();
+        let mut out = Output::default();
+        p.subscribe(&Text::from("bad"), &spec(r#"["nonsense"]"#), &mut out);
+        let f = ok(
+            &mut p,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown variant `nonsense`"}}"#,
+        );
+        assert!(
+            matches!(&f[..], [Inbound::SubscribeFailed { key, reason, .. }]
+                if key == "bad" && reason.as_str().contains("-32602")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn unsubscribe_ends_it_on_the_server_and_drops_late_notifications() {
+        let mut p = subscribed();
+        let mut out = Output::default();
+        p.unsubscribe(&Text::from("heads"), &spec("[]"), None, &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [r#"{"jsonrpc":"2.0","id":2,"method":"eth_unsubscribe","params":["0xa"]}"#]
+        );
+        assert_eq!(ok(&mut p, NOTE_A), []);
+        assert_eq!(ok(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":true}"#), []);
+    }
+
+    #[test]
+    fn a_subscription_ended_before_its_reply_is_ended_once_the_reply_comes() {
+        let mut p = JsonRpc::new();
+        let mut out = Output::default();
+        let key = Text::from("heads");
+        p.subscribe(&key, &spec(r#"["newHeads"]"#), &mut out);
+        p.unsubscribe(&key, &spec("[]"), None, &mut out);
+        assert_eq!(sent(&mut out).len(), 1, "nothing to end yet");
+        frame(
+            &mut p,
+            r#"{"jsonrpc":"2.0","id":1,"result":"0xa"}"#,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(facts(&mut out), []);
+        assert_eq!(
+            sent(&mut out),
+            [r#"{"jsonrpc":"2.0","id":2,"method":"eth_unsubscribe","params":["0xa"]}"#]
+        );
+        assert_eq!(ok(&mut p, NOTE_A), []);
+    }
+
+    #[test]
+    fn substrate_style_names_per_subscription() {
+        let mut p = JsonRpc::new();
+        let mut out = Output::default();
+        let spec = JsonRpc::subscription_with(
+            "chain_subscribeNewHeads",
+            "chain_unsubscribeNewHeads",
+            "[]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let key = Text::from("heads");
+        assert_eq!(p.check_subscription(&key, &spec), Ok(()));
+        p.subscribe(&key, &spec, &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [r#"{"jsonrpc":"2.0","id":1,"method":"chain_subscribeNewHeads","params":[]}"#]
+        );
+        ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":42}"#);
+        let note = r#"{"jsonrpc":"2.0","method":"chain_newHead","params":{"subscription":42,"result":{"number":"0x5"}}}"#;
+        assert_eq!(ok(&mut p, note), [data("heads", r#"{"number":"0x5"}"#)]);
+        p.unsubscribe(&key, &spec, None, &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [r#"{"jsonrpc":"2.0","id":2,"method":"chain_unsubscribeNewHeads","params":[42]}"#]
+        );
+    }
+
+    #[test]
+    fn configured_method_names_apply_to_plain_specs() {
+        let mut p = JsonRpc::new().methods(Methods::new("sub", "unsub", "note"));
+        let mut out = Output::default();
+        p.subscribe(&Text::from("k"), &spec(r#"{"topic":"x"}"#), &mut out);
+        assert_eq!(
+            sent(&mut out),
+            [r#"{"jsonrpc":"2.0","id":1,"method":"sub","params":{"topic":"x"}}"#]
+        );
+        ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":"s"}"#);
+        let bare = r#"{"jsonrpc":"2.0","method":"note","params":["s"]}"#;
+        assert!(frame(&mut p, bare, &mut Output::default()).is_err());
+    }
+
+    #[test]
+    fn specs_are_checked() {
+        let p = JsonRpc::new();
+        let key = Text::from("k");
+        for bad in ["", "[", "7", r#"{"params":7}"#, r#"{"paramz":[]}"#, "[]"] {
+            assert!(
+                p.check_subscription(&key, &Payload::text(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(JsonRpc::subscription("\"newHeads\"").is_err());
+        assert!(JsonRpc::subscription("[1] x").is_err());
+    }
+
+    #[test]
+    fn malformed_frames_are_protocol_errors() {
+        let mut p = subscribed();
+        let limits = WireLimits::default();
+        let cx = FrameContext {
+            ready: true,
+            limits: &limits,
+        };
+        let mut out = Output::default();
+        let binary = Frame::Binary(bytes::Bytes::from_static(b"{}"));
+        assert!(p.on_frame(binary, &cx, &mut out).is_err());
+        for bad in [
+            "not json",
+            r#"{"id":1,"result":1}"#,
+            "[]",
+            r#"{"jsonrpc":"2.0","method":"eth_subscription"}"#,
+            r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0xa"}}"#,
+        ] {
+            assert!(frame(&mut p, bad, &mut out).is_err(), "{bad}");
+        }
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(frame(&mut p, &deep, &mut out).is_err());
+        // A subscription id that is not a string or a number.
+        let mut out = Output::default();
+        p.subscribe(&Text::from("x"), &spec("[]"), &mut out);
+        assert!(frame(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":{}}"#, &mut out).is_err());
+    }
+
+    #[test]
+    fn what_is_not_ours_reaches_the_application_whole() {
+        let mut p = subscribed();
+        for other in [
+            r#"{"jsonrpc":"2.0","method":"node_event","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":"app-1","result":"0x10"}"#,
+            r#"{"jsonrpc":"2.0","id":77,"error":{"code":-1,"message":"x"}}"#,
+        ] {
+            assert_eq!(ok(&mut p, other), [Inbound::data(Payload::text(other))]);
+        }
+    }
+
+    #[test]
+    fn a_request_from_the_server_is_refused() {
+        let mut p = JsonRpc::new();
+        let mut out = Output::default();
+        frame(
+            &mut p,
+            r#"{"jsonrpc":"2.0","id":"s1","method":"ping"}"#,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            sent(&mut out),
+            [
+                r#"{"jsonrpc":"2.0","id":"s1","error":{"code":-32601,"message":"a client serves no methods"}}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_batch_is_handled_in_order() {
+        let mut p = subscribed();
+        let batch = format!("[{NOTE_A},{NOTE_B},{NOTE_A}]");
+        assert_eq!(
+            ok(&mut p, &batch),
+            [
+                data("heads", r#"{"number":"0x1"}"#),
+                data("heads", r#"{"number":"0x1"}"#)
+            ]
+        );
+    }
+}
