@@ -74,7 +74,7 @@ pub struct Builder<R: Runtime> {
     urls: Vec<String>,
     headers: Vec<(String, String)>,
     config: Config,
-    make_session: MakeSession,
+    protocol: ProtocolChoice,
     token: Option<Arc<dyn TokenProvider>>,
     placement: TokenPlacement,
     event_capacity: usize,
@@ -109,7 +109,7 @@ impl<R: Runtime> Builder<R> {
             urls: vec![url.into()],
             headers: Vec::new(),
             config: Config::default(),
-            make_session: Box::new(|config| Session::new(config, Raw::new())),
+            protocol: ProtocolChoice::new(Raw::new()),
             token: None,
             placement: TokenPlacement::default(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
@@ -158,12 +158,10 @@ impl<R: Runtime> Builder<R> {
     }
 
     /// The protocol ([`Raw`], the default, or [`Wire`](redial_core::Wire)).
-    /// Its WebSocket subprotocol, if it has one, is requested on every dial.
+    /// Its WebSocket subprotocol, if it has one, is requested on every dial;
+    /// a later call replaces the protocol and what it requests.
     pub fn protocol(mut self, protocol: impl Protocol) -> Self {
-        if let Some(sub) = protocol.subprotocol() {
-            self = self.header("Sec-WebSocket-Protocol", sub);
-        }
-        self.make_session = Box::new(move |config| Session::new(config, protocol));
+        self.protocol = ProtocolChoice::new(protocol);
         self
     }
 
@@ -244,7 +242,7 @@ impl<R: Runtime> Builder<R> {
             urls,
             headers,
             config,
-            make_session,
+            protocol,
             token,
             placement,
             event_capacity,
@@ -275,13 +273,14 @@ impl<R: Runtime> Builder<R> {
         #[cfg(not(feature = "rustls"))]
         let trust = TlsTrust::default();
         let config = config.with_token_provider(token.is_some());
+        let headers = protocol.upgrade_headers(headers);
         let templates = endpoint_templates(urls, &headers, &placement)?;
         let config = config.with_endpoints(templates.len());
         let config = match config.seed() {
             Some(_) => config,
             None => config.with_seed(os_seed()),
         };
-        let mut session = make_session(config);
+        let mut session = (protocol.make_session)(config);
         session.handle_connect(runtime.now());
         let (command_tx, command_rx) = async_channel::bounded(command_capacity);
         let (event_tx, event_rx) = async_channel::bounded(event_capacity);
@@ -317,6 +316,31 @@ impl<R: Runtime> Builder<R> {
             Events::new(event_rx),
             driver,
         ))
+    }
+}
+
+/// The protocol a builder will run, and the subprotocol it asks for: one
+/// value, so that giving another protocol replaces both.
+struct ProtocolChoice {
+    make_session: MakeSession,
+    subprotocol: Option<&'static str>,
+}
+
+impl ProtocolChoice {
+    fn new(protocol: impl Protocol) -> Self {
+        ProtocolChoice {
+            subprotocol: protocol.subprotocol(),
+            make_session: Box::new(move |config| Session::new(config, protocol)),
+        }
+    }
+
+    /// The user's headers and the protocol's `Sec-WebSocket-Protocol`, if
+    /// it has one.
+    fn upgrade_headers(&self, mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
+        if let Some(sub) = self.subprotocol {
+            headers.push(("Sec-WebSocket-Protocol".to_owned(), sub.to_owned()));
+        }
+        headers
     }
 }
 
@@ -384,6 +408,21 @@ mod tests {
         assert_eq!(t(&["wss://127.0.0.1:1/a", "wss://127.0.0.1:1/a"]), Ok(2));
         let many: Vec<&str> = vec!["ws://127.0.0.1:1/"; 1025];
         assert_eq!(t(&many), Err(BuildError::TooManyEndpoints(1025)));
+    }
+
+    #[test]
+    fn a_protocol_offers_its_own_subprotocol_only() {
+        let user = vec![("X-App".to_owned(), "1".to_owned())];
+        let sub = |s: &str| ("Sec-WebSocket-Protocol".to_owned(), s.to_owned());
+        let wire = ProtocolChoice::new(redial_core::Wire);
+        assert_eq!(
+            wire.upgrade_headers(user.clone()),
+            vec![user[0].clone(), sub(redial_core::wire::SUBPROTOCOL)]
+        );
+        // `.protocol(Wire).protocol(Raw)`: the second choice replaces the
+        // first, subprotocol included.
+        let raw = ProtocolChoice::new(Raw::new());
+        assert_eq!(raw.upgrade_headers(user.clone()), user);
     }
 
     #[test]

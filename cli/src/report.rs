@@ -187,9 +187,10 @@ pub fn json_event(event: &Event) -> Option<Value> {
         Event::Message { .. } => return None,
         Event::Acked { seq } => json!({ "event": "acked", "seq": seq }),
         Event::Gap { from, to } => json!({ "event": "gap", "from": from, "to": to }),
-        Event::Subscribed { channel } => json!({
+        Event::Subscribed { channel, server_id } => json!({
             "event": "subscribed",
             "channel": channel.as_str(),
+            "server_id": server_id.as_ref().map(|id| id.as_str()),
         }),
         Event::SubscribeFailed {
             channel,
@@ -309,7 +310,7 @@ pub fn text_event(event: &Event) -> Option<String> {
         } => format!("token provider failing ({consecutive} in a row): {message}"),
         Event::Message { .. } | Event::Acked { .. } => return None,
         Event::Gap { from, to } => format!("missed messages {from}..={to} (not replayable)"),
-        Event::Subscribed { channel } => format!("subscribed to {}", channel.as_str()),
+        Event::Subscribed { channel, .. } => format!("subscribed to {}", channel.as_str()),
         Event::SubscribeFailed {
             channel,
             code,

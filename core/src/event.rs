@@ -235,13 +235,18 @@ pub enum Event {
     Subscribed {
         /// The channel.
         channel: Text,
+        /// The id the server gave the subscription on this connection, when
+        /// the protocol has one (for logging: messages keep arriving under
+        /// `channel`).
+        server_id: Option<Text>,
     },
     /// A subscription was refused; the channel is dropped from the set.
     SubscribeFailed {
         /// The channel.
         channel: Text,
-        /// The server's code.
-        code: u16,
+        /// The server's code (0 when the protocol has none); signed, since
+        /// some protocols' are negative (JSON-RPC's -32602).
+        code: i64,
         /// The server's reason.
         reason: Text,
     },
@@ -271,8 +276,9 @@ pub enum Event {
     },
     /// The server reported a non-terminal error.
     ServerError {
-        /// The error code.
-        code: u16,
+        /// The error code (0 when the protocol has none); signed, since some
+        /// protocols' are negative.
+        code: i64,
         /// The reason.
         reason: Text,
     },

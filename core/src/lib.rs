@@ -78,8 +78,9 @@
 //! - [`close_policy`]: where a close code or handshake status becomes a
 //!   decision.
 //! - [`protocol`]: the session layer protocols plug into; [`Raw`], [`Wire`],
-//!   `GraphqlWs` and `Nats` implement it, and so can you.
-//! - [`wire`], `graphql_ws`, `nats`: the codecs under them.
+//!   `GraphqlWs`, `Nats` and `JsonRpc` implement it, and so can you.
+//! - [`wire`], `graphql_ws`, `nats`, `json_rpc`: the codecs under them (each lives in
+//!   its protocol's folder, `protocol::<name>::codec`).
 //! - [`Session`]: the state machine that ties them together.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -93,19 +94,8 @@ mod error;
 mod event;
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
-#[cfg(feature = "graphql-ws")]
-pub mod graphql_ws;
 mod headers;
-#[cfg(feature = "json-rpc")]
-pub mod json_rpc {
-    //! JSON-RPC 2.0: the message codec (see [`decode`] for what it accepts)
-    //! and the pubsub [`Methods`] [`JsonRpc`](crate::JsonRpc) speaks.
-    pub use crate::protocol::json_rpc::codec::*;
-    pub use crate::protocol::json_rpc::Methods;
-}
 mod keepalive;
-#[cfg(feature = "nats")]
-pub mod nats;
 pub mod payload;
 pub mod protocol;
 mod queue;
@@ -114,7 +104,14 @@ pub mod secret;
 mod session;
 mod timer;
 pub mod transport;
-pub mod wire;
+
+#[cfg(feature = "graphql-ws")]
+pub use protocol::graphql_ws::codec as graphql_ws;
+#[cfg(feature = "json-rpc")]
+pub use protocol::json_rpc::codec as json_rpc;
+#[cfg(feature = "nats")]
+pub use protocol::nats::codec as nats;
+pub use protocol::wire::codec as wire;
 
 pub use action::Action;
 pub use backoff::Backoff;
@@ -130,7 +127,7 @@ pub use protocol::GraphqlWs;
 pub use protocol::JsonRpc;
 #[cfg(feature = "nats")]
 pub use protocol::Nats;
-pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire};
+pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire, WireError};
 
 pub use queue::SendLimits;
 pub use secret::{AuthToken, ResumeToken};

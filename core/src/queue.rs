@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use crate::error::SendError;
 use crate::headers::Headers;
 use crate::payload::{Payload, Text};
-use crate::protocol::{check_channel, Capabilities};
+use crate::protocol::{Capabilities, InputLimits};
 use crate::wire::Limits;
 
 /// What a session refuses for good, whatever its state: a message too large
@@ -20,6 +20,7 @@ pub struct SendLimits {
     protocol: &'static str,
     caps: Capabilities,
     queue_max_bytes: usize,
+    input: InputLimits,
     wire: Limits,
 }
 
@@ -28,12 +29,14 @@ impl SendLimits {
         protocol: &'static str,
         caps: Capabilities,
         queue_max_bytes: usize,
+        input: InputLimits,
         wire: Limits,
     ) -> Self {
         SendLimits {
             protocol,
             caps,
             queue_max_bytes,
+            input,
             wire,
         }
     }
@@ -55,7 +58,7 @@ impl SendLimits {
                     what: "channels",
                 });
             }
-            check_channel(channel, &self.wire)?;
+            self.input.check_channel(channel)?;
         }
         if let Some(overhead) = self.caps.frame_overhead {
             let frame_len = payload.len() + channel_len + overhead;

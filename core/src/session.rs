@@ -14,7 +14,7 @@ use crate::headers::Headers;
 use crate::keepalive::{Keepalive, PingDue};
 use crate::payload::{Payload, Text};
 use crate::protocol::{
-    check_channel, Capabilities, Data, FrameContext, Handshake, Inbound, OpenContext, Outgoing,
+    Capabilities, Data, FrameContext, Handshake, Inbound, InputLimits, OpenContext, Outgoing,
     Output, Protocol, ProtocolError, Ready,
 };
 use crate::queue::{Queue, SendLimits};
@@ -117,6 +117,8 @@ pub struct Session {
     config: Config,
     protocol: Box<dyn Protocol>,
     caps: Capabilities,
+    /// The protocol's limits on keys and channels.
+    limits: InputLimits,
     /// Frames and facts from the protocol, drained after every call to it.
     out: Output,
     /// What the current transport was handed, oldest first, as runs of
@@ -196,6 +198,7 @@ impl Session {
             ladder: Ladder::new(config.backoff.clone()),
             queue: Queue::new(config.queue_max_messages, config.queue_max_bytes),
             caps: protocol.capabilities(),
+            limits: protocol.limits(&config),
             protocol: Box::new(protocol),
             out: Output::default(),
             handed: VecDeque::new(),
@@ -309,6 +312,7 @@ impl Session {
             self.protocol.name(),
             self.caps,
             self.config.queue_max_bytes,
+            self.limits,
             self.config.wire_limits,
         )
     }
@@ -829,7 +833,7 @@ impl Session {
         if !self.caps.subscriptions {
             return Err(self.unsupported("subscriptions"));
         }
-        check_channel(&channel, &self.config.wire_limits)?;
+        self.limits.check_key(&channel)?;
         Ok(channel)
     }
 
@@ -1050,7 +1054,9 @@ impl Session {
             }
             Inbound::Failed { code, reason, rule } => {
                 self.close_transport(1000, "server error");
-                let code = (code != 0).then_some(code);
+                // The close code of what follows: the server's code when it
+                // is one (Wire's are u16), else none.
+                let code = u16::try_from(code).ok().filter(|c| *c != 0);
                 match rule {
                     CloseRule::Terminal(why) => self.finish(why, code, reason.to_string()),
                     rule => self.lost(now, code, reason.to_string(), rule),
@@ -1076,9 +1082,10 @@ impl Session {
             ),
             _ if handshaking => self.protocol_error(now, ProtocolError::DataBeforeReady),
             Inbound::Acked { seq } => self.on_ack(now, seq),
-            Inbound::Subscribed { key } => {
-                self.events.push_back(Event::Subscribed { channel: key })
-            }
+            Inbound::Subscribed { key, server_id } => self.events.push_back(Event::Subscribed {
+                channel: key,
+                server_id,
+            }),
             Inbound::SubscribeFailed { key, code, reason } => {
                 self.subscriptions.remove(&key);
                 self.events.push_back(Event::SubscribeFailed {
@@ -1158,7 +1165,10 @@ impl Session {
         // event that introduces it (unless it closed at once).
         if self.phase == Phase::Connected {
             for channel in confirmed {
-                self.events.push_back(Event::Subscribed { channel });
+                self.events.push_back(Event::Subscribed {
+                    channel,
+                    server_id: None,
+                });
             }
         }
     }

@@ -115,6 +115,28 @@ fn quiet() -> ConfigBuilder {
 // ----- Raw ------------------------------------------------------------
 
 #[test]
+fn wire_still_refuses_a_channel_of_256_bytes() {
+    let mut t = T::new(quiet(), redial_core::Wire);
+    let ok = "c".repeat(255);
+    let long = "c".repeat(256);
+    t.s.handle_subscribe(t.now, ok.as_str()).unwrap();
+    t.s.handle_publish(t.now, ok.as_str(), Payload::text("x"))
+        .unwrap();
+    let refused = Err(SendError::InvalidChannel { len: 256, max: 255 });
+    assert_eq!(t.s.handle_subscribe(t.now, long.as_str()), refused);
+    assert_eq!(
+        t.s.handle_publish(t.now, long.as_str(), Payload::text("x"))
+            .map(|_| ()),
+        refused
+    );
+    assert_eq!(
+        t.s.send_limits()
+            .check(Some(&Text::from(long)), &Payload::text("x")),
+        refused
+    );
+}
+
+#[test]
 fn raw_resubscribes_after_every_connect_before_the_queue() {
     let raw = Raw::new()
         .on_connect(Payload::text("auth"))
@@ -633,6 +655,33 @@ mod nats {
             t.nats_sent(),
             "SUB jobs workers 1\r\nSUB prices.> 2\r\nPUB orders 3\r\nbuy\r\n"
         );
+    }
+
+    /// Each protocol has its own limits: a NATS subject is not held to
+    /// Wire's 255-byte channels.
+    #[test]
+    fn a_subject_of_a_thousand_bytes_subscribes_and_publishes() {
+        let subject = "s".repeat(1000);
+        let mut t = T::new(quiet(), Nats::new());
+        t.s.handle_subscribe(t.now, subject.as_str()).unwrap();
+        t.s.handle_publish(t.now, subject.as_str(), Payload::text("x"))
+            .unwrap();
+        t.handshake();
+        let sent = t.nats_sent();
+        assert!(
+            sent.ends_with(&format!(
+                "PING\r\nSUB {subject} 1\r\nPUB {subject} 1\r\nx\r\n"
+            )),
+            "{sent}"
+        );
+        let long = "s".repeat(redial_core::protocol::InputLimits::DEFAULT_LEN + 1);
+        assert!(matches!(
+            t.s.handle_subscribe(t.now, long.as_str()),
+            Err(SendError::InvalidChannel {
+                len: 4097,
+                max: 4096
+            })
+        ));
     }
 
     #[test]

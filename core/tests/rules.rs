@@ -1247,10 +1247,10 @@ fn issue12_8_a_welcome_above_the_hellos_version_is_a_protocol_error() {
     assert!(t.events.iter().any(|e| matches!(
         e,
         Event::ProtocolError {
-            error: redial_core::ProtocolError::VersionMismatch {
+            error: redial_core::ProtocolError::Wire(redial_core::WireError::VersionMismatch {
                 chosen: 2,
                 offered: 1
-            }
+            })
         }
     )));
     assert!(t

@@ -462,7 +462,7 @@ async fn soak_client<R: Runtime>(
                 matches!(e, Event::Subscribed { .. })
             })
             .await;
-        if let Event::Subscribed { channel } = seen.event {
+        if let Event::Subscribed { channel, .. } = seen.event {
             confirmed.insert(channel.to_string());
         }
     }

@@ -34,7 +34,7 @@ on_every_runtime!(
 );
 
 fn subscribed_to(channel: &'static str) -> impl Fn(&Event) -> bool {
-    move |e| matches!(e, Event::Subscribed { channel: c } if c.as_str() == channel)
+    move |e| matches!(e, Event::Subscribed { channel: c, .. } if c.as_str() == channel)
 }
 
 /// 4001, 4003, 4012, 4020 (and 1008, and 4002 without a token provider)

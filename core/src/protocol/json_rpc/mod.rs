@@ -237,7 +237,7 @@ impl JsonRpc {
                 match self.take_pending(&id) {
                     Some(Pending::Subscribe { key, unsubscribe }) => {
                         let raw_id = result.get().to_owned();
-                        let canonical = canonical_id(result.raw()).ok_or_else(|| {
+                        let (canonical, shown) = sub_id(result.raw()).ok_or_else(|| {
                             ProtocolError::invalid(
                                 NAME,
                                 format!("subscription id {raw_id} is not a string or a number"),
@@ -251,7 +251,10 @@ impl JsonRpc {
                                 unsubscribe,
                             },
                         );
-                        out.fact(Inbound::Subscribed { key });
+                        out.fact(Inbound::Subscribed {
+                            key,
+                            server_id: Some(Text::from(shown)),
+                        });
                     }
                     Some(Pending::Abandoned { unsubscribe }) => {
                         let params = format!("[{}]", result.get());
@@ -267,10 +270,16 @@ impl JsonRpc {
                 match self.take_pending(&id) {
                     Some(Pending::Subscribe { key, .. }) => out.fact(Inbound::SubscribeFailed {
                         key,
-                        code: 0,
-                        reason: Text::from(format!("{} ({})", error.message, error.code)),
+                        code: error.code,
+                        reason: Text::from(error.message.as_ref()),
                     }),
                     Some(Pending::Abandoned { .. } | Pending::Unsubscribe) => {}
+                    // The server could not read the id of something we
+                    // sent: it says so without ending the connection.
+                    None if id == Id::Null => out.fact(Inbound::ServerError {
+                        code: error.code,
+                        reason: Text::from(error.message.as_ref()),
+                    }),
                     None => out.fact(Inbound::data(Payload::text(whole))),
                 }
                 Ok(())
@@ -305,7 +314,7 @@ impl JsonRpc {
         };
         // A notification for an id this connection does not hold is late
         // (unsubscribed) or foreign: dropped, as pubsub allows.
-        let key = canonical_id(note.subscription).and_then(|id| self.active.get(&id));
+        let key = sub_id(note.subscription).and_then(|(id, _)| self.active.get(&id));
         if let Some(active) = key {
             out.fact(Inbound::Data {
                 key: Some(active.key.clone()),
@@ -331,12 +340,12 @@ fn structured(text: &str) -> Result<Json<'_>, codec::DecodeError> {
     Ok(json)
 }
 
-/// A subscription id in one form whatever its escapes: a string's value
-/// (quoted), a number's text.
-fn canonical_id(raw: &RawValue) -> Option<String> {
+/// A subscription id as (one form whatever its escapes, the form for
+/// people): strings and numbers kept apart, so `"42"` is not `42`.
+fn sub_id(raw: &RawValue) -> Option<(String, String)> {
     match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
-        serde_json::Value::String(s) => Some(format!("{s:?}")),
-        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) => Some((format!("s:{s}"), s)),
+        serde_json::Value::Number(n) => Some((format!("n:{n}"), n.to_string())),
         _ => None,
     }
 }
@@ -527,7 +536,8 @@ mod tests {
         assert_eq!(
             ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":"0xa"}"#),
             [Inbound::Subscribed {
-                key: Text::from("heads")
+                key: Text::from("heads"),
+                server_id: Some(Text::from("0xa")),
             }]
         );
         p
@@ -572,8 +582,8 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown variant `nonsense`"}}"#,
         );
         assert!(
-            matches!(&f[..], [Inbound::SubscribeFailed { key, reason, .. }]
-                if key == "bad" && reason.as_str().contains("-32602")),
+            matches!(&f[..], [Inbound::SubscribeFailed { key, code: -32602, reason }]
+                if key == "bad" && reason.as_str().contains("nonsense")),
             "{f:?}"
         );
     }
@@ -706,6 +716,21 @@ mod tests {
         ] {
             assert_eq!(ok(&mut p, other), [Inbound::data(Payload::text(other))]);
         }
+    }
+
+    #[test]
+    fn an_error_about_an_unreadable_request_is_a_server_error() {
+        let mut p = JsonRpc::new();
+        assert_eq!(
+            ok(
+                &mut p,
+                r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#
+            ),
+            [Inbound::ServerError {
+                code: -32700,
+                reason: Text::from("Parse error")
+            }]
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Nats: the NATS client protocol over WebSocket on the session layer.
 
+pub mod codec;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use crate::nats::{self, ClientOp, Connect, Credentials, Decoder, ErrKind, Server
 use crate::payload::{Payload, Text};
 use crate::transport::Frame;
 
-use super::{
+use crate::protocol::{
     Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output, Protocol,
     ProtocolError, Ready,
 };

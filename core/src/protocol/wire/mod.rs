@@ -1,5 +1,7 @@
 //! Wire: redial's own binary protocol (PROTOCOL.md) on the session layer.
 
+pub mod codec;
+
 use std::time::Duration;
 
 use crate::close_policy::CloseRule;
@@ -8,10 +10,50 @@ use crate::payload::{Payload, Text};
 use crate::transport::Frame;
 use crate::wire::{self, error_code};
 
-use super::{
-    Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output, Protocol,
-    ProtocolError, Ready,
+use crate::config::Config;
+use crate::protocol::{
+    Capabilities, FrameContext, Handshake, Inbound, InputLimits, OpenContext, Outgoing, Output,
+    Protocol, ProtocolError, Ready,
 };
+
+/// A frame a [`Wire`] server sent that breaks PROTOCOL.md, wrapped in
+/// [`ProtocolError::Wire`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame did not decode.
+    #[error("malformed frame: {0}")]
+    Decode(#[from] codec::DecodeError),
+    /// A text message: Wire only uses binary ones.
+    #[error("text message on a binary protocol")]
+    UnexpectedText,
+    /// A frame that is valid but not at this point (or not from a server).
+    #[error("unexpected {kind} frame {when}")]
+    UnexpectedFrame {
+        /// The frame's name.
+        kind: &'static str,
+        /// When it came.
+        when: &'static str,
+    },
+    /// The WELCOME chose a version the HELLO did not offer (PROTOCOL.md 7.4).
+    #[error("WELCOME chose version {chosen}, but HELLO offered {offered}")]
+    VersionMismatch {
+        /// The version in the WELCOME.
+        chosen: u64,
+        /// The version in the HELLO (the highest this client speaks).
+        offered: u64,
+    },
+}
+
+impl WireError {
+    fn unexpected(kind: codec::FrameKind, when: &'static str) -> ProtocolError {
+        WireError::UnexpectedFrame {
+            kind: kind.name(),
+            when,
+        }
+        .into()
+    }
+}
 
 /// redial's own binary protocol (see `PROTOCOL.md`): resumable sessions,
 /// acknowledged publishes, replayed messages, subscriptions.
@@ -45,6 +87,14 @@ impl Protocol for Wire {
         }
     }
 
+    /// Channels (and subscription keys, which are channels) up to the
+    /// configured `wire_limits.max_channel_len`: 255 bytes by default, the
+    /// limit PROTOCOL.md sets.
+    fn limits(&self, config: &Config) -> InputLimits {
+        let max = config.wire_limits().max_channel_len;
+        InputLimits::new(max, max)
+    }
+
     fn on_open(&mut self, cx: &OpenContext<'_>, out: &mut Output) -> Handshake {
         send(
             out,
@@ -69,9 +119,9 @@ impl Protocol for Wire {
     ) -> Result<(), ProtocolError> {
         use wire::Frame as F;
         let Frame::Binary(bytes) = frame else {
-            return Err(ProtocolError::UnexpectedText);
+            return Err(WireError::UnexpectedText.into());
         };
-        let frame = wire::decode(bytes, cx.limits)?;
+        let frame = wire::decode(bytes, cx.limits).map_err(WireError::Decode)?;
         let handshaking = !cx.ready;
         let fact = match frame {
             F::Welcome(w) if handshaking => {
@@ -79,10 +129,11 @@ impl Protocol for Wire {
                     // A protocol error, not the end (PROTOCOL.md 7.4): in a
                     // rolling deploy the next node may well speak our
                     // version.
-                    return Err(ProtocolError::VersionMismatch {
+                    return Err(WireError::VersionMismatch {
                         chosen: w.version,
                         offered: wire::VERSION,
-                    });
+                    }
+                    .into());
                 }
                 let mut ready = Ready::new().session(
                     SessionInfo {
@@ -117,13 +168,16 @@ impl Protocol for Wire {
                     c => TerminalReason::ServerError(c),
                 };
                 Inbound::Failed {
-                    code,
+                    code: code.into(),
                     reason,
                     rule: CloseRule::Terminal(why),
                 }
             }
-            F::Error { code, reason, .. } => Inbound::ServerError { code, reason },
-            f if handshaking => return Err(ProtocolError::unexpected(f.kind(), "before WELCOME")),
+            F::Error { code, reason, .. } => Inbound::ServerError {
+                code: code.into(),
+                reason,
+            },
+            f if handshaking => return Err(WireError::unexpected(f.kind(), "before WELCOME")),
             F::Ack { seq } => Inbound::Acked { seq },
             F::Message {
                 offset,
@@ -135,17 +189,17 @@ impl Protocol for Wire {
                 payload,
                 headers: None,
             },
-            F::Subscribed { channel } => Inbound::Subscribed { key: channel },
+            F::Subscribed { channel } => Inbound::subscribed(channel),
             F::SubscribeError {
                 channel,
                 code,
                 reason,
             } => Inbound::SubscribeFailed {
                 key: channel,
-                code,
+                code: code.into(),
                 reason,
             },
-            f => return Err(ProtocolError::unexpected(f.kind(), "from a server")),
+            f => return Err(WireError::unexpected(f.kind(), "from a server")),
         };
         out.fact(fact);
         Ok(())

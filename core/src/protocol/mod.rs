@@ -61,7 +61,7 @@
 //!             .collect();
 //!         for id in done {
 //!             if let Some(key) = self.pending.remove(&id) {
-//!                 out.fact(Inbound::Subscribed { key });
+//!                 out.fact(Inbound::subscribed(key));
 //!             }
 //!         }
 //!         out.fact(Inbound::data(Payload::text(text)));
@@ -99,21 +99,22 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::close_policy::CloseRule;
+use crate::config::Config;
 use crate::event::SessionInfo;
 use crate::headers::Headers;
 use crate::payload::{Payload, Text};
 use crate::secret::{AuthToken, ResumeToken};
 use crate::transport::Frame;
-use crate::wire::{DecodeError, FrameKind, Limits};
+use crate::wire::Limits;
 
 #[cfg(feature = "graphql-ws")]
-mod graphql_ws;
+pub mod graphql_ws;
 #[cfg(feature = "json-rpc")]
-pub(crate) mod json_rpc;
+pub mod json_rpc;
 #[cfg(feature = "nats")]
-mod nats;
+pub mod nats;
 mod raw;
-mod wire;
+pub mod wire;
 
 #[cfg(feature = "graphql-ws")]
 pub use graphql_ws::GraphqlWs;
@@ -122,7 +123,7 @@ pub use json_rpc::JsonRpc;
 #[cfg(feature = "nats")]
 pub use nats::Nats;
 pub use raw::{Raw, RawHeartbeat};
-pub use wire::Wire;
+pub use wire::{Wire, WireError};
 
 /// The server broke the protocol. The session closes the transport (1002,
 /// or the protocol's own [`protocol_error_close`](Protocol::protocol_error_close))
@@ -130,29 +131,11 @@ pub use wire::Wire;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// The frame did not decode.
-    #[error("malformed frame: {0}")]
-    Decode(#[from] DecodeError),
-    /// A text message where the protocol only uses binary ones.
-    #[error("text message on a binary protocol")]
-    UnexpectedText,
-    /// A frame that is valid but not at this point (or not from a server).
-    #[error("unexpected {kind} frame {when}")]
-    UnexpectedFrame {
-        /// The frame's name.
-        kind: &'static str,
-        /// When it came.
-        when: &'static str,
-    },
-    /// The WELCOME chose a version the HELLO did not offer (PROTOCOL.md 7.4).
-    #[error("WELCOME chose version {chosen}, but HELLO offered {offered}")]
-    VersionMismatch {
-        /// The version in the WELCOME.
-        chosen: u64,
-        /// The version in the HELLO (the highest this client speaks).
-        offered: u64,
-    },
-    /// The server acknowledged a message we never sent.
+    /// A [`Wire`] frame that broke PROTOCOL.md.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The server acknowledged a message we never sent (protocols with
+    /// [`Capabilities::acked_delivery`]).
     #[error("ACK for seq {seq}, but the highest seq sent is {highest}")]
     AckBeyondSent {
         /// The acked seq.
@@ -160,7 +143,7 @@ pub enum ProtocolError {
         /// The highest we sent.
         highest: u64,
     },
-    /// A message another protocol's codec refused, or one that is valid but
+    /// A message a protocol's codec refused, or one that is valid but
     /// makes no sense at this point.
     #[error("{protocol}: {detail}")]
     Invalid {
@@ -175,13 +158,6 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    pub(crate) fn unexpected(kind: FrameKind, when: &'static str) -> Self {
-        ProtocolError::UnexpectedFrame {
-            kind: kind.name(),
-            when,
-        }
-    }
-
     /// A message `protocol` cannot accept, and why.
     pub fn invalid(protocol: &'static str, detail: impl fmt::Display) -> Self {
         ProtocolError::Invalid {
@@ -189,6 +165,70 @@ impl ProtocolError {
             detail: detail.to_string(),
         }
     }
+}
+
+/// What a protocol takes from the application: the longest subscription
+/// key and publish channel, checked before anything is kept or queued (a
+/// longer one is refused with
+/// [`SendError::InvalidChannel`](crate::SendError::InvalidChannel)).
+///
+/// Each protocol declares its own through [`Protocol::limits`]; the session
+/// holds no protocol's limits as its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InputLimits {
+    /// Longest subscription key, in bytes (an empty key is always refused).
+    pub max_key_len: usize,
+    /// Longest publish channel (or subject), in bytes.
+    pub max_channel_len: usize,
+}
+
+impl InputLimits {
+    /// The limits of a protocol that says nothing: 4096 bytes for keys and
+    /// channels, a bound that keeps a key within what a server's control
+    /// line takes (nats-server's default `max_control_line`).
+    pub const DEFAULT_LEN: usize = 4096;
+
+    /// Keys up to `max_key_len` and channels up to `max_channel_len` bytes.
+    pub fn new(max_key_len: usize, max_channel_len: usize) -> Self {
+        InputLimits {
+            max_key_len,
+            max_channel_len,
+        }
+    }
+
+    /// Refuses an empty key or one over [`max_key_len`](Self::max_key_len).
+    ///
+    /// # Errors
+    /// [`SendError::InvalidChannel`](crate::SendError::InvalidChannel).
+    pub fn check_key(&self, key: &Text) -> Result<(), crate::SendError> {
+        check_len(key, self.max_key_len)
+    }
+
+    /// Refuses an empty channel or one over
+    /// [`max_channel_len`](Self::max_channel_len).
+    ///
+    /// # Errors
+    /// [`SendError::InvalidChannel`](crate::SendError::InvalidChannel).
+    pub fn check_channel(&self, channel: &Text) -> Result<(), crate::SendError> {
+        check_len(channel, self.max_channel_len)
+    }
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits::new(Self::DEFAULT_LEN, Self::DEFAULT_LEN)
+    }
+}
+
+fn check_len(name: &Text, max: usize) -> Result<(), crate::SendError> {
+    if name.is_empty() || name.len() > max {
+        return Err(crate::SendError::InvalidChannel {
+            len: name.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// What a protocol offers, as facts the session acts on.
@@ -350,13 +390,18 @@ pub enum Inbound {
     Subscribed {
         /// Its key.
         key: Text,
+        /// The id the server gave it on this connection, for protocols
+        /// whose servers assign one (for logging; the application keeps
+        /// using `key`).
+        server_id: Option<Text>,
     },
     /// A subscription was refused; it is dropped from the set.
     SubscribeFailed {
         /// Its key.
         key: Text,
-        /// The server's code (0 when the protocol has none).
-        code: u16,
+        /// The server's code (0 when the protocol has none); signed, since
+        /// some protocols' are negative (JSON-RPC's -32602).
+        code: i64,
         /// The server's reason.
         reason: Text,
     },
@@ -379,7 +424,7 @@ pub enum Inbound {
     /// itself; a close that follows is not terminal (PROTOCOL.md 6).
     ServerError {
         /// The server's code (0 when the protocol has none).
-        code: u16,
+        code: i64,
         /// The server's words.
         reason: Text,
     },
@@ -387,8 +432,11 @@ pub enum Inbound {
     /// rule the protocol gives it. The session closes with 1000 and follows
     /// the rule (a terminal rule ends the session).
     Failed {
-        /// The server's code (0 when the protocol has none).
-        code: u16,
+        /// The server's code (0 when the protocol has none). One that fits
+        /// a `u16` is also the `code` of the [`Event::Disconnected`](crate::Event::Disconnected)
+        /// or [`Event::Closed`](crate::Event::Closed) that follows; the
+        /// reason carries the server's words either way.
+        code: i64,
         /// The server's words.
         reason: Text,
         /// What happens next.
@@ -397,6 +445,14 @@ pub enum Inbound {
 }
 
 impl Inbound {
+    /// Subscription `key` is confirmed, with no server-assigned id.
+    pub fn subscribed(key: Text) -> Self {
+        Inbound::Subscribed {
+            key,
+            server_id: None,
+        }
+    }
+
     /// Data with no key and no offset.
     pub fn data(payload: Payload) -> Self {
         Inbound::Data {
@@ -522,6 +578,14 @@ pub trait Protocol: fmt::Debug + Send + 'static {
     /// What this protocol offers.
     fn capabilities(&self) -> Capabilities;
 
+    /// The longest key and channel this protocol takes, given the session's
+    /// `config`; asked once, when the session is made. The default:
+    /// [`InputLimits::default`].
+    fn limits(&self, config: &Config) -> InputLimits {
+        let _ = config;
+        InputLimits::default()
+    }
+
     /// The WebSocket opened: send the handshake through `out` and say when
     /// the link is usable.
     fn on_open(&mut self, cx: &OpenContext<'_>, out: &mut Output) -> Handshake;
@@ -646,17 +710,6 @@ pub trait Protocol: fmt::Debug + Send + 'static {
 
     /// The transport is gone: forget per-connection state.
     fn on_closed(&mut self) {}
-}
-
-/// The channel a frame is about, for validation of user input.
-pub(crate) fn check_channel(channel: &Text, limits: &Limits) -> Result<(), crate::SendError> {
-    if channel.is_empty() || channel.len() > limits.max_channel_len {
-        return Err(crate::SendError::InvalidChannel {
-            len: channel.len(),
-            max: limits.max_channel_len,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! GraphqlWs: the graphql-transport-ws protocol on the session layer.
 
+pub mod codec;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use crate::graphql_ws::{self, close_code, DecodeError, Json, Message};
 use crate::payload::{Payload, Text};
 use crate::transport::Frame;
 
-use super::{
+use crate::protocol::{
     Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output, Protocol,
     ProtocolError, Ready,
 };

@@ -472,9 +472,10 @@ impl Decoder {
     fn parse(&mut self) -> Result<Option<ServerOp>, DecodeError> {
         let limits = self.limits;
         let view = self.view();
-        let window = &view[..view.len().min(limits.max_control_line + 2)];
+        // Saturating: a caller may give `usize::MAX` for "no limit".
+        let window = &view[..view.len().min(limits.max_control_line.saturating_add(2))];
         let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-            if view.len() > limits.max_control_line + 1 {
+            if view.len() > limits.max_control_line.saturating_add(1) {
                 return Err(DecodeError::ControlLineTooLong {
                     limit: limits.max_control_line,
                 });
@@ -613,7 +614,9 @@ impl Decoder {
         // Both fit in usize: they are at most max_payload.
         let total = total as usize;
         let body = line_len + 2;
-        let needed = body + total + 2;
+        // Saturating: with a `usize::MAX` payload limit the sum can
+        // overflow, and a buffer that long never arrives anyway.
+        let needed = body.saturating_add(total).saturating_add(2);
         if view.len() < needed {
             return Ok(None);
         }
@@ -1101,6 +1104,28 @@ mod tests {
         d.reset();
         d.push(Bytes::from(vec![b'x'; 17]));
         assert_eq!(d.next_op(), Ok(None), "CR may still come");
+    }
+
+    /// Regression: `usize::MAX` limits ("no limit") used to overflow
+    /// `max_control_line + 2` and the payload's end.
+    #[test]
+    fn unbounded_limits_do_not_overflow() {
+        let limits = Limits {
+            max_control_line: usize::MAX,
+            max_payload: usize::MAX,
+        };
+        let mut d = Decoder::new(limits);
+        d.push(Bytes::from_static(b"PING\r\nMSG a 1 3\r\nab"));
+        assert_eq!(d.next_op(), Ok(Some(ServerOp::Ping)));
+        assert_eq!(d.next_op(), Ok(None), "the payload is not all here");
+        d.push(Bytes::from_static(b"c\r\n"));
+        assert!(matches!(d.next_op(), Ok(Some(ServerOp::Msg(m))) if &m.payload[..] == b"abc"));
+        d.reset();
+        d.push(Bytes::from(format!("MSG a 1 {}\r\n", u64::MAX)));
+        assert_eq!(d.next_op(), Ok(None), "waits for a payload it cannot get");
+        d.reset();
+        d.push(Bytes::from(vec![b'x'; 100]));
+        assert_eq!(d.next_op(), Ok(None), "no line limit: CR may still come");
     }
 
     /// Regression (decode_nats fuzz finding): INFO JSON and -ERR text may
