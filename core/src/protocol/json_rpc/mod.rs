@@ -3,7 +3,7 @@
 pub mod codec;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -85,8 +85,9 @@ impl Methods {
 /// Every subscription still wanted is sent again, before anything queued;
 /// the server assigns it a new id, and notifications arrive under the same
 /// key as before. What the node emitted while the client was away is gone:
-/// backfill it (`eth_getLogs` from the last block seen, for example) when
-/// the subscription is confirmed again.
+/// each confirmation after the first is followed by
+/// [`Event::Resubscribed`](crate::Event::Resubscribed), the cue to backfill
+/// (`eth_getLogs` from the last block seen, for example).
 #[derive(Debug, Clone, Default)]
 pub struct JsonRpc {
     methods: Methods,
@@ -97,6 +98,10 @@ pub struct JsonRpc {
     pending: BTreeMap<i64, Pending>,
     /// Server subscription id (canonical JSON) -> key, on this connection.
     active: BTreeMap<String, Active>,
+    /// Keys confirmed on this or an earlier connection and not ended
+    /// since: a confirmation of one of them is a resubscription. Bounded
+    /// by the session's subscriptions.
+    confirmed: BTreeSet<Text>,
 }
 
 #[derive(Debug, Clone)]
@@ -251,10 +256,14 @@ impl JsonRpc {
                                 unsubscribe,
                             },
                         );
+                        let again = !self.confirmed.insert(key.clone());
                         out.fact(Inbound::Subscribed {
-                            key,
+                            key: key.clone(),
                             server_id: Some(Text::from(shown)),
                         });
+                        if again {
+                            out.fact(Inbound::Resubscribed { key });
+                        }
                     }
                     Some(Pending::Abandoned { unsubscribe }) => {
                         let params = format!("[{}]", result.get());
@@ -268,11 +277,14 @@ impl JsonRpc {
             }
             Message::Error { id, error } => {
                 match self.take_pending(&id) {
-                    Some(Pending::Subscribe { key, .. }) => out.fact(Inbound::SubscribeFailed {
-                        key,
-                        code: error.code,
-                        reason: Text::from(error.message.as_ref()),
-                    }),
+                    Some(Pending::Subscribe { key, .. }) => {
+                        self.confirmed.remove(&key);
+                        out.fact(Inbound::SubscribeFailed {
+                            key,
+                            code: error.code,
+                            reason: Text::from(error.message.as_ref()),
+                        })
+                    }
                     Some(Pending::Abandoned { .. } | Pending::Unsubscribe) => {}
                     // The server could not read the id of something we
                     // sent: it says so without ending the connection.
@@ -446,6 +458,7 @@ impl Protocol for JsonRpc {
         _message: Option<&Payload>,
         out: &mut Output,
     ) {
+        self.confirmed.remove(key);
         for pending in self.pending.values_mut() {
             if let Pending::Subscribe {
                 key: k,
@@ -567,7 +580,17 @@ mod tests {
             [r#"{"jsonrpc":"2.0","id":2,"method":"eth_subscribe","params":["newHeads"]}"#],
             "ids are never reused"
         );
-        ok(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":"0xb"}"#);
+        let key = Text::from("heads");
+        assert_eq!(
+            ok(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":"0xb"}"#),
+            [
+                Inbound::Subscribed {
+                    key: key.clone(),
+                    server_id: Some(Text::from("0xb")),
+                },
+                Inbound::Resubscribed { key }
+            ]
+        );
         assert_eq!(ok(&mut p, NOTE_A), [], "the old id is stale");
         assert_eq!(ok(&mut p, NOTE_B), [data("heads", r#"{"number":"0x2"}"#)]);
     }
@@ -599,6 +622,12 @@ mod tests {
         );
         assert_eq!(ok(&mut p, NOTE_A), []);
         assert_eq!(ok(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":true}"#), []);
+        // Subscribed anew, it is a first confirmation, not a resubscription.
+        p.subscribe(&Text::from("heads"), &spec(r#"["newHeads"]"#), &mut out);
+        assert_eq!(
+            ok(&mut p, r#"{"jsonrpc":"2.0","id":3,"result":"0xc"}"#).len(),
+            1
+        );
     }
 
     #[test]
