@@ -4,8 +4,9 @@
 //! it; `.ci/run` does it.
 //!
 //! The node mines a block every [`AnvilOptions::block_time`] and serves
-//! JSON-RPC over HTTP and WebSocket on the same port; every request it
-//! handles, it logs by method name, which [`AnvilServer::calls`] counts.
+//! JSON-RPC over HTTP and WebSocket on the same port. It logs the requests
+//! it handles by method name, which [`AnvilServer::calls`] counts; pubsub
+//! requests (`eth_subscribe`, `eth_unsubscribe`) are not logged.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -120,8 +121,8 @@ impl AnvilServer {
     }
 
     /// How many requests for `method` the node has logged so far, across
-    /// restarts (anvil logs every request it handles by method name, on
-    /// its own line).
+    /// restarts (anvil logs each request it handles by method name, on its
+    /// own line; pubsub requests excepted).
     pub fn calls(&mut self, method: &str) -> usize {
         self.read_log();
         self.seen
