@@ -6,6 +6,8 @@
 //! points take the base `Instant` from the caller because redial-core never
 //! reads a clock, not even here.
 
+mod prober;
+
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
@@ -18,6 +20,8 @@ use crate::{
     Action, AuthToken, CloseFrame, Config, DialFailure, Event, Frame, Payload, Raw, Session, State,
     Text, TokenFailure, Wire,
 };
+
+pub use prober::Prober;
 
 /// Decodes `data` as a Wire frame: never panics, and whatever decodes
 /// re-encodes to exactly `data`.
@@ -835,6 +839,9 @@ pub enum ProtocolKind {
     /// [`crate::Nats`].
     #[cfg(feature = "nats")]
     Nats,
+    /// [`Prober`]: a protocol timer (a probe every second, its reply due
+    /// within 300 ms), answered, ignored or asked to fire at once.
+    Timed,
 }
 
 /// One input of a [`ProtocolScenario`].
@@ -985,6 +992,11 @@ fn vocabulary(kind: ProtocolKind, n: u8) -> Frame {
             6 => "-ERR 'Authorization Violation'\r\n".to_owned(),
             _ => format!("-ERR 'Permissions Violation for Subscription to \"c{key}\"'\r\n"),
         })),
+        ProtocolKind::Timed => text(match n % 3 {
+            0 => "pong".to_owned(),
+            1 => "wake-now".to_owned(),
+            _ => format!("m{n}"),
+        }),
     }
 }
 
@@ -997,6 +1009,7 @@ fn handshake(kind: ProtocolKind) -> &'static [u8] {
         ProtocolKind::GraphqlWs => &[0],
         #[cfg(feature = "nats")]
         ProtocolKind::Nats => &[0, 2],
+        ProtocolKind::Timed => &[],
     }
 }
 
@@ -1007,6 +1020,11 @@ fn spec_for(kind: ProtocolKind, key: u8) -> Payload {
         ProtocolKind::GraphqlWs => Payload::text(r#"{"query":"subscription { t }"}"#),
         _ => Payload::binary(Bytes::new()),
     }
+}
+
+/// The text [`Prober`] takes as the answer to its probe.
+fn is_pong(frame: &Frame) -> bool {
+    matches!(frame, Frame::Text(t) if t.as_str() == "pong")
 }
 
 /// Runs a [`ProtocolScenario`]: never panics, and the protocol-neutral
@@ -1036,9 +1054,15 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
         ProtocolKind::GraphqlWs => Session::new(config, crate::GraphqlWs::new()),
         #[cfg(feature = "nats")]
         ProtocolKind::Nats => Session::new(config, crate::Nats::new()),
+        ProtocolKind::Timed => Session::new(
+            config,
+            Prober::new(Duration::from_secs(1), Duration::from_millis(300)),
+        ),
     };
     let mut now = base;
     let (mut dial_pending, mut token_pending, mut open, mut closed) = (false, false, false, false);
+    // Timed: when the unanswered probe went out.
+    let mut probed_at: Option<Instant> = None;
     for step in &s.steps {
         match step {
             ProtocolStep::Connect => session.handle_connect(now),
@@ -1067,7 +1091,13 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
                     assert!(at > now, "a timer still due after handle_timeout");
                 }
             }
-            ProtocolStep::Server(n) if open => session.handle_frame(now, vocabulary(s.kind, *n)),
+            ProtocolStep::Server(n) if open => {
+                let frame = vocabulary(s.kind, *n);
+                if is_pong(&frame) {
+                    probed_at = None;
+                }
+                session.handle_frame(now, frame);
+            }
             ProtocolStep::Handshake if open => {
                 for n in handshake(s.kind) {
                     session.handle_frame(now, vocabulary(s.kind, *n));
@@ -1080,6 +1110,9 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
                 } else {
                     Frame::Binary(Bytes::copy_from_slice(bytes))
                 };
+                if is_pong(&frame) {
+                    probed_at = None;
+                }
                 session.handle_frame(now, frame);
             }
             ProtocolStep::Truncated(n, cut) if open => {
@@ -1096,10 +1129,14 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
                     Frame::Binary(b) => Frame::Binary(b.slice(..usize::from(*cut).min(b.len()))),
                     other => other,
                 };
+                if is_pong(&frame) {
+                    probed_at = None;
+                }
                 session.handle_frame(now, frame);
             }
             ProtocolStep::Closed(code) if open => {
                 open = false;
+                probed_at = None;
                 session.handle_transport_closed(now, code.map(|c| CloseFrame::new(c, "bye")));
             }
             ProtocolStep::Send(n) => {
@@ -1132,13 +1169,28 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
                     dial_pending = true;
                 }
                 Action::FetchToken => token_pending = true,
-                Action::Send(_) => assert!(open, "a send without an open transport"),
+                Action::Send(frame) => {
+                    assert!(open, "a send without an open transport");
+                    if matches!(&frame, Frame::Text(t) if t.as_str() == "probe") {
+                        probed_at.get_or_insert(now);
+                    }
+                }
                 Action::Close(_) => {
                     // A close abandons a dial in flight as well.
                     open = false;
                     dial_pending = false;
+                    probed_at = None;
                 }
             }
+        }
+        if let Some(at) = probed_at {
+            // The protocol's own deadline is kept: an unanswered probe
+            // ends the link by its deadline whatever else happened.
+            assert!(
+                now < at + Duration::from_millis(300),
+                "a probe unanswered for {:?} and the link still open",
+                now - at
+            );
         }
         while let Some(event) = session.poll_event() {
             assert!(!closed, "an event after Closed: {event:?}");

@@ -15,7 +15,7 @@ use crate::keepalive::{Keepalive, PingDue};
 use crate::payload::{Payload, Text};
 use crate::protocol::{
     Capabilities, Data, FrameContext, Handshake, Inbound, InputLimits, OpenContext, Outgoing,
-    Output, Protocol, ProtocolError, Ready,
+    Output, Protocol, ProtocolError, Ready, TimerContext,
 };
 use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
@@ -565,6 +565,7 @@ impl Session {
             self.resume = None;
         }
         let cx = OpenContext {
+            now,
             token: self.token.as_ref(),
             resume: self.resume.as_ref().map(|(t, _)| t),
             last_offset: self.delivered,
@@ -616,33 +617,37 @@ impl Session {
         // Set again below when this frame is itself a non-terminal ERROR.
         self.error_before_close = false;
         let cx = FrameContext {
+            now,
             ready: self.phase == Phase::Connected,
             limits: &self.config.wire_limits,
         };
         let result = self.protocol.on_frame(frame, &cx, &mut self.out);
         self.drain_frames();
         match result {
-            Ok(()) => {
-                if let Some(data) = self.out.take_lone_data() {
-                    // The usual message: one data fact, nothing else.
-                    self.on_data(now, data);
-                }
-                while let Some(fact) = self.out.pop_fact() {
-                    if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
-                        // An earlier fact ended the transport: the rest of
-                        // what it carried is moot.
-                        self.out.clear_facts();
-                        break;
-                    }
-                    self.on_fact(now, fact);
-                }
-            }
+            Ok(()) => self.take_facts(now),
             Err(e) => {
                 self.out.clear_facts();
                 self.protocol_error(now, e);
             }
         }
         self.sync_state();
+    }
+
+    /// Acts on the facts the protocol reported, in order.
+    fn take_facts(&mut self, now: Instant) {
+        if let Some(data) = self.out.take_lone_data() {
+            // The usual message: one data fact, nothing else.
+            self.on_data(now, data);
+        }
+        while let Some(fact) = self.out.pop_fact() {
+            if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+                // An earlier fact ended the transport: the rest of what it
+                // carried is moot.
+                self.out.clear_facts();
+                break;
+            }
+            self.on_fact(now, fact);
+        }
     }
 
     /// The transport closed, with the server's close frame if one came.
@@ -912,12 +917,32 @@ impl Session {
                 self.hand_over(f, true);
             }
         }
+        self.take_wake();
     }
 
-    /// Turns the frames the protocol wrote into send actions, in order.
+    /// Turns the frames the protocol wrote into send actions, in order,
+    /// and takes its timer request.
     fn drain_frames(&mut self) {
         while let Some(f) = self.out.pop_frame() {
             self.hand_over(f, false);
+        }
+        self.take_wake();
+    }
+
+    /// Puts the protocol's timer request in the table, while a transport is
+    /// open; never less than 1 ms ahead, so no request can make
+    /// `handle_timeout` fire it again and again at one instant.
+    fn take_wake(&mut self) {
+        let Some(request) = self.out.take_wake() else {
+            return;
+        };
+        match request {
+            Some(at) if matches!(self.phase, Phase::Handshaking | Phase::Connected) => {
+                let now = self.now.unwrap_or(at);
+                let soonest = deadline(now, Duration::from_millis(1));
+                self.timers.set(Timer::Protocol, at.max(soonest));
+            }
+            _ => self.timers.stop(Timer::Protocol),
         }
     }
 
@@ -1297,6 +1322,28 @@ impl Session {
                 }
             }
             Timer::InboundAck => self.report_offset(),
+            Timer::Protocol => self.protocol_timer(now),
+        }
+    }
+
+    /// The protocol's own deadline came.
+    fn protocol_timer(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+            return;
+        }
+        let cx = TimerContext {
+            now,
+            ready: self.phase == Phase::Connected,
+        };
+        let result = self.protocol.on_timer(&cx, &mut self.out);
+        self.drain_frames();
+        match result {
+            Ok(()) => self.take_facts(now),
+            Err(dead) => {
+                self.out.clear_facts();
+                self.close_transport(1001, &dead.reason);
+                self.lost(now, None, dead.reason, dead.rule);
+            }
         }
     }
 
@@ -1395,12 +1442,15 @@ impl Session {
             Timer::PongDeadline,
             Timer::InboundAck,
             Timer::ConnectTimeout,
+            Timer::Protocol,
         ] {
             self.timers.stop(t);
         }
         self.unreported = 0;
         self.error_before_close = false;
         self.protocol.on_closed();
+        // A request made on the transport that is gone is moot.
+        let _ = self.out.take_wake();
         let established = self.phase == Phase::Connected;
         if established {
             // Only the loss of an established session starts the resume

@@ -35,14 +35,17 @@ pub(crate) enum Timer {
     CloseLinger,
     /// Acknowledge received messages (coalesced).
     InboundAck,
+    /// The protocol asked to be woken ([`Output::wake_at`](crate::protocol::Output::wake_at)).
+    Protocol,
 }
 
 impl Timer {
     /// Table order: also the order in which timers due at the same instant
     /// fire. A dead transport is noticed before a ping would be sent on it.
-    pub(crate) const ALL: [Timer; 7] = [
+    pub(crate) const ALL: [Timer; 8] = [
         Timer::ConnectTimeout,
         Timer::PongDeadline,
+        Timer::Protocol,
         Timer::Backoff,
         Timer::Ping,
         Timer::Stuck,
@@ -59,6 +62,7 @@ impl Timer {
             Timer::Stuck => 4,
             Timer::CloseLinger => 5,
             Timer::InboundAck => 6,
+            Timer::Protocol => 7,
         }
     }
 }
@@ -66,7 +70,7 @@ impl Timer {
 /// When each timer is due, if armed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    due: [Option<Instant>; 7],
+    due: [Option<Instant>; 8],
 }
 
 impl TimerTable {

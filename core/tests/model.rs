@@ -6,6 +6,11 @@
 //! ladder rung's lower bound as well as below its upper one, whatever the
 //! server said, and no dial may follow the failure before it sooner than
 //! that lower bound (or, after `retry_now`, than the server's own wait).
+//!
+//! The session speaks a protocol with a timer of its own (`Prober`: a probe
+//! every hour whatever the traffic, its reply due within a second): the
+//! probe goes out when the timer table says, an answer keeps the link, and
+//! silence past the deadline is a lost link like any other.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -14,12 +19,17 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+use redial_core::fuzzing::Prober;
 use redial_core::{
-    Action, Backoff, CloseFrame, Config, DialFailure, Event, Raw, Session, State, TerminalReason,
+    Action, Backoff, CloseFrame, Config, DialFailure, Event, Frame, Session, State, TerminalReason,
+    Text,
 };
 
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Far beyond any other step's time, so only `ProbeDue` reaches it.
+const PROBE_EVERY: Duration = Duration::from_secs(3600);
+const PROBE_DEADLINE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -61,6 +71,8 @@ struct Model {
     booked: bool,
     /// Lower bound of the time from the last failure to the next dial.
     gap_min: Duration,
+    /// The protocol's probe is out and unanswered.
+    probing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +84,12 @@ enum Transition {
     ConnectTimeout,
     Drop(Option<u16>),
     BecomeStable,
+    /// The protocol's timer: the probe goes out.
+    ProbeDue,
+    /// The server answers the probe.
+    ProbeAnswered,
+    /// The probe's deadline passes in silence.
+    ProbeUnanswered,
     BackoffElapsed,
     RetryNow,
     NetworkOnline,
@@ -124,6 +142,7 @@ impl ReferenceStateMachine for Ref {
                 expect: None,
                 server_min: Duration::ZERO,
                 gap_min: Duration::ZERO,
+                probing: false,
             })
             .boxed()
     }
@@ -163,9 +182,17 @@ impl ReferenceStateMachine for Ref {
                 1 => Just(Transition::UserClose),
             ]
             .boxed(),
+            Phase::Connected if m.probing => prop_oneof![
+                2 => codes.prop_map(Transition::Drop),
+                2 => Just(Transition::ProbeAnswered),
+                2 => Just(Transition::ProbeUnanswered),
+                1 => Just(Transition::UserClose),
+            ]
+            .boxed(),
             Phase::Connected => prop_oneof![
                 4 => codes.prop_map(Transition::Drop),
                 2 => Just(Transition::BecomeStable),
+                2 => Just(Transition::ProbeDue),
                 1 => Just(Transition::NetworkOnline),
                 1 => Just(Transition::UserClose),
             ]
@@ -195,6 +222,7 @@ impl ReferenceStateMachine for Ref {
                 m.phase = Phase::Connected;
                 m.ever_connected = true;
                 m.stable = false;
+                m.probing = false;
             }
             (Phase::Dialing, Transition::DialIo | Transition::ConnectTimeout) => m.fail(None),
             (Phase::Dialing, Transition::DialHttp(status, ra)) => match status {
@@ -207,6 +235,14 @@ impl ReferenceStateMachine for Ref {
                 _ => m.fail(None),
             },
             (Phase::Connected, Transition::BecomeStable) => m.stable = true,
+            (Phase::Connected, Transition::ProbeDue) => {
+                // An hour of uptime: stable by then.
+                m.stable = true;
+                m.probing = true;
+            }
+            (Phase::Connected, Transition::ProbeAnswered) => m.probing = false,
+            // The link is dead: lost like a drop without a close frame.
+            (Phase::Connected, Transition::ProbeUnanswered) => m.lost(None),
             (Phase::Connected, Transition::Drop(code)) => {
                 let reason = match code {
                     Some(1008) => Some(TerminalReason::PolicyViolation),
@@ -221,16 +257,7 @@ impl ReferenceStateMachine for Ref {
                 if let Some(r) = reason {
                     terminal(&mut m, r);
                 } else {
-                    if m.stable {
-                        m.attempts = 0;
-                        m.booked = false;
-                        if *code != Some(1013) {
-                            m.rung = 0;
-                        }
-                    }
-                    m.stable = false;
-                    let floor = (*code == Some(4010)).then_some(Duration::from_secs(30));
-                    m.fail(floor.map(|f| Expect::Floor(f, 0)));
+                    m.lost(*code);
                 }
             }
             (Phase::Waiting, Transition::BackoffElapsed) => m.phase = Phase::Dialing,
@@ -252,33 +279,53 @@ impl ReferenceStateMachine for Ref {
     }
 
     fn preconditions(m: &Model, t: &Transition) -> bool {
-        matches!(
-            (m.phase, t),
+        match (m.phase, t) {
             (_, Transition::UserClose)
-                | (Phase::Idle, Transition::Connect)
-                | (
-                    Phase::Dialing,
-                    Transition::DialOk
-                        | Transition::DialIo
-                        | Transition::DialHttp(..)
-                        | Transition::ConnectTimeout
-                )
-                | (
-                    Phase::Connected,
-                    Transition::Drop(_) | Transition::BecomeStable | Transition::NetworkOnline
-                )
-                | (
-                    Phase::Waiting,
-                    Transition::BackoffElapsed
-                        | Transition::RetryNow
-                        | Transition::NetworkOnline
-                        | Transition::Wake
-                )
-        )
+            | (Phase::Idle, Transition::Connect)
+            | (
+                Phase::Dialing,
+                Transition::DialOk
+                | Transition::DialIo
+                | Transition::DialHttp(..)
+                | Transition::ConnectTimeout,
+            )
+            | (Phase::Connected, Transition::Drop(_))
+            | (
+                Phase::Waiting,
+                Transition::BackoffElapsed
+                | Transition::RetryNow
+                | Transition::NetworkOnline
+                | Transition::Wake,
+            ) => true,
+            (
+                Phase::Connected,
+                Transition::BecomeStable | Transition::NetworkOnline | Transition::ProbeDue,
+            ) => !m.probing,
+            (Phase::Connected, Transition::ProbeAnswered | Transition::ProbeUnanswered) => {
+                m.probing
+            }
+            _ => false,
+        }
     }
 }
 
 impl Model {
+    /// The connection was lost (not for good): the ladder restarts after a
+    /// stable one, then one more failure.
+    fn lost(&mut self, code: Option<u16>) {
+        if self.stable {
+            self.attempts = 0;
+            self.booked = false;
+            if code != Some(1013) {
+                self.rung = 0;
+            }
+        }
+        self.stable = false;
+        self.probing = false;
+        let floor = (code == Some(4010)).then_some(Duration::from_secs(30));
+        self.fail(floor.map(|f| Expect::Floor(f, 0)));
+    }
+
     /// One more failure: back off, or give up when the attempts are spent.
     fn fail(&mut self, expect: Option<Expect>) {
         if self.max_attempts != 0 && self.attempts >= self.max_attempts {
@@ -338,6 +385,8 @@ struct Sut {
     failed_at: Instant,
     /// Time from the last failure to the dial the last transition made.
     gap: Option<Duration>,
+    /// Probes the protocol sent.
+    probes: u32,
 }
 
 impl Sut {
@@ -350,6 +399,7 @@ impl Sut {
                     self.gap = Some(self.now - self.failed_at);
                 }
                 Action::Close(_) => self.dialing = false,
+                Action::Send(Frame::Text(t)) if t.as_str() == "probe" => self.probes += 1,
                 _ => {}
             }
         }
@@ -387,13 +437,14 @@ impl StateMachineTest for SessionTest {
             .unwrap();
         let now = Instant::now();
         Sut {
-            session: Session::new(config, Raw::new()),
+            session: Session::new(config, Prober::new(PROBE_EVERY, PROBE_DEADLINE)),
             now,
             dialing: false,
             delays: Vec::new(),
             closed: None,
             failed_at: now,
             gap: None,
+            probes: 0,
         }
     }
 
@@ -425,6 +476,29 @@ impl StateMachineTest for SessionTest {
             }
             Transition::BecomeStable => {
                 sut.now += STABLE_AFTER;
+                s.handle_timeout(sut.now);
+            }
+            Transition::ProbeDue => {
+                // A pong for a network-online ping, if one is out: only the
+                // protocol's timer is under test here.
+                s.handle_frame(now, Frame::Pong(bytes::Bytes::new()));
+                let due = s.poll_timeout().unwrap();
+                assert!(
+                    due > now && due <= now + PROBE_EVERY,
+                    "the probe's time is in the table"
+                );
+                let before = sut.probes;
+                sut.now = due;
+                s.handle_timeout(sut.now);
+                sut.drain();
+                assert_eq!(sut.probes, before + 1, "the probe went out at its time");
+                assert_eq!(sut.session.state(), State::Connected);
+                let reply_by = sut.session.poll_timeout().unwrap();
+                assert_eq!(reply_by, sut.now + PROBE_DEADLINE, "and its deadline");
+            }
+            Transition::ProbeAnswered => s.handle_frame(now, Frame::Text(Text::from("pong"))),
+            Transition::ProbeUnanswered => {
+                sut.now += PROBE_DEADLINE;
                 s.handle_timeout(sut.now);
             }
             Transition::RetryNow => s.handle_retry_now(now),

@@ -172,3 +172,167 @@ fn a_failed_code_that_is_no_close_code_leaves_the_close_code_empty() {
         }
     )));
 }
+
+// ----- protocol timers ------------------------------------------------
+
+mod timers {
+    use super::*;
+    use redial_core::fuzzing::Prober;
+    use redial_core::{Action, State};
+    use std::time::Duration;
+
+    const EVERY: Duration = Duration::from_secs(15);
+    const DEADLINE: Duration = Duration::from_secs(2);
+
+    impl T {
+        /// Steps through the session's own deadlines up to `until`,
+        /// feeding `line` every second of it; returns the texts sent.
+        fn run_until(&mut self, until: Instant, line: Option<&str>) -> Vec<String> {
+            let mut sent = Vec::new();
+            loop {
+                let tick = self.now + Duration::from_secs(1);
+                let next = self.s.poll_timeout().map_or(tick, |at| at.min(tick));
+                if next > until {
+                    break;
+                }
+                self.now = next;
+                self.s.handle_timeout(self.now);
+                if let Some(l) = line {
+                    if self.s.state() == State::Connected {
+                        self.line(l);
+                    }
+                }
+                while let Some(a) = self.s.poll_action() {
+                    if let Action::Send(Frame::Text(t)) = a {
+                        sent.push(t.to_string());
+                    }
+                }
+            }
+            sent
+        }
+    }
+
+    #[test]
+    fn a_deaf_link_is_found_within_interval_and_deadline_while_data_flows() {
+        let mut t = T::connected(Prober::new(EVERY, DEADLINE));
+        let start = t.now;
+        let sent = t.run_until(start + EVERY + DEADLINE, Some("notification"));
+        assert_eq!(sent, ["probe"], "sent at its time, whatever the traffic");
+        let events = t.events();
+        let lost = events.iter().find_map(|e| match e {
+            Event::Disconnected {
+                reason,
+                will_reconnect,
+                ..
+            } => Some((reason.clone(), *will_reconnect)),
+            _ => None,
+        });
+        assert_eq!(lost, Some(("probe unanswered".to_owned(), true)));
+        assert!(events.iter().any(|e| matches!(e, Event::Message { .. })));
+        assert_eq!(t.s.state(), State::Reconnecting);
+    }
+
+    #[test]
+    fn an_answered_probe_keeps_the_link_and_the_next_comes_on_time() {
+        let mut t = T::connected(Prober::new(EVERY, DEADLINE));
+        let start = t.now;
+        assert_eq!(t.s.poll_timeout(), Some(start + EVERY), "one table");
+        let sent = t.run_until(start + EVERY, None);
+        assert_eq!(sent, ["probe"]);
+        t.now += Duration::from_secs(1);
+        t.line("pong");
+        let sent = t.run_until(start + EVERY * 2 + DEADLINE * 2, None);
+        assert_eq!(sent, ["probe"], "the second probe, then silence");
+        assert_eq!(
+            t.s.state(),
+            State::Reconnecting,
+            "the second went unanswered"
+        );
+    }
+
+    #[test]
+    fn asking_for_now_does_not_spin_and_a_drop_forgets_the_timer() {
+        let mut t = T::connected(Prober::new(EVERY, DEADLINE));
+        t.line("wake-now");
+        let at = t.s.poll_timeout().unwrap();
+        assert!(at > t.now, "a wake-up for now is taken as 1 ms later");
+        t.now = at;
+        t.s.handle_timeout(t.now);
+        assert!(t.s.poll_timeout().unwrap() > t.now);
+        t.s.handle_transport_closed(t.now, None);
+        t.events();
+        // Waiting: only the backoff (and stuck notice) remain; the probe's
+        // deadline went with the transport.
+        let backoff = t.s.poll_timeout().unwrap();
+        assert!(backoff < t.now + EVERY);
+        t.now = backoff;
+        t.s.handle_timeout(t.now);
+        while let Some(a) = t.s.poll_action() {
+            if let Action::Dial { .. } = a {
+                t.s.handle_dial_ok(t.now);
+            }
+        }
+        assert_eq!(t.s.state(), State::Connected);
+        assert_eq!(
+            t.s.poll_timeout(),
+            Some(t.now + EVERY),
+            "asked again on open"
+        );
+    }
+
+    #[test]
+    fn a_terminal_rule_from_a_timer_ends_the_session() {
+        #[derive(Debug)]
+        struct Doomed;
+        impl Protocol for Doomed {
+            fn name(&self) -> &'static str {
+                "doomed"
+            }
+            fn capabilities(&self) -> Capabilities {
+                Capabilities::default()
+            }
+            fn on_open(&mut self, cx: &OpenContext<'_>, out: &mut Output) -> Handshake {
+                out.wake_at(cx.now + Duration::from_secs(1));
+                Handshake::Ready
+            }
+            fn on_frame(
+                &mut self,
+                _frame: Frame,
+                _cx: &FrameContext<'_>,
+                _out: &mut Output,
+            ) -> Result<(), ProtocolError> {
+                Ok(())
+            }
+            fn publish(&mut self, _msg: Outgoing<'_>, _out: &mut Output) {}
+            fn on_timer(
+                &mut self,
+                _cx: &redial_core::protocol::TimerContext,
+                _out: &mut Output,
+            ) -> Result<(), redial_core::protocol::LinkDead> {
+                Err(
+                    redial_core::protocol::LinkDead::new("account gone").with_rule(
+                        CloseRule::Terminal(redial_core::TerminalReason::AccountSuspended),
+                    ),
+                )
+            }
+        }
+        let mut t = T::connected(Doomed);
+        t.now += Duration::from_secs(1);
+        t.s.handle_timeout(t.now);
+        let mut closes = Vec::new();
+        while let Some(a) = t.s.poll_action() {
+            if let Action::Close(c) = a {
+                closes.push(c.code);
+            }
+        }
+        assert_eq!(closes, [1001]);
+        assert!(t.events().iter().any(|e| matches!(
+            e,
+            Event::Closed {
+                reason: redial_core::TerminalReason::AccountSuspended,
+                ..
+            }
+        )));
+        assert_eq!(t.s.poll_timeout(), None);
+    }
+}

@@ -147,7 +147,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::close_policy::CloseRule;
 use crate::config::Config;
@@ -333,6 +333,9 @@ pub enum Handshake {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct OpenContext<'a> {
+    /// The session's current time (the `now` of the input being handled),
+    /// for deadlines given to [`Output::wake_at`].
+    pub now: Instant,
     /// The token the token provider gave for this dial.
     pub token: Option<&'a AuthToken>,
     /// A resume token still valid on our clock.
@@ -351,11 +354,54 @@ pub struct OpenContext<'a> {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct FrameContext<'a> {
+    /// The session's current time, for deadlines given to
+    /// [`Output::wake_at`].
+    pub now: Instant,
     /// [`Inbound::Ready`] (or [`Handshake::Ready`]) already happened on
     /// this transport.
     pub ready: bool,
     /// The configured wire limits.
     pub limits: &'a Limits,
+}
+
+/// What the session knows when a protocol's own deadline comes
+/// ([`Protocol::on_timer`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct TimerContext {
+    /// The session's current time: at or after the deadline asked for.
+    pub now: Instant,
+    /// The handshake completed on this transport.
+    pub ready: bool,
+}
+
+/// A protocol's verdict from [`Protocol::on_timer`]: the link is dead (a
+/// liveness request went unanswered, a deadline the server must meet
+/// passed). The session closes the transport with 1001 and follows
+/// [`rule`](Self::rule), as for a missed pong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkDead {
+    /// Why, for [`Event::Disconnected`](crate::Event::Disconnected).
+    pub reason: String,
+    /// What happens next (by default: reconnect through the ladder).
+    pub rule: CloseRule,
+}
+
+impl LinkDead {
+    /// Dead for `reason`; reconnect through the ladder.
+    pub fn new(reason: impl Into<String>) -> Self {
+        LinkDead {
+            reason: reason.into(),
+            rule: CloseRule::Reconnect { honour_hint: true },
+        }
+    }
+
+    /// Follow `rule` instead (a [`CloseRule::Terminal`] ends the session).
+    pub fn with_rule(mut self, rule: CloseRule) -> Self {
+        self.rule = rule;
+        self
+    }
 }
 
 /// An application message leaving the queue.
@@ -529,6 +575,9 @@ impl Inbound {
 pub struct Output {
     frames: VecDeque<Frame>,
     facts: VecDeque<Inbound>,
+    /// The protocol's last word on its timer since the session last looked:
+    /// `Some(None)` cancels it.
+    wake: Option<Option<Instant>>,
     /// A message's data fact while it is the only fact: most messages are
     /// exactly that, and keeping it out of `facts` spares moving a whole
     /// `Inbound` (the size of its largest variant) in and out of the queue
@@ -570,6 +619,21 @@ impl Output {
         });
     }
 
+    /// Asks the session to call [`Protocol::on_timer`] at `at`, replacing
+    /// any earlier request: a protocol has one timer (keep the earliest of
+    /// your deadlines here). Kept only while a transport is open: the
+    /// session forgets it when the transport goes. A deadline less than
+    /// 1 ms after the session's `now` is taken as 1 ms after it, so a
+    /// protocol that keeps asking for "now" cannot spin the session.
+    pub fn wake_at(&mut self, at: Instant) {
+        self.wake = Some(Some(at));
+    }
+
+    /// Withdraws the request made with [`wake_at`](Self::wake_at).
+    pub fn cancel_wake(&mut self) {
+        self.wake = Some(None);
+    }
+
     /// Reports a fact to the session.
     pub fn fact(&mut self, fact: Inbound) {
         match fact {
@@ -594,6 +658,11 @@ impl Output {
                 self.facts.push_back(fact);
             }
         }
+    }
+
+    /// The protocol's timer request, if it made one since the last take.
+    pub(crate) fn take_wake(&mut self) -> Option<Option<Instant>> {
+        self.wake.take()
     }
 
     pub(crate) fn pop_frame(&mut self) -> Option<Frame> {
@@ -624,6 +693,38 @@ impl Output {
 /// Implementations are pure: no IO, no clock, no randomness (the session
 /// spreads and jitters). They may keep per-connection state, reset in
 /// [`on_open`](Self::on_open) or [`on_closed`](Self::on_closed).
+///
+/// # Time
+/// A protocol never reads a clock: the session's `now` comes in
+/// [`OpenContext::now`], [`FrameContext::now`] and [`TimerContext::now`].
+/// To act at a time of its own (a liveness request every N seconds
+/// whatever the traffic, a reply due within a deadline), it asks with
+/// [`Output::wake_at`] and is called back through
+/// [`on_timer`](Self::on_timer). The session keeps that deadline in its
+/// one timer table, so [`Session::poll_timeout`](crate::Session::poll_timeout)
+/// covers it and the calling contract does not change. The request lives
+/// as long as the transport: after [`on_closed`](Self::on_closed) nothing
+/// fires, and [`on_open`](Self::on_open) asks again.
+///
+/// # The quiet link and proof of life
+/// With the config's `ping_interval` set, the session watches inbound
+/// silence on its own: after `ping_interval` without any inbound message
+/// (data, control, WebSocket ping or pong: anything the server sent
+/// restarts that clock) it calls [`heartbeat`](Self::heartbeat), and
+/// unless an inbound message that [`answers_heartbeat`](Self::answers_heartbeat)
+/// arrives within `pong_timeout`, it closes with 1001 and reconnects. For
+/// every inbound message the session asks, in this order:
+/// 1. `answers_heartbeat(&frame)`: true clears an outstanding heartbeat's
+///    deadline; this is the only proof of life the session counts;
+/// 2. then, for text and binary messages only,
+///    [`on_frame`](Self::on_frame).
+///
+/// Traffic alone therefore never proves a link alive when a protocol says
+/// what answers its heartbeat, but it does postpone the next heartbeat: a
+/// link where notifications keep flowing and requests go unanswered (a
+/// "deaf" link) is found only by a timer of the protocol's own, which
+/// sends its request whatever the traffic and returns [`LinkDead`] when
+/// the reply does not come.
 pub trait Protocol: fmt::Debug + Send + 'static {
     /// A short name for errors and logs.
     fn name(&self) -> &'static str;
@@ -765,6 +866,18 @@ pub trait Protocol: fmt::Debug + Send + 'static {
     fn close_rule(&self, code: u16) -> Option<CloseRule> {
         let _ = code;
         None
+    }
+
+    /// The deadline asked for with [`Output::wake_at`] came: send what is
+    /// due (a liveness request, a PINGREQ) and ask for the next wake-up, or
+    /// declare the link dead.
+    ///
+    /// # Errors
+    /// [`LinkDead`]: the session closes the transport (1001) and follows
+    /// its rule.
+    fn on_timer(&mut self, cx: &TimerContext, out: &mut Output) -> Result<(), LinkDead> {
+        let _ = (cx, out);
+        Ok(())
     }
 
     /// The transport is gone: forget per-connection state.
