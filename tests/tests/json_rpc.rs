@@ -1,6 +1,8 @@
 //! JsonRpc against a real Ethereum node (anvil, mining a block a second),
 //! on tokio, async-std and smol: subscriptions under a stable key across
-//! node restarts, and a refused subscription that stays refused.
+//! node restarts, a refused subscription that stays refused, and a deaf
+//! or silent link (a fault proxy in front of the node) found by the
+//! liveness call.
 //!
 //! Without anvil (`npm ci` in tests/anvil) the scenarios skip with a
 //! message, unless `CI` is set: then they fail.
@@ -11,10 +13,15 @@
 #[macro_use]
 mod common;
 
-use common::{fast_config, Client};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{fast_config, ms, Client, ProxyThread};
 use redial_core::json_rpc::error_code;
+use redial_core::protocol::json_rpc::Liveness;
 use redial_core::{Event, JsonRpc, Text};
 use redial_driver::{Builder, Runtime};
+use redial_tests::proxy::ProxyHandle;
 use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
 use redial_tests::servers::or_skip;
 
@@ -138,7 +145,95 @@ async fn a_refused_subscription_fails_once_and_is_never_sent_again<R: Runtime>(
     c.close().await;
 }
 
+/// How often the liveness scenarios call, and how long a reply has.
+const EVERY: Duration = ms(1500);
+const DEADLINE: Duration = ms(1500);
+
+/// A client with the liveness call through a proxy in front of `node`,
+/// with the session's own quiet-link pings off so only the call can tell;
+/// subscribed to heads and past the first one.
+async fn proxied_client<R: Runtime>(
+    node: &AnvilServer,
+    make: impl Fn(String) -> Builder<R>,
+) -> (Client<R>, ProxyThread) {
+    let proxy = ProxyThread::start(SocketAddr::from(([127, 0, 0, 1], node.port())));
+    let builder = make(format!("ws://{}", proxy.handle.addr()))
+        .config(fast_config().ping_interval(None).build().unwrap())
+        .protocol(JsonRpc::new().liveness(Liveness::new("eth_chainId", EVERY, DEADLINE)));
+    let mut c = Client::connect(builder);
+    c.handle
+        .subscribe_with("heads", JsonRpc::subscription(r#"["newHeads"]"#).unwrap())
+        .await
+        .unwrap();
+    c.next("a head", is_head).await;
+    (c, proxy)
+}
+
+/// Waits for the liveness call to drop the link, within `EVERY + DEADLINE`
+/// (and a margin for the machine) of the fault, and for the link to come
+/// back once `heal` lifted it.
+async fn caught_by_the_liveness_call<R: Runtime>(
+    c: &mut Client<R>,
+    proxy: &ProxyHandle,
+    heal: impl FnOnce(&ProxyHandle),
+) {
+    let lost = c
+        .events
+        .next_within(
+            &c.rt,
+            EVERY + DEADLINE + ms(1000),
+            "the liveness call's verdict",
+            |e| matches!(e, Event::Disconnected { .. }),
+        )
+        .await;
+    assert!(
+        matches!(&lost.event, Event::Disconnected { reason, .. } if reason.contains("eth_chainId")),
+        "{:?}",
+        lost.event
+    );
+    heal(proxy);
+    c.next(
+        "resubscribed on a healthy link",
+        |e| matches!(e, Event::Resubscribed { channel } if channel == "heads"),
+    )
+    .await;
+    c.next("heads again", is_head).await;
+}
+
+async fn a_deaf_node_is_caught_by_the_liveness_call_while_heads_flow<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    let Some(node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
+        return;
+    };
+    let (mut c, proxy) = proxied_client(&node, make).await;
+    proxy.handle.deaf(true);
+    let mark = c.events.mark();
+    c.events
+        .next_without(&c.rt, "a head while deaf", is_head, |e| {
+            matches!(e, Event::Disconnected { .. })
+        })
+        .await;
+    c.events.rewind(mark);
+    caught_by_the_liveness_call(&mut c, &proxy.handle, |p| p.deaf(false)).await;
+    c.close().await;
+}
+
+async fn a_silent_link_is_caught_by_the_liveness_call<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    let Some(node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
+        return;
+    };
+    let (mut c, proxy) = proxied_client(&node, make).await;
+    proxy.handle.blackhole(true);
+    caught_by_the_liveness_call(&mut c, &proxy.handle, |p| p.blackhole(false)).await;
+    c.close().await;
+}
+
 on_every_runtime!(
+    a_deaf_node_is_caught_by_the_liveness_call_while_heads_flow,
+    a_silent_link_is_caught_by_the_liveness_call,
     new_heads_keep_their_key_across_two_node_restarts,
     a_refused_subscription_fails_once_and_is_never_sent_again,
 );

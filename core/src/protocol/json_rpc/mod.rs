@@ -4,6 +4,7 @@ pub mod codec;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -14,8 +15,8 @@ use crate::transport::Frame;
 
 use self::codec::{error_code, Batch, ErrorObject, Id, Json, Limits, Message};
 use super::{
-    Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output, Protocol,
-    ProtocolError,
+    Capabilities, FrameContext, Handshake, Inbound, LinkDead, OpenContext, Outgoing, Output,
+    Protocol, ProtocolError, TimerContext,
 };
 
 const NAME: &str = "json-rpc";
@@ -55,6 +56,35 @@ impl Methods {
     }
 }
 
+/// A request sent every [`every`](Self::every) whatever the traffic, whose
+/// reply must come within [`deadline`](Self::deadline): what finds a deaf
+/// node (one that keeps pushing notifications and answers nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Liveness {
+    /// The method called (`eth_chainId`, `system_health`): one that is
+    /// cheap and always answers.
+    pub method: Cow<'static, str>,
+    /// Time from one request to the next (at least 1 ms).
+    pub every: Duration,
+    /// Time the reply has, from its request (at least 1 ms). Any reply
+    /// counts, an error reply too: the node heard us.
+    pub deadline: Duration,
+}
+
+impl Liveness {
+    /// `method` with no params every `every`, each reply due within
+    /// `deadline`; durations under 1 ms are taken as 1 ms.
+    pub fn new(method: impl Into<Cow<'static, str>>, every: Duration, deadline: Duration) -> Self {
+        const MIN: Duration = Duration::from_millis(1);
+        Liveness {
+            method: method.into(),
+            every: every.max(MIN),
+            deadline: deadline.max(MIN),
+        }
+    }
+}
+
 /// JSON-RPC 2.0 over WebSocket, with pubsub (`eth_subscribe` and its
 /// kind) that survives reconnects.
 ///
@@ -72,6 +102,12 @@ impl Methods {
 /// message as the reason) and it is not sent again. Other notifications
 /// reach the application whole, without a channel; a request from the
 /// server is answered with "method not found" (-32601).
+///
+/// With a [`Liveness`] call (off by default) the link is also proven alive
+/// by request: the first one goes out `every` after the socket opens, then
+/// one every `every` whatever else flows, never two at once; when a reply
+/// does not come within `deadline` the session closes the socket (1001)
+/// and reconnects, so a deaf node is found within `every + deadline`.
 ///
 /// A binary message, text that is not JSON-RPC 2.0 (over the codec's
 /// [`Limits`]), or a pubsub notification without its subscription id and
@@ -98,10 +134,34 @@ pub struct JsonRpc {
     pending: BTreeMap<i64, Pending>,
     /// Server subscription id (canonical JSON) -> key, on this connection.
     active: BTreeMap<String, Active>,
+    liveness: Option<Liveness>,
+    /// This connection's liveness schedule.
+    probe: Probe,
     /// Keys confirmed on this or an earlier connection and not ended
     /// since: a confirmation of one of them is a resubscription. Bounded
     /// by the session's subscriptions.
     confirmed: BTreeSet<Text>,
+}
+
+/// Where the liveness call stands on this connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Probe {
+    /// When the next request goes out.
+    next: Option<Instant>,
+    /// The request awaiting its reply, and when that reply is due.
+    waiting: Option<(i64, Instant)>,
+}
+
+impl Probe {
+    /// The one deadline the session should wake us at.
+    fn wake(&self, out: &mut Output) {
+        let due = self.waiting.map(|(_, due)| due);
+        match (self.next, due) {
+            (Some(a), Some(b)) => out.wake_at(a.min(b)),
+            (Some(t), None) | (None, Some(t)) => out.wake_at(t),
+            (None, None) => out.cancel_wake(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +227,12 @@ impl JsonRpc {
         self
     }
 
+    /// Turns on the liveness call (off by default).
+    pub fn liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = Some(liveness);
+        self
+    }
+
     /// The spec for a subscription with the default method names: its
     /// params, a JSON array or object (`["newHeads"]`,
     /// `["logs", {"address": "0x.."}]`).
@@ -222,6 +288,11 @@ impl JsonRpc {
         whole: &str,
         out: &mut Output,
     ) -> Result<(), ProtocolError> {
+        if let Some(id) = message.id() {
+            if self.answers_probe(id, out) {
+                return Ok(());
+            }
+        }
         match message {
             Message::Notification { method, params } => {
                 self.on_notification(&method, params, whole, out)
@@ -296,6 +367,19 @@ impl JsonRpc {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Whether `id` is the liveness request's: any reply to it is proof of
+    /// life.
+    fn answers_probe(&mut self, id: &Id<'_>, out: &mut Output) -> bool {
+        match (self.probe.waiting, id) {
+            (Some((probe, _)), Id::Number(n)) if probe == *n => {
+                self.probe.waiting = None;
+                self.probe.wake(out);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -392,10 +476,44 @@ impl Protocol for JsonRpc {
         Capabilities::default().with_subscriptions()
     }
 
-    fn on_open(&mut self, _cx: &OpenContext<'_>, _out: &mut Output) -> Handshake {
+    fn on_open(&mut self, cx: &OpenContext<'_>, out: &mut Output) -> Handshake {
         self.pending.clear();
         self.active.clear();
+        self.probe = Probe {
+            next: self.liveness.as_ref().map(|l| cx.now + l.every),
+            waiting: None,
+        };
+        self.probe.wake(out);
         Handshake::Ready
+    }
+
+    fn on_timer(&mut self, cx: &TimerContext, out: &mut Output) -> Result<(), LinkDead> {
+        let Some(liveness) = self.liveness.clone() else {
+            return Ok(());
+        };
+        if let Some((_, due)) = self.probe.waiting {
+            if cx.now >= due {
+                return Err(LinkDead::new(format!(
+                    "no reply to the liveness call `{}` within {:?}",
+                    liveness.method, liveness.deadline
+                )));
+            }
+        }
+        match self.probe.next {
+            // One request at a time: a slow reply postpones the next.
+            Some(next) if cx.now >= next && self.probe.waiting.is_none() => {
+                let params = Json::parse("[]").ok();
+                let id = self.request(&liveness.method, params, out);
+                self.probe.waiting = Some((id, cx.now + liveness.deadline));
+                self.probe.next = Some(cx.now + liveness.every);
+            }
+            Some(next) if cx.now >= next => {
+                self.probe.next = Some(cx.now + liveness.every);
+            }
+            _ => {}
+        }
+        self.probe.wake(out);
+        Ok(())
     }
 
     fn on_frame(
@@ -488,6 +606,7 @@ impl Protocol for JsonRpc {
     fn on_closed(&mut self) {
         self.pending.clear();
         self.active.clear();
+        self.probe = Probe::default();
     }
 }
 
@@ -512,6 +631,7 @@ mod tests {
     fn frame(p: &mut JsonRpc, text: &str, out: &mut Output) -> Result<(), ProtocolError> {
         let limits = WireLimits::default();
         let cx = FrameContext {
+            now: Instant::now(),
             ready: true,
             limits: &limits,
         };
@@ -712,6 +832,7 @@ mod tests {
         let mut p = subscribed();
         let limits = WireLimits::default();
         let cx = FrameContext {
+            now: Instant::now(),
             ready: true,
             limits: &limits,
         };
@@ -778,6 +899,90 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":"s1","error":{"code":-32601,"message":"a client serves no methods"}}"#
             ]
         );
+    }
+
+    fn timer(p: &mut JsonRpc, now: Instant, out: &mut Output) -> Result<(), LinkDead> {
+        p.on_timer(&TimerContext { now, ready: true }, out)
+    }
+
+    fn opened(p: &mut JsonRpc, now: Instant) -> Output {
+        let limits = WireLimits::default();
+        let cx = OpenContext {
+            now,
+            token: None,
+            resume: None,
+            last_offset: 0,
+            name: None,
+            reconnect: false,
+            limits: &limits,
+        };
+        let mut out = Output::default();
+        assert_eq!(p.on_open(&cx, &mut out), Handshake::Ready);
+        out
+    }
+
+    #[test]
+    fn no_liveness_call_by_default() {
+        let mut p = JsonRpc::new();
+        let mut out = opened(&mut p, Instant::now());
+        assert_eq!(out.take_wake(), Some(None));
+    }
+
+    #[test]
+    fn the_liveness_call_goes_out_whatever_the_traffic_and_its_silence_kills_the_link() {
+        const S: fn(u64) -> Duration = Duration::from_secs;
+        let mut p = subscribed().liveness(Liveness::new("eth_chainId", S(15), S(5)));
+        let t0 = Instant::now();
+        let mut out = opened(&mut p, t0);
+        assert_eq!(out.take_wake(), Some(Some(t0 + S(15))));
+        timer(&mut p, t0 + S(15), &mut out).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            sent(&mut out),
+            [r#"{"jsonrpc":"2.0","id":2,"method":"eth_chainId","params":[]}"#]
+        );
+        assert_eq!(
+            out.take_wake(),
+            Some(Some(t0 + S(20))),
+            "the reply's deadline"
+        );
+        // Any reply, an error too, is proof of life.
+        frame(
+            &mut p,
+            r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"no"}}"#,
+            &mut out,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(facts(&mut out), []);
+        assert_eq!(out.take_wake(), Some(Some(t0 + S(30))));
+        timer(&mut p, t0 + S(30), &mut out).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(sent(&mut out).len(), 1);
+        // Notifications keep coming; they prove nothing about requests.
+        frame(&mut p, NOTE_A, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.take_wake(), Some(Some(t0 + S(35))));
+        let dead = timer(&mut p, t0 + S(35), &mut out);
+        assert!(
+            matches!(&dead, Err(d) if d.reason.contains("eth_chainId")),
+            "{dead:?}"
+        );
+    }
+
+    #[test]
+    fn a_slow_reply_postpones_the_next_call_instead_of_stacking_them() {
+        const S: fn(u64) -> Duration = Duration::from_secs;
+        let mut p = JsonRpc::new().liveness(Liveness::new("ping", S(1), S(5)));
+        let t0 = Instant::now();
+        let mut out = opened(&mut p, t0);
+        timer(&mut p, t0 + S(1), &mut out).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(sent(&mut out).len(), 1);
+        out.take_wake();
+        timer(&mut p, t0 + S(2), &mut out).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(sent(&mut out), Vec::<String>::new(), "one at a time");
+        // A reconnect starts the schedule over and forgets the old request.
+        p.on_closed();
+        let mut out = opened(&mut p, t0 + S(3));
+        assert_eq!(out.take_wake(), Some(Some(t0 + S(4))));
+        let late = r#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#;
+        assert_eq!(ok(&mut p, late), [Inbound::data(Payload::text(late))]);
     }
 
     #[test]
