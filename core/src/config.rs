@@ -53,6 +53,8 @@ pub struct Config {
     pub(crate) ack_every: u32,
     pub(crate) max_server_delay: Duration,
     pub(crate) endpoints: usize,
+    pub(crate) max_calls: usize,
+    pub(crate) call_timeout: Duration,
 }
 
 impl Default for Config {
@@ -78,6 +80,8 @@ impl Default for Config {
             ack_every: 64,
             max_server_delay: Duration::from_secs(3600),
             endpoints: 1,
+            max_calls: 256,
+            call_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -176,6 +180,16 @@ impl Config {
     /// Outbound queue limit in payload bytes.
     pub fn queue_max_bytes(&self) -> usize {
         self.queue_max_bytes
+    }
+
+    /// The most calls waiting for a connection or in flight at once.
+    pub fn max_calls(&self) -> usize {
+        self.max_calls
+    }
+
+    /// How long a call waits for its reply unless it says otherwise.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// Wire decoder limits.
@@ -295,6 +309,18 @@ impl ConfigBuilder {
         /// client for days (default 1 h).
         max_server_delay: Duration
     );
+    setter!(
+        /// The most calls waiting for a connection or in flight at once
+        /// (default 256; at least 1): one more is refused with
+        /// [`SendError::TooManyCalls`](crate::SendError::TooManyCalls).
+        max_calls: usize
+    );
+    setter!(
+        /// How long a call waits for its reply, from the call, waiting for a
+        /// connection included, unless its
+        /// [`CallOptions`](crate::CallOptions) say otherwise (default 30 s).
+        call_timeout: Duration
+    );
 
     /// How many endpoints to rotate over (default 1, at most 1024). The
     /// session starts on one drawn from the seed, stays while connections
@@ -342,6 +368,12 @@ impl ConfigBuilder {
         if c.endpoints == 0 || c.endpoints > MAX_ENDPOINTS {
             return range("endpoints", "must be 1 to 1024");
         }
+        if c.max_calls == 0 {
+            return range("max_calls", "must be at least 1");
+        }
+        if c.call_timeout < Duration::from_millis(1) {
+            return range("call_timeout", "must be at least 1 ms");
+        }
         if c.ack_every == 0 {
             return range("ack_every", "must be at least 1");
         }
@@ -364,6 +396,7 @@ impl ConfigBuilder {
             ("close_linger", c.close_linger),
             ("ack_delay", c.ack_delay),
             ("max_server_delay", c.max_server_delay),
+            ("call_timeout", c.call_timeout),
             ("ping_interval", c.ping_interval.unwrap_or_default()),
         ] {
             if d > day {
@@ -390,6 +423,8 @@ mod tests {
         assert_eq!(c.backoff(), &Backoff::default());
         assert_eq!(c.seed(), None);
         assert_eq!(c.endpoints(), 1);
+        assert_eq!(c.max_calls(), 256);
+        assert_eq!(c.call_timeout(), Duration::from_secs(30));
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub enum SendError {
         /// The limit.
         max: usize,
     },
+    /// As many calls as the config's `max_calls` are waiting or in flight:
+    /// wait for one to end.
+    #[error("{max} calls already waiting or in flight")]
+    TooManyCalls {
+        /// The limit.
+        max: usize,
+    },
     /// The session is closing: no new messages are taken.
     #[error("session is closing")]
     Closing,

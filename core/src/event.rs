@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::call::{CallError, CallId};
 use crate::headers::Headers;
 use crate::payload::{Payload, Text};
 use crate::protocol::ProtocolError;
@@ -290,6 +291,17 @@ pub enum Event {
         code: i64,
         /// The reason.
         reason: Text,
+    },
+    /// A call ended: one event per call made with
+    /// [`Session::handle_call`](crate::Session::handle_call), with its
+    /// reply or why there is none. (The adapters' `Handle::call` takes
+    /// these; they do not reach the application's event stream there.)
+    CallDone {
+        /// The call.
+        id: CallId,
+        /// The reply, or why there is none (never
+        /// [`CallError::Refused`]).
+        result: Result<Payload, CallError>,
     },
     /// The session ended. Always the last event.
     Closed {

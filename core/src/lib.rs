@@ -87,6 +87,7 @@
 
 mod action;
 pub mod backoff;
+mod call;
 pub mod close_policy;
 mod config;
 mod endpoint;
@@ -115,6 +116,7 @@ pub use protocol::wire::codec as wire;
 
 pub use action::Action;
 pub use backoff::Backoff;
+pub use call::{CallError, CallId, CallOptions};
 pub use close_policy::{ClosePolicy, CloseRule};
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::SendError;

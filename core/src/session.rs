@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::action::Action;
 use crate::backoff::Ladder;
+use crate::call::{CallError, CallId, CallOptions, Calls};
 use crate::close_policy::{handshake_rule, CloseRule, HandshakeRule};
 use crate::config::Config;
 use crate::endpoint::Endpoints;
@@ -146,6 +147,8 @@ pub struct Session {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     queue: Queue,
+    /// Calls waiting for a transport or in flight on this one.
+    calls: Calls,
 
     /// Reconnect attempts in the current outage. Kept while connected: a
     /// connection lost before `stable_after` continues the count.
@@ -197,6 +200,7 @@ impl Session {
             endpoints: Endpoints::new(config.endpoints, config.seed.unwrap_or(0)),
             ladder: Ladder::new(config.backoff.clone()),
             queue: Queue::new(config.queue_max_messages, config.queue_max_bytes),
+            calls: Calls::new(config.max_calls),
             caps: protocol.capabilities(),
             limits: protocol.limits(&config),
             protocol: Box::new(protocol),
@@ -379,6 +383,54 @@ impl Session {
         payload: Payload,
     ) -> Result<u64, SendError> {
         self.enqueue(now, Some(channel.into()), Some(headers), payload)
+    }
+
+    /// Calls the server with `request` (for protocols with
+    /// [`Capabilities::calls`]) and returns the call's id; exactly one
+    /// [`Event::CallDone`] with that id says how it ended: the reply,
+    /// [`CallError::Rejected`] with the server's code and message,
+    /// [`CallError::Timeout`] after the options' timeout (default: the
+    /// config's `call_timeout`, 30 s), [`CallError::ConnectionLost`], or
+    /// [`CallError::Closed`].
+    ///
+    /// Sent at once while connected; otherwise it waits and is sent on the
+    /// next connection, after the resubscriptions. A call in flight when the
+    /// link drops fails with `ConnectionLost` and is never sent again,
+    /// unless [`CallOptions::repeatable`]: then it is sent once more, on
+    /// the next connection. Waiting and in-flight calls together are
+    /// bounded by the config's `max_calls` (default 256).
+    ///
+    /// # Errors
+    /// [`SendError::Unsupported`] from a protocol without calls,
+    /// [`SendError::TooManyCalls`] at the bound, what the protocol's
+    /// [`check_call`](Protocol::check_call) refuses,
+    /// [`SendError::Closing`] and [`SendError::Closed`].
+    pub fn handle_call(
+        &mut self,
+        now: Instant,
+        request: Payload,
+        options: CallOptions,
+    ) -> Result<CallId, SendError> {
+        let now = self.clock(now);
+        self.check_open()?;
+        if !self.caps.calls {
+            return Err(self.unsupported("calls"));
+        }
+        self.protocol.check_call(&request)?;
+        let timeout = options.timeout.unwrap_or(self.config.call_timeout);
+        let id = self
+            .calls
+            .push(request, options.repeatable, deadline(now, timeout))?;
+        if self.phase == Phase::Connected {
+            self.send_calls();
+        }
+        self.arm_calls();
+        Ok(id)
+    }
+
+    /// Calls waiting for a connection or in flight.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
     }
 
     /// Subscribe to a channel, for protocols whose subscriptions need
@@ -1022,6 +1074,8 @@ impl Session {
             session,
             endpoint: self.endpoints.current(),
         });
+        // After the resubscriptions (sent with the handshake's reply).
+        self.send_calls();
         self.flush_queue();
         if self.closing && self.queue.is_empty() {
             self.close_now();
@@ -1107,6 +1161,12 @@ impl Session {
             ),
             _ if handshaking => self.protocol_error(now, ProtocolError::DataBeforeReady),
             Inbound::Acked { seq } => self.on_ack(now, seq),
+            Inbound::Replied { call, result } => self.call_done(call, Ok(result)),
+            Inbound::CallRejected {
+                call,
+                code,
+                message,
+            } => self.call_done(call, Err(CallError::Rejected { code, message })),
             Inbound::Subscribed { key, server_id } => self.events.push_back(Event::Subscribed {
                 channel: key,
                 server_id,
@@ -1323,6 +1383,42 @@ impl Session {
             }
             Timer::InboundAck => self.report_offset(),
             Timer::Protocol => self.protocol_timer(now),
+            Timer::Call => {
+                for (id, in_flight) in self.calls.expire(now) {
+                    if in_flight {
+                        self.protocol.forget_call(id);
+                    }
+                    self.events.push_back(Event::CallDone {
+                        id,
+                        result: Err(CallError::Timeout),
+                    });
+                }
+                self.arm_calls();
+            }
+        }
+    }
+
+    /// Sends every call the current transport has not had, in id order.
+    fn send_calls(&mut self) {
+        for (id, request) in self.calls.take_unsent() {
+            self.protocol.call(id, &request, &mut self.out);
+        }
+        self.drain_frames();
+    }
+
+    /// The call timer at the earliest call deadline.
+    fn arm_calls(&mut self) {
+        match self.calls.next_deadline() {
+            Some(at) => self.timers.set(Timer::Call, at),
+            None => self.timers.stop(Timer::Call),
+        }
+    }
+
+    /// Call `id` ended with `result`, if the session still keeps it.
+    fn call_done(&mut self, id: CallId, result: Result<Payload, CallError>) {
+        if self.calls.finish(id).is_some() {
+            self.events.push_back(Event::CallDone { id, result });
+            self.arm_calls();
         }
     }
 
@@ -1476,6 +1572,10 @@ impl Session {
             reason: reason.clone(),
             will_reconnect,
         });
+        for (id, result) in self.calls.on_lost() {
+            self.events.push_back(Event::CallDone { id, result });
+        }
+        self.arm_calls();
         if !will_reconnect {
             let why = match rule {
                 CloseRule::Terminal(why) => why,
@@ -1631,6 +1731,12 @@ impl Session {
         self.closing = false;
         self.timers.stop_all();
         self.sync_state();
+        for id in self.calls.drain() {
+            self.events.push_back(Event::CallDone {
+                id,
+                result: Err(CallError::Closed),
+            });
+        }
         self.events.push_back(Event::Closed {
             reason,
             code,

@@ -35,6 +35,8 @@ pub(crate) enum Timer {
     CloseLinger,
     /// Acknowledge received messages (coalesced).
     InboundAck,
+    /// A call's timeout (the earliest of them).
+    Call,
     /// The protocol asked to be woken ([`Output::wake_at`](crate::protocol::Output::wake_at)).
     Protocol,
 }
@@ -42,7 +44,7 @@ pub(crate) enum Timer {
 impl Timer {
     /// Table order: also the order in which timers due at the same instant
     /// fire. A dead transport is noticed before a ping would be sent on it.
-    pub(crate) const ALL: [Timer; 8] = [
+    pub(crate) const ALL: [Timer; 9] = [
         Timer::ConnectTimeout,
         Timer::PongDeadline,
         Timer::Protocol,
@@ -51,6 +53,7 @@ impl Timer {
         Timer::Stuck,
         Timer::CloseLinger,
         Timer::InboundAck,
+        Timer::Call,
     ];
 
     fn index(self) -> usize {
@@ -63,6 +66,7 @@ impl Timer {
             Timer::CloseLinger => 5,
             Timer::InboundAck => 6,
             Timer::Protocol => 7,
+            Timer::Call => 8,
         }
     }
 }
@@ -70,7 +74,7 @@ impl Timer {
 /// When each timer is due, if armed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    due: [Option<Instant>; 8],
+    due: [Option<Instant>; 9],
 }
 
 impl TimerTable {

@@ -1,6 +1,7 @@
-//! What a protocol can tell the session beyond data: signed error codes
-//! and server-assigned subscription ids, driven through `Session` with a
-//! scripted protocol whose server speaks in short text lines.
+//! What a protocol can tell the session beyond data: signed error codes,
+//! server-assigned subscription ids, timers of its own and calls, driven
+//! through `Session` with scripted protocols whose servers speak in short
+//! text lines.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -36,7 +37,7 @@ impl Protocol for Scripted {
         "scripted"
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default().with_subscriptions()
+        Capabilities::default().with_subscriptions().with_calls()
     }
     fn on_open(&mut self, _cx: &OpenContext<'_>, _out: &mut Output) -> Handshake {
         Handshake::Ready
@@ -87,6 +88,10 @@ impl Protocol for Scripted {
     }
     fn subscribe(&mut self, key: &Text, _spec: &Payload, out: &mut Output) {
         out.send(Frame::Text(Text::from(format!("subscribe {key}"))));
+    }
+    fn call(&mut self, id: redial_core::CallId, request: &Payload, out: &mut Output) {
+        let request = request.as_text().unwrap_or("");
+        out.send(Frame::Text(Text::from(format!("call {id} {request}"))));
     }
 }
 
@@ -334,5 +339,204 @@ mod timers {
             }
         )));
         assert_eq!(t.s.poll_timeout(), None);
+    }
+}
+
+// ----- calls ------------------------------------------------------------
+
+mod calls {
+    use super::*;
+    use redial_core::fuzzing::Prober;
+    use redial_core::{Action, CallError, CallId, CallOptions, SendError, State};
+    use std::time::Duration;
+
+    fn prober() -> Prober {
+        // Probes far away: only calls are under test.
+        Prober::new(Duration::from_secs(3600), Duration::from_secs(1))
+    }
+
+    impl T {
+        fn sent(&mut self) -> Vec<String> {
+            let mut sent = Vec::new();
+            while let Some(a) = self.s.poll_action() {
+                if let Action::Send(Frame::Text(t)) = a {
+                    sent.push(t.to_string());
+                }
+            }
+            sent
+        }
+
+        fn done(&mut self) -> Vec<(CallId, Result<Payload, CallError>)> {
+            std::iter::from_fn(|| self.s.poll_event())
+                .filter_map(|e| match e {
+                    Event::CallDone { id, result } => Some((id, result)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn call(&mut self, request: &str, options: CallOptions) -> CallId {
+            self.s
+                .handle_call(self.now, Payload::text(request), options)
+                .unwrap()
+        }
+
+        /// Drops the link.
+        fn redial(&mut self) {
+            self.s.handle_transport_closed(self.now, None);
+        }
+
+        /// Waits out the backoff and opens the next link.
+        fn open_next(&mut self) {
+            loop {
+                let at = self.s.poll_timeout().unwrap();
+                self.now = self.now.max(at);
+                self.s.handle_timeout(self.now);
+                let mut dialed = false;
+                while let Some(a) = self.s.poll_action() {
+                    dialed |= matches!(a, Action::Dial { .. });
+                }
+                if dialed {
+                    self.s.handle_dial_ok(self.now);
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replies_and_rejections_end_their_calls_once() {
+        let mut t = T::connected(prober());
+        let a = t.call("eth_blockNumber", CallOptions::new());
+        let b = t.call("eth_subscribe", CallOptions::new());
+        assert_eq!(t.sent(), ["call 1 eth_blockNumber", "call 2 eth_subscribe"]);
+        t.line("reject 2 -32602");
+        t.line("reply 1 0x10");
+        t.line("reply 1 0x11"); // a second answer is not a second end
+        assert_eq!(
+            t.done(),
+            [
+                (
+                    b,
+                    Err(CallError::Rejected {
+                        code: -32602,
+                        message: Text::from("rejected")
+                    })
+                ),
+                (a, Ok(Payload::text("0x10"))),
+            ]
+        );
+        assert_eq!(t.s.calls(), 0);
+        assert_eq!(t.s.state(), State::Connected);
+    }
+
+    #[test]
+    fn a_call_times_out_and_its_late_reply_is_dropped() {
+        let mut t = T::connected(prober());
+        let a = t.call("slow", CallOptions::new().timeout(Duration::from_secs(2)));
+        t.sent();
+        assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(2)));
+        t.now += Duration::from_secs(2);
+        t.s.handle_timeout(t.now);
+        assert_eq!(t.done(), [(a, Err(CallError::Timeout))]);
+        t.line("reply 1 late");
+        assert!(t.events().iter().all(|e| !matches!(
+            e,
+            Event::CallDone { .. } | Event::ProtocolError { .. } | Event::Message { .. }
+        )));
+        // The default timeout is the config's.
+        let b = t.call("default", CallOptions::new());
+        t.now += Duration::from_secs(30);
+        t.s.handle_timeout(t.now);
+        assert_eq!(t.done(), [(b, Err(CallError::Timeout))]);
+    }
+
+    #[test]
+    fn a_drop_fails_a_call_in_flight_and_repeats_a_repeatable_one_once() {
+        let mut t = T::connected(prober());
+        let once = t.call("send_tx", CallOptions::new());
+        let read = t.call("block", CallOptions::new().repeatable(true));
+        t.sent();
+        t.redial();
+        assert_eq!(t.done(), [(once, Err(CallError::ConnectionLost))]);
+        let waiting = t.call("later", CallOptions::new());
+        t.open_next();
+        assert_eq!(
+            t.sent(),
+            ["call 2 block", "call 3 later"],
+            "the repeat, then the call made while away; never send_tx"
+        );
+        t.redial();
+        assert_eq!(
+            t.done(),
+            [
+                (read, Err(CallError::ConnectionLost)),
+                (waiting, Err(CallError::ConnectionLost))
+            ],
+            "sent once more, not twice more"
+        );
+    }
+
+    #[test]
+    fn calls_go_out_after_the_resubscriptions() {
+        let config = Config::builder()
+            .seed(5)
+            .ping_interval(None)
+            .build()
+            .unwrap();
+        let mut t = T {
+            s: Session::new(config, Scripted),
+            now: Instant::now(),
+        };
+        t.s.handle_subscribe_with(t.now, "heads", Payload::text("[]"))
+            .unwrap();
+        t.call("eth_chainId", CallOptions::new());
+        t.s.handle_send(t.now, Payload::text("queued")).unwrap();
+        t.s.handle_connect(t.now);
+        t.s.handle_dial_ok(t.now);
+        assert_eq!(
+            t.sent(),
+            ["subscribe heads", "call 1 eth_chainId", "queued"]
+        );
+    }
+
+    #[test]
+    fn calls_are_bounded_refused_without_the_capability_and_closed_with_the_session() {
+        let config = Config::builder()
+            .seed(5)
+            .ping_interval(None)
+            .max_calls(2)
+            .build()
+            .unwrap();
+        let mut s = Session::new(config, prober());
+        let now = Instant::now();
+        s.handle_call(now, Payload::text("a"), CallOptions::new())
+            .unwrap();
+        s.handle_call(now, Payload::text("b"), CallOptions::new())
+            .unwrap();
+        assert_eq!(
+            s.handle_call(now, Payload::text("c"), CallOptions::new()),
+            Err(SendError::TooManyCalls { max: 2 })
+        );
+        s.handle_close(now);
+        let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+        let ends: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::CallDone { result, .. } => Some(result.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends, [Err(CallError::Closed), Err(CallError::Closed)]);
+        assert!(matches!(events.last(), Some(Event::Closed { .. })));
+        assert_eq!(
+            s.handle_call(now, Payload::text("d"), CallOptions::new()),
+            Err(SendError::Closed)
+        );
+        let mut raw = Session::new(Config::default(), redial_core::Raw::new());
+        assert!(matches!(
+            raw.handle_call(now, Payload::text("x"), CallOptions::new()),
+            Err(SendError::Unsupported { what: "calls", .. })
+        ));
     }
 }

@@ -1,9 +1,12 @@
-//! A protocol with a timer of its own, for the harnesses and the model
-//! test: a liveness request on a fixed period whatever the traffic, its
-//! reply due within a deadline.
+//! A protocol with a timer of its own and calls, for the harnesses and the
+//! model test: a liveness request on a fixed period whatever the traffic,
+//! its reply due within a deadline; calls answered by id.
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
+use crate::call::CallId;
 use crate::payload::{Payload, Text};
 use crate::protocol::{
     Capabilities, FrameContext, Handshake, Inbound, LinkDead, OpenContext, Outgoing, Output,
@@ -14,7 +17,10 @@ use crate::transport::Frame;
 /// Every [`every`](Self::new) it sends the text `probe`, whatever the
 /// traffic; the text `pong` within the deadline answers it, else the link
 /// is dead ([`LinkDead`]). The text `wake-now` asks to be woken at once
-/// (the session must not spin on it); every other message is data.
+/// (the session must not spin on it). A call goes out as `call ID REQUEST`;
+/// `reply ID RESULT` answers it and `reject ID CODE` refuses it (for an id
+/// not in flight on this connection both are dropped). Every other message
+/// is data.
 #[derive(Debug, Clone)]
 pub struct Prober {
     every: Duration,
@@ -23,6 +29,8 @@ pub struct Prober {
     next: Option<Instant>,
     /// The reply to the probe in flight is due by then.
     reply_by: Option<Instant>,
+    /// Calls in flight on this connection.
+    calls: BTreeSet<u64>,
 }
 
 impl Prober {
@@ -33,6 +41,7 @@ impl Prober {
             deadline,
             next: None,
             reply_by: None,
+            calls: BTreeSet::new(),
         }
     }
 
@@ -51,7 +60,7 @@ impl Protocol for Prober {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities::default().with_calls()
     }
 
     fn on_open(&mut self, cx: &OpenContext<'_>, out: &mut Output) -> Handshake {
@@ -73,6 +82,31 @@ impl Protocol for Prober {
                 self.rearm(out);
             }
             Frame::Text(t) if t.as_str() == "wake-now" => out.wake_at(cx.now),
+            Frame::Text(t)
+                if t.as_str().starts_with("reply ") || t.as_str().starts_with("reject ") =>
+            {
+                let mut words = t.as_str().splitn(3, ' ');
+                let (verb, id, rest) = (words.next(), words.next(), words.next());
+                let Some(id) = id.and_then(|id| id.parse::<u64>().ok()) else {
+                    return Err(ProtocolError::invalid("prober", "a reply without an id"));
+                };
+                if !self.calls.remove(&id) {
+                    return Ok(());
+                }
+                let call = CallId::from_raw(id);
+                let rest = rest.unwrap_or("");
+                out.fact(match verb {
+                    Some("reply") => Inbound::Replied {
+                        call,
+                        result: Payload::text(rest),
+                    },
+                    _ => Inbound::CallRejected {
+                        call,
+                        code: rest.parse().unwrap_or(0),
+                        message: Text::from("rejected"),
+                    },
+                });
+            }
             Frame::Text(t) => out.fact(Inbound::data(Payload::text(t))),
             Frame::Binary(b) => out.fact(Inbound::data(Payload::binary(b))),
             Frame::Ping(_) | Frame::Pong(_) => {}
@@ -82,6 +116,16 @@ impl Protocol for Prober {
 
     fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output) {
         out.send_payload(msg.payload);
+    }
+
+    fn call(&mut self, id: CallId, request: &Payload, out: &mut Output) {
+        self.calls.insert(id.get());
+        let request = request.as_text().unwrap_or("");
+        out.send(Frame::Text(Text::from(format!("call {id} {request}"))));
+    }
+
+    fn forget_call(&mut self, id: CallId) {
+        self.calls.remove(&id.get());
     }
 
     fn on_timer(&mut self, cx: &TimerContext, out: &mut Output) -> Result<(), LinkDead> {
@@ -101,6 +145,7 @@ impl Protocol for Prober {
     }
 
     fn on_closed(&mut self) {
+        self.calls.clear();
         self.next = None;
         self.reply_by = None;
     }

@@ -149,6 +149,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::call::CallId;
 use crate::close_policy::CloseRule;
 use crate::config::Config;
 use crate::event::SessionInfo;
@@ -303,9 +304,20 @@ pub struct Capabilities {
     /// `wire_limits.max_frame_len`, each adding at most this many bytes to
     /// the payload and channel.
     pub frame_overhead: Option<usize>,
+    /// The application can make calls
+    /// ([`Session::handle_call`](crate::Session::handle_call)): the
+    /// protocol sends them in [`Protocol::call`] and reports their ends as
+    /// [`Inbound::Replied`] and [`Inbound::CallRejected`].
+    pub calls: bool,
 }
 
 impl Capabilities {
+    /// Turns on [`calls`](Self::calls).
+    pub fn with_calls(mut self) -> Self {
+        self.calls = true;
+        self
+    }
+
     /// Turns on [`subscriptions`](Self::subscriptions) with a required spec.
     pub fn with_subscriptions(mut self) -> Self {
         self.subscriptions = true;
@@ -514,6 +526,23 @@ pub enum Inbound {
     SubscriptionEnded {
         /// Its key.
         key: Text,
+    },
+    /// The reply to a call made through [`Protocol::call`]. A reply to a
+    /// call the session no longer keeps (it timed out) is dropped.
+    Replied {
+        /// The call.
+        call: CallId,
+        /// The result, as the protocol gives it to the application.
+        result: Payload,
+    },
+    /// The server answered a call with an error.
+    CallRejected {
+        /// The call.
+        call: CallId,
+        /// The server's code.
+        code: i64,
+        /// The server's message.
+        message: Text,
     },
     /// The server is going away: leave, and come back after `retry_after`
     /// spread over `window`.
@@ -808,6 +837,35 @@ pub trait Protocol: fmt::Debug + Send + 'static {
 
     /// Sends an application message leaving the queue.
     fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output);
+
+    /// Refuses a call request this protocol cannot send, before the
+    /// session keeps it (only with [`Capabilities::calls`]).
+    ///
+    /// # Errors
+    /// The [`SendError`](crate::SendError) the caller gets.
+    fn check_call(&self, request: &Payload) -> Result<(), crate::SendError> {
+        let _ = request;
+        Ok(())
+    }
+
+    /// Sends call `id` with the application's `request` (only with
+    /// [`Capabilities::calls`]). Called while connected, after the
+    /// resubscriptions on a new connection, and again on the next
+    /// connection for a repeatable call whose link dropped: the same `id`,
+    /// so number the request on the wire from it in an id space apart from
+    /// the protocol's own requests. Report the answer as
+    /// [`Inbound::Replied`] or [`Inbound::CallRejected`] with this `id`.
+    fn call(&mut self, id: CallId, request: &Payload, out: &mut Output) {
+        let _ = (id, request, out);
+    }
+
+    /// The session gave up on call `id` (its timeout passed) while it was
+    /// in flight: forget it, so that a late reply is dropped rather than
+    /// taken for an unknown one. Calls in flight when the transport goes
+    /// are forgotten with the rest in [`on_closed`](Self::on_closed).
+    fn forget_call(&mut self, id: CallId) {
+        let _ = id;
+    }
 
     /// Sends subscription `key` with its `spec`: after every
     /// [`Inbound::Ready`] (unless kept) and when the user subscribes while

@@ -84,6 +84,7 @@ impl Protocol for Wire {
             subscriptions: true,
             subscription_spec: false,
             frame_overhead: Some(PUBLISH_OVERHEAD),
+            calls: false,
         }
     }
 
