@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::call::CallId;
 use crate::error::SendError;
 use crate::payload::{Payload, Text};
 use crate::transport::Frame;
@@ -111,11 +112,18 @@ impl Liveness {
 ///
 /// A binary message, text that is not JSON-RPC 2.0 (over the codec's
 /// [`Limits`]), or a pubsub notification without its subscription id and
-/// result is a protocol error: the session closes and reconnects. A reply
-/// to an id this connection never issued is delivered whole without a
-/// channel: it answers a request the application wrote itself through
-/// [`Session::handle_send`](crate::Session::handle_send), which must use
-/// string ids (this type issues integers).
+/// result is a protocol error: the session closes and reconnects.
+///
+/// # Calls
+/// Build a request with [`JsonRpc::request`] and call with it: it goes out
+/// under its [`CallId`] as a positive integer id, while this type's own
+/// requests (subscribe, unsubscribe, liveness) use negative ones, so the
+/// two never collide. The reply's `result` (raw JSON) is the call's
+/// payload; an error reply rejects it with the server's signed code. A
+/// reply under a numeric id nobody waits for any more (a call that timed
+/// out) is dropped. Requests the application writes itself through
+/// [`Session::handle_send`](crate::Session::handle_send) must use string
+/// ids: their replies reach it whole, without a channel.
 ///
 /// # Across a reconnect
 /// Every subscription still wanted is sent again, before anything queued;
@@ -124,12 +132,27 @@ impl Liveness {
 /// each confirmation after the first is followed by
 /// [`Event::Resubscribed`](crate::Event::Resubscribed), the cue to backfill
 /// (`eth_getLogs` from the last block seen, for example).
+///
+/// A call answered before the drop is answered once. A call in flight when
+/// the link drops fails with
+/// [`CallError::ConnectionLost`](crate::CallError::ConnectionLost) and is
+/// not sent again, so it reaches the node at most once; one marked
+/// [`repeatable`](crate::CallOptions::repeatable) is sent once more on the
+/// next connection, after the resubscriptions, and answered once. Calls
+/// made while disconnected wait in the session (bounded by `max_calls`)
+/// and go out on the next connection. A liveness request in flight is
+/// forgotten; the schedule starts over on the new connection.
 #[derive(Debug, Clone, Default)]
 pub struct JsonRpc {
     methods: Methods,
     limits: Limits,
-    /// Never reset, so ids stay unique for the life of the session.
+    /// The last id of our own requests: negative, counting down, never
+    /// reset, so they stay unique for the life of the session and apart
+    /// from calls, which go out under their positive [`CallId`].
     next_id: i64,
+    /// Calls in flight on this connection (by wire id). Bounded by the
+    /// session's `max_calls`.
+    calls: BTreeSet<i64>,
     /// Requests of ours on this connection awaiting their reply.
     pending: BTreeMap<i64, Pending>,
     /// Server subscription id (canonical JSON) -> key, on this connection.
@@ -190,6 +213,9 @@ struct Active {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec<'a> {
+    /// A call's method.
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     subscribe: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -265,13 +291,28 @@ impl JsonRpc {
         Ok(Payload::text(spec.to_string()))
     }
 
+    /// The request for a call: `method(params)`, params a JSON array or
+    /// object (`"[]"` for none). Give it to `Handle::call` (or
+    /// [`Session::handle_call`](crate::Session::handle_call)); the reply's
+    /// `result` is the call's payload, an error reply its
+    /// [`CallError::Rejected`](crate::CallError::Rejected) with the signed
+    /// code.
+    ///
+    /// # Errors
+    /// [`codec::DecodeError`] when `params` is not one JSON array or object.
+    pub fn request(method: &str, params: &str) -> Result<Payload, codec::DecodeError> {
+        let json = structured(params)?;
+        let spec = serde_json::json!({ "method": method, "params": json.raw() });
+        Ok(Payload::text(spec.to_string()))
+    }
+
     fn next_id(&mut self) -> i64 {
-        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id = self.next_id.checked_sub(1).unwrap_or(-1);
         self.next_id
     }
 
     /// Writes request `method(params)` under a fresh id and returns it.
-    fn request(&mut self, method: &str, params: Option<Json<'_>>, out: &mut Output) -> i64 {
+    fn send_own(&mut self, method: &str, params: Option<Json<'_>>, out: &mut Output) -> i64 {
         let id = self.next_id();
         let message = Message::Request {
             id: Id::Number(id),
@@ -292,6 +333,35 @@ impl JsonRpc {
             if self.answers_probe(id, out) {
                 return Ok(());
             }
+        }
+        match message {
+            Message::Result {
+                id: Id::Number(n),
+                result,
+            } if n > 0 => {
+                // Not in flight: the session gave up on it; dropped.
+                if self.calls.remove(&n) {
+                    out.fact(Inbound::Replied {
+                        call: CallId::from_raw(n.unsigned_abs()),
+                        result: Payload::text(result.get()),
+                    });
+                }
+                return Ok(());
+            }
+            Message::Error {
+                id: Id::Number(n),
+                error,
+            } if n > 0 => {
+                if self.calls.remove(&n) {
+                    out.fact(Inbound::CallRejected {
+                        call: CallId::from_raw(n.unsigned_abs()),
+                        code: error.code,
+                        message: Text::from(error.message.as_ref()),
+                    });
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         match message {
             Message::Notification { method, params } => {
@@ -338,11 +408,11 @@ impl JsonRpc {
                     }
                     Some(Pending::Abandoned { unsubscribe }) => {
                         let params = format!("[{}]", result.get());
-                        let id = self.request(&unsubscribe, Json::parse(&params).ok(), out);
+                        let id = self.send_own(&unsubscribe, Json::parse(&params).ok(), out);
                         self.pending.insert(id, Pending::Unsubscribe);
                     }
                     Some(Pending::Unsubscribe) => {}
-                    None => out.fact(Inbound::data(Payload::text(whole))),
+                    None => self.not_ours(&id, whole, out),
                 }
                 Ok(())
             }
@@ -363,10 +433,18 @@ impl JsonRpc {
                         code: error.code,
                         reason: Text::from(error.message.as_ref()),
                     }),
-                    None => out.fact(Inbound::data(Payload::text(whole))),
+                    None => self.not_ours(&id, whole, out),
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A reply to no request of ours on this connection: the application's
+    /// own (string ids) reaches it whole; a numeric one is late, dropped.
+    fn not_ours(&self, id: &Id<'_>, whole: &str, out: &mut Output) {
+        if matches!(id, Id::String(_)) {
+            out.fact(Inbound::data(Payload::text(whole)));
         }
     }
 
@@ -446,6 +524,16 @@ fn sub_id(raw: &RawValue) -> Option<(String, String)> {
     }
 }
 
+/// A call's method and params, or `None` when `request` is not one
+/// [`JsonRpc::request`] builds.
+fn parse_request(request: &Payload) -> Option<(Cow<'_, str>, Json<'_>)> {
+    let spec: Spec<'_> = serde_json::from_str(request.as_text()?).ok()?;
+    let params = Json::new(spec.params?);
+    (params.is_structured() && spec.unsubscribe.is_none())
+        .then_some(())
+        .and(spec.method.map(|m| (m, params)))
+}
+
 /// The subscribe request's method, params and unsubscribe method for
 /// `spec`, or `None` when it is not a spec [`JsonRpc::subscription`] builds.
 fn parse_spec<'s>(
@@ -454,6 +542,9 @@ fn parse_spec<'s>(
 ) -> Option<(Cow<'s, str>, Json<'s>, String)> {
     let text = spec.as_text()?;
     let spec: Spec<'_> = serde_json::from_str(text).ok()?;
+    if spec.method.is_some() {
+        return None;
+    }
     let params = Json::new(spec.params?);
     if !params.is_structured() {
         return None;
@@ -473,12 +564,13 @@ impl Protocol for JsonRpc {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default().with_subscriptions()
+        Capabilities::default().with_subscriptions().with_calls()
     }
 
     fn on_open(&mut self, cx: &OpenContext<'_>, out: &mut Output) -> Handshake {
         self.pending.clear();
         self.active.clear();
+        self.calls.clear();
         self.probe = Probe {
             next: self.liveness.as_ref().map(|l| cx.now + l.every),
             waiting: None,
@@ -503,7 +595,7 @@ impl Protocol for JsonRpc {
             // One request at a time: a slow reply postpones the next.
             Some(next) if cx.now >= next && self.probe.waiting.is_none() => {
                 let params = Json::parse("[]").ok();
-                let id = self.request(&liveness.method, params, out);
+                let id = self.send_own(&liveness.method, params, out);
                 self.probe.waiting = Some((id, cx.now + liveness.deadline));
                 self.probe.next = Some(cx.now + liveness.every);
             }
@@ -549,6 +641,38 @@ impl Protocol for JsonRpc {
         }
     }
 
+    fn check_call(&self, request: &Payload) -> Result<(), SendError> {
+        match parse_request(request) {
+            Some(_) => Ok(()),
+            None => Err(SendError::Invalid {
+                protocol: NAME,
+                reason: "the request is not a call (see JsonRpc::request)".to_owned(),
+            }),
+        }
+    }
+
+    fn call(&mut self, id: CallId, request: &Payload, out: &mut Output) {
+        // Checked when the application called; one that fails here is never
+        // sent, and the session's timeout ends it.
+        let (Some((method, params)), Ok(wire)) = (parse_request(request), i64::try_from(id.get()))
+        else {
+            return;
+        };
+        let message = Message::Request {
+            id: Id::Number(wire),
+            method,
+            params: Some(params),
+        };
+        out.send(Frame::Text(Text::from(message.encode())));
+        self.calls.insert(wire);
+    }
+
+    fn forget_call(&mut self, id: CallId) {
+        if let Ok(wire) = i64::try_from(id.get()) {
+            self.calls.remove(&wire);
+        }
+    }
+
     fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output) {
         out.send_payload(msg.payload);
     }
@@ -559,7 +683,7 @@ impl Protocol for JsonRpc {
         let Some((method, params, unsubscribe)) = parse_spec(spec, &self.methods) else {
             return;
         };
-        let id = self.request(&method, Some(params), out);
+        let id = self.send_own(&method, Some(params), out);
         self.pending.insert(
             id,
             Pending::Subscribe {
@@ -599,13 +723,14 @@ impl Protocol for JsonRpc {
         };
         let params = format!("[{}]", active.raw_id);
         let params = Json::parse(&params).ok();
-        let id = self.request(&active.unsubscribe, params, out);
+        let id = self.send_own(&active.unsubscribe, params, out);
         self.pending.insert(id, Pending::Unsubscribe);
     }
 
     fn on_closed(&mut self) {
         self.pending.clear();
         self.active.clear();
+        self.calls.clear();
         self.probe = Probe::default();
     }
 }
@@ -664,10 +789,10 @@ mod tests {
         p.subscribe(&Text::from("heads"), &spec(r#"["newHeads"]"#), &mut out);
         assert_eq!(
             sent(&mut out),
-            [r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#]
+            [r#"{"jsonrpc":"2.0","id":-1,"method":"eth_subscribe","params":["newHeads"]}"#]
         );
         assert_eq!(
-            ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":"0xa"}"#),
+            ok(&mut p, r#"{"jsonrpc":"2.0","id":-1,"result":"0xa"}"#),
             [Inbound::Subscribed {
                 key: Text::from("heads"),
                 server_id: Some(Text::from("0xa")),
@@ -697,12 +822,12 @@ mod tests {
         p.subscribe(&Text::from("heads"), &spec(r#"["newHeads"]"#), &mut out);
         assert_eq!(
             sent(&mut out),
-            [r#"{"jsonrpc":"2.0","id":2,"method":"eth_subscribe","params":["newHeads"]}"#],
+            [r#"{"jsonrpc":"2.0","id":-2,"method":"eth_subscribe","params":["newHeads"]}"#],
             "ids are never reused"
         );
         let key = Text::from("heads");
         assert_eq!(
-            ok(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":"0xb"}"#),
+            ok(&mut p, r#"{"jsonrpc":"2.0","id":-2,"result":"0xb"}"#),
             [
                 Inbound::Subscribed {
                     key: key.clone(),
@@ -722,7 +847,7 @@ mod tests {
         p.subscribe(&Text::from("bad"), &spec(r#"["nonsense"]"#), &mut out);
         let f = ok(
             &mut p,
-            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown variant `nonsense`"}}"#,
+            r#"{"jsonrpc":"2.0","id":-1,"error":{"code":-32602,"message":"unknown variant `nonsense`"}}"#,
         );
         assert!(
             matches!(&f[..], [Inbound::SubscribeFailed { key, code: -32602, reason }]
@@ -738,14 +863,14 @@ mod tests {
         p.unsubscribe(&Text::from("heads"), &spec("[]"), None, &mut out);
         assert_eq!(
             sent(&mut out),
-            [r#"{"jsonrpc":"2.0","id":2,"method":"eth_unsubscribe","params":["0xa"]}"#]
+            [r#"{"jsonrpc":"2.0","id":-2,"method":"eth_unsubscribe","params":["0xa"]}"#]
         );
         assert_eq!(ok(&mut p, NOTE_A), []);
-        assert_eq!(ok(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":true}"#), []);
+        assert_eq!(ok(&mut p, r#"{"jsonrpc":"2.0","id":-2,"result":true}"#), []);
         // Subscribed anew, it is a first confirmation, not a resubscription.
         p.subscribe(&Text::from("heads"), &spec(r#"["newHeads"]"#), &mut out);
         assert_eq!(
-            ok(&mut p, r#"{"jsonrpc":"2.0","id":3,"result":"0xc"}"#).len(),
+            ok(&mut p, r#"{"jsonrpc":"2.0","id":-3,"result":"0xc"}"#).len(),
             1
         );
     }
@@ -760,14 +885,14 @@ mod tests {
         assert_eq!(sent(&mut out).len(), 1, "nothing to end yet");
         frame(
             &mut p,
-            r#"{"jsonrpc":"2.0","id":1,"result":"0xa"}"#,
+            r#"{"jsonrpc":"2.0","id":-1,"result":"0xa"}"#,
             &mut out,
         )
         .unwrap();
         assert_eq!(facts(&mut out), []);
         assert_eq!(
             sent(&mut out),
-            [r#"{"jsonrpc":"2.0","id":2,"method":"eth_unsubscribe","params":["0xa"]}"#]
+            [r#"{"jsonrpc":"2.0","id":-2,"method":"eth_unsubscribe","params":["0xa"]}"#]
         );
         assert_eq!(ok(&mut p, NOTE_A), []);
     }
@@ -787,15 +912,15 @@ mod tests {
         p.subscribe(&key, &spec, &mut out);
         assert_eq!(
             sent(&mut out),
-            [r#"{"jsonrpc":"2.0","id":1,"method":"chain_subscribeNewHeads","params":[]}"#]
+            [r#"{"jsonrpc":"2.0","id":-1,"method":"chain_subscribeNewHeads","params":[]}"#]
         );
-        ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":42}"#);
+        ok(&mut p, r#"{"jsonrpc":"2.0","id":-1,"result":42}"#);
         let note = r#"{"jsonrpc":"2.0","method":"chain_newHead","params":{"subscription":42,"result":{"number":"0x5"}}}"#;
         assert_eq!(ok(&mut p, note), [data("heads", r#"{"number":"0x5"}"#)]);
         p.unsubscribe(&key, &spec, None, &mut out);
         assert_eq!(
             sent(&mut out),
-            [r#"{"jsonrpc":"2.0","id":2,"method":"chain_unsubscribeNewHeads","params":[42]}"#]
+            [r#"{"jsonrpc":"2.0","id":-2,"method":"chain_unsubscribeNewHeads","params":[42]}"#]
         );
     }
 
@@ -806,9 +931,9 @@ mod tests {
         p.subscribe(&Text::from("k"), &spec(r#"{"topic":"x"}"#), &mut out);
         assert_eq!(
             sent(&mut out),
-            [r#"{"jsonrpc":"2.0","id":1,"method":"sub","params":{"topic":"x"}}"#]
+            [r#"{"jsonrpc":"2.0","id":-1,"method":"sub","params":{"topic":"x"}}"#]
         );
-        ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":"s"}"#);
+        ok(&mut p, r#"{"jsonrpc":"2.0","id":-1,"result":"s"}"#);
         let bare = r#"{"jsonrpc":"2.0","method":"note","params":["s"]}"#;
         assert!(frame(&mut p, bare, &mut Output::default()).is_err());
     }
@@ -841,7 +966,7 @@ mod tests {
         assert!(p.on_frame(binary, &cx, &mut out).is_err());
         for bad in [
             "not json",
-            r#"{"id":1,"result":1}"#,
+            r#"{"id":-1,"result":1}"#,
             "[]",
             r#"{"jsonrpc":"2.0","method":"eth_subscription"}"#,
             r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0xa"}}"#,
@@ -853,7 +978,7 @@ mod tests {
         // A subscription id that is not a string or a number.
         let mut out = Output::default();
         p.subscribe(&Text::from("x"), &spec("[]"), &mut out);
-        assert!(frame(&mut p, r#"{"jsonrpc":"2.0","id":2,"result":{}}"#, &mut out).is_err());
+        assert!(frame(&mut p, r#"{"jsonrpc":"2.0","id":-2,"result":{}}"#, &mut out).is_err());
     }
 
     #[test]
@@ -862,10 +987,98 @@ mod tests {
         for other in [
             r#"{"jsonrpc":"2.0","method":"node_event","params":[1]}"#,
             r#"{"jsonrpc":"2.0","id":"app-1","result":"0x10"}"#,
-            r#"{"jsonrpc":"2.0","id":77,"error":{"code":-1,"message":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":"app-2","error":{"code":-1,"message":"x"}}"#,
         ] {
             assert_eq!(ok(&mut p, other), [Inbound::data(Payload::text(other))]);
         }
+        // Numeric ids are ours: one we do not hold is late, and dropped.
+        for late in [
+            r#"{"jsonrpc":"2.0","id":77,"result":"0x10"}"#,
+            r#"{"jsonrpc":"2.0","id":-77,"error":{"code":-1,"message":"x"}}"#,
+        ] {
+            assert_eq!(ok(&mut p, late), [], "{late}");
+        }
+    }
+
+    fn request(method: &str, params: &str) -> Payload {
+        JsonRpc::request(method, params).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn calls_go_out_under_their_call_id_apart_from_our_own_requests() {
+        let mut p = subscribed();
+        assert!(p.capabilities().calls);
+        let mut out = Output::default();
+        let req = request("eth_blockNumber", "[]");
+        assert_eq!(p.check_call(&req), Ok(()));
+        p.call(CallId::from_raw(1), &req, &mut out);
+        p.call(
+            CallId::from_raw(2),
+            &request("eth_call", r#"[{"to":"0x1"},"latest"]"#),
+            &mut out,
+        );
+        assert_eq!(
+            sent(&mut out),
+            [
+                r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#,
+                r#"{"jsonrpc":"2.0","id":2,"method":"eth_call","params":[{"to":"0x1"},"latest"]}"#,
+            ]
+        );
+        assert_eq!(
+            ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":"0x1b4"}"#),
+            [Inbound::Replied {
+                call: CallId::from_raw(1),
+                result: Payload::text(r#""0x1b4""#)
+            }]
+        );
+        assert_eq!(
+            ok(
+                &mut p,
+                r#"{"jsonrpc":"2.0","id":2,"error":{"code":3,"message":"execution reverted"}}"#
+            ),
+            [Inbound::CallRejected {
+                call: CallId::from_raw(2),
+                code: 3,
+                message: Text::from("execution reverted")
+            }]
+        );
+        assert_eq!(
+            ok(&mut p, r#"{"jsonrpc":"2.0","id":1,"result":"0x1b4"}"#),
+            [],
+            "answered once"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_call_or_one_from_a_dropped_link_is_not_answered() {
+        let mut p = JsonRpc::new();
+        let mut out = Output::default();
+        p.call(CallId::from_raw(5), &request("eth_chainId", "[]"), &mut out);
+        p.forget_call(CallId::from_raw(5));
+        assert_eq!(ok(&mut p, r#"{"jsonrpc":"2.0","id":5,"result":"0x1"}"#), []);
+        p.call(CallId::from_raw(6), &request("eth_chainId", "[]"), &mut out);
+        p.on_closed();
+        assert_eq!(ok(&mut p, r#"{"jsonrpc":"2.0","id":6,"result":"0x1"}"#), []);
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let p = JsonRpc::new();
+        for bad in [
+            "",
+            "[]",
+            r#"{"method":"m"}"#,
+            r#"{"method":"m","params":1}"#,
+            r#"{"params":[]}"#,
+            r#"{"method":"m","params":[],"extra":1}"#,
+        ] {
+            assert!(p.check_call(&Payload::text(bad)).is_err(), "{bad}");
+        }
+        assert!(JsonRpc::request("m", "1").is_err());
+        // A call request is no subscription spec, and the other way round.
+        let key = Text::from("k");
+        assert!(p.check_subscription(&key, &request("m", "[]")).is_err());
+        assert!(p.check_call(&spec("[]")).is_err());
     }
 
     #[test]
@@ -938,7 +1151,7 @@ mod tests {
         timer(&mut p, t0 + S(15), &mut out).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(
             sent(&mut out),
-            [r#"{"jsonrpc":"2.0","id":2,"method":"eth_chainId","params":[]}"#]
+            [r#"{"jsonrpc":"2.0","id":-2,"method":"eth_chainId","params":[]}"#]
         );
         assert_eq!(
             out.take_wake(),
@@ -948,7 +1161,7 @@ mod tests {
         // Any reply, an error too, is proof of life.
         frame(
             &mut p,
-            r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"no"}}"#,
+            r#"{"jsonrpc":"2.0","id":-2,"error":{"code":-32601,"message":"no"}}"#,
             &mut out,
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -981,8 +1194,8 @@ mod tests {
         p.on_closed();
         let mut out = opened(&mut p, t0 + S(3));
         assert_eq!(out.take_wake(), Some(Some(t0 + S(4))));
-        let late = r#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#;
-        assert_eq!(ok(&mut p, late), [Inbound::data(Payload::text(late))]);
+        let late = r#"{"jsonrpc":"2.0","id":-1,"result":"0x1"}"#;
+        assert_eq!(ok(&mut p, late), [], "late, and dropped");
     }
 
     #[test]
