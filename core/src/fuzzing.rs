@@ -840,7 +840,8 @@ pub enum ProtocolKind {
     #[cfg(feature = "nats")]
     Nats,
     /// [`Prober`]: a protocol timer (a probe every second, its reply due
-    /// within 300 ms), answered, ignored or asked to fire at once.
+    /// within 300 ms), answered, ignored or asked to fire at once; calls,
+    /// answered, rejected or not.
     Timed,
 }
 
@@ -883,6 +884,8 @@ pub enum ProtocolStep {
     RetryNow,
     /// `handle_network_online`.
     NetworkOnline,
+    /// `handle_call`, repeatable or not, with a timeout of 0 to 2.55 s.
+    Call(bool, u8),
 }
 
 /// Arbitrary inputs into a session speaking any of the protocols.
@@ -992,9 +995,11 @@ fn vocabulary(kind: ProtocolKind, n: u8) -> Frame {
             6 => "-ERR 'Authorization Violation'\r\n".to_owned(),
             _ => format!("-ERR 'Permissions Violation for Subscription to \"c{key}\"'\r\n"),
         })),
-        ProtocolKind::Timed => text(match n % 3 {
+        ProtocolKind::Timed => text(match n % 5 {
             0 => "pong".to_owned(),
             1 => "wake-now".to_owned(),
+            2 => format!("reply {} r", n / 5 % 8),
+            3 => format!("reject {} -32602", n / 5 % 8),
             _ => format!("m{n}"),
         }),
     }
@@ -1063,6 +1068,8 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
     let (mut dial_pending, mut token_pending, mut open, mut closed) = (false, false, false, false);
     // Timed: when the unanswered probe went out.
     let mut probed_at: Option<Instant> = None;
+    // Calls taken and not yet ended, with their deadlines.
+    let mut calls = std::collections::BTreeMap::new();
     for step in &s.steps {
         match step {
             ProtocolStep::Connect => session.handle_connect(now),
@@ -1160,6 +1167,15 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
             ProtocolStep::Close => session.handle_close(now),
             ProtocolStep::RetryNow => session.handle_retry_now(now),
             ProtocolStep::NetworkOnline => session.handle_network_online(now),
+            ProtocolStep::Call(repeatable, tenths) => {
+                let options = crate::CallOptions::new()
+                    .repeatable(*repeatable)
+                    .timeout(Duration::from_millis(u64::from(*tenths) * 10));
+                if let Ok(id) = session.handle_call(now, Payload::text("q"), options) {
+                    let by = now + Duration::from_millis(u64::from(*tenths) * 10);
+                    assert!(calls.insert(id, by).is_none(), "a call id given twice");
+                }
+            }
             _ => {}
         }
         while let Some(action) = session.poll_action() {
@@ -1194,12 +1210,27 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
         }
         while let Some(event) = session.poll_event() {
             assert!(!closed, "an event after Closed: {event:?}");
-            if let Event::Closed { .. } = event {
-                closed = true;
+            match event {
+                Event::CallDone { id, .. } => {
+                    assert!(
+                        calls.remove(&id).is_some(),
+                        "call {id} ended twice or never made"
+                    );
+                }
+                Event::Closed { .. } => {
+                    assert!(calls.is_empty(), "calls {calls:?} outlived the session");
+                    closed = true;
+                }
+                _ => {}
             }
         }
         if closed {
             assert_eq!(session.state(), State::Closed);
+        }
+        if matches!(step, ProtocolStep::Advance(_)) {
+            // Every call ends by its timeout, whatever the link did.
+            let late: Vec<_> = calls.iter().filter(|(_, by)| **by <= now).collect();
+            assert!(late.is_empty(), "calls past their timeout: {late:?}");
         }
     }
 }

@@ -7,10 +7,14 @@
 //! server said, and no dial may follow the failure before it sooner than
 //! that lower bound (or, after `retry_now`, than the server's own wait).
 //!
-//! The session speaks a protocol with a timer of its own (`Prober`: a probe
-//! every hour whatever the traffic, its reply due within a second): the
-//! probe goes out when the timer table says, an answer keeps the link, and
-//! silence past the deadline is a lost link like any other.
+//! The session speaks a protocol with a timer of its own and calls
+//! (`Prober`: a probe every ten minutes whatever the traffic, its reply due
+//! within a second): the probe goes out when the timer table says, an
+//! answer keeps the link, and silence past the deadline is a lost link like
+//! any other. Calls made in any state end exactly as the model says, in
+//! order: a reply, `ConnectionLost` for a call in flight at a drop (a
+//! repeatable one only at its second), `Closed` for the rest when the
+//! session ends.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -21,14 +25,34 @@ use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 use redial_core::fuzzing::Prober;
 use redial_core::{
-    Action, Backoff, CloseFrame, Config, DialFailure, Event, Frame, Session, State, TerminalReason,
-    Text,
+    Action, Backoff, CallError, CallOptions, CloseFrame, Config, DialFailure, Event, Frame,
+    Payload, Session, State, TerminalReason, Text,
 };
 
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Far beyond any other step's time, so only `ProbeDue` reaches it.
-const PROBE_EVERY: Duration = Duration::from_secs(3600);
+const PROBE_EVERY: Duration = Duration::from_secs(600);
+/// Beyond the longest run (60 steps of at most `PROBE_EVERY`): no call
+/// times out here.
+const CALL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Replied,
+    Lost,
+    Closed,
+}
+
+/// A call the model keeps.
+#[derive(Debug, Clone)]
+struct Call {
+    id: u64,
+    repeatable: bool,
+    in_flight: bool,
+    sends: u8,
+}
 const PROBE_DEADLINE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +97,11 @@ struct Model {
     gap_min: Duration,
     /// The protocol's probe is out and unanswered.
     probing: bool,
+    /// Calls waiting or in flight, in id order.
+    calls: Vec<Call>,
+    next_call: u64,
+    /// Every call's end so far, in order.
+    ended: Vec<(u64, End)>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +119,10 @@ enum Transition {
     ProbeAnswered,
     /// The probe's deadline passes in silence.
     ProbeUnanswered,
+    /// The application calls (repeatable or not).
+    Call(bool),
+    /// The server answers call number `n`.
+    Reply(u64),
     BackoffElapsed,
     RetryNow,
     NetworkOnline,
@@ -143,6 +176,9 @@ impl ReferenceStateMachine for Ref {
                 server_min: Duration::ZERO,
                 gap_min: Duration::ZERO,
                 probing: false,
+                calls: Vec::new(),
+                next_call: 1,
+                ended: Vec::new(),
             })
             .boxed()
     }
@@ -172,7 +208,8 @@ impl ReferenceStateMachine for Ref {
             Just(503),
             Just(404)
         ];
-        match m.phase {
+        let in_flight = m.calls.iter().find(|c| c.in_flight).map(|c| c.id);
+        let base = match m.phase {
             Phase::Idle => prop_oneof![Just(Transition::Connect), Just(Transition::UserClose)].boxed(),
             Phase::Dialing => prop_oneof![
                 4 => Just(Transition::DialOk),
@@ -206,6 +243,16 @@ impl ReferenceStateMachine for Ref {
             ]
             .boxed(),
             Phase::Closed => Just(Transition::UserClose).boxed(),
+        };
+        match (m.phase, in_flight) {
+            (Phase::Closed, _) => base,
+            (_, Some(id)) => prop_oneof![
+                6 => base,
+                1 => any::<bool>().prop_map(Transition::Call),
+                2 => Just(Transition::Reply(id)),
+            ]
+            .boxed(),
+            _ => prop_oneof![6 => base, 1 => any::<bool>().prop_map(Transition::Call)].boxed(),
         }
     }
 
@@ -213,7 +260,14 @@ impl ReferenceStateMachine for Ref {
         let terminal = |m: &mut Model, r| {
             m.phase = Phase::Closed;
             m.reason = Some(r);
+            m.close_calls();
         };
+        // The transport goes, for good or not: calls in flight end first.
+        if m.phase == Phase::Connected
+            && matches!(t, Transition::Drop(_) | Transition::ProbeUnanswered)
+        {
+            m.lose_calls();
+        }
         match (m.phase, t) {
             (Phase::Closed, _) => {}
             (_, Transition::UserClose) => terminal(&mut m, TerminalReason::ClosedByUser),
@@ -223,6 +277,23 @@ impl ReferenceStateMachine for Ref {
                 m.ever_connected = true;
                 m.stable = false;
                 m.probing = false;
+                m.send_calls();
+            }
+            (_, Transition::Call(repeatable)) => {
+                m.calls.push(Call {
+                    id: m.next_call,
+                    repeatable: *repeatable,
+                    in_flight: false,
+                    sends: 0,
+                });
+                m.next_call += 1;
+                if m.phase == Phase::Connected {
+                    m.send_calls();
+                }
+            }
+            (Phase::Connected, Transition::Reply(id)) => {
+                m.calls.retain(|c| c.id != *id);
+                m.ended.push((*id, End::Replied));
             }
             (Phase::Dialing, Transition::DialIo | Transition::ConnectTimeout) => m.fail(None),
             (Phase::Dialing, Transition::DialHttp(status, ra)) => match status {
@@ -304,6 +375,11 @@ impl ReferenceStateMachine for Ref {
             (Phase::Connected, Transition::ProbeAnswered | Transition::ProbeUnanswered) => {
                 m.probing
             }
+            (Phase::Closed, Transition::Call(_)) => false,
+            (_, Transition::Call(_)) => true,
+            (Phase::Connected, Transition::Reply(id)) => {
+                m.calls.iter().any(|c| c.id == *id && c.in_flight)
+            }
             _ => false,
         }
     }
@@ -326,11 +402,45 @@ impl Model {
         self.fail(floor.map(|f| Expect::Floor(f, 0)));
     }
 
+    /// Every waiting call goes out on the new transport.
+    fn send_calls(&mut self) {
+        for c in self.calls.iter_mut().filter(|c| !c.in_flight) {
+            c.in_flight = true;
+            c.sends += 1;
+        }
+    }
+
+    /// The transport went: a call in flight fails, unless repeatable and
+    /// sent once, which then waits.
+    fn lose_calls(&mut self) {
+        let mut ended = Vec::new();
+        self.calls.retain_mut(|c| {
+            if !c.in_flight {
+                return true;
+            }
+            c.in_flight = false;
+            let again = c.repeatable && c.sends < 2;
+            if !again {
+                ended.push((c.id, End::Lost));
+            }
+            again
+        });
+        self.ended.extend(ended);
+    }
+
+    /// The session ended: every call left ends with it.
+    fn close_calls(&mut self) {
+        for c in self.calls.drain(..) {
+            self.ended.push((c.id, End::Closed));
+        }
+    }
+
     /// One more failure: back off, or give up when the attempts are spent.
     fn fail(&mut self, expect: Option<Expect>) {
         if self.max_attempts != 0 && self.attempts >= self.max_attempts {
             self.phase = Phase::Closed;
             self.reason = Some(TerminalReason::AttemptsExhausted);
+            self.close_calls();
             return;
         }
         self.attempts += 1;
@@ -387,6 +497,8 @@ struct Sut {
     gap: Option<Duration>,
     /// Probes the protocol sent.
     probes: u32,
+    /// Every call's end so far, in order.
+    ended: Vec<(u64, End)>,
 }
 
 impl Sut {
@@ -413,6 +525,16 @@ impl Sut {
                     assert!(self.closed.is_none(), "closed twice");
                     self.closed = Some(reason);
                 }
+                Event::CallDone { id, result } => {
+                    assert!(self.closed.is_none(), "a call ended after Closed");
+                    let end = match result {
+                        Ok(_) => End::Replied,
+                        Err(CallError::ConnectionLost) => End::Lost,
+                        Err(CallError::Closed) => End::Closed,
+                        Err(other) => panic!("call {id}: {other:?}"),
+                    };
+                    self.ended.push((id.get(), end));
+                }
                 _ => {}
             }
         }
@@ -433,6 +555,7 @@ impl StateMachineTest for SessionTest {
             .ping_interval(None)
             .stable_after(STABLE_AFTER)
             .connect_timeout(CONNECT_TIMEOUT)
+            .call_timeout(CALL_TIMEOUT)
             .build()
             .unwrap();
         let now = Instant::now();
@@ -445,6 +568,7 @@ impl StateMachineTest for SessionTest {
             failed_at: now,
             gap: None,
             probes: 0,
+            ended: Vec::new(),
         }
     }
 
@@ -500,6 +624,13 @@ impl StateMachineTest for SessionTest {
             Transition::ProbeUnanswered => {
                 sut.now += PROBE_DEADLINE;
                 s.handle_timeout(sut.now);
+            }
+            Transition::Call(repeatable) => {
+                let options = CallOptions::new().repeatable(repeatable);
+                s.handle_call(now, Payload::text("q"), options).unwrap();
+            }
+            Transition::Reply(id) => {
+                s.handle_frame(now, Frame::Text(Text::from(format!("reply {id} r"))))
             }
             Transition::RetryNow => s.handle_retry_now(now),
             Transition::NetworkOnline => s.handle_network_online(now),
@@ -558,6 +689,11 @@ impl StateMachineTest for SessionTest {
             sut.closed, m.reason,
             "terminal reason differs from the model"
         );
+        assert_eq!(
+            sut.ended, m.ended,
+            "calls ended otherwise than the model says"
+        );
+        assert_eq!(sut.session.calls(), m.calls.len(), "calls kept");
         if m.phase != Phase::Closed {
             assert_eq!(
                 sut.session.attempts(),
