@@ -4,9 +4,10 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redial_core::protocol::json_rpc::Liveness;
 use redial_core::{
-    AuthToken, Backoff, Config, ConfigError, Event, GraphqlWs, Nats, Payload, Raw, SendError,
-    TerminalReason, Text, Wire,
+    AuthToken, Backoff, Config, ConfigError, Event, GraphqlWs, JsonRpc, Nats, Payload, Raw,
+    SendError, TerminalReason, Text, Wire,
 };
 use redial_tokio::tls::certificates_from_pem;
 use redial_tokio::tls::rustls::pki_types::CertificateDer;
@@ -126,9 +127,10 @@ fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
             )));
         }
     }
-    use ProtocolArg::{GraphqlWs as Gql, Nats as N, Raw as R, Wire as W};
-    let allowed: [(&str, bool, &[ProtocolArg]); 6] = [
-        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N]),
+    use ProtocolArg::{GraphqlWs as Gql, JsonRpc as J, Nats as N, Raw as R, Wire as W};
+    let allowed: [(&str, bool, &[ProtocolArg]); 7] = [
+        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N, J]),
+        ("--liveness-call", a.liveness_call.is_some(), &[J]),
         ("--channel", a.channel.is_some(), &[W, N]),
         ("--name", a.name.is_some(), &[W]),
         ("--init-payload", a.init_payload.is_some(), &[Gql]),
@@ -210,6 +212,17 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             builder.protocol(gql)
         }
         ProtocolArg::Nats => builder.protocol(Nats::new()),
+        ProtocolArg::JsonRpc => {
+            let mut rpc = JsonRpc::new();
+            if let Some(method) = &a.liveness_call {
+                rpc = rpc.liveness(Liveness::new(
+                    method.clone(),
+                    Duration::from_millis(a.liveness_every_ms),
+                    Duration::from_millis(a.liveness_deadline_ms),
+                ));
+            }
+            builder.protocol(rpc)
+        }
     };
     for (name, value) in &a.header {
         builder = builder.header(name.as_str(), value.as_str());
@@ -237,11 +250,19 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
     let mut signals = Signals::listen()?;
     let (handle, events) = builder.connect().map_err(build_error)?;
     // Read events from the start: the driver waits while they pile up.
-    let mut printer = tokio::spawn(print_events(events, reporter.clone()));
+    let keyed = a.protocol == ProtocolArg::JsonRpc;
+    let mut printer = tokio::spawn(print_events(events, reporter.clone(), keyed));
     // Recorded now, sent once connected and renewed after reconnects.
     for (i, sub) in a.subscribe.iter().enumerate() {
         let result = match a.protocol {
             ProtocolArg::GraphqlWs => match GraphqlWs::subscription(sub, None) {
+                Ok(spec) => handle.subscribe_with(format!("{}", i + 1), spec).await,
+                Err(e) => {
+                    reporter.warning(&format!("cannot subscribe with {sub:?}: {e}"));
+                    continue;
+                }
+            },
+            ProtocolArg::JsonRpc => match JsonRpc::subscription(sub) {
                 Ok(spec) => handle.subscribe_with(format!("{}", i + 1), spec).await,
                 Err(e) => {
                     reporter.warning(&format!("cannot subscribe with {sub:?}: {e}"));
@@ -299,17 +320,25 @@ fn join_error(e: tokio::task::JoinError) -> CliError {
     CliError::Failure(format!("event task failed: {e}"))
 }
 
-/// Prints messages on stdout and events on stderr until the session ends.
-async fn print_events(mut events: Events, reporter: Reporter) -> Option<Outcome> {
+/// Prints messages on stdout and events on stderr until the session ends;
+/// `keyed`: a message with a channel is printed as `CHANNEL<TAB>PAYLOAD`.
+async fn print_events(mut events: Events, reporter: Reporter, keyed: bool) -> Option<Outcome> {
     let mut outcome = None;
     let mut stdout_ok = true;
     while let Some(event) = events.recv().await {
         match &event {
-            Event::Message { payload, .. } => {
+            Event::Message {
+                payload, channel, ..
+            } => {
                 if stdout_ok {
                     let mut out = std::io::stdout().lock();
-                    let written = out
-                        .write_all(payload.bytes())
+                    let key = channel.as_ref().filter(|_| keyed);
+                    let written = key
+                        .map_or(Ok(()), |k| {
+                            out.write_all(k.as_bytes())
+                                .and_then(|()| out.write_all(b"\t"))
+                        })
+                        .and_then(|()| out.write_all(payload.bytes()))
                         .and_then(|()| out.write_all(b"\n"))
                         .and_then(|()| out.flush());
                     if let Err(e) = written {
