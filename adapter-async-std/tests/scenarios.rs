@@ -59,6 +59,7 @@ scenarios!(
     largest_frame_arrives,
     unsent_frames_survive_a_drop,
     endpoints_rotate_to_a_live_node,
+    calls_across_a_drop,
 );
 
 #[test]

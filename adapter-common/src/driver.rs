@@ -218,7 +218,10 @@ impl<R: Runtime> Drop for Inner<R> {
         // However the task ends (even dropped with its runtime), handles
         // waiting in `close` or `send` must not wait forever, and later
         // sends are answered `Closed`.
-        self.shared.core().driver_gone = true;
+        let mut core = self.shared.core();
+        core.driver_gone = true;
+        core.abandon_calls();
+        drop(core);
         self.shared.set_state(State::Closed);
     }
 }
@@ -264,7 +267,9 @@ impl<R: Runtime> Inner<R> {
                     self.actions.push_back(action);
                 }
                 while let Some(event) = core.session.poll_event() {
-                    self.pending_events.push_back(event);
+                    if let Some(event) = core.route(event) {
+                        self.pending_events.push_back(event);
+                    }
                 }
                 core.session.state()
             };

@@ -1,5 +1,6 @@
 //! The application's side: a cloneable [`Handle`] and the [`Events`] stream.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,7 +9,12 @@ use std::time::Instant;
 
 use futures_channel::oneshot;
 use futures_core::Stream;
-use redial_core::{Event, Headers, Payload, SendError, Session, State, Text};
+use redial_core::{
+    CallError, CallId, CallOptions, Event, Headers, Payload, SendError, Session, State, Text,
+};
+
+/// Where the driver puts a call's end for the handle awaiting it.
+type CallReply = oneshot::Sender<Result<Payload, CallError>>;
 
 /// What a handle asks of the driver. Messages do not come this way: a
 /// handle hands them to the session itself (see [`Shared::offer`]).
@@ -52,6 +58,11 @@ pub(crate) struct Core {
     /// The driver task ended (or was dropped with its runtime): nobody
     /// will carry out what the session is handed, so nothing is taken.
     pub(crate) driver_gone: bool,
+    /// The handles awaiting calls, by id: the driver completes each from
+    /// its [`Event::CallDone`]. As many as the session keeps calls (the
+    /// config's `max_calls`); a caller that stopped waiting leaves its
+    /// entry until the call ends.
+    calls: BTreeMap<CallId, CallReply>,
     /// A handle called into the session since the driver last looked: its
     /// actions and events are the driver's to carry out.
     poked: bool,
@@ -60,6 +71,34 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Hands a call's end to the handle awaiting it; any other event is
+    /// given back, for the application.
+    pub(crate) fn route(&mut self, event: Event) -> Option<Event> {
+        match event {
+            Event::CallDone { id, result } => {
+                if let Some(reply) = self.calls.remove(&id) {
+                    // The caller may have stopped waiting: nothing to do.
+                    let _ = reply.send(result);
+                }
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// The driver is gone: every awaited call ends as closed (dropping
+    /// the senders tells the callers).
+    pub(crate) fn abandon_calls(&mut self) {
+        self.calls.clear();
+    }
+
+    /// Marks the session as handed something and wakes the driver (outside
+    /// the lock, by the caller, with the waker returned).
+    fn poke(&mut self) -> Option<Waker> {
+        self.poked = true;
+        self.driver.take()
+    }
+
     /// True when a handle poked since the last call; otherwise registers
     /// `waker` to be woken by the next poke. Checked and registered under
     /// the same lock, so no poke is missed.
@@ -102,6 +141,7 @@ impl Shared {
                 hand_limit,
                 refused: None,
                 driver_gone: false,
+                calls: BTreeMap::new(),
                 poked: false,
                 driver: None,
             }),
@@ -158,13 +198,35 @@ impl Shared {
             }
             Err(_) => {}
         }
-        core.poked = true;
-        let driver = core.driver.take();
+        let driver = core.poke();
         drop(core);
         if let Some(driver) = driver {
             driver.wake();
         }
         result
+    }
+
+    /// Hands a call to the session and wakes the driver to send it; the
+    /// receiver gets the call's end.
+    fn call(
+        &self,
+        request: Payload,
+        options: CallOptions,
+    ) -> Result<oneshot::Receiver<Result<Payload, CallError>>, SendError> {
+        let now = (self.clock)();
+        let mut core = self.core();
+        if core.driver_gone {
+            return Err(SendError::Closed);
+        }
+        let id = core.session.handle_call(now, request, options)?;
+        let (reply, end) = oneshot::channel();
+        core.calls.insert(id, reply);
+        let driver = core.poke();
+        drop(core);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Ok(end)
     }
 
     pub(crate) fn state(&self) -> State {
@@ -347,6 +409,31 @@ impl Handle {
         .await
     }
 
+    /// Calls the server with `request` (protocols with calls) and waits for
+    /// the reply, going the same way a send does: the session takes the call
+    /// at once (sent now when connected, else on the next connection after
+    /// the resubscriptions) and the driver hands back its end.
+    ///
+    /// What a drop means depends on `options`: a call in flight fails with
+    /// [`CallError::ConnectionLost`] (it may or may not have reached the
+    /// server) unless [`CallOptions::repeatable`], which is sent once more
+    /// on the next connection. The wait is bounded by the options' timeout
+    /// (default: the config's `call_timeout`, 30 s); calls waiting or in
+    /// flight are bounded by the config's `max_calls` (256). Dropping the
+    /// future stops the wait, not the call.
+    ///
+    /// # Errors
+    /// [`CallError::Refused`] when the session does not take the call
+    /// ([`SendError::Unsupported`] without calls, [`SendError::TooManyCalls`]
+    /// at the bound, [`SendError::Closing`], [`SendError::Closed`]);
+    /// [`CallError::Timeout`], [`CallError::Rejected`] with the server's
+    /// code and message, [`CallError::ConnectionLost`],
+    /// [`CallError::Closed`].
+    pub async fn call(&self, request: Payload, options: CallOptions) -> Result<Payload, CallError> {
+        let end = self.shared.call(request, options)?;
+        end.await.unwrap_or(Err(CallError::Closed))
+    }
+
     /// Cuts the client's own backoff short and dials now (the attempt count
     /// stays). A wait the server imposed (Retry-After, GOING_AWAY, a 4010
     /// floor) is kept: the dial then comes when that wait ends.
@@ -526,6 +613,39 @@ mod tests {
         assert_eq!(shared.core().session.queued(), 0);
         shared.core().socket_full = false;
         assert_eq!(offer(&shared, "a"), Ok(1));
+    }
+
+    #[test]
+    fn a_calls_end_reaches_its_caller_and_other_events_pass() {
+        let shared = shared(8);
+        let mut core = shared.core();
+        let (reply, mut end) = oneshot::channel();
+        let id = CallId::from_raw(7);
+        core.calls.insert(id, reply);
+        let done = Event::CallDone {
+            id,
+            result: Err(CallError::Timeout),
+        };
+        assert_eq!(core.route(done.clone()), None);
+        assert_eq!(end.try_recv(), Ok(Some(Err(CallError::Timeout))));
+        assert_eq!(core.route(done), None, "a caller already answered");
+        let other = Event::Acked { seq: 1 };
+        assert_eq!(core.route(other.clone()), Some(other));
+        // The driver goes: awaited calls end (as closed, for the handle).
+        let (reply, mut end) = oneshot::channel();
+        core.calls.insert(CallId::from_raw(8), reply);
+        core.abandon_calls();
+        assert!(end.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_protocol_without_calls_refuses_them_at_once() {
+        let shared = shared(8);
+        assert!(matches!(
+            shared.call(Payload::text("x"), CallOptions::new()),
+            Err(SendError::Unsupported { what: "calls", .. })
+        ));
+        assert!(shared.core().calls.is_empty());
     }
 
     #[test]

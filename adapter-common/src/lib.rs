@@ -27,6 +27,11 @@
 //!   `QueueFull` too, so nothing piles up between the session and the
 //!   socket. The driver writes every message handed over meanwhile and
 //!   flushes once at the end of its turn: one flush per batch.
+//! - [`Handle::call`] goes the same way as a send: it hands the call to the
+//!   session under the lock, wakes the driver and waits for the call's end,
+//!   which the driver passes back from the session's event. Calls waiting
+//!   or in flight are bounded by the config's `max_calls` (256 by default),
+//!   each by its timeout (`call_timeout`, 30 s by default).
 //! - Other commands (subscribe, close, ...) travel over a bounded channel.
 //! - [`Events`] is a bounded stream. With a slow consumer the driver waits
 //!   for room before it does anything else: it stops reading the socket, so

@@ -102,6 +102,11 @@ async fn unsent_frames_survive_a_drop() {
 }
 
 #[tokio::test]
+async fn calls_across_a_drop() {
+    testing::calls_across_a_drop(builder).await;
+}
+
+#[tokio::test]
 async fn endpoints_rotate_to_a_live_node() {
     testing::endpoints_rotate_to_a_live_node(builder).await;
 }

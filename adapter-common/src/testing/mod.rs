@@ -9,6 +9,7 @@
 // is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod calls;
 mod endpoints;
 mod limits_and_trust;
 mod scenarios;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use redial_core::{Backoff, ConfigBuilder, Event};
 
+pub use calls::*;
 pub use endpoints::*;
 pub use limits_and_trust::*;
 pub use scenarios::*;

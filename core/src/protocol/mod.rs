@@ -17,6 +17,14 @@
 //! facts in [`on_frame`](Protocol::on_frame). Everything else has a
 //! default.
 //!
+//! Two more things a protocol can do (see [`Protocol`]'s "Time" section):
+//! keep a timer of its own ([`Output::wake_at`], called back in
+//! [`on_timer`](Protocol::on_timer), from which it may declare the link
+//! dead with [`LinkDead`]), and carry the application's calls
+//! ([`Capabilities::calls`]: [`call`](Protocol::call) sends one under the
+//! session's [`CallId`], [`Inbound::Replied`] and [`Inbound::CallRejected`]
+//! end it). Each protocol states its own [`InputLimits`].
+//!
 //! The hard part of a pubsub protocol is usually the server's ids: the
 //! application subscribes under a key of its own, the server answers with
 //! an id it picked, and that id changes on every connection. Below is the

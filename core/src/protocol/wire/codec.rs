@@ -1271,7 +1271,7 @@ mod tests {
 
     #[test]
     fn protocol_md_examples_match_the_codec() {
-        let examples = md_examples(include_str!("../../../../PROTOCOL.md"));
+        let examples = md_examples(include_str!("../../../PROTOCOL.md"));
         let mut names = std::collections::HashSet::new();
         let mut kinds = std::collections::HashSet::new();
         for (name, bytes) in &examples {
