@@ -1,7 +1,9 @@
 //! JsonRpc against a real Ethereum node (anvil, mining a block a second),
 //! on tokio, async-std and smol: subscriptions under a stable key across
-//! node restarts, a refused subscription that stays refused, and a deaf
-//! or silent link (a fault proxy in front of the node) found by the
+//! node restarts, calls across restarts (a repeatable one in flight at the
+//! kill answered once, another failing with ConnectionLost and reaching the
+//! node at most once), a refused subscription that stays refused, and a
+//! deaf or silent link (a fault proxy in front of the node) found by the
 //! liveness call.
 //!
 //! Without anvil (`npm ci` in tests/anvil) the scenarios skip with a
@@ -16,10 +18,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{fast_config, ms, Client, ProxyThread};
+use common::{fast_config, ms, within, Client, ProxyThread, WAIT};
+use futures_util::future::join;
 use redial_core::json_rpc::error_code;
 use redial_core::protocol::json_rpc::Liveness;
-use redial_core::{Event, JsonRpc, Text};
+use redial_core::{CallError, CallOptions, Event, JsonRpc, Payload, Text};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::ProxyHandle;
 use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
@@ -145,6 +148,125 @@ async fn a_refused_subscription_fails_once_and_is_never_sent_again<R: Runtime>(
     c.close().await;
 }
 
+fn block_number() -> Payload {
+    JsonRpc::request("eth_blockNumber", "[]").unwrap()
+}
+
+/// The reply's hex quantity as a number.
+fn quantity(reply: &Payload) -> u64 {
+    let text: String = serde_json::from_str(reply.as_text().unwrap()).unwrap();
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
+}
+
+async fn block_number_calls_are_answered_across_restarts<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    let Some(mut node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
+        return;
+    };
+    let c = client(&node, make);
+    let repeatable = CallOptions::new().repeatable(true);
+    for _ in 0..2 {
+        let reply = c.handle.call(block_number(), repeatable).await.unwrap();
+        quantity(&reply);
+        node.kill();
+        // Made while the node is down: it waits for the next connection.
+        let waiting = c.handle.call(block_number(), repeatable);
+        let (reply, ()) = join(waiting, async { node.restart().unwrap() }).await;
+        // A fresh chain: counting from 0 again, a block a second.
+        assert!(quantity(&reply.unwrap()) < 5);
+    }
+    // The node's refusal reaches the caller with its signed code (anvil
+    // says -32602 for a method it does not know), and the link stays.
+    let refused = c
+        .handle
+        .call(
+            JsonRpc::request("no_such_method", "[]").unwrap(),
+            CallOptions::new(),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(CallError::Rejected { code, .. }) if *code < 0),
+        "{refused:?}"
+    );
+    c.handle.call(block_number(), repeatable).await.unwrap();
+    c.close().await;
+}
+
+/// A client through a proxy turned deaf, with one call sent into the void;
+/// then the node is killed and restarted: the call was in flight at the
+/// kill.
+async fn in_flight_at_the_kill<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+    request: Payload,
+    options: CallOptions,
+) -> Option<(
+    Result<Payload, CallError>,
+    AnvilServer,
+    Client<R>,
+    ProxyThread,
+)> {
+    let mut node = or_skip(AnvilServer::start(AnvilOptions::default()))?;
+    let proxy = ProxyThread::start(SocketAddr::from(([127, 0, 0, 1], node.port())));
+    let builder = make(format!("ws://{}", proxy.handle.addr()))
+        .config(fast_config().build().unwrap())
+        .protocol(JsonRpc::new());
+    let mut c = Client::connect(builder);
+    c.next("connected", common::is_connected).await;
+    proxy.handle.deaf(true);
+    let call = c.handle.call(request, options);
+    let kill = async {
+        within(
+            &c.rt,
+            WAIT,
+            "the request written and lost",
+            proxy.handle.wait_for(|n| n.deaf_dropped > 0),
+        )
+        .await;
+        proxy.handle.deaf(false);
+        node.restart().unwrap();
+    };
+    let (result, ()) = join(call, kill).await;
+    Some((result, node, c, proxy))
+}
+
+async fn a_repeatable_call_in_flight_at_the_kill_is_answered_once_after_the_reconnect<
+    R: Runtime,
+>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    let options = CallOptions::new().repeatable(true);
+    let Some((result, mut node, c, _proxy)) =
+        in_flight_at_the_kill(make, block_number(), options).await
+    else {
+        return;
+    };
+    quantity(&result.unwrap());
+    // Sent once more, on the new node only: the deaf link lost the first.
+    assert_eq!(node.await_calls("eth_blockNumber", 1).unwrap(), 1);
+    c.close().await;
+}
+
+async fn a_plain_call_in_flight_at_the_kill_fails_and_is_never_sent_again<R: Runtime>(
+    make: impl Fn(String) -> Builder<R>,
+) {
+    let mine = JsonRpc::request("evm_mine", "[]").unwrap();
+    let Some((result, mut node, c, _proxy)) =
+        in_flight_at_the_kill(make, mine, CallOptions::new()).await
+    else {
+        return;
+    };
+    assert_eq!(result, Err(CallError::ConnectionLost));
+    // A later call goes out after anything the session would have sent
+    // again on this connection; once it is answered, `evm_mine` would have
+    // been logged before it.
+    let repeatable = CallOptions::new().repeatable(true);
+    c.handle.call(block_number(), repeatable).await.unwrap();
+    assert_eq!(node.await_calls("eth_blockNumber", 1).unwrap(), 1);
+    assert_eq!(node.calls("evm_mine"), 0, "{}", node.log());
+    c.close().await;
+}
+
 /// How often the liveness scenarios call, and how long a reply has.
 const EVERY: Duration = ms(1500);
 const DEADLINE: Duration = ms(1500);
@@ -232,6 +354,9 @@ async fn a_silent_link_is_caught_by_the_liveness_call<R: Runtime>(
 }
 
 on_every_runtime!(
+    block_number_calls_are_answered_across_restarts,
+    a_repeatable_call_in_flight_at_the_kill_is_answered_once_after_the_reconnect,
+    a_plain_call_in_flight_at_the_kill_fails_and_is_never_sent_again,
     a_deaf_node_is_caught_by_the_liveness_call_while_heads_flow,
     a_silent_link_is_caught_by_the_liveness_call,
     new_heads_keep_their_key_across_two_node_restarts,
