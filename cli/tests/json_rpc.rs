@@ -1,7 +1,8 @@
 //! `redial --protocol json-rpc` against anvil (the Ethereum node pinned in
 //! tests/anvil): subscriptions printed under their key, the subscribed
-//! event with the node's id, a refused one with its signed code, and the
-//! resubscription after the node restarts. Skips without anvil unless `CI`
+//! event with the node's id, a refused one with its signed code, stdin
+//! calls answered as JSON lines, and the resubscription after the node
+//! restarts. Skips without anvil unless `CI`
 //! is set.
 #![allow(clippy::unwrap_used)]
 
@@ -60,6 +61,24 @@ async fn json_rpc_prints_keyed_notifications_and_pubsub_events() {
     assert_eq!(key, "1");
     let head: serde_json::Value = serde_json::from_str(head).unwrap();
     assert!(head["number"].is_string(), "{line}");
+
+    // Calls from stdin, each answered as one JSON line (heads may come
+    // in between).
+    run.write("eth_chainId").await;
+    run.write("eth_getBalance [\"0x0000000000000000000000000000000000000000\", \"latest\"]")
+        .await;
+    run.write("no_such_method []").await;
+    let mut replies = Vec::new();
+    while replies.len() < 3 {
+        let line = run.line().await;
+        if !line.starts_with("1\t") {
+            replies.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+        }
+    }
+    assert_eq!(replies[0]["line"], 1);
+    assert_eq!(replies[0]["result"], "0x7a69", "anvil's chain id 31337");
+    assert!(replies[1]["result"].is_string());
+    assert!(replies[2]["error"]["code"].as_i64().is_some_and(|c| c < 0));
 
     node.restart().unwrap();
     run.event("resubscribed").await;
