@@ -58,6 +58,10 @@ pub enum BuildError {
     /// A capacity is zero.
     #[error("{0} must be at least 1")]
     ZeroCapacity(&'static str),
+    /// The client label is empty, longer than 64 bytes, or has a byte
+    /// other than an ASCII letter, digit, `_`, `-` or `.`.
+    #[error("invalid client label {0:?}: 1 to 64 of A-Z a-z 0-9 _ - .")]
+    InvalidClientLabel(String),
     /// The runtime could not start the driver task.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
@@ -81,6 +85,8 @@ pub struct Builder<R: Runtime> {
     command_capacity: usize,
     close_timeout: Duration,
     websocket: WebSocketConfig,
+    /// The `client` label of spans and metrics (`Builder::client_label`).
+    pub(crate) label: Option<String>,
     /// Extra roots for `wss://` (the webpki roots are always trusted).
     #[cfg(feature = "rustls")]
     roots: Vec<rustls::pki_types::CertificateDer<'static>>,
@@ -116,6 +122,7 @@ impl<R: Runtime> Builder<R> {
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             websocket: crate::default_websocket_config(),
+            label: None,
             #[cfg(feature = "rustls")]
             roots: Vec::new(),
         }
@@ -249,9 +256,13 @@ impl<R: Runtime> Builder<R> {
             command_capacity,
             close_timeout,
             websocket,
+            label,
             #[cfg(feature = "rustls")]
             roots,
         } = self;
+        if let Some(label) = label.as_deref().filter(|l| !crate::observe::valid_label(l)) {
+            return Err(BuildError::InvalidClientLabel(label.to_owned()));
+        }
         if event_capacity == 0 {
             return Err(BuildError::ZeroCapacity("event_capacity"));
         }
@@ -287,11 +298,13 @@ impl<R: Runtime> Builder<R> {
         let first = templates
             .get(session.endpoint())
             .map_or("", |t| t.endpoint());
+        let protocol = session.protocol_name();
         let span = tracing::info_span!(
             "redial",
             endpoint = %first,
             endpoints = templates.len(),
-            protocol = session.protocol_name()
+            protocol,
+            client = label.as_deref().unwrap_or_default(),
         );
         let clock = runtime.clone();
         let shared = Arc::new(Shared::new(
@@ -310,6 +323,8 @@ impl<R: Runtime> Builder<R> {
             websocket,
             trust,
             span,
+            protocol,
+            label.as_deref(),
         );
         Ok((
             Handle::new(command_tx, shared),

@@ -21,6 +21,7 @@ use crate::convert::{
     close_frame_from_ws, close_frame_to_ws, dial_failure, frame_to_message, message_to_frame,
 };
 use crate::handle::{Command, Shared};
+use crate::observe::Watch;
 use crate::request::RequestTemplate;
 use crate::token::TokenProvider;
 use crate::trust::TlsTrust;
@@ -70,9 +71,13 @@ impl<R: Runtime> Driver<R> {
         websocket: WebSocketConfig,
         trust: TlsTrust,
         span: Span,
+        protocol: &'static str,
+        label: Option<&str>,
     ) -> Self {
+        let watch = Watch::new(Arc::clone(&shared), span.clone(), protocol, label);
         Driver {
             inner: Inner {
+                watch,
                 rt: runtime,
                 templates,
                 provider,
@@ -117,6 +122,8 @@ impl<R: Runtime> Driver<R> {
 
 struct Inner<R: Runtime> {
     rt: R,
+    /// Spans, counters and metrics.
+    watch: Watch,
     /// One per endpoint, in the builder's order (never empty).
     templates: Vec<RequestTemplate>,
     provider: Option<Arc<dyn TokenProvider>>,
@@ -286,8 +293,12 @@ impl<R: Runtime> Inner<R> {
             // Published before the events go out, so `state()` never lags
             // what the consumer has seen.
             self.set_state(state);
+            let now = self.rt.now();
             while let Some(event) = self.pending_events.pop_front() {
-                trace_event(&event);
+                if !matches!(event, Event::Message { .. }) {
+                    self.watch.span().in_scope(|| trace_event(&event));
+                }
+                self.watch.event(now, &event);
                 if self.events_open && self.events.send(event).await.is_err() {
                     // Nobody reads events any more; the connection goes on.
                     self.events_open = false;
@@ -320,10 +331,12 @@ impl<R: Runtime> Inner<R> {
     fn publish(&mut self) -> (State, Option<Instant>) {
         let mut core = self.shared.core();
         // `drain` took every action: what was handed over is in the outbox.
-        core.handed = 0;
+        let handed = std::mem::take(&mut core.handed);
         let state = core.session.state();
         let deadline = core.session.poll_timeout();
         let queued = core.session.queued();
+        self.watch
+            .turn(handed, queued, || core.session.subscriptions().count());
         let mut room = false;
         if let Some((backlog, before)) = core.refused {
             room = self.outbox.is_empty() && (backlog || queued < before);
@@ -381,6 +394,8 @@ impl<R: Runtime> Inner<R> {
                 };
                 match request {
                     Ok((request, url)) => {
+                        self.watch.dialing(self.rt.now(), attempt, endpoint);
+                        let _in = self.watch.span().enter();
                         info!(attempt, endpoint, %url, token = token.is_some(), "dialing");
                         self.dial_fut =
                             Some(self.rt.dial(request, self.websocket, self.trust.clone()));
@@ -526,6 +541,7 @@ impl<R: Runtime> Inner<R> {
                 spec,
                 reply,
             } => {
+                self.watch.subscriptions_changed();
                 let result = match spec {
                     Some(spec) => self
                         .shared
@@ -541,6 +557,7 @@ impl<R: Runtime> Inner<R> {
                 message,
                 reply,
             } => {
+                self.watch.subscriptions_changed();
                 let _ = reply.send(
                     self.shared
                         .core()

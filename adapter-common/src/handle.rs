@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) space: event_listener::Event,
     /// Notified when the state changes.
     pub(crate) changed: event_listener::Event,
+    /// The counters behind `Handle::stats` and the state watch.
+    pub(crate) observed: crate::observe::Observed,
 }
 
 impl Shared {
@@ -148,6 +150,7 @@ impl Shared {
             clock,
             space: event_listener::Event::new(),
             changed: event_listener::Event::new(),
+            observed: crate::observe::Observed::default(),
         }
     }
 
@@ -237,6 +240,7 @@ impl Shared {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if *s != state {
             *s = state;
+            self.observed.state_changed();
             drop(s);
             self.changed.notify(usize::MAX);
             if state == State::Closed {
@@ -283,6 +287,10 @@ impl fmt::Debug for Handle {
 impl Handle {
     pub(crate) fn new(tx: async_channel::Sender<Command>, shared: Arc<Shared>) -> Self {
         Handle { tx, shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Sends an application message (for [`Wire`](redial_core::Wire): a

@@ -46,6 +46,7 @@ mod builder;
 mod convert;
 mod driver;
 mod handle;
+mod observe;
 mod request;
 #[cfg(feature = "test-server")]
 pub mod testing;
@@ -66,6 +67,7 @@ pub use builder::{BuildError, Builder};
 pub use convert::{close_frame_to_ws, dial_failure, frame_to_message, message_to_frame};
 pub use driver::Driver;
 pub use handle::{Events, Handle};
+pub use observe::{CallOutcome, StateWatch, Stats, MAX_CLIENT_LABEL};
 pub use redial_core;
 pub use request::TokenPlacement;
 pub use token::TokenProvider;

@@ -7,6 +7,16 @@ use redial_driver::testing::{self, Plan, TestServer};
 use redial_tokio::builder;
 
 #[tokio::test]
+async fn stats_count_dials_disconnects_and_messages() {
+    testing::stats_count_dials_disconnects_and_messages(builder).await;
+}
+
+#[tokio::test]
+async fn state_watch_keeps_only_the_latest() {
+    testing::state_watch_keeps_only_the_latest(builder).await;
+}
+
+#[tokio::test]
 async fn connect_send_receive() {
     testing::connect_send_receive(builder).await;
 }

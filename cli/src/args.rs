@@ -62,7 +62,7 @@ pub enum EventsArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackoffArg {
     /// The library's default: a full-jitter first retry within 2 s, then
-    /// 7 s x1.5 +-30 % up to 20 s (the other --backoff-* flags do not apply).
+    /// 2.4 s x1.6 +-20 % up to 20 s (the other --backoff-* flags do not apply).
     Default,
     /// U(0, min(cap, first * 2^(n-1))).
     FullJitter,
@@ -237,6 +237,17 @@ pub struct ClientArgs {
     /// wss:// (the public web roots stay trusted).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+
+    /// Serve the client's metrics in the Prometheus text format on
+    /// http://ADDR/metrics (loopback addresses only; port 0 picks a free
+    /// port, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// The `client` label of the metrics and spans (1 to 64 of A-Z a-z
+    /// 0-9 _ - .).
+    #[arg(long, value_name = "LABEL")]
+    pub client_label: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +297,21 @@ pub struct ServeArgs {
     /// reconnects over it).
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub going_away_window_ms: u64,
+
+    /// Keep sessions and channel logs in the Redis at URL (loopback only)
+    /// instead of this process: every `serve` on the same Redis, prefix and
+    /// token key is one node of a cluster, and a client resumes on any.
+    #[arg(long, value_name = "URL", requires = "token_key_file")]
+    pub redis: Option<String>,
+
+    /// With --redis: the prefix of every key (nodes of one cluster share it).
+    #[arg(long, value_name = "PREFIX", requires = "redis")]
+    pub redis_prefix: Option<String>,
+
+    /// Sign resume tokens with the key in FILE (64 hex digits), so nodes of
+    /// a cluster accept each other's tokens. Default: a random key.
+    #[arg(long, value_name = "FILE")]
+    pub token_key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

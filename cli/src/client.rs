@@ -172,6 +172,7 @@ fn build_error(e: BuildError) -> CliError {
         | BuildError::MixedSchemes
         | BuildError::TooManyEndpoints(_)
         | BuildError::InvalidHeader(_)
+        | BuildError::InvalidClientLabel(_)
         | BuildError::InvalidRootCertificate(_) => CliError::Usage(e.to_string()),
         other => CliError::Failure(other.to_string()),
     }
@@ -190,7 +191,16 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
     let config = build_config(&a)?;
     let reporter = Reporter::new(a.events, endpoint_label(&url));
 
+    // Before the connection is built: the driver takes its metric handles
+    // from the recorder installed then.
+    let metrics = match a.metrics_listen {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let mut builder = redial_tokio::builder(url.clone()).config(config);
+    if let Some(label) = &a.client_label {
+        builder = builder.client_label(label.as_str());
+    }
     if !a.endpoint.is_empty() {
         builder = builder.endpoints(std::iter::once(url).chain(a.endpoint.iter().cloned()));
     }
@@ -249,6 +259,17 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
     }
     let mut signals = Signals::listen()?;
     let (handle, events) = builder.connect().map_err(build_error)?;
+    let _metrics = match metrics {
+        Some((listener, recorder)) => {
+            if let Ok(addr) = listener.local_addr() {
+                reporter.metrics_listening(addr);
+            }
+            Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(
+                listener, recorder,
+            ))))
+        }
+        None => None,
+    };
     // Read events from the start: the driver waits while they pile up.
     let keyed = a.protocol == ProtocolArg::JsonRpc;
     let mut printer = tokio::spawn(print_events(events, reporter.clone(), keyed));
@@ -317,6 +338,15 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
         None => Err(CliError::Failure(
             "the session ended without saying why".into(),
         )),
+    }
+}
+
+/// Stops the metrics endpoint with the client.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

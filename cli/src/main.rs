@@ -5,6 +5,7 @@
 mod args;
 mod client;
 mod demo;
+mod metrics;
 mod report;
 mod serve;
 mod signals;

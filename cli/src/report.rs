@@ -47,6 +47,16 @@ impl Reporter {
         }
     }
 
+    /// Where `--metrics-listen` serves (`metrics_listening` in JSON).
+    pub fn metrics_listening(&self, addr: std::net::SocketAddr) {
+        let url = format!("http://{addr}/metrics");
+        if self.json {
+            self.write_json(json!({ "event": "metrics_listening", "url": url }));
+        } else {
+            self.write_text(&format!("metrics on {url}"));
+        }
+    }
+
     fn write_text(&self, line: &str) {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "[{}] {line}", self.label);

@@ -464,3 +464,174 @@ async fn demo_runs_clean() {
     );
     assert!(stdout.contains("recovery p99"), "{stdout}");
 }
+
+/// GET /metrics from `url` (`http://ADDR/metrics`): the status line and
+/// the body.
+async fn scrape(url: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The sum of the samples of `name` whose labels include every pair.
+fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// A wire client with `--metrics-listen`, after two forced reconnects: the
+/// scrape counts them by class and the message sent.
+async fn scraped_after_two_reconnects() -> String {
+    let server = server().await;
+    let proxy = Proxy::start(server.addr()).await.unwrap();
+    let url = format!("ws://{}/", proxy.addr());
+    let mut args = vec![
+        "--protocol",
+        "wire",
+        "--events",
+        "json",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--client-label",
+        "cli-test",
+    ];
+    args.extend(QUICK);
+    args.push(&url);
+    let mut run = Run::start(&args);
+    let listening = run.event("metrics_listening").await;
+    let metrics = listening["url"].as_str().unwrap().to_owned();
+    run.event("connected").await;
+    run.write("one").await;
+    assert_eq!(run.line().await, "one");
+    for _ in 0..2 {
+        proxy.cut_all(Cut::Reset);
+        run.event("disconnected").await;
+        let back = run.event("connected").await;
+        assert_eq!(back["reconnect"], true);
+    }
+
+    let (status, body) = scrape(&metrics).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let me = [("protocol", "wire"), ("client", "cli-test")];
+    let with = |k, v| {
+        let mut l = me.to_vec();
+        l.push((k, v));
+        l
+    };
+    assert_eq!(
+        sample(&body, "redial_dials_total", &with("result", "ok")),
+        3.0,
+        "{body}"
+    );
+    assert_eq!(sample(&body, "redial_reconnects_total", &me), 2.0, "{body}");
+    assert_eq!(
+        sample(
+            &body,
+            "redial_disconnects_total",
+            &with("class", "transport")
+        ),
+        2.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "redial_disconnects_total", &me),
+        2.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "redial_messages_sent_total", &me),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "redial_sessions", &with("state", "connected")),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "redial_outage_seconds_count", &me),
+        2.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "redial_handshake_seconds_count", &me),
+        3.0,
+        "{body}"
+    );
+    // Nothing but the documented labels.
+    for line in body.lines().filter(|l| l.starts_with("redial_")) {
+        let labels = line.split_once('{').map_or("", |(_, rest)| rest);
+        for pair in labels.split(',').filter(|p| p.contains('=')) {
+            let key = pair.split('=').next().unwrap().trim_start_matches('}');
+            assert!(
+                ["protocol", "client", "result", "class", "state", "outcome", "quantile"]
+                    .contains(&key),
+                "label {key} in {line}"
+            );
+        }
+    }
+
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+    body
+}
+
+#[tokio::test]
+async fn metrics_endpoint_counts_forced_reconnects() {
+    scraped_after_two_reconnects().await;
+}
+
+#[cfg_attr(
+    not(redial_has_promtool),
+    ignore = "needs promtool: apt-get install prometheus"
+)]
+#[tokio::test]
+async fn metrics_endpoint_passes_promtool_check() {
+    let body = scraped_after_two_reconnects().await;
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn metrics_listen_refuses_a_non_loopback_address() {
+    let mut run = Run::start(&["--metrics-listen", "0.0.0.0:0", "ws://127.0.0.1:9/"]);
+    let line = run.text("--metrics-listen").await;
+    assert!(line.contains("only loopback"), "{line}");
+    assert_eq!(run.exit().await, 2);
+}

@@ -2,22 +2,23 @@
 //! tests/anvil): subscriptions printed under their key, the subscribed
 //! event with the node's id, a refused one with its signed code, stdin
 //! calls answered as JSON lines, and the resubscription after the node
-//! restarts. Skips without anvil unless `CI`
-//! is set.
+//! restarts. Ignored without anvil unless `CI` is set.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
-use redial_tests::servers::or_skip;
+use redial_tests::servers::started;
 
 use common::Run;
 
 #[tokio::test]
+#[cfg_attr(
+    not(redial_has_anvil),
+    ignore = "needs tests/anvil/node_modules: apt-get install nodejs npm; cd tests/anvil; npm ci"
+)]
 async fn json_rpc_prints_keyed_notifications_and_pubsub_events() {
-    let Some(mut node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
-        return;
-    };
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
     let mut run = Run::start(&[
         "--protocol",
         "json-rpc",

@@ -7,31 +7,35 @@
 //!
 //! # The default
 //! [`Backoff::default`] is [`Backoff::Staged`]: the first retry is
-//! `U(0, 2 s)`, later ones `min(20 s, 7 s * 1.5^(n-2)) * (1 ± 0.3)`
-//! (4.9-9.1 s, 7.4-13.7 s, 11.0-20.5 s, then 14-26 s), with
-//! [`Config::max_attempts`](crate::Config::max_attempts) 100 (at least 22
-//! minutes of retrying whatever the draws). Why each part:
+//! `U(0, 2 s)`, later ones `min(20 s, 2.4 s * 1.6^(n-2)) * (1 ± 0.2)`:
+//! 1.92-2.88 s, 3.07-4.61 s, 4.92-7.37 s, 7.86-11.8 s, 12.6-18.9 s, then
+//! 16-24 s. With [`Config::max_attempts`](crate::Config::max_attempts) 100
+//! that is at least 25 minutes of retrying whatever the draws. Why each
+//! part (figures from the fleet simulator, `redial-fleet`: 10,000 seeds for
+//! one client, seeds 1-10 for 10,000 clients; BENCHMARKS.md has the rest):
 //!
 //! - A quick first retry: a single dropped connection to a server that is
-//!   still up is back in about 1 s (p50 1 s, p99 2 s, plus the dial): the
-//!   same first retry as the full-jitter default before it.
-//! - A floor from the second retry on: a fleet that lost its server at once
-//!   and failed its first retry comes back in a window that starts after the
-//!   first wave, not on top of it, so 10,000 clients against a server down
-//!   5 s reconnect with 2.0 dials each, p99 10.7 s, no more than 552 dials in
-//!   any 100 ms (the fleet simulator, `redial-fleet`, seeds 1-10; full jitter
-//!   2 s x2 cap 30 s gave 821, 3.21 dials, p99 21 s).
-//! - A 20 s ceiling ±30 %: after a long outage the fleet comes back within
-//!   about 24 s of the server's return at under 100 dials per 100 ms for
-//!   10,000 clients (no stampede).
+//!   still up is back in about 1 s (the draw's p50 1 s, p99 1.98 s, plus
+//!   the dial).
+//! - A quick second rung: a server restarted within 1.5 s is found 1.40 s
+//!   after its return at the median, 2.25 s at p90 (1.92-2.88 s after a
+//!   first retry that came too early); one down 3 s, 3.74 s at p90. The
+//!   previous second rung, 7 s ± 30 %, made those 5.57 s, 7.78 s and
+//!   6.77 s.
+//! - A floor from the second retry on: the second rung starts about where
+//!   the first window ends, so a fleet that lost its server at once sends
+//!   its second wave after its first, not on top of it, and the third rung
+//!   (from 3.07 s) lands after a 5 s outage: 10,000 clients against a
+//!   server down 5 s reconnect with 3.0 dials each (never a fourth), p99
+//!   8.9 s, no more than 552 dials in any 100 ms.
+//! - A 20 s ceiling ± 20 %: a server that stays down sees a dial from each
+//!   client every 16-24 s, 3 a minute; after a 60 s outage 10,000 clients
+//!   come back at no more than 133 dials per 100 ms, after 5 minutes 73.
 //!
-//! The cost: a server that stays down keeps seeing a dial from every client
-//! every 14-26 s (33 dials per client over a 10-minute outage, where a 30 s
-//! ceiling would make it 24 and get them back 12 s later). And the first
-//! wave is as dense as 10,000 first retries within 2 s make it, about 500
-//! per 100 ms: a first retry spread wider would lower that peak but slow
-//! every single reconnect (BENCHMARKS.md, fleet simulator, gives the
-//! trade-off; that peak is the one fleet target the default misses).
+//! The cost: a third dial in a 5 s outage (the second lands while the
+//! server is still down; the previous ladder made it two dials, with a p99
+//! of 10.7 s), and the first two waves are as dense as 10,000 dials within
+//! 2 s make them: 500 per 100 ms on average, 552 in the busiest.
 
 use std::time::Duration;
 
@@ -41,8 +45,8 @@ use crate::rng::Rng;
 /// A reconnect delay policy.
 ///
 /// Pick one with the constructors; [`Backoff::default`] is
-/// [`Backoff::Staged`] (a full-jitter first retry within 2 s, then 7 s
-/// x1.5 ±30 % up to 20 s; the module docs give its figures). Policies are
+/// [`Backoff::Staged`] (a full-jitter first retry within 2 s, then 2.4 s
+/// x1.6 ±20 % up to 20 s; the module docs give its figures). Policies are
 /// checked by
 /// [`ConfigBuilder::build`](crate::ConfigBuilder::build).
 #[derive(Debug, Clone, PartialEq)]
@@ -109,9 +113,9 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff::Staged {
             first_window: Duration::from_secs(2),
-            initial: Duration::from_secs(7),
-            multiplier: 1.5,
-            jitter: 0.3,
+            initial: Duration::from_millis(2400),
+            multiplier: 1.6,
+            jitter: 0.2,
             max: Duration::from_secs(20),
         }
     }
@@ -407,16 +411,20 @@ mod tests {
     }
 
     #[test]
-    fn default_is_a_quick_first_retry_then_7s_x1_5_within_30_percent_up_to_20s() {
+    fn default_is_a_first_retry_within_2s_then_2_4s_x1_6_within_20_percent_up_to_20s() {
         let b = Backoff::default();
         assert!(b.validate().is_ok());
         assert_eq!(b.bounds(1), (Duration::ZERO, Duration::from_secs(2)));
         for (step, lo, hi) in [
-            (2, 4.9, 9.1),
-            (3, 7.35, 13.65),
-            (4, 11.025, 20.475),
-            (5, 14.0, 26.0),
-            (u32::MAX, 14.0, 26.0),
+            (2, 1.92, 2.88),
+            (3, 3.072, 4.608),
+            (4, 4.9152, 7.3728),
+            (5, 7.86432, 11.79648),
+            (6, 12.582912, 18.874368),
+            (7, 16.0, 24.0),
+            (8, 16.0, 24.0),
+            (100, 16.0, 24.0),
+            (u32::MAX, 16.0, 24.0),
         ] {
             let (l, h) = b.bounds(step);
             assert!(
@@ -424,7 +432,18 @@ mod tests {
                 "step {step}: {l:?}..{h:?}"
             );
         }
-        assert_eq!(b.largest(), secs(26.0));
+        assert_eq!(b.largest(), secs(24.0));
+    }
+
+    #[test]
+    fn the_default_retries_for_at_least_25_minutes_and_waits_at_least_15_s_at_the_top() {
+        // With the default 100 attempts, whatever the draws: the sum of the
+        // lower bounds of the 100 waits.
+        let b = Backoff::default();
+        let least: Duration = (1..=100).map(|n| b.bounds(n).0).sum();
+        assert!(least >= Duration::from_secs(25 * 60), "{least:?}");
+        // At the top: no wait shorter than 15 s.
+        assert!(b.bounds(u32::MAX).0 >= Duration::from_secs(15));
     }
 
     #[test]

@@ -180,6 +180,98 @@ fn default_rule(code: u16) -> CloseRule {
     }
 }
 
+/// What kind of close ended a connection: a small fixed set, stable across
+/// releases, for metric labels and dashboards (a raw close code or reason
+/// would make an unbounded label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseClass {
+    /// 1000: the peer closed normally.
+    Normal,
+    /// 1001, 1012: the server is going away or restarting.
+    GoingAway,
+    /// 1013, 4010: the server asked to come back later.
+    ServerHint,
+    /// 1002, 1003, 1007: a frame one side could not accept.
+    ProtocolError,
+    /// 1008, 4003, 4012, 4020: refused by policy; terminal by default.
+    PolicyTerminal,
+    /// 4001, 4002: the token was refused or has expired.
+    Token,
+    /// No close frame (1006), 1011, 1014, 1015 and every other code: the
+    /// transport or the server failed.
+    Transport,
+    /// The session's own deadline: no pong in time, or no handshake answer
+    /// in time.
+    Timeout,
+    /// 1009: a message over the size limit.
+    TooLarge,
+}
+
+impl CloseClass {
+    /// Every class, in a fixed order (for pre-registering metrics).
+    pub const ALL: [CloseClass; 9] = [
+        CloseClass::Normal,
+        CloseClass::GoingAway,
+        CloseClass::ServerHint,
+        CloseClass::ProtocolError,
+        CloseClass::PolicyTerminal,
+        CloseClass::Token,
+        CloseClass::Transport,
+        CloseClass::Timeout,
+        CloseClass::TooLarge,
+    ];
+
+    /// The class's name in snake case (`"going_away"`), the metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseClass::Normal => "normal",
+            CloseClass::GoingAway => "going_away",
+            CloseClass::ServerHint => "server_hint",
+            CloseClass::ProtocolError => "protocol_error",
+            CloseClass::PolicyTerminal => "policy_terminal",
+            CloseClass::Token => "token",
+            CloseClass::Transport => "transport",
+            CloseClass::Timeout => "timeout",
+            CloseClass::TooLarge => "too_large",
+        }
+    }
+
+    /// The class of an [`Event::Disconnected`](crate::Event::Disconnected)
+    /// with this `code` and `reason`.
+    ///
+    /// The code decides, by the default table's meaning of each code
+    /// (user overrides change what the session does, not what a code
+    /// means). Without a code, the session's own timeouts (`"pong
+    /// timeout"`, `"no … in time"`) are [`CloseClass::Timeout`] and
+    /// anything else [`CloseClass::Transport`]; the reason is read for
+    /// nothing else.
+    pub fn of(code: Option<u16>, reason: &str) -> CloseClass {
+        match code {
+            None if reason == "pong timeout"
+                || (reason.starts_with("no ") && reason.ends_with(" in time")) =>
+            {
+                CloseClass::Timeout
+            }
+            None => CloseClass::Transport,
+            Some(1000) => CloseClass::Normal,
+            Some(1001 | 1012) => CloseClass::GoingAway,
+            Some(1013 | 4010) => CloseClass::ServerHint,
+            Some(1002 | 1003 | 1007) => CloseClass::ProtocolError,
+            Some(1008 | 4003 | 4012 | 4020) => CloseClass::PolicyTerminal,
+            Some(4001 | 4002) => CloseClass::Token,
+            Some(1009) => CloseClass::TooLarge,
+            Some(_) => CloseClass::Transport,
+        }
+    }
+}
+
+impl std::fmt::Display for CloseClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a failed WebSocket upgrade means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HandshakeRule {
@@ -216,6 +308,45 @@ pub(crate) fn handshake_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_classes() {
+        let c = |code, reason| CloseClass::of(code, reason);
+        assert_eq!(c(None, "connection reset"), CloseClass::Transport);
+        assert_eq!(c(None, "pong timeout"), CloseClass::Timeout);
+        assert_eq!(c(None, "no WELCOME in time"), CloseClass::Timeout);
+        // A close code decides, whatever the reason says.
+        assert_eq!(c(Some(1000), "pong timeout"), CloseClass::Normal);
+        for (code, class) in [
+            (1001, CloseClass::GoingAway),
+            (1012, CloseClass::GoingAway),
+            (1013, CloseClass::ServerHint),
+            (4010, CloseClass::ServerHint),
+            (1002, CloseClass::ProtocolError),
+            (1003, CloseClass::ProtocolError),
+            (1007, CloseClass::ProtocolError),
+            (1008, CloseClass::PolicyTerminal),
+            (4003, CloseClass::PolicyTerminal),
+            (4012, CloseClass::PolicyTerminal),
+            (4020, CloseClass::PolicyTerminal),
+            (4001, CloseClass::Token),
+            (4002, CloseClass::Token),
+            (1009, CloseClass::TooLarge),
+            (1006, CloseClass::Transport),
+            (1011, CloseClass::Transport),
+            (3000, CloseClass::Transport),
+            (4999, CloseClass::Transport),
+        ] {
+            assert_eq!(c(Some(code), ""), class, "{code}");
+        }
+        // Every code maps into the fixed list, and names are unique.
+        let names: std::collections::BTreeSet<_> =
+            CloseClass::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), CloseClass::ALL.len());
+        for code in 0..=u16::MAX {
+            assert!(CloseClass::ALL.contains(&c(Some(code), "")));
+        }
+    }
 
     #[test]
     fn default_table() {

@@ -234,12 +234,12 @@ impl ConfigBuilder {
 
     setter!(
         /// The backoff policy (default: [`Backoff::default`], a full-jitter
-        /// first retry within 2 s, then 7 s x1.5 +-30 % up to 20 s).
+        /// first retry within 2 s, then 2.4 s x1.6 +-20 % up to 20 s).
         backoff: Backoff
     );
     setter!(
         /// Reconnect attempts per outage before giving up; 0 = unlimited
-        /// (default 100: with the default backoff that is at least 22
+        /// (default 100: with the default backoff that is at least 25
         /// minutes of retrying, whatever the draws).
         max_attempts: u32
     );

@@ -117,7 +117,7 @@ pub use protocol::wire::codec as wire;
 pub use action::Action;
 pub use backoff::Backoff;
 pub use call::{CallError, CallId, CallOptions};
-pub use close_policy::{ClosePolicy, CloseRule};
+pub use close_policy::{CloseClass, ClosePolicy, CloseRule};
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::SendError;
 pub use event::{Event, SessionInfo, State, TerminalReason};

@@ -252,7 +252,7 @@ impl Session {
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next; `None`
-    /// when nothing is pending (idle or closed).
+    /// when nothing is pending (idle with no call waiting, or closed).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }
@@ -502,7 +502,10 @@ impl Session {
 
     /// Close gracefully: take no new messages, wait (at most `close_linger`,
     /// reconnecting if need be) until everything queued is delivered, then
-    /// close with 1000. Ends in [`Event::Closed`] with `closed_by_user`.
+    /// close with 1000. Ends in [`Event::Closed`] with `closed_by_user`;
+    /// calls still waiting or in flight then end with
+    /// [`CallError::Closed`] (graceful close waits for messages, not for
+    /// replies).
     pub fn handle_close(&mut self, now: Instant) {
         let now = self.clock(now);
         match self.phase {

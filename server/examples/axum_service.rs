@@ -42,10 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         // Requests (publishes without a channel) are echoed to their sender.
-        .on_request(|req, node| {
-            tokio::spawn(async move {
-                let _ = node.send_to(&req.name, req.payload).await;
-            });
+        .on_request(|req, node| async move {
+            let _ = node.send_to(&req.name, req.payload).await;
         })
         .build();
 

@@ -20,7 +20,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::drive::{drive, Incoming, WsMessage};
+use crate::drive::{drive, Incoming, ReadError, WsMessage};
 use crate::node::{Node, Rejection};
 
 impl WsMessage for Message {
@@ -42,6 +42,18 @@ impl WsMessage for Message {
             Message::Close(_) => Incoming::Close,
             _ => Incoming::Other,
         }
+    }
+}
+
+impl ReadError for axum::Error {
+    fn too_large(&self) -> bool {
+        // axum hides the WebSocket library's error behind its own; its
+        // source is the original.
+        let source = std::error::Error::source(self);
+        matches!(
+            source.and_then(|e| e.downcast_ref()),
+            Some(axum_tungstenite::Error::Capacity(_))
+        )
     }
 }
 

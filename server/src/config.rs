@@ -4,6 +4,10 @@ use redial_core::wire::Limits;
 
 use crate::token::{TokenKey, TokenKeys};
 
+/// The default bound on one store call: long enough for a store under
+/// load, short enough that a hung one frees its connections promptly.
+pub const DEFAULT_STORE_TIMEOUT_MS: u64 = 5_000;
+
 /// Everything the session core and the runtime need to know, validated.
 ///
 /// Build it with [`ServerConfig::builder`]; every field has a default but
@@ -23,6 +27,7 @@ pub struct ServerConfig {
     pub(crate) going_away_retry_ms: u64,
     pub(crate) going_away_window_ms: u64,
     pub(crate) drain_timeout_ms: u64,
+    pub(crate) store_timeout_ms: u64,
     pub(crate) seed: u64,
     pub(crate) limits: Limits,
     pub(crate) read_buffer: usize,
@@ -57,6 +62,12 @@ impl ServerConfig {
     /// The frame limits the node decodes with.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The longest one store call may take; see
+    /// [`ServerConfigBuilder::store_timeout_ms`].
+    pub fn store_timeout_ms(&self) -> u64 {
+        self.store_timeout_ms
     }
 
     /// The seed; each connection derives its own from it.
@@ -116,6 +127,7 @@ pub struct ServerConfigBuilder {
     going_away_retry_ms: u64,
     going_away_window_ms: u64,
     drain_timeout_ms: u64,
+    store_timeout_ms: u64,
     seed: u64,
     limits: Limits,
     read_buffer: usize,
@@ -138,6 +150,7 @@ impl Default for ServerConfigBuilder {
             going_away_retry_ms: 1000,
             going_away_window_ms: 5000,
             drain_timeout_ms: 5000,
+            store_timeout_ms: DEFAULT_STORE_TIMEOUT_MS,
             seed: 0x5EED,
             limits: Limits::default(),
             read_buffer: 8 << 10,
@@ -234,6 +247,17 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// The longest one store call may take, in milliseconds. A call that
+    /// takes longer fails as the store being unavailable: the connection
+    /// that made it gets ERROR `internal` and closes with 1011, and its
+    /// session stays resumable. [`crate::Node::publish`] and
+    /// [`crate::Node::send_to`] are bounded the same way. Default
+    /// [`DEFAULT_STORE_TIMEOUT_MS`] (5 s).
+    pub fn store_timeout_ms(mut self, ms: u64) -> Self {
+        self.store_timeout_ms = ms;
+        self
+    }
+
     /// Seed of the name generator and token nonces. Default fixed; give
     /// each node its own in a cluster.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -274,6 +298,9 @@ impl ServerConfigBuilder {
                 return Err(ConfigError::Zero(name));
             }
         }
+        if self.store_timeout_ms == 0 {
+            return Err(ConfigError::Zero("store_timeout_ms"));
+        }
         if self.admission_per_sec == Some(0) {
             return Err(ConfigError::Zero("admission_per_sec"));
         }
@@ -303,6 +330,7 @@ impl ServerConfigBuilder {
             going_away_retry_ms: self.going_away_retry_ms,
             going_away_window_ms: self.going_away_window_ms,
             drain_timeout_ms: self.drain_timeout_ms,
+            store_timeout_ms: self.store_timeout_ms,
             seed: self.seed,
             limits: self.limits,
             read_buffer: self.read_buffer,

@@ -167,6 +167,20 @@ struct Held {
     fenced: bool,
 }
 
+impl Held {
+    /// Bumped whenever `subscriptions` changes.
+    fn subscribed(&mut self, version: &mut u64, channel: &str, on: bool) {
+        let changed = if on {
+            self.subscriptions.insert(channel.to_owned())
+        } else {
+            self.subscriptions.remove(channel)
+        };
+        if changed {
+            *version += 1;
+        }
+    }
+}
+
 /// The protocol state machine of one connection (see the module docs for
 /// the calling contract).
 pub struct Connection {
@@ -193,6 +207,8 @@ pub struct Connection {
     /// Notices that may mean new MESSAGEs, counted.
     generation: u64,
     fetch_wanted: bool,
+    /// Changes whenever the held subscriptions do.
+    subscriptions_version: u64,
     actions: VecDeque<Action>,
     timers: [Option<u64>; 3],
 }
@@ -243,6 +259,7 @@ impl Connection {
             queued: VecDeque::new(),
             generation: 0,
             fetch_wanted: false,
+            subscriptions_version: 0,
             actions: VecDeque::new(),
             timers,
         }
@@ -261,6 +278,20 @@ impl Connection {
     /// The session's name, once WELCOME was sent.
     pub fn name(&self) -> Option<&str> {
         self.held.as_ref().map(|h| h.name.as_str())
+    }
+
+    /// The channels the session is subscribed to (none before WELCOME).
+    /// A runtime that routes channel notices to the connections subscribed
+    /// re-reads them whenever [`Connection::subscriptions_version`] changes.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &str> {
+        self.held
+            .iter()
+            .flat_map(|h| h.subscriptions.iter().map(String::as_str))
+    }
+
+    /// A counter that changes whenever [`Connection::subscriptions`] does.
+    pub fn subscriptions_version(&self) -> u64 {
+        self.subscriptions_version
     }
 
     /// The highest offset sent and the highest RECEIVED.
@@ -317,6 +348,15 @@ impl Connection {
         }
     }
 
+    /// A message over [`Limits::max_frame_len`](redial_core::wire::Limits)
+    /// arrived and the WebSocket layer refused to read it: malformed
+    /// (PROTOCOL.md 5), so ERROR `malformed_frame` and close 1002. The
+    /// runtime must read nothing more from the socket.
+    pub fn handle_oversized(&mut self, _now: u64) {
+        let max = self.cfg.limits.max_frame_len;
+        self.protocol_error(&format!("frame over the {max}-byte limit"));
+    }
+
     /// A text message arrived: a protocol error (PROTOCOL.md 1).
     pub fn handle_text(&mut self, _now: u64) {
         if !matches!(self.phase, Phase::Closed | Phase::Draining) {
@@ -345,10 +385,20 @@ impl Connection {
             Notice::Lagged => true,
         };
         if concerns {
-            self.generation += 1;
-            self.fetch_wanted = true;
-            self.pump(now);
+            self.handle_wake(now);
         }
+    }
+
+    /// The session may have new MESSAGEs (a runtime that already picked the
+    /// notices concerning this session passes them on as this): fetch.
+    /// Ignored before WELCOME, whose first fetch reads everything.
+    pub fn handle_wake(&mut self, now: u64) {
+        if self.held.is_none() || self.phase != Phase::Open {
+            return;
+        }
+        self.generation += 1;
+        self.fetch_wanted = true;
+        self.pump(now);
     }
 
     /// `frames` more of the frames handed out (oldest first) were written
@@ -437,7 +487,7 @@ impl Connection {
             StoreReply::Done => match pending {
                 Pending::Subscribe { channel } => {
                     if let Some(h) = &mut self.held {
-                        h.subscriptions.insert(channel.as_str().to_owned());
+                        h.subscribed(&mut self.subscriptions_version, channel.as_str(), true);
                     }
                     self.send(Frame::Subscribed { channel });
                 }
@@ -701,6 +751,7 @@ impl Connection {
             subscriptions: state.subscriptions.into_iter().collect(),
             fenced: false,
         });
+        self.subscriptions_version += 1;
         self.phase = Phase::Open;
         self.hello = None;
         self.set_timer(Timer::Hello, None);
@@ -783,7 +834,7 @@ impl Connection {
             }
             Frame::Unsubscribe { channel } => {
                 if let Some(h) = &mut self.held {
-                    h.subscriptions.remove(channel.as_str());
+                    h.subscribed(&mut self.subscriptions_version, channel.as_str(), false);
                 }
                 let op = StoreOp::Unsubscribe {
                     owner,

@@ -2,18 +2,21 @@
 //! calls awaited in order, notices routed in, frames out with coalesced
 //! writes, all through one [`Connection`].
 
-use std::time::Duration;
-
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use redial_core::wire::{error_code, Frame};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use crate::connection::{Action, Connection};
-use crate::node::{Control, Counters, Node};
-use crate::store::Notice;
+use crate::node::{Counters, Node, Orders};
+use crate::registry::{Mailbox, Wake};
+use crate::store::{Notice, Owner, PublishOutcome};
+use crate::StoreReply;
 
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -25,6 +28,14 @@ pub(crate) enum Incoming {
     Close,
     /// Ping, pong: answered by the WebSocket layer.
     Other,
+}
+
+/// A read error of either WebSocket library, seen alike.
+pub(crate) trait ReadError: Send + 'static {
+    /// The peer sent a message over the configured limit (the frame limit
+    /// of PROTOCOL.md 5, which the WebSocket layer enforces first). The
+    /// socket can still be written to.
+    fn too_large(&self) -> bool;
 }
 
 /// The two WebSocket libraries' message types, seen alike.
@@ -79,6 +90,7 @@ async fn writer<M, K>(
 pub(crate) async fn drive<M, S, E>(node: Node, socket: S, principal: Option<String>)
 where
     M: WsMessage,
+    E: ReadError,
     S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send + 'static,
 {
     let _live = node.live_guard();
@@ -88,9 +100,11 @@ where
     let (write_tx, write_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(writer(sink, write_rx, done_tx));
-    let mut notices = inner.notices.subscribe();
+    let mailbox = Arc::new(Mailbox::default());
     let mut shutdown = inner.shutdown.subscribe();
+    // Orders given before this connection opened are not for it.
     let mut control = inner.control.subscribe();
+    let mut orders_seen = control.borrow_and_update().serial();
     let seed = inner.cfg.seed() ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut conn = Connection::new(
         node.now_ms(),
@@ -99,11 +113,16 @@ where
         principal,
         seed,
     );
-    let mut session_rx: Option<mpsc::UnboundedReceiver<Notice>> = None;
     let mut registered = None;
+    // The channels this connection is registered for, and the core's
+    // subscriptions version they reflect.
+    let mut listening = BTreeSet::new();
+    let mut listening_version = 0;
     let mut closing = false;
     let mut going_away_seen = false;
     let mut peer_gone = false;
+    // The WebSocket layer stopped mid-message: nothing more can be read.
+    let mut unreadable = false;
 
     if let Some((r, w)) = *shutdown.borrow_and_update() {
         conn.handle_going_away(node.now_ms(), r, w);
@@ -119,10 +138,18 @@ where
                     batch.push(M::binary(frame.to_bytes()));
                 }
                 Action::Store(op) => {
-                    let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
+                    let reply = node.execute(&op).await;
+                    if let StoreReply::Published(PublishOutcome::Applied) = reply {
+                        inner
+                            .counters
+                            .publishes_applied
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     conn.handle_store_reply(node.now_ms(), reply);
                 }
-                Action::Request(r) => node.request(r),
+                // Awaited here, so one session's requests (and the replies
+                // they send) keep their order.
+                Action::Request(r) => node.request(r).await,
                 Action::Close { code, reason } => {
                     if !batch.is_empty() {
                         let _ = write_tx.send(Write::Frames(std::mem::take(&mut batch)));
@@ -138,9 +165,20 @@ where
             }
             if registered.is_none() {
                 if let Some(owner) = conn.owner() {
-                    session_rx = Some(node.register(owner.session.clone(), conn_id));
+                    node.hold(owner.session.clone(), conn_id, &mailbox);
                     registered = Some(owner.session.clone());
                 }
+            }
+            if registered.is_some() && conn.subscriptions_version() != listening_version {
+                listening_version = conn.subscriptions_version();
+                let now: BTreeSet<String> = conn.subscriptions().map(str::to_owned).collect();
+                node.relisten(
+                    conn_id,
+                    &mailbox,
+                    listening.difference(&now).map(String::as_str),
+                    now.difference(&listening).map(String::as_str),
+                );
+                listening = now;
             }
         }
         if !batch.is_empty() {
@@ -157,6 +195,12 @@ where
                     Some(Ok(Incoming::Binary(b))) => conn.handle_frame(now, b),
                     Some(Ok(Incoming::Text)) => conn.handle_text(now),
                     Some(Ok(Incoming::Other)) => {}
+                    // The layer read the length and stopped: the core
+                    // answers as for any malformed frame.
+                    Some(Err(e)) if e.too_large() => {
+                        unreadable = true;
+                        conn.handle_oversized(now);
+                    }
                     Some(Ok(Incoming::Close)) | Some(Err(_)) | None => {
                         peer_gone = true;
                         conn.handle_closed(now);
@@ -171,15 +215,15 @@ where
                     conn.handle_closed(node.now_ms());
                 }
             },
-            n = notices.recv() => match n {
-                Ok(n) => conn.handle_notice(node.now_ms(), &n),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    conn.handle_notice(node.now_ms(), &Notice::Lagged)
+            Wake { fetch, taken_over } = mailbox.wait() => {
+                let now = node.now_ms();
+                if let (Some(epoch), Some(session)) = (taken_over, &registered) {
+                    let owner = Owner { session: session.clone(), epoch };
+                    conn.handle_notice(now, &Notice::TakenOver(owner));
                 }
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
-            Some(n) = async { match &mut session_rx { Some(rx) => rx.recv().await, None => None } } => {
-                conn.handle_notice(node.now_ms(), &n);
+                if fetch {
+                    conn.handle_wake(now);
+                }
             }
             changed = shutdown.changed(), if !going_away_seen => {
                 if changed.is_ok() {
@@ -191,27 +235,23 @@ where
                     going_away_seen = true;
                 }
             }
-            order = control.recv() => match order {
-                Ok(Control::GoingAway(r, w)) => conn.handle_going_away(node.now_ms(), r, w),
-                Ok(Control::Close(code, reason)) => conn.handle_close(node.now_ms(), code, &reason),
-                // Sixteen orders at once: the last ones were closes too.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    conn.handle_close(node.now_ms(), 1001, "going away")
-                }
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
+            Ok(()) = control.changed() => {
+                let orders = control.borrow_and_update().clone();
+                carry_out(&mut conn, node.now_ms(), &orders, orders_seen);
+                orders_seen = orders.serial();
+            }
             () = sleep_until(timeout), if timeout.is_some() => conn.handle_timeout(node.now_ms()),
         }
     }
     // Store calls after the close (the detach).
     while let Some(action) = conn.poll_action() {
         if let Action::Store(op) = action {
-            let reply = op.execute(inner.store.as_ref(), node.now_ms()).await;
+            let reply = node.execute(&op).await;
             conn.handle_store_reply(node.now_ms(), reply);
         }
     }
     if let Some(s) = &registered {
-        node.unregister(s, conn_id);
+        node.release(s, conn_id, listening.iter().map(String::as_str));
     }
     drop(write_tx);
     // A peer that stopped reading leaves the writer stuck on a full socket:
@@ -224,12 +264,33 @@ where
         writer.abort();
         return;
     }
-    if !peer_gone {
+    if unreadable {
+        // The rest of the oversized message is unread, so dropping the
+        // socket resets it, and a reset can discard the ERROR and close
+        // frame before the peer reads them: give it the linger first.
+        tokio::time::sleep(CLOSE_LINGER).await;
+    } else if !peer_gone {
         // Let the peer's close frame arrive so the TCP close is orderly.
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             while let Some(Ok(_)) = stream.next().await {}
         })
         .await;
+    }
+}
+
+/// Hands `conn` the orders newer than serial `seen`, oldest first.
+fn carry_out(conn: &mut Connection, now: u64, orders: &Orders, seen: u64) {
+    let going_away = orders.going_away.as_ref().map(|o| o.0);
+    let close = orders.close.as_ref().map(|o| o.0);
+    let mut due: Vec<u64> = [going_away, close].into_iter().flatten().collect();
+    due.retain(|&serial| serial > seen);
+    due.sort_unstable();
+    for serial in due {
+        match (&orders.going_away, &orders.close) {
+            (Some((g, r, w)), _) if *g == serial => conn.handle_going_away(now, *r, *w),
+            (_, Some((c, code, reason))) if *c == serial => conn.handle_close(now, *code, reason),
+            _ => {}
+        }
     }
 }
 

@@ -52,6 +52,8 @@ mod op;
 mod policy;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "tokio")]
+mod registry;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -59,7 +61,7 @@ pub mod token;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
-pub use config::{ConfigError, ServerConfig, ServerConfigBuilder};
+pub use config::{ConfigError, ServerConfig, ServerConfigBuilder, DEFAULT_STORE_TIMEOUT_MS};
 pub use connection::{Action, Connection, Phase, Request, SLOW_CONSUMER};
 #[cfg(feature = "tokio")]
 pub use node::{Authorize, Node, NodeBuilder, NodeStats, Open, Rejection};

@@ -1,7 +1,8 @@
 //! One server node: the store, the policy, the hooks, the live connections
 //! and their registry, shutdown, and the handle the application holds.
 
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,12 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use redial_core::payload::Payload;
 use redial_core::wire;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::watch;
 
 use crate::admission::{retry_after_secs, Admission, Admit};
 use crate::connection::Request;
+use crate::op::{StoreOp, StoreReply};
 use crate::policy::{AllowAll, Policy};
-use crate::store::{Notice, SessionId, Store, StoreError};
+use crate::registry::{Mailbox, Registry};
+use crate::store::{SessionId, Store, StoreError};
 use crate::ServerConfig;
 
 /// An HTTP refusal of the WebSocket upgrade.
@@ -67,7 +70,9 @@ impl Authorize for Open {
     }
 }
 
-type OnRequest = Arc<dyn Fn(Request, Node) + Send + Sync>;
+/// What the request hook returns, boxed.
+type RequestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type OnRequest = Arc<dyn Fn(Request, Node) -> RequestFuture + Send + Sync>;
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// What the node has done, counted since it started.
@@ -94,6 +99,12 @@ pub struct NodeStats {
     pub protocol_errors: u64,
     /// Connections closed with ERROR `slow_consumer`.
     pub slow_consumers: u64,
+    /// Connections woken by store notices: one per connection a notice
+    /// concerned (a subscriber of its channel, the holder of its session),
+    /// however many notices coalesced before it fetched.
+    pub notice_wakeups: u64,
+    /// PUBLISH frames stored (not counting duplicates by seq).
+    pub publishes_applied: u64,
 }
 
 #[derive(Default)]
@@ -106,6 +117,8 @@ pub(crate) struct Counters {
     pub(crate) resumed: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
+    pub(crate) publishes_applied: AtomicU64,
+    notice_wakeups: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -114,13 +127,13 @@ pub(crate) struct Inner {
     pub(crate) policy: Arc<dyn Policy>,
     authorize: Arc<dyn Authorize>,
     on_request: Option<OnRequest>,
-    /// Channel and lagged notices, for every connection.
-    pub(crate) notices: broadcast::Sender<Notice>,
-    /// Session id -> (connection id, its notice queue).
-    registry: Mutex<HashMap<SessionId, (u64, mpsc::UnboundedSender<Notice>)>>,
+    /// Who on this node listens to which session and channel.
+    registry: Mutex<Registry>,
     admission: Mutex<Option<Admission>>,
-    /// Orders for every connection open at the time.
-    pub(crate) control: broadcast::Sender<Control>,
+    /// The latest order of each kind, for every connection open at the
+    /// time: a watch, so no number of orders can overflow it.
+    pub(crate) control: watch::Sender<Orders>,
+    next_order: AtomicU64,
     /// `Some((retry_after_ms, window_ms))` once shutdown started.
     pub(crate) shutdown: watch::Sender<Option<(u64, u64)>>,
     live: watch::Sender<u64>,
@@ -182,11 +195,20 @@ impl NodeBuilder {
     }
 
     /// Called with every publish the policy made a request (stored once,
-    /// never again for a duplicate). It runs on the connection's task and
-    /// must not block: spawn anything slow, and answer with
-    /// [`Node::send_to`].
-    pub fn on_request(mut self, f: impl Fn(Request, Node) + Send + Sync + 'static) -> Self {
-        self.on_request = Some(Arc::new(f));
+    /// never again for a duplicate); answer with [`Node::send_to`].
+    ///
+    /// The connection's task awaits the returned future before it handles
+    /// anything else of that session, so one session's requests run one at
+    /// a time, in the order they were published, and replies sent from
+    /// the future keep that order. Meanwhile the connection reads nothing
+    /// and its timers wait: keep the future short, and hand long work to a
+    /// task of your own (which then owns the order of its replies).
+    pub fn on_request<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Request, Node) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_request = Some(Arc::new(move |r, n| Box::pin(f(r, n))));
         self
     }
 
@@ -196,7 +218,6 @@ impl NodeBuilder {
         let base_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let (notices, _) = broadcast::channel(1024);
         let admission = self.cfg.admission_per_sec.map(Admission::new);
         let node = Node {
             inner: Arc::new(Inner {
@@ -205,10 +226,10 @@ impl NodeBuilder {
                 policy: self.policy,
                 authorize: self.authorize,
                 on_request: self.on_request,
-                notices,
-                registry: Mutex::new(HashMap::new()),
+                registry: Mutex::new(Registry::default()),
                 admission: Mutex::new(admission),
-                control: broadcast::channel(16).0,
+                control: watch::channel(Orders::default()).0,
+                next_order: AtomicU64::new(1),
                 shutdown: watch::channel(None).0,
                 live: watch::channel(0).0,
                 counters: Counters::default(),
@@ -223,7 +244,11 @@ impl NodeBuilder {
         tokio::spawn(async move {
             while let Some(n) = stream.next().await {
                 let Some(inner) = weak.upgrade() else { break };
-                route(&inner, n);
+                let woken = lock(&inner.registry).route(&n);
+                inner
+                    .counters
+                    .notice_wakeups
+                    .fetch_add(woken as u64, Ordering::Relaxed);
             }
         });
         node
@@ -235,32 +260,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn route(inner: &Inner, notice: Notice) {
-    // A direct message goes to the connection holding the session; a
-    // takeover goes to every connection, since the registry already names
-    // the new holder and the old one (maybe on this node) must hear it.
-    let target = match &notice {
-        Notice::Session(id) => Some(id.clone()),
-        _ => None,
-    };
-    match target {
-        Some(id) => {
-            if let Some((_, tx)) = lock(&inner.registry).get(&id) {
-                let _ = tx.send(notice);
-            }
-        }
-        // No receiver is fine: no connection is open.
-        None => {
-            let _ = inner.notices.send(notice);
-        }
-    }
+/// The latest order of each kind for the connections open at the time,
+/// each with its serial (increasing across both kinds): a connection acts
+/// on those newer than what it saw, in serial order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Orders {
+    /// `(serial, retry_after_ms, window_ms)`.
+    pub(crate) going_away: Option<(u64, u64, u64)>,
+    /// `(serial, code, reason)`.
+    pub(crate) close: Option<(u64, u16, String)>,
 }
 
-/// An order for the connections open at the time.
-#[derive(Debug, Clone)]
-pub(crate) enum Control {
-    GoingAway(u64, u64),
-    Close(u16, String),
+impl Orders {
+    /// The highest serial in it (0: none).
+    pub(crate) fn serial(&self) -> u64 {
+        let ga = self.going_away.as_ref().map_or(0, |o| o.0);
+        let close = self.close.as_ref().map_or(0, |o| o.0);
+        ga.max(close)
+    }
 }
 
 /// Why an upgrade was refused, for the runtimes.
@@ -315,14 +332,35 @@ impl Node {
 
     /// Appends a message from the application to `channel`: every
     /// subscribed session, on every node, gets it.
+    ///
+    /// Bounded by the store timeout ([`StoreError::TimedOut`]).
     pub async fn publish(&self, channel: &str, payload: Payload) -> Result<(), StoreError> {
-        self.inner.store.broadcast(channel, &payload).await
+        self.bounded(self.inner.store.broadcast(channel, &payload))
+            .await
     }
 
     /// A direct message (MESSAGE without a channel) to the session named
     /// `name`; `false` when there is none.
+    ///
+    /// Bounded by the store timeout ([`StoreError::TimedOut`]).
     pub async fn send_to(&self, name: &str, payload: Payload) -> Result<bool, StoreError> {
-        self.inner.store.send_to(name, &payload).await
+        self.bounded(self.inner.store.send_to(name, &payload)).await
+    }
+
+    /// Makes a connection's store call, bounded by the store timeout.
+    pub(crate) async fn execute(&self, op: &StoreOp) -> StoreReply {
+        let call = async { Ok(op.execute(self.inner.store.as_ref(), self.now_ms()).await) };
+        self.bounded(call).await.unwrap_or_else(StoreReply::Failed)
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let ms = self.inner.cfg.store_timeout_ms();
+        tokio::time::timeout(Duration::from_millis(ms), call)
+            .await
+            .unwrap_or(Err(StoreError::TimedOut(ms)))
     }
 
     /// Graceful shutdown: every connection gets GOING_AWAY with the
@@ -341,20 +379,20 @@ impl Node {
     /// open now, then close 1001; new upgrades are still accepted (a drain
     /// for rebalancing, not a shutdown).
     pub fn going_away(&self, retry_after_ms: u64, window_ms: u64) {
-        let _ = self
-            .inner
+        let serial = self.inner.next_order.fetch_add(1, Ordering::Relaxed);
+        self.inner
             .control
-            .send(Control::GoingAway(retry_after_ms, window_ms));
+            .send_modify(|o| o.going_away = Some((serial, retry_after_ms, window_ms)));
     }
 
     /// Closes every connection open now with `code` and `reason`, without
     /// an ERROR (1012 for a restart, an application's 4000-4999 code); the
     /// sessions stay resumable.
     pub fn close_all(&self, code: u16, reason: &str) {
-        let _ = self
-            .inner
+        let serial = self.inner.next_order.fetch_add(1, Ordering::Relaxed);
+        self.inner
             .control
-            .send(Control::Close(code, reason.to_owned()));
+            .send_modify(|o| o.close = Some((serial, code, reason.to_owned())));
     }
 
     /// Replaces the admission limit (at most `per_sec` upgrades per second;
@@ -373,7 +411,7 @@ impl Node {
         let c = &self.inner.counters;
         NodeStats {
             live_connections: *self.inner.live.borrow(),
-            sessions: lock(&self.inner.registry).len() as u64,
+            sessions: lock(&self.inner.registry).sessions() as u64,
             upgrades: c.upgrades.load(Ordering::Relaxed),
             upgrades_refused: c.refused.load(Ordering::Relaxed),
             admissions_throttled: c.throttled.load(Ordering::Relaxed),
@@ -382,6 +420,8 @@ impl Node {
             sessions_resumed: c.resumed.load(Ordering::Relaxed),
             protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
             slow_consumers: c.slow_consumers.load(Ordering::Relaxed),
+            publishes_applied: c.publishes_applied.load(Ordering::Relaxed),
+            notice_wakeups: c.notice_wakeups.load(Ordering::Relaxed),
         }
     }
 
@@ -428,26 +468,53 @@ impl Node {
         self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn request(&self, r: Request) {
+    pub(crate) async fn request(&self, r: Request) {
         if let Some(f) = &self.inner.on_request {
-            f(r, self.clone());
+            f(r, self.clone()).await;
         }
     }
 
-    pub(crate) fn register(
-        &self,
-        session: SessionId,
-        conn: u64,
-    ) -> mpsc::UnboundedReceiver<Notice> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.inner.registry).insert(session, (conn, tx));
-        rx
+    /// Connection `conn` holds `session`: its notices reach `mailbox`.
+    pub(crate) fn hold(&self, session: SessionId, conn: u64, mailbox: &Arc<Mailbox>) {
+        lock(&self.inner.registry).hold(session, conn, mailbox);
     }
 
-    pub(crate) fn unregister(&self, session: &SessionId, conn: u64) {
+    /// Connection `conn` listens to the channels in `to` instead of those
+    /// in `from`. A channel it starts listening to asks it to fetch, since
+    /// a notice may have come before it listened.
+    pub(crate) fn relisten<'a>(
+        &self,
+        conn: u64,
+        mailbox: &Arc<Mailbox>,
+        from: impl IntoIterator<Item = &'a str>,
+        to: impl IntoIterator<Item = &'a str>,
+    ) {
         let mut reg = lock(&self.inner.registry);
-        if reg.get(session).is_some_and(|(c, _)| *c == conn) {
-            reg.remove(session);
+        for c in from {
+            reg.unlisten(c, conn);
+        }
+        let mut added = false;
+        for c in to {
+            reg.listen(c, conn, mailbox);
+            added = true;
+        }
+        if added {
+            mailbox.fetch();
+        }
+    }
+
+    /// Connection `conn` is gone: it holds `session` and listens to
+    /// `channels` no more.
+    pub(crate) fn release<'a>(
+        &self,
+        session: &SessionId,
+        conn: u64,
+        channels: impl IntoIterator<Item = &'a str>,
+    ) {
+        let mut reg = lock(&self.inner.registry);
+        reg.release(session, conn);
+        for c in channels {
+            reg.unlisten(c, conn);
         }
     }
 

@@ -155,6 +155,10 @@ pub enum StoreError {
     /// The session does not exist (ended or never created).
     #[error("unknown session {0}")]
     UnknownSession(SessionId),
+    /// The call took longer than the node's store timeout (milliseconds);
+    /// handled like [`StoreError::Unavailable`].
+    #[error("store call took over {0} ms")]
+    TimedOut(u64),
     /// The store could not be reached or failed; the connection should be
     /// closed with ERROR `internal` and the client will resume later.
     #[error("store unavailable: {0}")]

@@ -419,13 +419,17 @@ pub fn fuzz_steps(data: &[u8]) {
                 }
                 .to_bytes(),
             ),
-            6 => d.conn.handle_text(now),
+            6 if arg & 1 == 0 => d.conn.handle_text(now),
+            // A message the WebSocket layer refused as over the limit.
+            6 => d.conn.handle_oversized(now),
             7 => {
                 store.broadcast("c", &Payload::binary(vec![arg]));
             }
             8 => {
                 store.send_to("fuzz-name", &Payload::binary(vec![arg]));
             }
+            // A wake from the node's registry, with or without news.
+            9 if arg & 0x80 != 0 => d.conn.handle_wake(now),
             9 => {
                 let n = usize::from(arg % 4);
                 let n = n.min(d.conn.unwritten_frames());

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
-use crate::drive::{drive, Incoming, WsMessage};
+use crate::drive::{drive, Incoming, ReadError, WsMessage};
 use crate::node::{Node, Rejection};
 
 impl WsMessage for Message {
@@ -32,6 +32,12 @@ impl WsMessage for Message {
             Message::Close(_) => Incoming::Close,
             _ => Incoming::Other,
         }
+    }
+}
+
+impl ReadError for WsError {
+    fn too_large(&self) -> bool {
+        matches!(self, WsError::Capacity(_))
     }
 }
 
@@ -118,9 +124,9 @@ pub async fn accept(
 
 /// Serves the session on an upgraded socket (from [`accept`], maybe
 /// wrapped) until it closes.
-pub async fn serve_socket<S, E>(node: Node, socket: S, principal: Option<String>)
+pub async fn serve_socket<S>(node: Node, socket: S, principal: Option<String>)
 where
-    S: futures_util::Stream<Item = Result<Message, E>>
+    S: futures_util::Stream<Item = Result<Message, WsError>>
         + futures_util::Sink<Message>
         + Unpin
         + Send

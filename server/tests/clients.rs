@@ -230,13 +230,11 @@ async fn subscribe_denied_by_the_policy<R: Runtime>(make: impl Fn(String) -> Bui
 /// a direct message.
 async fn requests_are_answered_directly<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
     let s = Server::start(|b| {
-        b.on_request(|req, node| {
-            tokio::spawn(async move {
-                let answer = format!("re:{}", req.payload.as_text().unwrap_or(""));
-                node.send_to(&req.name, Payload::text(answer))
-                    .await
-                    .unwrap();
-            });
+        b.on_request(|req, node| async move {
+            let answer = format!("re:{}", req.payload.as_text().unwrap_or(""));
+            node.send_to(&req.name, Payload::text(answer))
+                .await
+                .unwrap();
         })
     });
     let (c, mut events) = make(s.url.clone())

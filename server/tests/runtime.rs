@@ -5,19 +5,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use redial_core::payload::{Payload, Text};
 use redial_core::secret::ResumeToken;
 use redial_core::wire::{self, error_code, Frame, Hello, Limits, Welcome};
 use redial_core::{Config, Event, Wire};
 use redial_server::memory::MemoryStore;
+use redial_server::store::{
+    CreateRefused, Notices, Owner, PublishOutcome, SessionId, SessionState, Store, StoreError,
+    StoreFuture, StoredMessage,
+};
 use redial_server::token::TokenKey;
 use redial_server::{Node, Peer, Policy, Refusal, Rejection, ServerConfig, ServerConfigBuilder};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -84,12 +93,14 @@ fn http_status(e: tokio_tungstenite::tungstenite::Error) -> (u16, Option<String>
     }
 }
 
-async fn send(ws: &mut Ws, f: Frame) {
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, f: Frame) {
     ws.send(Message::Binary(f.to_bytes())).await.unwrap();
 }
 
 /// The next frame; `None` at a close (with its code).
-async fn next(ws: &mut Ws) -> Result<Frame, Option<u16>> {
+async fn next<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Result<Frame, Option<u16>> {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -103,7 +114,11 @@ async fn next(ws: &mut Ws) -> Result<Frame, Option<u16>> {
     }
 }
 
-async fn hello(ws: &mut Ws, token: Option<ResumeToken>, last_offset: u64) -> Welcome {
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    token: Option<ResumeToken>,
+    last_offset: u64,
+) -> Welcome {
     send(
         ws,
         Frame::Hello(Hello {
@@ -731,4 +746,387 @@ async fn the_admission_limit_can_change_at_runtime() {
     node.set_admission_limit(None);
     let _d = dial(&url, &[]).await.unwrap();
     assert_eq!(node.stats().admissions_throttled, 1);
+}
+
+/// A PUBLISH whose encoded frame is exactly `len` bytes.
+fn publish_of_len(len: usize) -> Bytes {
+    let frame = |n: usize| Frame::Publish {
+        seq: 1,
+        channel: None,
+        payload: Payload::binary(vec![0x5Au8; n]),
+    };
+    let mut n = len;
+    loop {
+        let got = frame(n).encoded_len();
+        if got == len {
+            return frame(n).to_bytes();
+        }
+        n = n + len - got;
+    }
+}
+
+/// PROTOCOL.md 5: a frame over the 1 MiB limit is malformed: ERROR
+/// `malformed_frame`, then 1002, whatever its size, and the node keeps
+/// serving the other connections.
+async fn over_limit_frames_are_malformed(url: &str, node: &Node) {
+    let limit = node.config().limits().max_frame_len;
+    assert_eq!(limit, 1 << 20);
+    let mut other = dial(url, &[]).await.unwrap();
+    hello(&mut other, None, 0).await;
+    for len in [limit + 1, 8 << 20] {
+        let ws = dial(url, &[]).await.unwrap();
+        let (mut sink, mut stream) = ws.split();
+        sink.send(Message::Binary(
+            Frame::Hello(Hello {
+                version: 1,
+                resume_token: None,
+                last_offset: 0,
+                name: None,
+            })
+            .to_bytes(),
+        ))
+        .await
+        .unwrap();
+        // The server stops reading mid-frame: write from another task so
+        // this one can read the answer.
+        let big = publish_of_len(len);
+        let writer = tokio::spawn(async move {
+            let _ = sink.send(Message::Binary(big)).await;
+            sink
+        });
+        let mut frames = Vec::new();
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("an answer in time")
+            {
+                Some(Ok(Message::Binary(b))) => {
+                    frames.push(wire::decode(b, &Limits::default()).unwrap())
+                }
+                Some(Ok(Message::Close(c))) => break c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("{len} bytes: no close frame: {e}; got {frames:?}"),
+                None => panic!("{len} bytes: no close frame; got {frames:?}"),
+            }
+        };
+        assert!(
+            matches!(frames.first(), Some(Frame::Welcome(_))),
+            "{frames:?}"
+        );
+        assert!(
+            matches!(
+                frames.get(1),
+                Some(Frame::Error { code, .. }) if *code == error_code::MALFORMED_FRAME
+            ),
+            "{len} bytes: {frames:?}"
+        );
+        assert_eq!(close, Some(1002), "{len} bytes");
+        writer.abort();
+    }
+    send(
+        &mut other,
+        Frame::Publish {
+            seq: 1,
+            channel: None,
+            payload: Payload::text("still here"),
+        },
+    )
+    .await;
+    assert_eq!(next(&mut other).await, Ok(Frame::Ack { seq: 1 }));
+    assert_eq!(node.stats().protocol_errors, 2);
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_get_malformed_frame_then_1002() {
+    let node = node(config());
+    let url = serve(&node).await;
+    over_limit_frames_are_malformed(&url, &node).await;
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_get_malformed_frame_then_1002_behind_axum() {
+    let node = node(config());
+    let app = axum::Router::new()
+        .route("/wire", axum::routing::get(redial_server::axum::handler))
+        .with_state(node.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    over_limit_frames_are_malformed(&format!("ws://{addr}/wire"), &node).await;
+}
+
+/// A connection to `node` over an in-process pipe of `buffer` bytes each
+/// way (no sockets: thousands are cheap, and a paused clock advances only
+/// when every task waits on something in this process).
+async fn pipe(node: &Node, buffer: usize) -> WebSocketStream<DuplexStream> {
+    let (client, server) = tokio::io::duplex(buffer);
+    let server = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+    tokio::spawn(redial_server::tokio::serve_socket(
+        node.clone(),
+        server,
+        None,
+    ));
+    WebSocketStream::from_raw_socket(client, Role::Client, None).await
+}
+
+async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, channel: &str) {
+    send(
+        ws,
+        Frame::Subscribe {
+            channel: channel.into(),
+        },
+    )
+    .await;
+    assert!(matches!(next(ws).await, Ok(Frame::Subscribed { .. })));
+}
+
+/// Reads `n` MESSAGEs, checks they are offsets `1..=n` in order, and
+/// RECEIVEs as it goes so the backlog keeps moving.
+async fn take_messages<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, n: u64) {
+    for want in 1..=n {
+        let (offset, _) = message(next(ws).await.unwrap());
+        assert_eq!(offset, want);
+        if offset % 256 == 0 || offset == n {
+            send(ws, Frame::Received { offset }).await;
+        }
+    }
+}
+
+/// Publishes `n` messages, letting the node route the notices every few
+/// so the store's notice buffer never overflows (which would wake every
+/// connection, correctly, and is not what this measures).
+async fn publish_many(node: &Node, channel: &str, n: u64, size: usize) {
+    for i in 0..n {
+        node.publish(channel, Payload::text("x".repeat(size)))
+            .await
+            .unwrap();
+        if i % 64 == 63 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// A publish wakes the connections subscribed to its channel and no other:
+/// 10,000 notices on one channel cost 10,000 wake-ups of its one
+/// subscriber, and none of the 1,000 connections subscribed elsewhere.
+#[tokio::test]
+async fn notices_wake_only_the_subscribers_of_their_channel() {
+    let node = node(config());
+    let mut elsewhere = Vec::new();
+    for _ in 0..1000 {
+        let mut ws = pipe(&node, 4 << 10).await;
+        hello(&mut ws, None, 0).await;
+        subscribe(&mut ws, "elsewhere").await;
+        elsewhere.push(ws);
+    }
+    let mut busy = pipe(&node, 64 << 10).await;
+    hello(&mut busy, None, 0).await;
+    subscribe(&mut busy, "busy").await;
+    let before = node.stats().notice_wakeups;
+    // Read while publishing: the store keeps 4096 per session.
+    let reader = tokio::spawn(async move { take_messages(&mut busy, 10_000).await });
+    publish_many(&node, "busy", 10_000, 16).await;
+    reader.await.unwrap();
+    assert_eq!(node.stats().notice_wakeups - before, 10_000);
+    for ws in &mut elsewhere {
+        assert!(ws.next().now_or_never().is_none(), "nothing was sent");
+    }
+}
+
+/// A subscriber that stops reading does not hold up the others: they get
+/// every message while its socket stays full.
+#[tokio::test]
+async fn a_slow_subscriber_does_not_slow_the_others() {
+    let node = node(config().stall_timeout_ms(600_000));
+    let mut slow = pipe(&node, 4 << 10).await;
+    hello(&mut slow, None, 0).await;
+    subscribe(&mut slow, "c").await;
+    let mut fast = Vec::new();
+    for _ in 0..3 {
+        let mut ws = pipe(&node, 64 << 10).await;
+        hello(&mut ws, None, 0).await;
+        subscribe(&mut ws, "c").await;
+        fast.push(ws);
+    }
+    let reader = tokio::spawn(async move {
+        for ws in &mut fast {
+            take_messages(ws, 2_000).await;
+        }
+        fast
+    });
+    publish_many(&node, "c", 2_000, 1 << 10).await;
+    let _fast = reader.await.unwrap();
+    // The slow one is still open, its window full, and gets its first
+    // message once it reads.
+    assert_eq!(node.stats().live_connections, 4);
+    let (offset, _) = message(next(&mut slow).await.unwrap());
+    assert_eq!(offset, 1);
+}
+
+/// GOING_AWAY reaches every connection however many orders came at once
+/// (the orders are a watch, not a queue that can overflow).
+#[tokio::test]
+async fn every_connection_gets_its_going_away_after_a_burst_of_orders() {
+    let node = node(config());
+    let mut conns = Vec::new();
+    for _ in 0..5 {
+        let mut ws = pipe(&node, 4 << 10).await;
+        hello(&mut ws, None, 0).await;
+        conns.push(ws);
+    }
+    for i in 0..40 {
+        node.going_away(100 + i, 50);
+    }
+    for ws in &mut conns {
+        assert_eq!(
+            next(ws).await,
+            Ok(Frame::GoingAway {
+                retry_after_ms: 139,
+                window_ms: 50
+            })
+        );
+        assert_eq!(next(ws).await, Err(Some(1001)));
+    }
+}
+
+/// The memory store, or a store whose calls never finish once `hung` is set.
+#[derive(Default)]
+struct Hangs {
+    inner: MemoryStore,
+    hung: AtomicBool,
+}
+
+impl Hangs {
+    fn gate<'a, T: Send + 'a>(&'a self, call: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
+        if self.hung.load(Ordering::Relaxed) {
+            Box::pin(std::future::pending())
+        } else {
+            call
+        }
+    }
+}
+
+impl Store for Hangs {
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<SessionState, CreateRefused>> {
+        self.gate(self.inner.create(name, now_ms))
+    }
+    fn resume<'a>(
+        &'a self,
+        session: &'a SessionId,
+        lifetime_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Option<SessionState>> {
+        self.gate(self.inner.resume(session, lifetime_ms, now_ms))
+    }
+    fn detach<'a>(&'a self, owner: &'a Owner, now_ms: u64) -> StoreFuture<'a, ()> {
+        self.gate(self.inner.detach(owner, now_ms))
+    }
+    fn end<'a>(&'a self, owner: &'a Owner) -> StoreFuture<'a, ()> {
+        self.gate(self.inner.end(owner))
+    }
+    fn publish<'a>(
+        &'a self,
+        owner: &'a Owner,
+        seq: u64,
+        channel: Option<&'a str>,
+        payload: &'a Payload,
+    ) -> StoreFuture<'a, PublishOutcome> {
+        self.gate(self.inner.publish(owner, seq, channel, payload))
+    }
+    fn subscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
+        self.gate(self.inner.subscribe(owner, channel))
+    }
+    fn unsubscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
+        self.gate(self.inner.unsubscribe(owner, channel))
+    }
+    fn fetch<'a>(
+        &'a self,
+        owner: &'a Owner,
+        after: u64,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        self.gate(self.inner.fetch(owner, after, max))
+    }
+    fn received<'a>(&'a self, owner: &'a Owner, offset: u64) -> StoreFuture<'a, ()> {
+        self.gate(self.inner.received(owner, offset))
+    }
+    fn broadcast<'a>(&'a self, channel: &'a str, payload: &'a Payload) -> StoreFuture<'a, ()> {
+        self.gate(self.inner.broadcast(channel, payload))
+    }
+    fn send_to<'a>(&'a self, name: &'a str, payload: &'a Payload) -> StoreFuture<'a, bool> {
+        self.gate(self.inner.send_to(name, payload))
+    }
+    fn notices(&self) -> Notices {
+        self.inner.notices()
+    }
+}
+
+/// A store call that never returns fails after the store timeout: ERROR
+/// `internal` (not terminal), close 1011, and the session resumes once the
+/// store answers again; the application's calls are bounded the same way.
+#[tokio::test(start_paused = true)]
+async fn a_hung_store_times_out_and_the_session_stays_resumable() {
+    let store = Arc::new(Hangs::default());
+    let cfg = config().store_timeout_ms(2_000).build().unwrap();
+    let node = Node::builder_arc(cfg, store.clone()).build();
+    let mut ws = pipe(&node, 4 << 10).await;
+    let w = hello(&mut ws, None, 0).await;
+    store.hung.store(true, Ordering::Relaxed);
+    let start = tokio::time::Instant::now();
+    send(
+        &mut ws,
+        Frame::Subscribe {
+            channel: "c".into(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            next(&mut ws).await,
+            Ok(Frame::Error { code, terminal: false, .. }) if code == error_code::INTERNAL
+        ),
+        "ERROR internal"
+    );
+    assert_eq!(next(&mut ws).await, Err(Some(1011)));
+    assert_eq!(start.elapsed(), Duration::from_millis(2_000));
+    assert!(matches!(
+        node.publish("c", Payload::text("x")).await,
+        Err(StoreError::TimedOut(2_000))
+    ));
+    store.hung.store(false, Ordering::Relaxed);
+    let mut ws = pipe(&node, 4 << 10).await;
+    assert!(hello(&mut ws, Some(w.resume_token), 0).await.resumed);
+}
+
+/// The node on a multi-thread runtime: connection tasks, the notice router
+/// and the publisher on different threads; every subscriber gets every
+/// message in order, and a session resumes where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_a_multi_thread_runtime_fans_out_and_resumes() {
+    let node = node(config());
+    let url = serve(&node).await;
+    let mut readers = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in 0..50 {
+        let mut ws = dial(&url, &[]).await.unwrap();
+        tokens.push(hello(&mut ws, None, 0).await.resume_token);
+        subscribe(&mut ws, "c").await;
+        readers.push(tokio::spawn(async move {
+            take_messages(&mut ws, 500).await;
+        }));
+    }
+    publish_many(&node, "c", 500, 64).await;
+    for r in readers {
+        r.await.unwrap();
+    }
+    // Every reader RECEIVED all 500; one more message, then a resume.
+    node.publish("c", Payload::text("after")).await.unwrap();
+    let mut ws = dial(&url, &[]).await.unwrap();
+    let token = tokens.pop().unwrap();
+    assert!(hello(&mut ws, Some(token), 500).await.resumed);
+    assert_eq!(message(next(&mut ws).await.unwrap()), (501, "after".into()));
 }

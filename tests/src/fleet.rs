@@ -197,16 +197,84 @@ impl FleetReport {
     /// as slower than any that did, so this is `None` when the rank lands on
     /// one of them.
     pub fn reconnect_percentile(&self, p: f64) -> Option<Duration> {
-        let n = self.reconnected_at.len();
-        if n == 0 {
-            return None;
-        }
-        let mut times: Vec<Option<Duration>> = self.reconnected_at.clone();
-        // `None` sorts first for Option; put the stragglers last instead.
-        times.sort_by_key(|t| (t.is_none(), *t));
-        let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as usize;
-        times[rank.min(n) - 1]
+        nearest_rank(&self.reconnected_at, p)
     }
+}
+
+/// The `p`-th percentile (0..=100, nearest rank) of `times`, a `None`
+/// (never) ranking after every time; `None` for an empty list too.
+fn nearest_rank(times: &[Option<Duration>], p: f64) -> Option<Duration> {
+    let n = times.len();
+    if n == 0 {
+        return None;
+    }
+    let mut times = times.to_vec();
+    // `None` sorts first for Option; put the stragglers last instead.
+    times.sort_by_key(|t| (t.is_none(), *t));
+    let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as usize;
+    times[rank.min(n) - 1]
+}
+
+/// One client whose server restarts, over many seeds: what a single user
+/// sees after a deploy or a crash, where [`run`] shows what the server sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartReport {
+    /// How long the server was down.
+    pub down_for: Duration,
+    /// Per seed: the time from the server's return to the client's
+    /// reconnect (`None`: not within the run).
+    pub back_after_return: Vec<Option<Duration>>,
+    /// Per seed: dials after the loss, the successful one included.
+    pub dials: Vec<u32>,
+}
+
+impl RestartReport {
+    /// The `p`-th percentile (0..=100, nearest rank) of the time from the
+    /// server's return to the reconnect, over the seeds (a seed that never
+    /// reconnected ranks last).
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        nearest_rank(&self.back_after_return, p)
+    }
+
+    /// Mean dials per seed.
+    pub fn mean_dials(&self) -> f64 {
+        if self.dials.is_empty() {
+            return 0.0;
+        }
+        self.dials.iter().map(|&d| f64::from(d)).sum::<f64>() / self.dials.len() as f64
+    }
+}
+
+/// Runs one client with `config` against a server down `down_for` once
+/// per seed in `seeds` (each a fleet of one: no admission limit, dials
+/// answered at once, two simulated minutes after the return).
+pub fn restart(
+    config: &Config,
+    down_for: Duration,
+    seeds: std::ops::RangeInclusive<u64>,
+) -> RestartReport {
+    let mut report = RestartReport {
+        down_for,
+        back_after_return: Vec::new(),
+        dials: Vec::new(),
+    };
+    for seed in seeds {
+        let r = run(&FleetConfig {
+            down_for,
+            seed,
+            duration: down_for + Duration::from_secs(120),
+            ..FleetConfig::new(1, config.clone())
+        });
+        report.back_after_return.push(
+            r.reconnected_at
+                .first()
+                .copied()
+                .flatten()
+                .map(|t| t.saturating_sub(down_for)),
+        );
+        report.dials.extend(r.dials_per_client);
+    }
+    report
 }
 
 impl fmt::Display for FleetReport {
@@ -974,6 +1042,48 @@ mod tests {
         assert_eq!(r.reconnect_percentile(50.0), Some(Duration::from_secs(2)));
         assert_eq!(r.reconnect_percentile(75.0), Some(Duration::from_secs(3)));
         assert_eq!(r.reconnect_percentile(100.0), None);
+    }
+
+    #[test]
+    fn restart_times_are_counted_from_the_servers_return() {
+        // A fixed 1 s wait: dials at 1 s (refused) and 2 s, whatever the
+        // seed, so a server down 1.5 s has this client back 0.5 s after it.
+        let fixed = Config::builder()
+            .backoff(Backoff::proportional(
+                Duration::from_secs(1),
+                1.0,
+                0.0,
+                Duration::from_secs(1),
+            ))
+            .build()
+            .unwrap();
+        let r = restart(&fixed, Duration::from_millis(1500), 1..=20);
+        assert_eq!(
+            r.back_after_return,
+            vec![Some(Duration::from_millis(500)); 20]
+        );
+        assert_eq!(r.dials, vec![2; 20]);
+        assert_eq!(r.percentile(90.0), Some(Duration::from_millis(500)));
+        assert_eq!(r.mean_dials(), 2.0);
+    }
+
+    #[test]
+    fn the_default_finds_a_restarted_server_within_the_targets() {
+        let config = Config::default();
+        let r = restart(&config, Duration::from_millis(1500), 1..=2000);
+        assert!(r.back_after_return.iter().all(Option::is_some));
+        let p50 = r.percentile(50.0).unwrap();
+        let p90 = r.percentile(90.0).unwrap();
+        assert!(
+            p50 <= Duration::from_millis(1500),
+            "down 1.5 s: p50 {p50:?}"
+        );
+        assert!(p90 <= Duration::from_secs(3), "down 1.5 s: p90 {p90:?}");
+        let r = restart(&config, Duration::from_secs(3), 1..=2000);
+        let p90 = r.percentile(90.0).unwrap();
+        assert!(p90 <= Duration::from_secs(4), "down 3 s: p90 {p90:?}");
+        // Different seeds draw differently: not one time for all.
+        assert!(r.percentile(10.0) < r.percentile(90.0));
     }
 
     #[test]

@@ -35,8 +35,8 @@ use redial_server::token::TokenKey;
 use redial_server::{Node, ServerConfig};
 use redial_tests::proxy::{Cut, Proxy, ProxyHandle};
 use redial_tests::rng::SeededRng;
-use redial_tests::servers::or_skip;
 use redial_tests::servers::redis::RedisServer;
+use redial_tests::servers::started;
 
 const DEFAULT_SECS: u64 = 20;
 const DEFAULT_SEED: u64 = 0xC1A5_7E55;
@@ -145,9 +145,10 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `None` (the test is skipped) without `redis-server` outside CI.
-    fn start(n: usize, prefix: &str) -> Option<Cluster> {
-        let redis = or_skip(RedisServer::start())?;
+    /// Starts `redis-server`, `n` nodes and the proxy; the tests calling
+    /// this are marked `needs!(redis; ..)`.
+    fn start(n: usize, prefix: &str) -> Cluster {
+        let redis = started(RedisServer::start());
         let shared = Shared {
             redis_url: redis.url(),
             prefix: prefix.to_owned(),
@@ -178,7 +179,7 @@ impl Cluster {
             })
             .expect("proxy thread");
         let proxy = ready_rx.recv().expect("the proxy started");
-        Some(Cluster {
+        Cluster {
             redis,
             shared,
             addrs,
@@ -186,7 +187,7 @@ impl Cluster {
             restarts: Mutex::new(0),
             proxy,
             _proxy_stop: stop,
-        })
+        }
     }
 
     fn url(&self) -> String {
@@ -310,9 +311,7 @@ async fn restarted_node_serves_old_sessions<R: Runtime>(make: impl Fn(String) ->
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let Some(cluster) = Cluster::start(1, &prefix) else {
-        return;
-    };
+    let cluster = Cluster::start(1, &prefix);
     let mut client = Client::connect(make(cluster.url()).protocol(Wire).config(client_config(1)));
     let (_, first) = client.connected("the first connection").await;
     client.handle.subscribe("news").await.unwrap();
@@ -360,7 +359,7 @@ async fn restarted_node_serves_old_sessions<R: Runtime>(make: impl Fn(String) ->
     client.close().await;
 }
 
-on_every_runtime!(restarted_node_serves_old_sessions);
+on_every_runtime!(restarted_node_serves_old_sessions: redis);
 
 // ----- the soak ---------------------------------------------------------
 
@@ -616,14 +615,16 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// channel and subscribed to all four.
 const PER_RUNTIME: usize = 2;
 
+#[cfg_attr(
+    not(redial_has_redis),
+    ignore = "needs redis-server: apt-get install redis-server"
+)]
 #[test]
 fn cluster_soak() {
     let secs = env_u64("REDIAL_SOAK_SECS", DEFAULT_SECS);
     let seed = env_u64("REDIAL_SOAK_SEED", DEFAULT_SEED);
     let prefix = format!("soak{}:", std::process::id());
-    let Some(cluster) = Cluster::start(3, &prefix) else {
-        return;
-    };
+    let cluster = Cluster::start(3, &prefix);
     let duration = Duration::from_secs(secs);
     let runtimes = ["tokio", "smol"];
     let channels: Vec<String> = runtimes

@@ -6,8 +6,8 @@
 //! deaf or silent link (a fault proxy in front of the node) found by the
 //! liveness call.
 //!
-//! Without anvil (`npm ci` in tests/anvil) the scenarios skip with a
-//! message, unless `CI` is set: then they fail.
+//! Without anvil (`npm ci` in tests/anvil) the scenarios are ignored,
+//! unless `CI` is set: then they fail.
 
 // Integration-test helpers: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,7 +26,7 @@ use redial_core::{CallError, CallOptions, Event, JsonRpc, Payload, Text};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::ProxyHandle;
 use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
-use redial_tests::servers::or_skip;
+use redial_tests::servers::started;
 
 fn is_head(e: &Event) -> bool {
     matches!(e, Event::Message { channel: Some(c), payload, .. }
@@ -53,9 +53,7 @@ fn client<R: Runtime>(node: &AnvilServer, make: impl Fn(String) -> Builder<R>) -
 async fn new_heads_keep_their_key_across_two_node_restarts<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(mut node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
-        return;
-    };
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
     let mut c = client(&node, make);
     c.handle
         .subscribe_with("heads", JsonRpc::subscription(r#"["newHeads"]"#).unwrap())
@@ -98,9 +96,7 @@ async fn new_heads_keep_their_key_across_two_node_restarts<R: Runtime>(
 async fn a_refused_subscription_fails_once_and_is_never_sent_again<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(mut node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
-        return;
-    };
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
     let mut c = client(&node, make);
     c.handle
         .subscribe_with("heads", JsonRpc::subscription(r#"["newHeads"]"#).unwrap())
@@ -161,9 +157,7 @@ fn quantity(reply: &Payload) -> u64 {
 async fn block_number_calls_are_answered_across_restarts<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(mut node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
-        return;
-    };
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
     let c = client(&node, make);
     let repeatable = CallOptions::new().repeatable(true);
     for _ in 0..2 {
@@ -206,7 +200,7 @@ async fn in_flight_at_the_kill<R: Runtime>(
     Client<R>,
     ProxyThread,
 )> {
-    let mut node = or_skip(AnvilServer::start(AnvilOptions::default()))?;
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
     let proxy = ProxyThread::start(SocketAddr::from(([127, 0, 0, 1], node.port())));
     let builder = make(format!("ws://{}", proxy.handle.addr()))
         .config(fast_config().build().unwrap())
@@ -325,9 +319,7 @@ async fn caught_by_the_liveness_call<R: Runtime>(
 async fn a_deaf_node_is_caught_by_the_liveness_call_while_heads_flow<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
-        return;
-    };
+    let node = started(AnvilServer::start(AnvilOptions::default()));
     let (mut c, proxy) = proxied_client(&node, make).await;
     proxy.handle.deaf(true);
     let mark = c.events.mark();
@@ -344,9 +336,7 @@ async fn a_deaf_node_is_caught_by_the_liveness_call_while_heads_flow<R: Runtime>
 async fn a_silent_link_is_caught_by_the_liveness_call<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
-        return;
-    };
+    let node = started(AnvilServer::start(AnvilOptions::default()));
     let (mut c, proxy) = proxied_client(&node, make).await;
     proxy.handle.blackhole(true);
     caught_by_the_liveness_call(&mut c, &proxy.handle, |p| p.blackhole(false)).await;
@@ -354,11 +344,11 @@ async fn a_silent_link_is_caught_by_the_liveness_call<R: Runtime>(
 }
 
 on_every_runtime!(
-    block_number_calls_are_answered_across_restarts,
-    a_repeatable_call_in_flight_at_the_kill_is_answered_once_after_the_reconnect,
-    a_plain_call_in_flight_at_the_kill_fails_and_is_never_sent_again,
-    a_deaf_node_is_caught_by_the_liveness_call_while_heads_flow,
-    a_silent_link_is_caught_by_the_liveness_call,
-    new_heads_keep_their_key_across_two_node_restarts,
-    a_refused_subscription_fails_once_and_is_never_sent_again,
+    block_number_calls_are_answered_across_restarts: anvil,
+    a_repeatable_call_in_flight_at_the_kill_is_answered_once_after_the_reconnect: anvil,
+    a_plain_call_in_flight_at_the_kill_fails_and_is_never_sent_again: anvil,
+    a_deaf_node_is_caught_by_the_liveness_call_while_heads_flow: anvil,
+    a_silent_link_is_caught_by_the_liveness_call: anvil,
+    new_heads_keep_their_key_across_two_node_restarts: anvil,
+    a_refused_subscription_fails_once_and_is_never_sent_again: anvil,
 );

@@ -27,7 +27,7 @@ use redial_core::{
 use redial_driver::{Builder, Runtime};
 use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
 use redial_tests::servers::nats::{NatsAuth, NatsOptions, NatsServer};
-use redial_tests::servers::or_skip;
+use redial_tests::servers::started;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -159,9 +159,7 @@ impl PlainServer {
 async fn nats_subscriptions_survive_a_server_restart<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(mut server) = or_skip(NatsServer::start(NatsOptions::default())) else {
-        return;
-    };
+    let mut server = started(NatsServer::start(NatsOptions::default()));
     let builder = make(server.ws_url())
         .config(fast_config().build().unwrap())
         .protocol(Nats::new());
@@ -204,9 +202,7 @@ async fn nats_subscriptions_survive_a_server_restart<R: Runtime>(
 async fn nats_headers_go_out_as_hpub_and_come_back_from_hmsg<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
-        return;
-    };
+    let server = started(NatsServer::start(NatsOptions::default()));
     let builder = make(server.ws_url())
         .config(fast_config().build().unwrap())
         .protocol(Nats::new());
@@ -257,9 +253,7 @@ async fn nats_server_pings_are_answered<R: Runtime>(make: impl Fn(String) -> Bui
         ping_interval: ms(200),
         ..NatsOptions::default()
     };
-    let Some(server) = or_skip(NatsServer::start(options)) else {
-        return;
-    };
+    let server = started(NatsServer::start(options));
     // No client pings: only the server's PINGs and our PONGs keep it up.
     let config = fast_config().ping_interval(None).build().unwrap();
     let mut c = Client::connect(make(server.ws_url()).config(config).protocol(Nats::new()));
@@ -279,9 +273,7 @@ async fn nats_server_pings_are_answered<R: Runtime>(make: impl Fn(String) -> Bui
 async fn nats_half_open_is_caught_by_the_protocols_heartbeat<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
-        return;
-    };
+    let server = started(NatsServer::start(NatsOptions::default()));
     let proxy = ProxyThread::start(server.ws_addr());
     let url = format!("ws://{}", proxy.handle.addr());
     let mut c = Client::connect(
@@ -307,9 +299,7 @@ async fn nats_authorization_violation_is_terminal<R: Runtime>(make: impl Fn(Stri
         auth: NatsAuth::Token("right".into()),
         ..NatsOptions::default()
     };
-    let Some(server) = or_skip(NatsServer::start(options)) else {
-        return;
-    };
+    let server = started(NatsServer::start(options));
     let nats = Nats::new().credentials(Credentials::Token(AuthToken::new("wrong")));
     let mut c = Client::connect(
         make(server.ws_url())
@@ -321,9 +311,7 @@ async fn nats_authorization_violation_is_terminal<R: Runtime>(make: impl Fn(Stri
 }
 
 async fn nats_lame_duck_gives_a_spread_reconnect<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
-        return;
-    };
+    let server = started(NatsServer::start(NatsOptions::default()));
     let window = Duration::from_secs(3);
     let nats = Nats::new().ldm_window(window);
     let mut c = Client::connect(
@@ -362,9 +350,7 @@ async fn nats_lame_duck_gives_a_spread_reconnect<R: Runtime>(make: impl Fn(Strin
 async fn nats_counts_what_a_subscriber_misses_in_an_outage<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
-        return;
-    };
+    let server = started(NatsServer::start(NatsOptions::default()));
     let proxy = ProxyThread::start(server.ws_addr());
     let config = || fast_config().build().unwrap();
     let mut sub = Client::connect(
@@ -453,9 +439,7 @@ fn ticks(every_ms: u64) -> Payload {
 async fn graphql_subscriptions_survive_a_server_restart<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(mut server) = or_skip(GraphqlServer::start(GraphqlOptions::default())) else {
-        return;
-    };
+    let mut server = started(GraphqlServer::start(GraphqlOptions::default()));
     let builder = make(server.url())
         .config(fast_config().build().unwrap())
         .protocol(GraphqlWs::new());
@@ -489,9 +473,7 @@ async fn graphql_server_pings_are_answered<R: Runtime>(make: impl Fn(String) -> 
         keepalive: ms(150),
         ..GraphqlOptions::default()
     };
-    let Some(server) = or_skip(GraphqlServer::start(options)) else {
-        return;
-    };
+    let server = started(GraphqlServer::start(options));
     let config = fast_config().ping_interval(None).build().unwrap();
     let mut c = Client::connect(make(server.url()).config(config).protocol(GraphqlWs::new()));
     c.next("connected", is_connected).await;
@@ -510,9 +492,7 @@ async fn graphql_server_pings_are_answered<R: Runtime>(make: impl Fn(String) -> 
 async fn graphql_half_open_is_caught_by_the_protocols_heartbeat<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let Some(server) = or_skip(GraphqlServer::start(GraphqlOptions::default())) else {
-        return;
-    };
+    let server = started(GraphqlServer::start(GraphqlOptions::default()));
     let proxy = ProxyThread::start(SocketAddr::from(([127, 0, 0, 1], server.port())));
     let url = format!("ws://{}/graphql", proxy.handle.addr());
     let mut c = Client::connect(
@@ -536,9 +516,7 @@ async fn graphql_bad_token_is_terminal<R: Runtime>(make: impl Fn(String) -> Buil
         token: Some("right".into()),
         ..GraphqlOptions::default()
     };
-    let Some(server) = or_skip(GraphqlServer::start(options)) else {
-        return;
-    };
+    let server = started(GraphqlServer::start(options));
     let gql = GraphqlWs::new()
         .init_payload(r#"{"token":"wrong"}"#)
         .unwrap();
@@ -556,9 +534,7 @@ async fn graphql_init_timeout_4408_reconnects<R: Runtime>(make: impl Fn(String) 
         init_timeout: ms(200),
         ..GraphqlOptions::default()
     };
-    let Some(server) = or_skip(GraphqlServer::start(options)) else {
-        return;
-    };
+    let server = started(GraphqlServer::start(options));
     let proxy = ProxyThread::start(SocketAddr::from(([127, 0, 0, 1], server.port())));
     // Our connection_init reaches the server only after its 200 ms.
     proxy.handle.set_latency(ms(300));
@@ -695,18 +671,18 @@ async fn raw_heartbeat_is_answered_only_by_the_named_reply<R: Runtime>(
 }
 
 on_every_runtime!(
-    nats_subscriptions_survive_a_server_restart,
-    nats_headers_go_out_as_hpub_and_come_back_from_hmsg,
-    nats_server_pings_are_answered,
-    nats_half_open_is_caught_by_the_protocols_heartbeat,
-    nats_authorization_violation_is_terminal,
-    nats_lame_duck_gives_a_spread_reconnect,
-    nats_counts_what_a_subscriber_misses_in_an_outage,
-    graphql_subscriptions_survive_a_server_restart,
-    graphql_server_pings_are_answered,
-    graphql_half_open_is_caught_by_the_protocols_heartbeat,
-    graphql_bad_token_is_terminal,
-    graphql_init_timeout_4408_reconnects,
+    nats_subscriptions_survive_a_server_restart: nats,
+    nats_headers_go_out_as_hpub_and_come_back_from_hmsg: nats,
+    nats_server_pings_are_answered: nats,
+    nats_half_open_is_caught_by_the_protocols_heartbeat: nats,
+    nats_authorization_violation_is_terminal: nats,
+    nats_lame_duck_gives_a_spread_reconnect: nats,
+    nats_counts_what_a_subscriber_misses_in_an_outage: nats,
+    graphql_subscriptions_survive_a_server_restart: graphql,
+    graphql_server_pings_are_answered: graphql,
+    graphql_half_open_is_caught_by_the_protocols_heartbeat: graphql,
+    graphql_bad_token_is_terminal: graphql,
+    graphql_init_timeout_4408_reconnects: graphql,
     graphql_garbage_is_a_protocol_error_and_a_reconnect,
     raw_resubscribes_against_a_plain_feed,
     raw_heartbeat_is_answered_only_by_the_named_reply,

@@ -22,7 +22,7 @@ use redial_core::AuthToken;
 use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
 use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
 use redial_tests::servers::nats::{NatsAuth, NatsOptions, NatsServer};
-use redial_tests::servers::or_skip;
+use redial_tests::servers::started;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -108,11 +108,13 @@ async fn nats_connect(server: &NatsServer, credentials: Credentials) -> (Ws, Dec
     (ws, decoder, answer)
 }
 
+#[cfg_attr(
+    not(redial_has_nats),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn nats_server_speaks_the_codec_over_websocket() {
-    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
-        return;
-    };
+    let server = started(NatsServer::start(NatsOptions::default()));
     let (mut ws, mut decoder, answer) = nats_connect(&server, Credentials::None).await;
     assert_eq!(answer, ServerOp::Pong);
     let headers = redial_core::nats::Headers::build(&[("Trace", "7")]).unwrap();
@@ -155,15 +157,17 @@ async fn nats_server_speaks_the_codec_over_websocket() {
     );
 }
 
+#[cfg_attr(
+    not(redial_has_nats),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn nats_credentials_are_checked() {
     let token = NatsOptions {
         auth: NatsAuth::Token("s3cret".into()),
         ..NatsOptions::default()
     };
-    let Some(server) = or_skip(NatsServer::start(token)) else {
-        return;
-    };
+    let server = started(NatsServer::start(token));
     let (_ws, _, answer) =
         nats_connect(&server, Credentials::Token(AuthToken::new("s3cret"))).await;
     assert_eq!(answer, ServerOp::Pong);
@@ -183,9 +187,7 @@ async fn nats_credentials_are_checked() {
         },
         ..NatsOptions::default()
     };
-    let Some(server) = or_skip(NatsServer::start(user)) else {
-        return;
-    };
+    let server = started(NatsServer::start(user));
     let good = Credentials::UserPassword {
         user: "u".into(),
         password: AuthToken::new("p"),
@@ -201,11 +203,13 @@ async fn nats_credentials_are_checked() {
     ));
 }
 
+#[cfg_attr(
+    not(redial_has_nats),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn nats_restart_keeps_the_ports_and_drops_clients() {
-    let Some(mut server) = or_skip(NatsServer::start(NatsOptions::default())) else {
-        return;
-    };
+    let mut server = started(NatsServer::start(NatsOptions::default()));
     let url = server.ws_url();
     let (mut ws, _, answer) = nats_connect(&server, Credentials::None).await;
     assert_eq!(answer, ServerOp::Pong);
@@ -228,11 +232,13 @@ async fn nats_restart_keeps_the_ports_and_drops_clients() {
     assert_eq!(answer, ServerOp::Pong);
 }
 
+#[cfg_attr(
+    not(redial_has_nats),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn nats_lame_duck_is_announced_with_an_ldm_info() {
-    let Some(server) = or_skip(NatsServer::start(NatsOptions::default())) else {
-        return;
-    };
+    let server = started(NatsServer::start(NatsOptions::default()));
     let (mut ws, mut decoder, answer) = nats_connect(&server, Credentials::None).await;
     assert_eq!(answer, ServerOp::Pong);
     server.signal_lame_duck().unwrap();
@@ -245,15 +251,17 @@ async fn nats_lame_duck_is_announced_with_an_ldm_info() {
     }
 }
 
+#[cfg_attr(
+    not(redial_has_nats),
+    ignore = "needs nats-server: apt-get install nats-server"
+)]
 #[tokio::test]
 async fn nats_server_pings_are_nats_pings() {
     let fast = NatsOptions {
         ping_interval: Duration::from_millis(200),
         ..NatsOptions::default()
     };
-    let Some(server) = or_skip(NatsServer::start(fast)) else {
-        return;
-    };
+    let server = started(NatsServer::start(fast));
     let (mut ws, mut decoder, answer) = nats_connect(&server, Credentials::None).await;
     assert_eq!(answer, ServerOp::Pong);
     for _ in 0..2 {
@@ -318,11 +326,13 @@ fn token_options() -> GraphqlOptions {
     }
 }
 
+#[cfg_attr(
+    not(redial_has_graphql),
+    ignore = "needs node and tests/graphql-server/node_modules: apt-get install nodejs npm; cd tests/graphql-server; npm ci"
+)]
 #[tokio::test]
 async fn graphql_server_acknowledges_and_streams() {
-    let Some(server) = or_skip(GraphqlServer::start(token_options())) else {
-        return;
-    };
+    let server = started(GraphqlServer::start(token_options()));
     let (mut ws, answer) = gql_connect(&server, "t0k").await;
     let ack = answer.unwrap();
     assert!(
@@ -390,11 +400,13 @@ async fn graphql_server_acknowledges_and_streams() {
     }
 }
 
+#[cfg_attr(
+    not(redial_has_graphql),
+    ignore = "needs node and tests/graphql-server/node_modules: apt-get install nodejs npm; cd tests/graphql-server; npm ci"
+)]
 #[tokio::test]
 async fn graphql_bad_token_is_closed_4403_and_protocol_errors_with_their_codes() {
-    let Some(server) = or_skip(GraphqlServer::start(token_options())) else {
-        return;
-    };
+    let server = started(GraphqlServer::start(token_options()));
     let (_ws, answer) = gql_connect(&server, "wrong").await;
     assert_eq!(answer, Err(Some(close_code::FORBIDDEN)));
 
@@ -420,15 +432,17 @@ async fn graphql_bad_token_is_closed_4403_and_protocol_errors_with_their_codes()
     assert_eq!(next_gql(&mut ws).await, Err(Some(close_code::BAD_REQUEST)));
 }
 
+#[cfg_attr(
+    not(redial_has_graphql),
+    ignore = "needs node and tests/graphql-server/node_modules: apt-get install nodejs npm; cd tests/graphql-server; npm ci"
+)]
 #[tokio::test]
 async fn graphql_init_timeout_is_4408() {
     let quick = GraphqlOptions {
         init_timeout: Duration::from_millis(100),
         ..GraphqlOptions::default()
     };
-    let Some(server) = or_skip(GraphqlServer::start(quick)) else {
-        return;
-    };
+    let server = started(GraphqlServer::start(quick));
     let mut ws = dial(&server.url(), Some(graphql_ws::SUBPROTOCOL)).await;
     assert_eq!(
         next_gql(&mut ws).await,
@@ -436,11 +450,13 @@ async fn graphql_init_timeout_is_4408() {
     );
 }
 
+#[cfg_attr(
+    not(redial_has_graphql),
+    ignore = "needs node and tests/graphql-server/node_modules: apt-get install nodejs npm; cd tests/graphql-server; npm ci"
+)]
 #[tokio::test]
 async fn graphql_restart_keeps_the_port() {
-    let Some(mut server) = or_skip(GraphqlServer::start(token_options())) else {
-        return;
-    };
+    let mut server = started(GraphqlServer::start(token_options()));
     let url = server.url();
     let (mut ws, answer) = gql_connect(&server, "t0k").await;
     assert!(answer.is_ok());
@@ -497,11 +513,10 @@ async fn reply(ws: &mut Ws, id: i64) -> String {
     }
 }
 
+redial_tests::needs! { anvil;
 #[tokio::test]
 async fn anvil_speaks_the_codec_over_websocket() {
-    let Some(mut node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
-        return;
-    };
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
     let mut ws = dial(&node.url(), None).await;
     call_rpc(&mut ws, 1, "eth_subscribe", r#"["newHeads"]"#).await;
     let text = reply(&mut ws, 1).await;
@@ -541,9 +556,7 @@ async fn anvil_speaks_the_codec_over_websocket() {
 
 #[tokio::test]
 async fn anvil_restart_keeps_the_port() {
-    let Some(mut node) = or_skip(AnvilServer::start(AnvilOptions::default())) else {
-        return;
-    };
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
     let url = node.url();
     let mut ws = dial(&url, None).await;
     node.restart().unwrap();
@@ -553,4 +566,5 @@ async fn anvil_restart_keeps_the_port() {
     call_rpc(&mut ws, 1, "eth_blockNumber", "[]").await;
     let text = reply(&mut ws, 1).await;
     assert!(matches!(rpc(&text), RpcMessage::Result { .. }), "{text}");
+}
 }

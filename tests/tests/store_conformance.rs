@@ -16,8 +16,8 @@ use redial_server::store::{
     CreateRefused, Notice, Notices, Owner, PublishOutcome, SessionState, Store, StoreError,
     StoredMessage,
 };
-use redial_tests::servers::or_skip;
 use redial_tests::servers::redis::RedisServer;
+use redial_tests::servers::started;
 
 /// How long a notice may take to arrive through Redis pub/sub before the
 /// test fails (it normally takes well under a millisecond).
@@ -65,17 +65,17 @@ async fn redis_node(server: &RedisServer, prefix: &str, backlog: usize) -> Redis
         .unwrap_or_else(|e| panic!("redis store: {e}"))
 }
 
-/// `None` (the test is skipped) without `redis-server` outside CI.
-async fn redis_cluster(backlog: usize) -> Option<Cluster> {
-    let server = or_skip(RedisServer::start())?;
+/// Two nodes on one fresh `redis-server`.
+async fn redis_cluster(backlog: usize) -> Cluster {
+    let server = started(RedisServer::start());
     let prefix = prefix();
     let a = redis_node(&server, &prefix, backlog).await;
     let b = redis_node(&server, &prefix, backlog).await;
-    Some(Cluster {
+    Cluster {
         a: Arc::new(a),
         b: Arc::new(b),
         _server: Some(server),
-    })
+    }
 }
 
 fn text(s: &str) -> Payload {
@@ -458,12 +458,11 @@ macro_rules! on_both_stores {
         }
         mod redis {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(cluster) = super::redis_cluster($backlog).await else {
-                        return;
-                    };
-                    super::$name(cluster).await;
+                redial_tests::needs! { redis;
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        super::$name(super::redis_cluster($backlog).await).await;
+                    }
                 }
             )*
         }
@@ -488,11 +487,13 @@ on_both_stores! {
 
 /// A session away while its channel's log was trimmed resumes with a gap
 /// of exactly the trimmed size, and the store counts it.
+#[cfg_attr(
+    not(redial_has_redis),
+    ignore = "needs redis-server: apt-get install redis-server"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_trimmed_channel_log_gives_an_exact_gap() {
-    let Some(server) = or_skip(RedisServer::start()) else {
-        return;
-    };
+    let server = started(RedisServer::start());
     let store = RedisStore::builder(server.url())
         .prefix(prefix())
         .channel_cap(10)
@@ -518,11 +519,13 @@ async fn redis_trimmed_channel_log_gives_an_exact_gap() {
 
 /// When the notice link drops and comes back, listeners are told they may
 /// have missed notices.
+#[cfg_attr(
+    not(redial_has_redis),
+    ignore = "needs redis-server: apt-get install redis-server"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_notice_link_gives_lagged() {
-    let Some(server) = or_skip(RedisServer::start()) else {
-        return;
-    };
+    let server = started(RedisServer::start());
     let store = redis_node(&server, &prefix(), 16).await;
     let mut notices = store.notices();
     let client = ::redis::Client::open(server.url()).unwrap_or_else(|e| panic!("client: {e}"));
@@ -814,11 +817,13 @@ mod interleavings {
         }
     }
 
+    #[cfg_attr(
+        not(redial_has_redis),
+        ignore = "needs redis-server: apt-get install redis-server"
+    )]
     #[test]
     fn redis_store() {
-        let Some(server) = or_skip(RedisServer::start()) else {
-            return;
-        };
+        let server = started(RedisServer::start());
         let rt = runtime();
         let config = ProptestConfig::with_cases(48);
         let mut runner = proptest::test_runner::TestRunner::new(config);
@@ -844,11 +849,13 @@ mod interleavings {
 
 /// A node that dies holds nothing: once its heartbeat lapses, the names of
 /// the sessions it held can be taken, and any node can resume them.
+#[cfg_attr(
+    not(redial_has_redis),
+    ignore = "needs redis-server: apt-get install redis-server"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_dead_nodes_sessions_give_their_names_up() {
-    let Some(server) = or_skip(RedisServer::start()) else {
-        return;
-    };
+    let server = started(RedisServer::start());
     let prefix = prefix();
     let node = |ttl_ms: u64| {
         RedisStore::builder(server.url())
@@ -887,11 +894,13 @@ async fn redis_a_dead_nodes_sessions_give_their_names_up() {
 
 /// A connected session outlives the detached TTL (its node renews it); a
 /// detached one is gone from Redis once the TTL has passed.
+#[cfg_attr(
+    not(redial_has_redis),
+    ignore = "needs redis-server: apt-get install redis-server"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_session_keys_live_while_held_and_expire_when_detached() {
-    let Some(server) = or_skip(RedisServer::start()) else {
-        return;
-    };
+    let server = started(RedisServer::start());
     let store = RedisStore::builder(server.url())
         .prefix(prefix())
         .detached_ttl(Duration::from_millis(400))
@@ -917,11 +926,13 @@ async fn redis_session_keys_live_while_held_and_expire_when_detached() {
 /// With Redis gone, calls fail with `Unavailable` (the caller closes the
 /// connection with `internal` and the client resumes later): no panic, no
 /// hang.
+#[cfg_attr(
+    not(redial_has_redis),
+    ignore = "needs redis-server: apt-get install redis-server"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_gone_is_unavailable() {
-    let Some(server) = or_skip(RedisServer::start()) else {
-        return;
-    };
+    let server = started(RedisServer::start());
     let store = RedisStore::builder(server.url())
         .prefix(prefix())
         .response_timeout(Duration::from_millis(500))
@@ -950,11 +961,13 @@ async fn redis_gone_is_unavailable() {
 /// Redis restarts empty: the store reconnects by itself, old sessions are
 /// unknown (their clients get fresh sessions), new ones never reuse an old
 /// id, and listeners are told they may have missed notices.
+#[cfg_attr(
+    not(redial_has_redis),
+    ignore = "needs redis-server: apt-get install redis-server"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_recovers_without_reusing_ids() {
-    let Some(mut server) = or_skip(RedisServer::start()) else {
-        return;
-    };
+    let mut server = started(RedisServer::start());
     let store = RedisStore::builder(server.url())
         .prefix(prefix())
         .response_timeout(Duration::from_millis(500))

@@ -12,6 +12,7 @@
 mod calls;
 mod endpoints;
 mod limits_and_trust;
+mod observe;
 mod scenarios;
 mod server;
 
@@ -24,6 +25,7 @@ use redial_core::{Backoff, ConfigBuilder, Event};
 pub use calls::*;
 pub use endpoints::*;
 pub use limits_and_trust::*;
+pub use observe::*;
 pub use scenarios::*;
 pub use server::{Plan, ServerEvent, TestServer};
 

@@ -46,8 +46,16 @@
 //! | redial-tokio `send` | `handle.send(payload).await` (returns the seq) | `Event::Message` from `Events` |
 //! | redial-tokio `feed` | `handle.feed(payload).await` | the same |
 //!
+//! # Observability's cost
+//! Built with the package's `metrics` feature, redial-tokio records its
+//! metrics; `--observe installed` also installs a Prometheus recorder
+//! (never rendered) and a tracing subscriber (INFO, formatting into
+//! `io::sink`) before any client starts. Without it nothing is installed.
+//! The first line says which of the three this binary measures.
+//!
 //! ```text
 //! cargo run --release -p redial-bench --bin e2e-throughput [-- --quick] [--messages N] [--only NAME] [--workload one-way|echo|both] [--size BYTES]
+//! cargo run --release -p redial-bench --features metrics --bin e2e-throughput -- [--observe installed] ...
 //! ```
 #![forbid(unsafe_code)]
 
@@ -85,6 +93,7 @@ fn main() -> Result<(), BoxError> {
         messages: args.number("--messages", if quick { 10_000 } else { 200_000 }),
     };
     let only = args.value("--only").map(str::to_owned);
+    observe(args.value("--observe"))?;
     let workload = args.value("--workload").unwrap_or("both").to_owned();
     if !matches!(workload.as_str(), "one-way" | "echo" | "both") {
         return Err(format!("--workload {workload}: one-way, echo or both").into());
@@ -103,6 +112,43 @@ fn main() -> Result<(), BoxError> {
         one_way_workload(plan, only.as_deref())?;
     }
     println!("load average after: {}", load_average());
+    Ok(())
+}
+
+/// Installs the recorder and the subscriber for `--observe installed`
+/// (feature `metrics` only), and says what this run measures.
+fn observe(how: Option<&str>) -> Result<(), BoxError> {
+    let installed = match how {
+        None | Some("none") => false,
+        Some("installed") => true,
+        Some(other) => return Err(format!("--observe {other}: none or installed").into()),
+    };
+    #[cfg(feature = "metrics")]
+    if installed {
+        metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)?;
+    }
+    #[cfg(not(feature = "metrics"))]
+    if installed {
+        return Err("--observe installed needs the metrics feature".into());
+    }
+    println!(
+        "observability: metrics feature {}, recorder and subscriber {}",
+        if cfg!(feature = "metrics") {
+            "on"
+        } else {
+            "off"
+        },
+        if installed {
+            "installed"
+        } else {
+            "not installed"
+        }
+    );
     Ok(())
 }
 

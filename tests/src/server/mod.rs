@@ -263,15 +263,9 @@ fn build_node(
         .policy(DenyChannels(faults.clone()))
         .authorize(move |_: &tokio_tungstenite::tungstenite::http::Request<()>| auth.authorize())
         .clock(move || clock.now_ms())
-        // A publish without a channel comes back to its sender. The memory
-        // store answers at once, which keeps the order of replies.
-        .on_request(|req, node| {
-            let mut sent = Box::pin(async move {
-                let _ = node.send_to(&req.name, req.payload).await;
-            });
-            if sent.as_mut().now_or_never().is_none() {
-                tokio::spawn(sent);
-            }
+        // A publish without a channel comes back to its sender, in order.
+        .on_request(|req, node| async move {
+            let _ = node.send_to(&req.name, req.payload).await;
         })
         .build())
 }

@@ -6,10 +6,40 @@
 //! [`anvil::AnvilServer`] (the Ethereum development node pinned in
 //! `tests/anvil/`).
 //!
-//! A launcher returns [`LaunchError::Missing`] when what it needs is not
-//! installed. Pass its result through [`or_skip`]: outside CI a missing
-//! server skips the test with a message saying how to install it; with `CI`
-//! set it fails the test, because `.ci/run` installs them.
+//! # A test that needs a server is ignored, never passed, without it
+//!
+//! The package's build script finds which servers are installed
+//! ([`installed`]) and sets one cfg for each (`redial_has_nats`,
+//! `redial_has_redis`, `redial_has_graphql`). Every test that starts one
+//! carries `#[cfg_attr(not(redial_has_x), ignore = "needs x: install command")]`,
+//! written out on a plain test (so rustfmt still formats the test) and put
+//! there by [`needs!`](crate::needs) on tests a macro generates; so on a machine without the server cargo counts the test as *ignored*
+//! and shows the reason next to its name. With `CI` set the build script
+//! sets every cfg: nothing is ignored and a missing server fails its tests
+//! (`.ci/run` installs them, and fails if anything was ignored). The script
+//! reruns when `CI`, `PATH`, a directory on `PATH` or the graphql server's
+//! `node_modules` changes, so installing a server needs no `cargo clean`.
+//!
+//! Inside such a test, start the server with [`started`], which panics on
+//! any launch error: the test only runs where the server is expected.
+//!
+//! A new launcher (say `foo.rs` for `foo-server`) must:
+//! 1. add a variant to [`installed::Server`] with its cfg
+//!    (`redial_has_foo`), its programs and any file it needs;
+//! 2. add a `foo` arm to [`needs!`](crate::needs) with the ignore reason
+//!    and the install command;
+//! 3. return [`LaunchError::Missing`] when its program is absent;
+//! 4. have `.ci/run` install it;
+//! 5. mark each test that starts it with that same `cfg_attr` line (or
+//!    write `name: foo` in a suite's `on_every_runtime!` list) and start it
+//!    with [`started`].
+//!
+//! Another package's tests that start a launcher (the CLI's) cannot see
+//! these cfgs: that package's own build script sets the same cfg names for
+//! what its tests need (see `cli/build.rs`).
+//!
+//! Binaries that are not tests (the benchmarks) may use [`or_skip`], which
+//! prints why it skipped.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,6 +52,7 @@ use std::time::{Duration, Instant};
 
 pub mod anvil;
 pub mod graphql;
+pub mod installed;
 pub mod nats;
 pub mod redis;
 
@@ -65,8 +96,22 @@ pub enum LaunchError {
     Control(String),
 }
 
+/// The started server, for a test wrapped in [`needs!`](crate::needs).
+///
+/// # Panics
+/// On any launch error, a missing server included: the test is ignored
+/// where the server is not installed, so where it runs the server must start.
+#[track_caller]
+pub fn started<T>(launched: Result<T, LaunchError>) -> T {
+    match launched {
+        Ok(server) => server,
+        Err(e) => panic!("starting a test server: {e}"),
+    }
+}
+
 /// The server, or `None` (after printing why) when it is not installed and
-/// `CI` is unset.
+/// `CI` is unset: for benchmark binaries, which are not counted as tests.
+/// Tests use [`needs!`](crate::needs) and [`started`] instead.
 ///
 /// # Panics
 /// On any other launch error, and on a missing server when `CI` is set.
@@ -74,8 +119,6 @@ pub fn or_skip<T>(launched: Result<T, LaunchError>) -> Option<T> {
     match launched {
         Ok(server) => Some(server),
         Err(e @ LaunchError::Missing { .. }) if std::env::var_os("CI").is_none() => {
-            // Straight to stderr, past libtest's capture, so the skip shows
-            // in a plain `cargo test` run.
             let _ = writeln!(
                 std::io::stderr(),
                 "SKIPPED: {e} (CI is unset; under CI=true this fails)"
@@ -86,12 +129,60 @@ pub fn or_skip<T>(launched: Result<T, LaunchError>) -> Option<T> {
     }
 }
 
+/// Marks tests that need a third-party server, so that cargo reports them
+/// as ignored (with the install command) where the server is not installed.
+///
+/// `needs!(nats; #[test] fn a() {..} #[tokio::test] async fn b() {..})`
+/// puts `#[cfg_attr(not(redial_has_nats), ignore = "..")]` on each item;
+/// the servers are `nats`, `redis` and `graphql`, and `needs!(; ..)` leaves
+/// the items as they are (for macros whose tests may or may not need one).
+/// See the [module docs](crate::servers) for how the cfgs are set.
+#[macro_export]
+macro_rules! needs {
+    (nats; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_nats),
+                ignore = "needs nats-server: apt-get install nats-server"
+            )]
+            $item
+        )*
+    };
+    (redis; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_redis),
+                ignore = "needs redis-server: apt-get install redis-server"
+            )]
+            $item
+        )*
+    };
+    (graphql; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_graphql),
+                ignore = "needs node and tests/graphql-server/node_modules: apt-get install nodejs npm; cd tests/graphql-server; npm ci"
+            )]
+            $item
+        )*
+    };
+    (anvil; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_anvil),
+                ignore = "needs tests/anvil/node_modules: apt-get install nodejs npm; cd tests/anvil; npm ci"
+            )]
+            $item
+        )*
+    };
+    (; $($item:item)*) => {
+        $($item)*
+    };
+}
+
 /// `program` on `PATH`, or `None`.
 pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
+    installed::find_program(std::env::var_os("PATH").as_deref(), program)
 }
 
 /// A child process whose output lines are read on a thread, so readiness is

@@ -86,31 +86,38 @@ pub fn on_smol<Fut: Future<Output = ()>>(
 }
 
 /// One `#[test]` per scenario and runtime: `tokio_rt::name`,
-/// `async_std_rt::name`, `smol_rt::name`.
+/// `async_std_rt::name`, `smol_rt::name`. `name: nats` marks a scenario
+/// that needs a third-party server (see `redial_tests::needs!`).
 #[allow(unused_macros)] // the soak has its own main
 macro_rules! on_every_runtime {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident $(: $server:ident)?),* $(,)?) => {
         mod tokio_rt {
             $(
-                #[test]
-                fn $name() {
-                    crate::common::on_tokio(|make| super::$name(make));
+                redial_tests::needs! { $($server)?;
+                    #[test]
+                    fn $name() {
+                        crate::common::on_tokio(|make| super::$name(make));
+                    }
                 }
             )*
         }
         mod async_std_rt {
             $(
-                #[test]
-                fn $name() {
-                    crate::common::on_async_std(|make| super::$name(make));
+                redial_tests::needs! { $($server)?;
+                    #[test]
+                    fn $name() {
+                        crate::common::on_async_std(|make| super::$name(make));
+                    }
                 }
             )*
         }
         mod smol_rt {
             $(
-                #[test]
-                fn $name() {
-                    crate::common::on_smol(|make| super::$name(make));
+                redial_tests::needs! { $($server)?;
+                    #[test]
+                    fn $name() {
+                        crate::common::on_smol(|make| super::$name(make));
+                    }
                 }
             )*
         }
