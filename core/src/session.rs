@@ -1174,6 +1174,9 @@ impl Session {
                 channel: key,
                 server_id,
             }),
+            Inbound::Resubscribed { key } => {
+                self.events.push_back(Event::Resubscribed { channel: key })
+            }
             Inbound::SubscribeFailed { key, code, reason } => {
                 self.subscriptions.remove(&key);
                 self.events.push_back(Event::SubscribeFailed {

@@ -24,15 +24,18 @@ pub enum Server {
     /// `mosquitto` and `mosquitto_passwd` on `PATH` (Debian installs the
     /// broker in `/usr/sbin`).
     Mosquitto,
+    /// `npm ci` run in `tests/anvil` (the binary ships in the package).
+    Anvil,
 }
 
 impl Server {
     /// Every server, in the order the build script reports them.
-    pub const ALL: [Server; 4] = [
+    pub const ALL: [Server; 5] = [
         Server::Nats,
         Server::Redis,
         Server::Graphql,
         Server::Mosquitto,
+        Server::Anvil,
     ];
 
     /// The cfg the build script sets when the server is installed.
@@ -42,6 +45,7 @@ impl Server {
             Server::Redis => "redial_has_redis",
             Server::Graphql => "redial_has_graphql",
             Server::Mosquitto => "redial_has_mosquitto",
+            Server::Anvil => "redial_has_anvil",
         }
     }
 
@@ -52,6 +56,7 @@ impl Server {
             Server::Redis => &["redis-server"],
             Server::Graphql => &["node"],
             Server::Mosquitto => &["mosquitto", "mosquitto_passwd"],
+            Server::Anvil => &[],
         }
     }
 
@@ -60,6 +65,7 @@ impl Server {
     pub fn file(self) -> Option<&'static str> {
         match self {
             Server::Graphql => Some("graphql-server/node_modules/graphql-ws/package.json"),
+            Server::Anvil => Some("anvil/node_modules/@foundry-rs/anvil/package.json"),
             Server::Nats | Server::Redis | Server::Mosquitto => None,
         }
     }

@@ -1,9 +1,11 @@
 //! Third-party servers the suites test against, started on 127.0.0.1 by the
 //! tests themselves and stopped (killed) when dropped: [`nats::NatsServer`]
 //! (`nats-server` with a WebSocket listener), [`graphql::GraphqlServer`]
-//! (the Node graphql-ws server in `tests/graphql-server/`) and
-//! [`redis::RedisServer`] (`redis-server`, for the Redis store) and
-//! [`mosquitto::Mosquitto`] (the MQTT broker with a WebSocket listener).
+//! (the Node graphql-ws server in `tests/graphql-server/`),
+//! [`redis::RedisServer`] (`redis-server`, for the Redis store),
+//! [`mosquitto::Mosquitto`] (the MQTT broker with a WebSocket listener) and
+//! [`anvil::AnvilServer`] (the Ethereum development node pinned in
+//! `tests/anvil/`).
 //!
 //! # A test that needs a server is ignored, never passed, without it
 //!
@@ -50,6 +52,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod anvil;
 pub mod graphql;
 pub mod installed;
 pub mod mosquitto;
@@ -175,6 +178,15 @@ macro_rules! needs {
             $item
         )*
     };
+    (anvil; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_anvil),
+                ignore = "needs tests/anvil/node_modules: apt-get install nodejs npm; cd tests/anvil; npm ci"
+            )]
+            $item
+        )*
+    };
     (; $($item:item)*) => {
         $($item)*
     };
@@ -272,6 +284,12 @@ impl Process {
                 Err(RecvTimeoutError::Disconnected) => return Err(self.not_ready("it exited")),
             }
         }
+    }
+
+    /// The output lines read since readiness (or the last call), without
+    /// waiting.
+    pub(crate) fn take_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     fn not_ready(&mut self, why: &'static str) -> LaunchError {
