@@ -111,10 +111,10 @@ pub mod utf8;
 
 #[cfg(feature = "graphql-ws")]
 pub use protocol::graphql_ws::codec as graphql_ws;
-#[cfg(feature = "mqtt")]
-pub use protocol::mqtt::codec as mqtt;
 #[cfg(feature = "json-rpc")]
 pub use protocol::json_rpc::codec as json_rpc;
+#[cfg(feature = "mqtt")]
+pub use protocol::mqtt::codec as mqtt;
 #[cfg(feature = "nats")]
 pub use protocol::nats::codec as nats;
 pub use protocol::wire::codec as wire;

@@ -169,10 +169,10 @@ use crate::wire::Limits;
 
 #[cfg(feature = "graphql-ws")]
 pub mod graphql_ws;
-#[cfg(feature = "mqtt")]
-pub mod mqtt;
 #[cfg(feature = "json-rpc")]
 pub mod json_rpc;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod raw;
