@@ -1,6 +1,7 @@
 //! Sets one cfg per tool or server a CLI test needs, when it is on `PATH`
 //! or when `CI` is set: `redial_has_promtool` (Debian package
-//! `prometheus`) and `redial_has_redis` (`redis-server`). The tests that
+//! `prometheus`) and `redial_has_redis` (`redis-server`), and
+//! `redial_has_anvil` when `npm ci` ran in `tests/anvil`. The tests that
 //! need one are then reported as ignored, not passed, where it is missing;
 //! the same mechanism as the `tests` package's server launchers (see
 //! `tests/src/servers/mod.rs`).
@@ -21,6 +22,15 @@ fn main() {
     // Installing a program changes a directory on PATH: rerun then.
     for dir in dirs.iter().filter(|d| d.is_dir()) {
         println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    let anvil = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/anvil/node_modules/@foundry-rs/anvil/package.json");
+    println!("cargo:rustc-check-cfg=cfg(redial_has_anvil)");
+    if let Some(dir) = anvil.ancestors().find(|d| d.is_dir()) {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    if ci || anvil.is_file() {
+        println!("cargo:rustc-cfg=redial_has_anvil");
     }
     for (program, cfg) in NEEDED {
         println!("cargo:rustc-check-cfg=cfg({cfg})");

@@ -50,13 +50,9 @@ pub fn frame_to_message(frame: Frame) -> Option<Message> {
 /// The close frame to send for the session's [`CloseFrame`], with the
 /// reason cut (at a character boundary) to what fits in a frame.
 pub fn close_frame_to_ws(frame: &CloseFrame) -> WsCloseFrame {
-    let mut end = frame.reason.len().min(MAX_REASON);
-    while !frame.reason.is_char_boundary(end) {
-        end -= 1;
-    }
     WsCloseFrame {
         code: CloseCode::from(frame.code),
-        reason: Utf8Bytes::from(&frame.reason[..end]),
+        reason: Utf8Bytes::from(redial_core::utf8::prefix(&frame.reason, MAX_REASON)),
     }
 }
 

@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a Wire server (redial-server, loopback only) until Ctrl-C.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// A Wire server, the fault proxy and clients through scripted chaos.
     Demo(DemoArgs),
 }
@@ -46,6 +46,9 @@ pub enum ProtocolArg {
     GraphqlWs,
     /// The NATS client protocol over a WebSocket listener.
     Nats,
+    /// JSON-RPC 2.0 with pubsub (`eth_subscribe`): subscriptions renewed
+    /// after every reconnect, stdin lines as calls.
+    JsonRpc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,7 +88,11 @@ pub struct ClientArgs {
     /// raw: stdin lines are plain messages; wire: redial.v1 publishes,
     /// acknowledged and replayed across reconnects; graphql-ws: prints each
     /// `next` payload of the --subscribe operations; nats: prints messages
-    /// of the --subscribe subjects, publishes stdin lines to --channel.
+    /// of the --subscribe subjects, publishes stdin lines to --channel;
+    /// json-rpc: prints `KEY<TAB>RESULT` per notification of the
+    /// --subscribe subscriptions (keys 1, 2, ... in order), and each stdin
+    /// line `METHOD [PARAMS-JSON]` is a call whose reply is printed as one
+    /// JSON line.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Raw)]
     pub protocol: ProtocolArg,
 
@@ -94,8 +101,9 @@ pub struct ClientArgs {
     pub binary: bool,
 
     /// Subscribe (repeatable): a channel (wire), a subscription operation
-    /// such as 'subscription { ticks }' (graphql-ws), a subject (nats).
-    #[arg(long, value_name = "CHANNEL|QUERY|SUBJECT")]
+    /// such as 'subscription { ticks }' (graphql-ws), a subject (nats), the
+    /// subscribe params as JSON such as '["newHeads"]' (json-rpc).
+    #[arg(long, value_name = "CHANNEL|QUERY|SUBJECT|PARAMS")]
     pub subscribe: Vec<String>,
 
     /// Publish stdin lines to CHANNEL (wire) or subject (nats, required
@@ -107,6 +115,30 @@ pub struct ClientArgs {
     /// --token/--token-cmd token is added to it as "token".
     #[arg(long, value_name = "JSON")]
     pub init_payload: Option<String>,
+
+    /// Call METHOD (no params) every --liveness-every-ms whatever the
+    /// traffic; no reply within --liveness-deadline-ms drops the link and
+    /// reconnects (json-rpc only; e.g. eth_chainId).
+    #[arg(long, value_name = "METHOD")]
+    pub liveness_call: Option<String>,
+
+    /// Interval of the --liveness-call.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 15_000,
+        requires = "liveness_call"
+    )]
+    pub liveness_every_ms: u64,
+
+    /// Time the --liveness-call's reply has.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 10_000,
+        requires = "liveness_call"
+    )]
+    pub liveness_deadline_ms: u64,
 
     /// Send MSG first on every connection (repeatable; raw only).
     #[arg(long, value_name = "MSG")]
@@ -223,6 +255,12 @@ pub struct ServeArgs {
     /// Where to listen; loopback addresses only. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+
+    /// Serve the server's metrics in the Prometheus text format on
+    /// http://ADDR/metrics (loopback addresses only; port 0 picks a free
+    /// port, printed before the listening line).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// How long a session stays resumable after its connection is lost.
     #[arg(long, value_name = "MS", default_value_t = 24 * 3600 * 1000)]

@@ -4,9 +4,10 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redial_core::protocol::json_rpc::Liveness;
 use redial_core::{
-    AuthToken, Backoff, Config, ConfigError, Event, GraphqlWs, Nats, Payload, Raw, SendError,
-    TerminalReason, Text, Wire,
+    AuthToken, Backoff, CallError, CallOptions, Config, ConfigError, Event, GraphqlWs, JsonRpc,
+    Nats, Payload, Raw, SendError, TerminalReason, Text, Wire,
 };
 use redial_tokio::tls::certificates_from_pem;
 use redial_tokio::tls::rustls::pki_types::CertificateDer;
@@ -126,9 +127,10 @@ fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
             )));
         }
     }
-    use ProtocolArg::{GraphqlWs as Gql, Nats as N, Raw as R, Wire as W};
-    let allowed: [(&str, bool, &[ProtocolArg]); 6] = [
-        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N]),
+    use ProtocolArg::{GraphqlWs as Gql, JsonRpc as J, Nats as N, Raw as R, Wire as W};
+    let allowed: [(&str, bool, &[ProtocolArg]); 7] = [
+        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N, J]),
+        ("--liveness-call", a.liveness_call.is_some(), &[J]),
         ("--channel", a.channel.is_some(), &[W, N]),
         ("--name", a.name.is_some(), &[W]),
         ("--init-payload", a.init_payload.is_some(), &[Gql]),
@@ -220,6 +222,17 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             builder.protocol(gql)
         }
         ProtocolArg::Nats => builder.protocol(Nats::new()),
+        ProtocolArg::JsonRpc => {
+            let mut rpc = JsonRpc::new();
+            if let Some(method) = &a.liveness_call {
+                rpc = rpc.liveness(Liveness::new(
+                    method.clone(),
+                    Duration::from_millis(a.liveness_every_ms),
+                    Duration::from_millis(a.liveness_deadline_ms),
+                ));
+            }
+            builder.protocol(rpc)
+        }
     };
     for (name, value) in &a.header {
         builder = builder.header(name.as_str(), value.as_str());
@@ -258,11 +271,19 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
         None => None,
     };
     // Read events from the start: the driver waits while they pile up.
-    let mut printer = tokio::spawn(print_events(events, reporter.clone()));
+    let keyed = a.protocol == ProtocolArg::JsonRpc;
+    let mut printer = tokio::spawn(print_events(events, reporter.clone(), keyed));
     // Recorded now, sent once connected and renewed after reconnects.
     for (i, sub) in a.subscribe.iter().enumerate() {
         let result = match a.protocol {
             ProtocolArg::GraphqlWs => match GraphqlWs::subscription(sub, None) {
+                Ok(spec) => handle.subscribe_with(format!("{}", i + 1), spec).await,
+                Err(e) => {
+                    reporter.warning(&format!("cannot subscribe with {sub:?}: {e}"));
+                    continue;
+                }
+            },
+            ProtocolArg::JsonRpc => match JsonRpc::subscription(sub) {
                 Ok(spec) => handle.subscribe_with(format!("{}", i + 1), spec).await,
                 Err(e) => {
                     reporter.warning(&format!("cannot subscribe with {sub:?}: {e}"));
@@ -281,12 +302,16 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             reporter.warning(&format!("cannot keep {message:?}: {e}"));
         }
     }
-    let mut forwarder = tokio::spawn(forward_stdin(
-        handle.clone(),
-        reporter.clone(),
-        a.binary,
-        a.channel.clone().map(Text::from),
-    ));
+    let mut forwarder = if keyed {
+        tokio::spawn(call_stdin(handle.clone(), reporter.clone()))
+    } else {
+        tokio::spawn(forward_stdin(
+            handle.clone(),
+            reporter.clone(),
+            a.binary,
+            a.channel.clone().map(Text::from),
+        ))
+    };
 
     // Wait for stdin to end, a signal, or the session to end on its own.
     let ended = tokio::select! {
@@ -329,17 +354,25 @@ fn join_error(e: tokio::task::JoinError) -> CliError {
     CliError::Failure(format!("event task failed: {e}"))
 }
 
-/// Prints messages on stdout and events on stderr until the session ends.
-async fn print_events(mut events: Events, reporter: Reporter) -> Option<Outcome> {
+/// Prints messages on stdout and events on stderr until the session ends;
+/// `keyed`: a message with a channel is printed as `CHANNEL<TAB>PAYLOAD`.
+async fn print_events(mut events: Events, reporter: Reporter, keyed: bool) -> Option<Outcome> {
     let mut outcome = None;
     let mut stdout_ok = true;
     while let Some(event) = events.recv().await {
         match &event {
-            Event::Message { payload, .. } => {
+            Event::Message {
+                payload, channel, ..
+            } => {
                 if stdout_ok {
                     let mut out = std::io::stdout().lock();
-                    let written = out
-                        .write_all(payload.bytes())
+                    let key = channel.as_ref().filter(|_| keyed);
+                    let written = key
+                        .map_or(Ok(()), |k| {
+                            out.write_all(k.as_bytes())
+                                .and_then(|()| out.write_all(b"\t"))
+                        })
+                        .and_then(|()| out.write_all(payload.bytes()))
                         .and_then(|()| out.write_all(b"\n"))
                         .and_then(|()| out.flush());
                     if let Err(e) = written {
@@ -365,18 +398,89 @@ async fn print_events(mut events: Events, reporter: Reporter) -> Option<Outcome>
     outcome
 }
 
-/// Sends every stdin line until EOF or the session refuses.
-async fn forward_stdin(handle: Handle, reporter: Reporter, binary: bool, channel: Option<Text>) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STDIN_BUFFER);
-    // A plain thread: a blocking stdin read must not hold up shutdown.
+/// Makes each stdin line `METHOD [PARAMS-JSON]` a call (params `[]` when
+/// absent), one at a time, and prints its end as one JSON line on stdout:
+/// `{"line":N,"result":..}`, or `{"line":N,"error":{"code":..,"message":..}}`
+/// (code `null` when the node did not answer: timeout, connection lost).
+async fn call_stdin(handle: Handle, reporter: Reporter) {
+    let Some(mut rx) = stdin_lines(&reporter) else {
+        return;
+    };
+    let mut line_no = 0u64;
+    while let Some(line) = rx.recv().await {
+        line_no += 1;
+        let line = String::from_utf8_lossy(&line).into_owned();
+        let (method, params) = match line.trim().split_once(char::is_whitespace) {
+            Some((m, p)) => (m, p.trim()),
+            None => (line.trim(), "[]"),
+        };
+        if method.is_empty() {
+            continue;
+        }
+        let request = match JsonRpc::request(method, params) {
+            Ok(r) => r,
+            Err(e) => {
+                reporter.warning(&format!(
+                    "line {line_no}: params must be a JSON array or object: {e}"
+                ));
+                continue;
+            }
+        };
+        let outcome = match handle.call(request, CallOptions::new()).await {
+            Ok(result) => {
+                let raw = result.as_text().unwrap_or("null");
+                format!(r#"{{"line":{line_no},"result":{raw}}}"#)
+            }
+            Err(CallError::Rejected { code, message }) => serde_json::json!({
+                "line": line_no,
+                "error": { "code": code, "message": message.as_str() },
+            })
+            .to_string(),
+            Err(e @ CallError::Refused(SendError::Closing | SendError::Closed)) => {
+                reporter.warning(&format!("line {line_no} not called: {e}"));
+                return;
+            }
+            Err(e) => serde_json::json!({
+                "line": line_no,
+                "error": { "code": null, "message": e.to_string() },
+            })
+            .to_string(),
+        };
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(outcome.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A channel of stdin lines, read on a plain thread (a blocking stdin read
+/// must not hold up shutdown); `None` (after a warning) when that thread
+/// cannot start.
+fn stdin_lines(reporter: &Reporter) -> Option<mpsc::Receiver<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(STDIN_BUFFER);
     let reader = reporter.clone();
     let spawned = std::thread::Builder::new()
         .name("redial-stdin".into())
         .spawn(move || read_lines(&tx, &reader));
-    if let Err(e) = spawned {
-        reporter.warning(&format!("cannot read stdin: {e}"));
-        return;
+    match spawned {
+        Ok(_) => Some(rx),
+        Err(e) => {
+            reporter.warning(&format!("cannot read stdin: {e}"));
+            None
+        }
     }
+}
+
+/// Sends every stdin line until EOF or the session refuses.
+async fn forward_stdin(handle: Handle, reporter: Reporter, binary: bool, channel: Option<Text>) {
+    let Some(mut rx) = stdin_lines(&reporter) else {
+        return;
+    };
     let mut line_no = 0u64;
     while let Some(line) = rx.recv().await {
         line_no += 1;

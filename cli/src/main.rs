@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Some(Command::Serve(a)) => serve::run(a).await,
+            Some(Command::Serve(a)) => serve::run(*a).await,
             Some(Command::Demo(a)) => demo::run(a).await,
             None => client::run(cli.client).await,
         }

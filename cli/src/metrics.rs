@@ -1,8 +1,8 @@
-//! `--metrics-listen ADDR`: the client's metrics in the Prometheus text
-//! format on `http://ADDR/metrics`, loopback only.
+//! `--metrics-listen ADDR`: the client's or `serve`'s metrics in the
+//! Prometheus text format on `http://ADDR/metrics`, loopback only.
 //!
-//! The recorder is installed before the connection is built (the driver
-//! takes its metric handles then). The endpoint answers one request at a
+//! The recorder is installed before the connection or the node is built
+//! (both take their metric handles then). The endpoint answers one request at a
 //! time: a request head of at most 8 KiB read within 5 s, then the answer
 //! and the close. That bounds what a scraper (or anything else that
 //! connects) can hold; `GET /metrics` is the only path, anything else is

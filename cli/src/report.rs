@@ -202,6 +202,10 @@ pub fn json_event(event: &Event) -> Option<Value> {
             "channel": channel.as_str(),
             "server_id": server_id.as_ref().map(|id| id.as_str()),
         }),
+        Event::Resubscribed { channel } => json!({
+            "event": "resubscribed",
+            "channel": channel.as_str(),
+        }),
         Event::SubscribeFailed {
             channel,
             code,
@@ -321,6 +325,10 @@ pub fn text_event(event: &Event) -> Option<String> {
         Event::Message { .. } | Event::Acked { .. } => return None,
         Event::Gap { from, to } => format!("missed messages {from}..={to} (not replayable)"),
         Event::Subscribed { channel, .. } => format!("subscribed to {}", channel.as_str()),
+        Event::Resubscribed { channel } => format!(
+            "resubscribed to {}: messages may have been missed while away",
+            channel.as_str()
+        ),
         Event::SubscribeFailed {
             channel,
             code,

@@ -54,6 +54,12 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
         None => TokenKey::random(1)
             .map_err(|e| CliError::Failure(format!("no randomness for the signing key: {e}")))?,
     };
+    // Before the node is built: it takes its metric handles from the
+    // recorder installed then.
+    let metrics = match a.metrics_listen {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let listener = TcpListener::bind(a.listen)
         .await
         .map_err(|e| CliError::Failure(format!("binding the listener: {e}")))?;
@@ -115,8 +121,16 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
             }
         })
     });
+    let mut metrics_url = None;
+    let metrics = metrics.map(|(listener, recorder)| {
+        metrics_url = listener.local_addr().ok();
+        tokio::spawn(crate::metrics::serve(listener, recorder))
+    });
     {
         let mut out = std::io::stdout().lock();
+        if let Some(at) = metrics_url {
+            let _ = writeln!(out, "metrics on http://{at}/metrics");
+        }
         let _ = writeln!(out, "listening on ws://{addr}/");
         let _ = out.flush();
     }
@@ -125,6 +139,9 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
     accept.abort();
     if let Some(purge) = purge {
         purge.abort();
+    }
+    if let Some(metrics) = metrics {
+        metrics.abort();
     }
     let stats = node.stats();
     eprintln!(

@@ -575,18 +575,12 @@ async fn scraped_after_two_reconnects() -> String {
         3.0,
         "{body}"
     );
-    // Nothing but the documented labels.
-    for line in body.lines().filter(|l| l.starts_with("redial_")) {
-        let labels = line.split_once('{').map_or("", |(_, rest)| rest);
-        for pair in labels.split(',').filter(|p| p.contains('=')) {
-            let key = pair.split('=').next().unwrap().trim_start_matches('}');
-            assert!(
-                ["protocol", "client", "result", "class", "state", "outcome", "quantile"]
-                    .contains(&key),
-                "label {key} in {line}"
-            );
-        }
-    }
+    only_labels(
+        &body,
+        &[
+            "protocol", "client", "result", "class", "state", "outcome", "quantile",
+        ],
+    );
 
     run.eof();
     assert_eq!(run.exit().await, 0);
@@ -604,14 +598,29 @@ async fn metrics_endpoint_counts_forced_reconnects() {
 )]
 #[tokio::test]
 async fn metrics_endpoint_passes_promtool_check() {
-    let body = scraped_after_two_reconnects().await;
+    promtool_check(&scraped_after_two_reconnects().await);
+}
+
+/// Nothing but the `allowed` label names on the `redial` series of `body`.
+fn only_labels(body: &str, allowed: &[&str]) {
+    for line in body.lines().filter(|l| l.starts_with("redial_")) {
+        let labels = line.split_once('{').map_or("", |(_, rest)| rest);
+        for pair in labels.split(',').filter(|p| p.contains('=')) {
+            let key = pair.split('=').next().unwrap().trim_start_matches('}');
+            assert!(allowed.contains(&key), "label {key} in {line}");
+        }
+    }
+}
+
+/// `promtool check metrics` accepts `body`.
+fn promtool_check(body: &str) {
     let mut check = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("promtool (apt-get install prometheus)");
+        .unwrap_or_else(|e| panic!("promtool (apt-get install prometheus): {e}"));
     use std::io::Write;
     check
         .stdin
@@ -634,4 +643,95 @@ async fn metrics_listen_refuses_a_non_loopback_address() {
     let line = run.text("--metrics-listen").await;
     assert!(line.contains("only loopback"), "{line}");
     assert_eq!(run.exit().await, 2);
+}
+
+/// `redial serve --metrics-listen` after a session was created, cut and
+/// resumed, with a publish on each connection: the scrape counts them.
+async fn scraped_serve() -> String {
+    let mut serve = Run::start(&["serve", "--metrics-listen", "127.0.0.1:0"]);
+    let metrics = serve.line().await.replace("metrics on ", "");
+    let line = serve.line().await;
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let ws = url.trim_start_matches("ws://").trim_end_matches('/');
+    let proxy = Proxy::start(ws.parse().unwrap()).await.unwrap();
+    let through = format!("ws://{}/", proxy.addr());
+    let mut args = vec!["--protocol", "wire", "--events", "json"];
+    args.extend(QUICK);
+    args.push(&through);
+    let mut run = Run::start(&args);
+    run.event("connected").await;
+    // A publish without a channel comes back to its sender.
+    run.write("one").await;
+    assert_eq!(run.line().await, "one");
+    proxy.cut_all(Cut::Reset);
+    run.event("disconnected").await;
+    let back = run.event("connected").await;
+    assert_eq!(back["reconnect"], true);
+    run.write("two").await;
+    assert_eq!(run.line().await, "two");
+
+    let (status, body) = scrape(&metrics).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let count = |name, labels: &[(&str, &str)]| sample(&body, name, labels);
+    assert_eq!(count("redial_server_connections", &[]), 1.0, "{body}");
+    assert_eq!(
+        count("redial_server_upgrades_total", &[("result", "accepted")]),
+        2.0,
+        "{body}"
+    );
+    assert_eq!(
+        count("redial_server_sessions_total", &[("kind", "created")]),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        count("redial_server_sessions_total", &[("kind", "resumed")]),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        count("redial_server_publishes_total", &[("result", "applied")]),
+        2.0,
+        "{body}"
+    );
+    // A replay after the cut may send "one" again.
+    assert!(
+        count("redial_server_deliveries_total", &[]) >= 2.0,
+        "{body}"
+    );
+    for (op, calls) in [("create", 1.0), ("resume", 1.0), ("send_to", 2.0)] {
+        assert_eq!(
+            count("redial_server_store_seconds_count", &[("op", op)]),
+            calls,
+            "{op}: {body}"
+        );
+    }
+    assert_eq!(
+        count("redial_server_store_timeouts_total", &[]),
+        0.0,
+        "{body}"
+    );
+    only_labels(&body, &["result", "kind", "error", "op", "quantile"]);
+
+    run.eof();
+    assert_eq!(run.exit().await, 0);
+    serve.signal("-INT").await;
+    assert_eq!(serve.exit().await, 0);
+    body
+}
+
+#[tokio::test]
+async fn serve_metrics_count_sessions_resumes_and_publishes() {
+    scraped_serve().await;
+}
+
+#[cfg_attr(
+    not(redial_has_promtool),
+    ignore = "needs promtool: apt-get install prometheus"
+)]
+#[tokio::test]
+async fn serve_metrics_pass_promtool_check() {
+    promtool_check(&scraped_serve().await);
 }

@@ -241,6 +241,15 @@ pub enum Event {
         /// `channel`).
         server_id: Option<Text>,
     },
+    /// A subscription confirmed on an earlier connection is confirmed
+    /// again (right after its [`Event::Subscribed`]), and the protocol
+    /// cannot replay what the server emitted meanwhile: messages may have
+    /// been missed while away. Backfill from the last one you have (for a
+    /// JSON-RPC node, `eth_getLogs` from the last block seen).
+    Resubscribed {
+        /// The channel.
+        channel: Text,
+    },
     /// A subscription was refused; the channel is dropped from the set.
     SubscribeFailed {
         /// The channel.

@@ -839,6 +839,11 @@ pub enum ProtocolKind {
     /// [`crate::Nats`].
     #[cfg(feature = "nats")]
     Nats,
+    /// [`crate::JsonRpc`] with a liveness call every second (due within
+    /// 300 ms): replies to its own requests, notifications for current and
+    /// stale subscription ids, call replies and rejections.
+    #[cfg(feature = "json-rpc")]
+    JsonRpc,
     /// [`Prober`]: a protocol timer (a probe every second, its reply due
     /// within 300 ms), answered, ignored or asked to fire at once; calls,
     /// answered, rejected or not.
@@ -995,6 +1000,27 @@ fn vocabulary(kind: ProtocolKind, n: u8) -> Frame {
             6 => "-ERR 'Authorization Violation'\r\n".to_owned(),
             _ => format!("-ERR 'Permissions Violation for Subscription to \"c{key}\"'\r\n"),
         })),
+        // Its own requests count down from -1 (subscribes, unsubscribes,
+        // liveness calls), calls up from 1; subscription ids are `s<n>`.
+        #[cfg(feature = "json-rpc")]
+        ProtocolKind::JsonRpc => {
+            let own = -i64::from(n % 8) - 1;
+            let call = n % 8 + 1;
+            text(match n % 6 {
+                0 => format!(r#"{{"jsonrpc":"2.0","id":{own},"result":"s{key}"}}"#),
+                1 => format!(
+                    r#"{{"jsonrpc":"2.0","id":{own},"error":{{"code":-32602,"message":"no"}}}}"#
+                ),
+                2 => format!(
+                    r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"s{key}","result":{n}}}}}"#
+                ),
+                3 => format!(r#"{{"jsonrpc":"2.0","id":{call},"result":"0x{n:x}"}}"#),
+                4 => format!(
+                    r#"{{"jsonrpc":"2.0","id":{call},"error":{{"code":-32000,"message":"x"}}}}"#
+                ),
+                _ => format!(r#"{{"jsonrpc":"2.0","method":"other","params":[{n}]}}"#),
+            })
+        }
         ProtocolKind::Timed => text(match n % 5 {
             0 => "pong".to_owned(),
             1 => "wake-now".to_owned(),
@@ -1014,6 +1040,8 @@ fn handshake(kind: ProtocolKind) -> &'static [u8] {
         ProtocolKind::GraphqlWs => &[0],
         #[cfg(feature = "nats")]
         ProtocolKind::Nats => &[0, 2],
+        #[cfg(feature = "json-rpc")]
+        ProtocolKind::JsonRpc => &[],
         ProtocolKind::Timed => &[],
     }
 }
@@ -1023,7 +1051,18 @@ fn spec_for(kind: ProtocolKind, key: u8) -> Payload {
         ProtocolKind::Raw => Payload::text(format!("sub c{key}")),
         #[cfg(feature = "graphql-ws")]
         ProtocolKind::GraphqlWs => Payload::text(r#"{"query":"subscription { t }"}"#),
+        #[cfg(feature = "json-rpc")]
+        ProtocolKind::JsonRpc => Payload::text(format!(r#"{{"params":["c{key}"]}}"#)),
         _ => Payload::binary(Bytes::new()),
+    }
+}
+
+/// What a call asks, in the protocol's terms.
+fn request_for(kind: ProtocolKind) -> Payload {
+    match kind {
+        #[cfg(feature = "json-rpc")]
+        ProtocolKind::JsonRpc => Payload::text(r#"{"method":"eth_blockNumber","params":[]}"#),
+        _ => Payload::text("q"),
     }
 }
 
@@ -1059,6 +1098,15 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
         ProtocolKind::GraphqlWs => Session::new(config, crate::GraphqlWs::new()),
         #[cfg(feature = "nats")]
         ProtocolKind::Nats => Session::new(config, crate::Nats::new()),
+        #[cfg(feature = "json-rpc")]
+        ProtocolKind::JsonRpc => Session::new(
+            config,
+            crate::JsonRpc::new().liveness(crate::protocol::json_rpc::Liveness::new(
+                "eth_chainId",
+                Duration::from_secs(1),
+                Duration::from_millis(300),
+            )),
+        ),
         ProtocolKind::Timed => Session::new(
             config,
             Prober::new(Duration::from_secs(1), Duration::from_millis(300)),
@@ -1124,15 +1172,10 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
             }
             ProtocolStep::Truncated(n, cut) if open => {
                 let frame = match vocabulary(s.kind, *n) {
-                    Frame::Text(t) => {
-                        let mut t = t.to_string();
-                        let mut at = usize::from(*cut).min(t.len());
-                        while !t.is_char_boundary(at) {
-                            at -= 1;
-                        }
-                        t.truncate(at);
-                        Frame::Text(Text::from(t))
-                    }
+                    Frame::Text(t) => Frame::Text(Text::from(crate::utf8::prefix(
+                        t.as_str(),
+                        usize::from(*cut),
+                    ))),
                     Frame::Binary(b) => Frame::Binary(b.slice(..usize::from(*cut).min(b.len()))),
                     other => other,
                 };
@@ -1171,7 +1214,7 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
                 let options = crate::CallOptions::new()
                     .repeatable(*repeatable)
                     .timeout(Duration::from_millis(u64::from(*tenths) * 10));
-                if let Ok(id) = session.handle_call(now, Payload::text("q"), options) {
+                if let Ok(id) = session.handle_call(now, request_for(s.kind), options) {
                     let by = now + Duration::from_millis(u64::from(*tenths) * 10);
                     assert!(calls.insert(id, by).is_none(), "a call id given twice");
                 }

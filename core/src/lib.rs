@@ -78,10 +78,12 @@
 //! - [`close_policy`]: where a close code or handshake status becomes a
 //!   decision.
 //! - [`protocol`]: the session layer protocols plug into; [`Raw`], [`Wire`],
-//!   `GraphqlWs` and `Nats` implement it, and so can you.
-//! - [`wire`], `graphql_ws`, `nats`: the codecs under them (each lives in
+//!   `GraphqlWs`, `Nats` and `JsonRpc` implement it, and so can you.
+//! - [`wire`], `graphql_ws`, `nats`, `json_rpc`, `mqtt`: the codecs under them (each lives in
 //!   its protocol's folder, `protocol::<name>::codec`).
 //! - [`Session`]: the state machine that ties them together.
+//! - [`timer`]: the deadline table the session (and the server's
+//!   connection) keeps its timers in; [`utf8`]: text cut to a byte limit.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -103,11 +105,16 @@ mod queue;
 mod rng;
 pub mod secret;
 mod session;
-mod timer;
+pub mod timer;
 pub mod transport;
+pub mod utf8;
 
 #[cfg(feature = "graphql-ws")]
 pub use protocol::graphql_ws::codec as graphql_ws;
+#[cfg(feature = "json-rpc")]
+pub use protocol::json_rpc::codec as json_rpc;
+#[cfg(feature = "mqtt")]
+pub use protocol::mqtt::codec as mqtt;
 #[cfg(feature = "nats")]
 pub use protocol::nats::codec as nats;
 pub use protocol::wire::codec as wire;
@@ -123,6 +130,8 @@ pub use headers::Headers;
 pub use payload::{Payload, Text};
 #[cfg(feature = "graphql-ws")]
 pub use protocol::GraphqlWs;
+#[cfg(feature = "json-rpc")]
+pub use protocol::JsonRpc;
 #[cfg(feature = "nats")]
 pub use protocol::Nats;
 pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire, WireError};

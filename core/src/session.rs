@@ -21,7 +21,7 @@ use crate::protocol::{
 use crate::queue::{Queue, SendLimits};
 use crate::rng::Rng;
 use crate::secret::{AuthToken, ResumeToken};
-use crate::timer::{deadline, Timer, TimerTable};
+use crate::timer::{deadline, SessionTimers, Timer};
 use crate::transport::{CloseFrame, DialFailure, Frame, SizeLimit};
 
 /// The token provider could not produce a token.
@@ -128,7 +128,7 @@ pub struct Session {
     /// Which endpoint the next dial goes to.
     endpoints: Endpoints,
     ladder: Ladder,
-    timers: TimerTable,
+    timers: SessionTimers,
     keepalive: Option<Keepalive>,
     phase: Phase,
     /// The state last reported in [`Event::StateChanged`].
@@ -199,7 +199,7 @@ impl Session {
             awaiting: "handshake reply",
             token: None,
             server_max_message: None,
-            timers: TimerTable::default(),
+            timers: SessionTimers::default(),
             keepalive,
             phase: Phase::Idle,
             reported: State::Idle,
@@ -1128,6 +1128,9 @@ impl Session {
                 channel: key,
                 server_id,
             }),
+            Inbound::Resubscribed { key } => {
+                self.events.push_back(Event::Resubscribed { channel: key })
+            }
             Inbound::SubscribeFailed { key, code, reason } => {
                 self.subscriptions.remove(&key);
                 self.events.push_back(Event::SubscribeFailed {
@@ -1632,16 +1635,8 @@ impl Session {
         if matches!(self.phase, Phase::Handshaking | Phase::Connected) {
             // Tell the server why before the close (PROTOCOL.md 3.3), when
             // the protocol has a way to.
-            let mut why = reason.clone();
-            let max = self.config.wire_limits.max_reason_len;
-            if why.len() > max {
-                let mut cut = max;
-                while !why.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                why.truncate(cut);
-            }
-            self.protocol.report_error(&why, &mut self.out);
+            let why = crate::utf8::prefix(&reason, self.config.wire_limits.max_reason_len);
+            self.protocol.report_error(why, &mut self.out);
             self.drain_frames();
         }
         let code = self.protocol.protocol_error_close();

@@ -1,6 +1,23 @@
-//! The session's timers: one enum, one table.
+//! Timers: one enum per state machine, one table of deadlines.
+//!
+//! The client's `Session` and the server's `Connection` each name their
+//! timers in an enum that implements [`TimerKind`] and keep the deadlines
+//! in a [`TimerTable`]; the caller asks the table for the next deadline and
+//! pops expired timers one at a time, in the enum's firing order.
 
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
+
+/// The timers one state machine can wait for, each with a slot in a
+/// [`TimerTable`].
+pub trait TimerKind: Copy + 'static {
+    /// Every timer, in firing order: timers due at the same instant fire in
+    /// this order.
+    const ALL: &'static [Self];
+
+    /// This timer's slot: distinct per timer and below the table's `N`.
+    fn index(self) -> usize;
+}
 
 /// `now + d`, saturating: the latest instant this platform can represent
 /// within `d` instead of a panic. Every deadline goes through here, so no
@@ -41,10 +58,9 @@ pub(crate) enum Timer {
     Protocol,
 }
 
-impl Timer {
-    /// Table order: also the order in which timers due at the same instant
-    /// fire. A dead transport is noticed before a ping would be sent on it.
-    pub(crate) const ALL: [Timer; 9] = [
+impl TimerKind for Timer {
+    /// A dead transport is noticed before a ping would be sent on it.
+    const ALL: &'static [Timer] = &[
         Timer::ConnectTimeout,
         Timer::PongDeadline,
         Timer::Protocol,
@@ -71,43 +87,63 @@ impl Timer {
     }
 }
 
-/// When each timer is due, if armed.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TimerTable {
-    due: [Option<Instant>; 9],
+/// The session's table: one slot per [`Timer`].
+pub(crate) type SessionTimers = TimerTable<Timer, Instant, 9>;
+
+/// When each timer of `T` is due, if armed, as an `At` (an `Instant`, or
+/// milliseconds on the caller's clock): `N` slots, one per timer.
+#[derive(Debug, Clone)]
+pub struct TimerTable<T, At, const N: usize> {
+    due: [Option<At>; N],
+    kind: PhantomData<T>,
 }
 
-impl TimerTable {
-    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+impl<T: TimerKind, At: Copy + Ord, const N: usize> Default for TimerTable<T, At, N> {
+    fn default() -> Self {
+        TimerTable {
+            due: [None; N],
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<T: TimerKind, At: Copy + Ord, const N: usize> TimerTable<T, At, N> {
+    /// Arms `timer` for `at`, replacing any earlier deadline.
+    pub fn set(&mut self, timer: T, at: At) {
         self.due[timer.index()] = Some(at);
     }
 
-    pub(crate) fn stop(&mut self, timer: Timer) {
+    /// Disarms `timer`.
+    pub fn stop(&mut self, timer: T) {
         self.due[timer.index()] = None;
     }
 
-    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
+    /// When `timer` is due, if armed.
+    pub fn get(&self, timer: T) -> Option<At> {
         self.due[timer.index()]
     }
 
-    pub(crate) fn is_set(&self, timer: Timer) -> bool {
+    /// Whether `timer` is armed.
+    pub fn is_set(&self, timer: T) -> bool {
         self.get(timer).is_some()
     }
 
-    pub(crate) fn stop_all(&mut self) {
-        self.due = Default::default();
+    /// Disarms every timer.
+    pub fn stop_all(&mut self) {
+        self.due = [None; N];
     }
 
     /// The earliest armed deadline.
-    pub(crate) fn next(&self) -> Option<Instant> {
+    pub fn next(&self) -> Option<At> {
         self.due.iter().flatten().min().copied()
     }
 
-    /// Disarms and returns the first timer (in table order) due at or before
-    /// `now`.
-    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Timer> {
-        let t = Timer::ALL
-            .into_iter()
+    /// Disarms and returns the first timer (in [`TimerKind::ALL`] order) due
+    /// at or before `now`.
+    pub fn pop_expired(&mut self, now: At) -> Option<T> {
+        let t = T::ALL
+            .iter()
+            .copied()
             .find(|t| self.get(*t).is_some_and(|at| at <= now))?;
         self.stop(t);
         Some(t)

@@ -43,6 +43,7 @@ use std::sync::Arc;
 
 use redial_core::payload::{Payload, Text};
 use redial_core::secret::ResumeToken;
+use redial_core::timer::{TimerKind, TimerTable};
 use redial_core::wire::{self, error_code, Frame, Hello, Welcome};
 
 use crate::config::ServerConfig;
@@ -125,9 +126,9 @@ enum Timer {
     Drain,
 }
 
-const TIMERS: [Timer; 3] = [Timer::Hello, Timer::Stall, Timer::Drain];
+impl TimerKind for Timer {
+    const ALL: &'static [Timer] = &[Timer::Hello, Timer::Stall, Timer::Drain];
 
-impl Timer {
     fn index(self) -> usize {
         match self {
             Timer::Hello => 0,
@@ -210,7 +211,7 @@ pub struct Connection {
     /// Changes whenever the held subscriptions do.
     subscriptions_version: u64,
     actions: VecDeque<Action>,
-    timers: [Option<u64>; 3],
+    timers: TimerTable<Timer, u64, 3>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -238,8 +239,8 @@ impl Connection {
     ) -> Self {
         let mut rng = SplitMix::new(seed);
         let names = NameGen::new(rng.next_u64());
-        let mut timers = [None; 3];
-        timers[Timer::Hello.index()] = Some(now.saturating_add(cfg.hello_timeout_ms));
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Hello, now.saturating_add(cfg.hello_timeout_ms));
         Connection {
             cfg,
             policy,
@@ -320,7 +321,7 @@ impl Connection {
 
     /// When [`Connection::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.timers.iter().flatten().copied().min()
+        self.timers.next()
     }
 
     /// A binary message arrived.
@@ -501,27 +502,25 @@ impl Connection {
 
     /// Any timer that is due at `now` fires.
     pub fn handle_timeout(&mut self, now: u64) {
-        for t in TIMERS {
-            if self.timers[t.index()].is_some_and(|at| at <= now) {
-                self.timers[t.index()] = None;
-                match t {
-                    Timer::Hello => {
-                        if matches!(self.phase, Phase::AwaitHello | Phase::Handshaking) {
-                            self.close(1002, "no HELLO in time");
-                        }
+        // Handlers only disarm timers, so each due timer fires once.
+        while let Some(t) = self.timers.pop_expired(now) {
+            match t {
+                Timer::Hello => {
+                    if matches!(self.phase, Phase::AwaitHello | Phase::Handshaking) {
+                        self.close(1002, "no HELLO in time");
                     }
-                    Timer::Stall => {
-                        if self.phase == Phase::Open && self.stalled() {
-                            self.fail(
-                                SLOW_CONSUMER,
-                                "messages waiting: the client is not taking them",
-                            );
-                        }
+                }
+                Timer::Stall => {
+                    if self.phase == Phase::Open && self.stalled() {
+                        self.fail(
+                            SLOW_CONSUMER,
+                            "messages waiting: the client is not taking them",
+                        );
                     }
-                    Timer::Drain => {
-                        if self.phase == Phase::Draining {
-                            self.close(1001, "going away");
-                        }
+                }
+                Timer::Drain => {
+                    if self.phase == Phase::Draining {
+                        self.close(1001, "going away");
                     }
                 }
             }
@@ -542,9 +541,9 @@ impl Connection {
                 self.phase = Phase::Draining;
                 self.inbox.clear();
                 self.fetch_wanted = false;
-                self.timers = [None; 3];
-                self.timers[Timer::Drain.index()] =
-                    Some(now.saturating_add(self.cfg.drain_timeout_ms));
+                self.timers.stop_all();
+                self.timers
+                    .set(Timer::Drain, now.saturating_add(self.cfg.drain_timeout_ms));
                 self.pump(now);
             }
             Phase::Closed => {}
@@ -573,10 +572,6 @@ impl Connection {
             name: self.held.as_ref().map_or("", |h| h.name.as_str()),
             principal: self.principal.as_deref(),
         }
-    }
-
-    fn set_timer(&mut self, t: Timer, at: Option<u64>) {
-        self.timers[t.index()] = at;
     }
 
     fn send(&mut self, frame: Frame) {
@@ -656,12 +651,11 @@ impl Connection {
             }
         }
         let stall = self.phase == Phase::Open && self.stalled();
-        match (stall, self.timers[Timer::Stall.index()]) {
-            (true, None) => self.set_timer(
-                Timer::Stall,
-                Some(now.saturating_add(self.cfg.stall_timeout_ms)),
-            ),
-            (false, Some(_)) => self.set_timer(Timer::Stall, None),
+        match (stall, self.timers.is_set(Timer::Stall)) {
+            (true, false) => self
+                .timers
+                .set(Timer::Stall, now.saturating_add(self.cfg.stall_timeout_ms)),
+            (false, true) => self.timers.stop(Timer::Stall),
             _ => {}
         }
     }
@@ -754,7 +748,7 @@ impl Connection {
         self.subscriptions_version += 1;
         self.phase = Phase::Open;
         self.hello = None;
-        self.set_timer(Timer::Hello, None);
+        self.timers.stop(Timer::Hello);
         self.send(frame);
         if from > 0 {
             // Delivered up to here: as good as a RECEIVED.
@@ -870,15 +864,14 @@ impl Connection {
             return;
         }
         let terminal = error_code::is_terminal(code);
-        let mut reason = reason.to_owned();
-        truncate(&mut reason, self.cfg.limits.max_reason_len);
+        let reason = redial_core::utf8::prefix(reason, self.cfg.limits.max_reason_len).to_owned();
         self.send(Frame::Error {
             code,
             terminal,
             reason: Text::from(reason.as_str()),
         });
         self.phase = Phase::Closed;
-        self.timers = [None; 3];
+        self.timers.stop_all();
         self.actions.push_back(Action::Close {
             code: error_code::close_code(code, terminal),
             reason,
@@ -891,7 +884,7 @@ impl Connection {
             return;
         }
         self.phase = Phase::Closed;
-        self.timers = [None; 3];
+        self.timers.stop_all();
         self.actions.push_back(Action::Close {
             code,
             reason: reason.to_owned(),
@@ -929,7 +922,7 @@ impl Connection {
     fn finish(&mut self, terminal: bool) {
         self.inbox.clear();
         self.queued.clear();
-        self.timers = [None; 3];
+        self.timers.stop_all();
         if let Some(h) = &self.held {
             if !h.fenced {
                 let owner = h.owner.clone();
@@ -941,16 +934,6 @@ impl Connection {
                 self.actions.push_back(Action::Store(op));
             }
         }
-    }
-}
-
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
     }
 }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use redial_core::wire::{error_code, Frame};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::connection::{Action, Connection};
 use crate::node::{Counters, Node, Orders};
@@ -93,8 +94,27 @@ where
     E: ReadError,
     S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send + 'static,
 {
-    let _live = node.live_guard();
     let conn_id = node.next_conn();
+    // Fields listed in the README ("Observability"); never a session name,
+    // a token or a principal.
+    let span = tracing::info_span!(
+        "redial_server_connection",
+        conn = conn_id,
+        resumed = tracing::field::Empty,
+        close_code = tracing::field::Empty,
+    );
+    serve(node, socket, principal, conn_id)
+        .instrument(span)
+        .await;
+}
+
+async fn serve<M, S, E>(node: Node, socket: S, principal: Option<String>, conn_id: u64)
+where
+    M: WsMessage,
+    E: ReadError,
+    S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send + 'static,
+{
+    let _live = node.live_guard();
     let inner = node.inner.clone();
     let (sink, mut stream) = socket.split();
     let (write_tx, write_rx) = mpsc::unbounded_channel();
@@ -135,6 +155,11 @@ where
             match action {
                 Action::Send(frame) => {
                     count(&inner.counters, &frame);
+                    inner.meters.sent(&frame);
+                    if let Frame::Welcome(w) = &frame {
+                        tracing::Span::current().record("resumed", w.resumed);
+                        tracing::debug!(resumed = w.resumed, "session welcomed");
+                    }
                     batch.push(M::binary(frame.to_bytes()));
                 }
                 Action::Store(op) => {
@@ -151,6 +176,8 @@ where
                 // they send) keep their order.
                 Action::Request(r) => node.request(r).await,
                 Action::Close { code, reason } => {
+                    tracing::Span::current().record("close_code", code);
+                    tracing::debug!(close_code = code, "closing");
                     if !batch.is_empty() {
                         let _ = write_tx.send(Write::Frames(std::mem::take(&mut batch)));
                     }

@@ -20,6 +20,9 @@
 //!   both driving the same core, with a `Node` holding the store, the
 //!   application's hooks (`Policy`, `Authorize`, requests) and the handle
 //!   (publish, direct messages, GOING_AWAY, shutdown, stats).
+//! * Observability: a `tracing` span per connection and (feature
+//!   `metrics`) the node's metrics through the `metrics` facade; every
+//!   span, metric and label is listed in the README (Observability).
 //!
 //! # Policy for a subscriber that can't keep up
 //!
@@ -44,6 +47,8 @@ mod connection;
 #[cfg(feature = "tokio")]
 mod drive;
 pub mod memory;
+#[cfg(feature = "tokio")]
+mod meter;
 pub mod names;
 #[cfg(feature = "tokio")]
 mod node;

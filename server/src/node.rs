@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::admission::{retry_after_secs, Admission, Admit};
 use crate::connection::Request;
+use crate::meter::{self, Meters};
 use crate::op::{StoreOp, StoreReply};
 use crate::policy::{AllowAll, Policy};
 use crate::registry::{Mailbox, Registry};
@@ -69,6 +70,10 @@ impl Authorize for Open {
         Ok(None)
     }
 }
+
+/// The application's store calls in `meter::STORE_OPS`.
+const BROADCAST: usize = 9;
+const SEND_TO: usize = 10;
 
 /// What the request hook returns, boxed.
 type RequestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -138,6 +143,7 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Sender<Option<(u64, u64)>>,
     live: watch::Sender<u64>,
     pub(crate) counters: Counters,
+    pub(crate) meters: Meters,
     next_conn: AtomicU64,
     base_ms: u64,
     base: tokio::time::Instant,
@@ -233,6 +239,7 @@ impl NodeBuilder {
                 shutdown: watch::channel(None).0,
                 live: watch::channel(0).0,
                 counters: Counters::default(),
+                meters: Meters::new(),
                 next_conn: AtomicU64::new(1),
                 base_ms,
                 base: tokio::time::Instant::now(),
@@ -245,6 +252,7 @@ impl NodeBuilder {
             while let Some(n) = stream.next().await {
                 let Some(inner) = weak.upgrade() else { break };
                 let woken = lock(&inner.registry).route(&n);
+                inner.meters.notice(&n, woken);
                 inner
                     .counters
                     .notice_wakeups
@@ -335,7 +343,7 @@ impl Node {
     ///
     /// Bounded by the store timeout ([`StoreError::TimedOut`]).
     pub async fn publish(&self, channel: &str, payload: Payload) -> Result<(), StoreError> {
-        self.bounded(self.inner.store.broadcast(channel, &payload))
+        self.bounded(BROADCAST, self.inner.store.broadcast(channel, &payload))
             .await
     }
 
@@ -344,23 +352,35 @@ impl Node {
     ///
     /// Bounded by the store timeout ([`StoreError::TimedOut`]).
     pub async fn send_to(&self, name: &str, payload: Payload) -> Result<bool, StoreError> {
-        self.bounded(self.inner.store.send_to(name, &payload)).await
+        self.bounded(SEND_TO, self.inner.store.send_to(name, &payload))
+            .await
     }
 
     /// Makes a connection's store call, bounded by the store timeout.
     pub(crate) async fn execute(&self, op: &StoreOp) -> StoreReply {
         let call = async { Ok(op.execute(self.inner.store.as_ref(), self.now_ms()).await) };
-        self.bounded(call).await.unwrap_or_else(StoreReply::Failed)
+        let reply = self
+            .bounded(op.meter_index(), call)
+            .await
+            .unwrap_or_else(StoreReply::Failed);
+        if let StoreReply::Published(outcome) = reply {
+            self.inner.meters.published(outcome);
+        }
+        reply
     }
 
+    /// `call`, bounded by the store timeout and timed as store operation
+    /// `op` (its index in `meter::STORE_OPS`).
     async fn bounded<T>(
         &self,
+        op: usize,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let ms = self.inner.cfg.store_timeout_ms();
-        tokio::time::timeout(Duration::from_millis(ms), call)
-            .await
-            .unwrap_or(Err(StoreError::TimedOut(ms)))
+        let started = self.inner.meters.started();
+        let r = tokio::time::timeout(Duration::from_millis(ms), call).await;
+        self.inner.meters.store_call(op, started, r.is_err());
+        r.unwrap_or(Err(StoreError::TimedOut(ms)))
     }
 
     /// Graceful shutdown: every connection gets GOING_AWAY with the
@@ -433,8 +453,10 @@ impl Node {
             c.refused.fetch_add(1, Ordering::Relaxed);
             Err(Refused(r))
         };
+        let meters = &self.inner.meters;
         if let Some((retry, window)) = *self.inner.shutdown.borrow() {
             c.refused_shutting_down.fetch_add(1, Ordering::Relaxed);
+            meters.refused(meter::UpgradeRefusal::ShuttingDown);
             // Honest: the same wait the connected clients were given.
             return refuse(Rejection {
                 status: 503,
@@ -443,16 +465,21 @@ impl Node {
             });
         }
         if !offers_subprotocol(request.headers()) {
+            meters.refused(meter::UpgradeRefusal::NoSubprotocol);
             return refuse(Rejection::new(400, "subprotocol redial.v1 required"));
         }
         let principal = match self.inner.authorize.authorize(request) {
             Ok(p) => p,
-            Err(r) => return refuse(r),
+            Err(r) => {
+                meters.refused(meter::UpgradeRefusal::Unauthorized);
+                return refuse(r);
+            }
         };
         let now = self.now_ms();
         if let Some(a) = lock(&self.inner.admission).as_mut() {
             if let Admit::RetryAfter(secs) = a.try_admit(now) {
                 c.throttled.fetch_add(1, Ordering::Relaxed);
+                meters.refused(meter::UpgradeRefusal::Throttled);
                 return refuse(Rejection {
                     status: 503,
                     retry_after_secs: Some(secs),
@@ -461,6 +488,7 @@ impl Node {
             }
         }
         c.upgrades.fetch_add(1, Ordering::Relaxed);
+        meters.admitted();
         Ok(principal)
     }
 
@@ -520,6 +548,7 @@ impl Node {
 
     pub(crate) fn live_guard(&self) -> LiveGuard {
         self.inner.live.send_modify(|n| *n += 1);
+        self.inner.meters.connection(true);
         LiveGuard(self.clone())
     }
 }
@@ -536,6 +565,7 @@ pub(crate) struct LiveGuard(Node);
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.0.inner.live.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.inner.meters.connection(false);
     }
 }
 

@@ -140,4 +140,20 @@ impl StoreOp {
         };
         r.unwrap_or_else(StoreReply::Failed)
     }
+
+    /// Its place in the metrics' operation list (`meter::STORE_OPS`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn meter_index(&self) -> usize {
+        match self {
+            StoreOp::Create { .. } => 0,
+            StoreOp::Resume { .. } => 1,
+            StoreOp::Detach { .. } => 2,
+            StoreOp::End { .. } => 3,
+            StoreOp::Publish { .. } => 4,
+            StoreOp::Subscribe { .. } => 5,
+            StoreOp::Unsubscribe { .. } => 6,
+            StoreOp::Fetch { .. } => 7,
+            StoreOp::Received { .. } => 8,
+        }
+    }
 }

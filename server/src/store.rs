@@ -254,3 +254,167 @@ pub trait Store: Send + Sync + 'static {
     /// A new stream of every [`Notice`] from now on.
     fn notices(&self) -> Notices;
 }
+
+/// A [`Store`] that wraps another and changes only some of its calls.
+///
+/// Implement [`Decorate::inner`] and override the calls the decorator
+/// watches or alters; every other call goes to the inner store unchanged.
+/// Every `Decorate` is a [`Store`]. A method called on a decorator where
+/// both traits are in scope is ambiguous: bring only one into scope there.
+pub trait Decorate: Send + Sync + 'static {
+    /// The store every call not overridden goes to.
+    type Inner: Store;
+
+    /// The wrapped store.
+    fn inner(&self) -> &Self::Inner;
+
+    /// See [`Store::create`].
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<SessionState, CreateRefused>> {
+        self.inner().create(name, now_ms)
+    }
+
+    /// See [`Store::resume`].
+    fn resume<'a>(
+        &'a self,
+        session: &'a SessionId,
+        lifetime_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Option<SessionState>> {
+        self.inner().resume(session, lifetime_ms, now_ms)
+    }
+
+    /// See [`Store::detach`].
+    fn detach<'a>(&'a self, owner: &'a Owner, now_ms: u64) -> StoreFuture<'a, ()> {
+        self.inner().detach(owner, now_ms)
+    }
+
+    /// See [`Store::end`].
+    fn end<'a>(&'a self, owner: &'a Owner) -> StoreFuture<'a, ()> {
+        self.inner().end(owner)
+    }
+
+    /// See [`Store::publish`].
+    fn publish<'a>(
+        &'a self,
+        owner: &'a Owner,
+        seq: u64,
+        channel: Option<&'a str>,
+        payload: &'a Payload,
+    ) -> StoreFuture<'a, PublishOutcome> {
+        self.inner().publish(owner, seq, channel, payload)
+    }
+
+    /// See [`Store::subscribe`].
+    fn subscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
+        self.inner().subscribe(owner, channel)
+    }
+
+    /// See [`Store::unsubscribe`].
+    fn unsubscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
+        self.inner().unsubscribe(owner, channel)
+    }
+
+    /// See [`Store::fetch`].
+    fn fetch<'a>(
+        &'a self,
+        owner: &'a Owner,
+        after: u64,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        self.inner().fetch(owner, after, max)
+    }
+
+    /// See [`Store::received`].
+    fn received<'a>(&'a self, owner: &'a Owner, offset: u64) -> StoreFuture<'a, ()> {
+        self.inner().received(owner, offset)
+    }
+
+    /// See [`Store::broadcast`].
+    fn broadcast<'a>(&'a self, channel: &'a str, payload: &'a Payload) -> StoreFuture<'a, ()> {
+        self.inner().broadcast(channel, payload)
+    }
+
+    /// See [`Store::send_to`].
+    fn send_to<'a>(&'a self, name: &'a str, payload: &'a Payload) -> StoreFuture<'a, bool> {
+        self.inner().send_to(name, payload)
+    }
+
+    /// See [`Store::notices`].
+    fn notices(&self) -> Notices {
+        self.inner().notices()
+    }
+}
+
+impl<D: Decorate> Store for D {
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<SessionState, CreateRefused>> {
+        Decorate::create(self, name, now_ms)
+    }
+
+    fn resume<'a>(
+        &'a self,
+        session: &'a SessionId,
+        lifetime_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Option<SessionState>> {
+        Decorate::resume(self, session, lifetime_ms, now_ms)
+    }
+
+    fn detach<'a>(&'a self, owner: &'a Owner, now_ms: u64) -> StoreFuture<'a, ()> {
+        Decorate::detach(self, owner, now_ms)
+    }
+
+    fn end<'a>(&'a self, owner: &'a Owner) -> StoreFuture<'a, ()> {
+        Decorate::end(self, owner)
+    }
+
+    fn publish<'a>(
+        &'a self,
+        owner: &'a Owner,
+        seq: u64,
+        channel: Option<&'a str>,
+        payload: &'a Payload,
+    ) -> StoreFuture<'a, PublishOutcome> {
+        Decorate::publish(self, owner, seq, channel, payload)
+    }
+
+    fn subscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
+        Decorate::subscribe(self, owner, channel)
+    }
+
+    fn unsubscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
+        Decorate::unsubscribe(self, owner, channel)
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        owner: &'a Owner,
+        after: u64,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Decorate::fetch(self, owner, after, max)
+    }
+
+    fn received<'a>(&'a self, owner: &'a Owner, offset: u64) -> StoreFuture<'a, ()> {
+        Decorate::received(self, owner, offset)
+    }
+
+    fn broadcast<'a>(&'a self, channel: &'a str, payload: &'a Payload) -> StoreFuture<'a, ()> {
+        Decorate::broadcast(self, channel, payload)
+    }
+
+    fn send_to<'a>(&'a self, name: &'a str, payload: &'a Payload) -> StoreFuture<'a, bool> {
+        Decorate::send_to(self, name, payload)
+    }
+
+    fn notices(&self) -> Notices {
+        Decorate::notices(self)
+    }
+}

@@ -1072,7 +1072,14 @@ impl Store for Hangs {
 async fn a_hung_store_times_out_and_the_session_stays_resumable() {
     let store = Arc::new(Hangs::default());
     let cfg = config().store_timeout_ms(2_000).build().unwrap();
-    let node = Node::builder_arc(cfg, store.clone()).build();
+    let build = || Node::builder_arc(cfg, store.clone()).build();
+    // The node takes its metric handles from the recorder set while built.
+    #[cfg(feature = "metrics")]
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    #[cfg(feature = "metrics")]
+    let node = metrics::with_local_recorder(&recorder, build);
+    #[cfg(not(feature = "metrics"))]
+    let node = build();
     let mut ws = pipe(&node, 4 << 10).await;
     let w = hello(&mut ws, None, 0).await;
     store.hung.store(true, Ordering::Relaxed);
@@ -1100,6 +1107,23 @@ async fn a_hung_store_times_out_and_the_session_stays_resumable() {
     store.hung.store(false, Ordering::Relaxed);
     let mut ws = pipe(&node, 4 << 10).await;
     assert!(hello(&mut ws, Some(w.resume_token), 0).await.resumed);
+
+    #[cfg(feature = "metrics")]
+    {
+        let body = recorder.handle().render();
+        for line in [
+            r#"redial_server_store_timeouts_total{op="subscribe"} 1"#,
+            r#"redial_server_store_timeouts_total{op="broadcast"} 1"#,
+            r#"redial_server_store_timeouts_total{op="resume"} 0"#,
+            // Timed-out calls are timed too.
+            r#"redial_server_store_seconds_count{op="subscribe"} 1"#,
+            r#"redial_server_store_seconds_count{op="create"} 1"#,
+            r#"redial_server_sessions_total{kind="created"} 1"#,
+            r#"redial_server_sessions_total{kind="resumed"} 1"#,
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+        }
+    }
 }
 
 /// The node on a multi-thread runtime: connection tasks, the notice router

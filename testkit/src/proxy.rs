@@ -4,22 +4,26 @@
 //! [`ProxyHandle::addr`], and flip faults from any task while traffic flows:
 //! cut every live connection ([`ProxyHandle::cut_all`]), turn the link into a
 //! half-open black hole ([`ProxyHandle::blackhole`]), add latency
-//! ([`ProxyHandle::set_latency`]) or reset new connections
-//! ([`ProxyHandle::refuse_new`]). Faults are plain state changes; they never
+//! ([`ProxyHandle::set_latency`]), reset new connections
+//! ([`ProxyHandle::refuse_new`]) or make the server deaf
+//! ([`ProxyHandle::deaf`]). Faults are plain state changes; they never
 //! block, so they can be called from synchronous code too.
 //!
 //! [`Proxy::start_many`] puts one listen address in front of several server
 //! nodes: each new connection goes to the next node, round robin, skipping
 //! nodes that refuse the dial, as a load balancer in front of a cluster would.
 //!
-//! The proxy never drops bytes: TCP does not lose data silently, so a black
-//! hole holds traffic (and stops reading, letting the sender's window fill)
-//! rather than discarding it. When the hole is lifted the held bytes flow in
-//! order, as after a link that recovered while TCP retransmitted.
+//! The proxy drops no bytes but in deaf mode: TCP does not lose data
+//! silently, so a black hole holds traffic (and stops reading, letting the
+//! sender's window fill) rather than discarding it. When the hole is lifted
+//! the held bytes flow in order, as after a link that recovered while TCP
+//! retransmitted. Deaf mode models what TCP cannot explain, a server (or a
+//! balancer in front of it) that takes requests and never acts on them: the
+//! client's bytes are read and thrown away while the server's still flow.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +61,8 @@ pub struct ProxyCounters {
     pub accepted: u64,
     /// Accepted connections that were reset at once because refusal was on.
     pub refused: u64,
+    /// Client bytes read and thrown away in deaf mode.
+    pub deaf_dropped: u64,
 }
 
 /// When new connections are refused.
@@ -107,6 +113,7 @@ impl Upstreams {
 struct Shared {
     upstreams: Upstreams,
     blackhole: watch::Sender<bool>,
+    deaf: AtomicBool,
     latency_nanos: AtomicU64,
     refusal: Mutex<Refusal>,
     cut: broadcast::Sender<Cut>,
@@ -181,6 +188,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             upstreams: Upstreams::new(upstreams),
             blackhole: watch::Sender::new(false),
+            deaf: AtomicBool::new(false),
             latency_nanos: AtomicU64::new(0),
             refusal: Mutex::new(Refusal::Off),
             cut,
@@ -248,6 +256,25 @@ impl ProxyHandle {
     /// Whether the black hole is on.
     pub fn is_blackholed(&self) -> bool {
         *self.shared.blackhole.borrow()
+    }
+
+    /// Turns deaf mode on or off, for live and new connections.
+    ///
+    /// While on, bytes from the client are read and discarded, so its writes
+    /// succeed and nothing reaches the server, while the server's bytes
+    /// still reach the client: a node that keeps pushing notifications and
+    /// answers no request. A connection that was deaf stays deaf until it
+    /// closes (the bytes it lost would leave the server reading the middle
+    /// of a message); turning the mode off heals new connections only. A new
+    /// connection while on still dials the server, which then never hears
+    /// from the client.
+    pub fn deaf(&self, on: bool) {
+        self.shared.deaf.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether deaf mode is on.
+    pub fn is_deaf(&self) -> bool {
+        self.shared.deaf.load(Ordering::Relaxed)
     }
 
     /// Delays every chunk by `latency` in each direction, preserving order.
@@ -433,8 +460,8 @@ async fn connection(
     let outcome = {
         let (cr, cw) = client.split();
         let (sr, sw) = server.split();
-        let up = pump(cr, sw, &shared);
-        let down = pump(sr, cw, &shared);
+        let up = pump(cr, sw, &shared, Direction::Up);
+        let down = pump(sr, cw, &shared, Direction::Down);
         tokio::select! {
             cut = cut_rx.recv() => Some(cut.unwrap_or(Cut::Reset)),
             done = async { tokio::try_join!(up, down) } => match done {
@@ -486,6 +513,15 @@ async fn fin_and_drain(s: &mut TcpStream) {
     .await;
 }
 
+/// Which way a [`pump`] forwards: deaf mode drops only what goes up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
+}
+
 enum Chunk {
     Data(Instant, Vec<u8>),
     Eof,
@@ -493,7 +529,7 @@ enum Chunk {
 
 /// Forwards one direction: the reader stamps each chunk with its due time,
 /// the writer releases chunks in order once due and no black hole is on.
-async fn pump<R, W>(mut from: R, mut to: W, shared: &Shared) -> io::Result<()>
+async fn pump<R, W>(mut from: R, mut to: W, shared: &Shared, dir: Direction) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -503,6 +539,7 @@ where
     let mut write_hole = shared.blackhole.subscribe();
 
     let reader = async {
+        let mut deaf = false;
         loop {
             // Not reading while blackholed lets the sender's socket buffers
             // fill, as they would with no ACKs coming back.
@@ -512,6 +549,13 @@ where
             if n == 0 {
                 let _ = tx.send(Chunk::Eof).await;
                 return Ok::<(), io::Error>(());
+            }
+            // Sticky: a stream with a hole in it must not reach the server.
+            deaf = deaf || (dir == Direction::Up && shared.deaf.load(Ordering::Relaxed));
+            if deaf {
+                let n = n as u64;
+                shared.counters.send_modify(|c| c.deaf_dropped += n);
+                continue;
             }
             buf.truncate(n);
             let delay = Duration::from_nanos(shared.latency_nanos.load(Ordering::Relaxed));
@@ -713,6 +757,58 @@ mod tests {
         let start = std::time::Instant::now();
         round_trip(&mut s, b"fast").await;
         assert!(start.elapsed() < latency);
+    }
+
+    #[tokio::test]
+    async fn deaf_passes_the_server_and_drops_the_client() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let proxy = Proxy::start(listener.local_addr().unwrap()).await.unwrap();
+        let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut server, _) = tokio::time::timeout(NET, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+
+        proxy.deaf(true);
+        assert!(proxy.is_deaf());
+        client.write_all(b"lost").await.unwrap();
+        tokio::time::timeout(NET, proxy.wait_for(|c| c.deaf_dropped == 4))
+            .await
+            .unwrap();
+        // The server's side still flows.
+        server.write_all(b"news").await.unwrap();
+        let mut got = [0u8; 4];
+        tokio::time::timeout(NET, client.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"news");
+
+        // Healing does not reach a connection that already lost bytes.
+        proxy.deaf(false);
+        client.write_all(b"more").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut heard = Vec::new();
+        tokio::time::timeout(NET, server.read_to_end(&mut heard))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(heard, b"", "the server heard {heard:?}");
+        assert_eq!(proxy.counters().deaf_dropped, 8);
+
+        // A new connection is healthy.
+        let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut server, _) = tokio::time::timeout(NET, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        fresh.write_all(b"heard").await.unwrap();
+        let mut got = [0u8; 5];
+        tokio::time::timeout(NET, server.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"heard");
     }
 
     async fn assert_reset_on_arrival(addr: SocketAddr) {

@@ -18,14 +18,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{fast_config, is_connected, message_text, ms, pause, Client};
+use common::{fast_config, is_connected, message_text, ms, pause, Client, ProxyThread};
 use futures_util::{SinkExt, StreamExt};
 use redial_core::nats::Credentials;
 use redial_core::{
     AuthToken, Event, GraphqlWs, Headers, Nats, Payload, Raw, RawHeartbeat, TerminalReason,
 };
 use redial_driver::{Builder, Runtime};
-use redial_tests::proxy::{Proxy, ProxyHandle};
 use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
 use redial_tests::servers::nats::{NatsAuth, NatsOptions, NatsServer};
 use redial_tests::servers::started;
@@ -44,36 +43,6 @@ fn text_has(e: &Event, want: &str) -> bool {
 }
 
 // ----- helpers on the server side ----------------------------------------
-
-/// A fault proxy on its own thread and tokio runtime (the clients may run
-/// on another runtime). Dropping it stops the proxy.
-struct ProxyThread {
-    handle: ProxyHandle,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl ProxyThread {
-    fn start(upstream: SocketAddr) -> ProxyThread {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let proxy = Proxy::start(upstream).await.unwrap();
-                let _ = ready_tx.send(proxy.handle());
-                let _ = stop_rx.await;
-                drop(proxy);
-            });
-        });
-        ProxyThread {
-            handle: ready_rx.recv().unwrap(),
-            _stop: stop_tx,
-        }
-    }
-}
 
 /// What the plain WebSocket server does with each connection.
 #[derive(Clone, Copy)]

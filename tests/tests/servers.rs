@@ -1,8 +1,8 @@
-//! The third-party server launchers work: nats-server and the Node
-//! graphql-ws server start on 127.0.0.1, answer a plain tokio-tungstenite
+//! The third-party server launchers work: nats-server, the Node graphql-ws
+//! server and anvil start on 127.0.0.1, answer a plain tokio-tungstenite
 //! client speaking through redial-core's codecs, restart on the same port,
-//! refuse bad credentials the way their protocols say, and (NATS) announce
-//! lame duck mode.
+//! refuse bad credentials (or params) the way their protocols say, and
+//! (NATS) announce lame duck mode.
 //!
 //! Without nats-server or node (plus `npm ci`) these skip with a message,
 //! unless `CI` is set: then they fail.
@@ -16,8 +16,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use redial_core::graphql_ws::{self, close_code, Message as GqlMessage, SubscribePayload};
+use redial_core::json_rpc::{self, error_code, Batch, Id, Message as RpcMessage};
 use redial_core::nats::{ClientOp, Connect, Credentials, Decoder, ErrKind, Limits, ServerOp};
 use redial_core::AuthToken;
+use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
 use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
 use redial_tests::servers::nats::{NatsAuth, NatsOptions, NatsServer};
 use redial_tests::servers::started;
@@ -466,4 +468,103 @@ async fn graphql_restart_keeps_the_port() {
         graphql_ws::decode_server(&answer.unwrap()),
         Ok(GqlMessage::ConnectionAck { .. })
     ));
+}
+
+// ---- JSON-RPC (anvil) ----
+
+/// The next text message, or `None` once the socket ends.
+async fn next_text(ws: &mut Ws) -> Option<String> {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no message in time");
+        match message {
+            Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+fn rpc(text: &str) -> RpcMessage<'_> {
+    match json_rpc::decode(text, json_rpc::Limits::default()) {
+        Ok(Batch::Single(m)) => m,
+        other => panic!("anvil sent {text}: {other:?}"),
+    }
+}
+
+async fn call_rpc(ws: &mut Ws, id: i64, method: &str, params: &str) {
+    let params = RawValue::from_string(params.to_owned()).unwrap();
+    let request = RpcMessage::Request {
+        id: Id::Number(id),
+        method: method.into(),
+        params: Some(json_rpc::Json::new(&params)),
+    };
+    ws.send(Message::text(request.encode())).await.unwrap();
+}
+
+/// The text of the reply to request `id`, skipping notifications.
+async fn reply(ws: &mut Ws, id: i64) -> String {
+    loop {
+        let text = next_text(ws).await.expect("the socket ended");
+        if rpc(&text).id() == Some(&Id::Number(id)) {
+            return text;
+        }
+    }
+}
+
+redial_tests::needs! { anvil;
+#[tokio::test]
+async fn anvil_speaks_the_codec_over_websocket() {
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
+    let mut ws = dial(&node.url(), None).await;
+    call_rpc(&mut ws, 1, "eth_subscribe", r#"["newHeads"]"#).await;
+    let text = reply(&mut ws, 1).await;
+    let RpcMessage::Result { result, .. } = rpc(&text) else {
+        panic!("eth_subscribe failed: {text}");
+    };
+    let sub: String = serde_json::from_str(result.get()).unwrap();
+
+    // The node says why it refuses a subscription, with the signed code.
+    call_rpc(&mut ws, 2, "eth_subscribe", r#"["nonsense"]"#).await;
+    let text = reply(&mut ws, 2).await;
+    let RpcMessage::Error { error, .. } = rpc(&text) else {
+        panic!("eth_subscribe nonsense succeeded: {text}");
+    };
+    assert_eq!(error.code, error_code::INVALID_PARAMS, "{error:?}");
+
+    // A block a second, under the server's subscription id.
+    let heads: serde_json::Value = loop {
+        let text = next_text(&mut ws).await.expect("the socket ended");
+        if let RpcMessage::Notification {
+            method,
+            params: Some(p),
+        } = rpc(&text)
+        {
+            assert_eq!(method, "eth_subscription");
+            break serde_json::from_str(p.get()).unwrap();
+        }
+    };
+    assert_eq!(heads["subscription"], serde_json::Value::from(sub));
+    assert!(heads["result"]["number"].is_string(), "{heads}");
+
+    call_rpc(&mut ws, 3, "eth_blockNumber", "[]").await;
+    let text = reply(&mut ws, 3).await;
+    assert!(matches!(rpc(&text), RpcMessage::Result { .. }), "{text}");
+    assert_eq!(node.await_calls("eth_blockNumber", 1).unwrap(), 1);
+}
+
+#[tokio::test]
+async fn anvil_restart_keeps_the_port() {
+    let mut node = started(AnvilServer::start(AnvilOptions::default()));
+    let url = node.url();
+    let mut ws = dial(&url, None).await;
+    node.restart().unwrap();
+    assert_eq!(node.url(), url);
+    while next_text(&mut ws).await.is_some() {}
+    let mut ws = dial(&url, None).await;
+    call_rpc(&mut ws, 1, "eth_blockNumber", "[]").await;
+    let text = reply(&mut ws, 1).await;
+    assert!(matches!(rpc(&text), RpcMessage::Result { .. }), "{text}");
+}
 }

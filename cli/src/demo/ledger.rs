@@ -10,8 +10,7 @@ use std::time::Duration;
 use redial_core::payload::Payload;
 use redial_server::memory::MemoryStore;
 use redial_server::store::{
-    CreateRefused, Notices, Owner, PublishOutcome, SessionId, SessionState, Store, StoreFuture,
-    StoredMessage,
+    CreateRefused, Decorate, Owner, PublishOutcome, SessionId, SessionState, Store, StoreFuture,
 };
 
 /// A [`MemoryStore`] that counts what it applied and can jump its clock.
@@ -57,7 +56,13 @@ impl Ledger {
     }
 }
 
-impl Store for Ledger {
+impl Decorate for Ledger {
+    type Inner = MemoryStore;
+
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
+
     fn create<'a>(
         &'a self,
         name: &'a str,
@@ -79,10 +84,6 @@ impl Store for Ledger {
         self.inner.detach(owner, self.now(now_ms))
     }
 
-    fn end<'a>(&'a self, owner: &'a Owner) -> StoreFuture<'a, ()> {
-        self.inner.end(owner)
-    }
-
     fn publish<'a>(
         &'a self,
         owner: &'a Owner,
@@ -100,44 +101,13 @@ impl Store for Ledger {
             Ok(outcome)
         })
     }
-
-    fn subscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
-        self.inner.subscribe(owner, channel)
-    }
-
-    fn unsubscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
-        self.inner.unsubscribe(owner, channel)
-    }
-
-    fn fetch<'a>(
-        &'a self,
-        owner: &'a Owner,
-        after: u64,
-        max: usize,
-    ) -> StoreFuture<'a, Vec<StoredMessage>> {
-        self.inner.fetch(owner, after, max)
-    }
-
-    fn received<'a>(&'a self, owner: &'a Owner, offset: u64) -> StoreFuture<'a, ()> {
-        self.inner.received(owner, offset)
-    }
-
-    fn broadcast<'a>(&'a self, channel: &'a str, payload: &'a Payload) -> StoreFuture<'a, ()> {
-        self.inner.broadcast(channel, payload)
-    }
-
-    fn send_to<'a>(&'a self, name: &'a str, payload: &'a Payload) -> StoreFuture<'a, bool> {
-        self.inner.send_to(name, payload)
-    }
-
-    fn notices(&self) -> Notices {
-        self.inner.notices()
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    // Store alone: with Decorate in scope too, `ledger.create` names two traits.
+    use super::{Duration, Ledger, Payload, PublishOutcome};
+    use redial_server::store::Store;
 
     #[tokio::test]
     async fn counts_applied_publishes_not_duplicates() {

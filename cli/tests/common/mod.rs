@@ -95,6 +95,12 @@ impl Run {
     /// Reads stderr (JSON lines) until an event named `name`; checks every
     /// line on the way is an object with `event` and `ts_ms`.
     pub async fn event(&mut self, name: &str) -> Value {
+        self.event_of(&[name]).await
+    }
+
+    /// Like [`event`](Self::event), for the first of several names.
+    pub async fn event_of(&mut self, names: &[&str]) -> Value {
+        let name = names.join(" or ");
         loop {
             let Some(line) = self.err_line().await else {
                 panic!("stderr ended before {name}; seen {:#?}", self.stderr_seen);
@@ -104,7 +110,7 @@ impl Run {
             assert!(line.starts_with("{\"event\":"), "event name first: {line}");
             assert!(v["event"].is_string(), "no event name: {line}");
             assert!(v["ts_ms"].is_u64(), "no ts_ms: {line}");
-            if v["event"] == name {
+            if names.iter().any(|n| v["event"] == *n) {
                 return v;
             }
         }

@@ -7,8 +7,8 @@
 //! (the socket opened, publish this, subscribe that, the link is quiet) into
 //! WebSocket frames, and WebSocket frames into [`Inbound`] facts (ready,
 //! data, acked, subscribed, going away, a server error and what it means).
-//! [`Raw`], [`Wire`], and with their features [`GraphqlWs`] and [`Nats`] are
-//! the implementations that come with redial.
+//! [`Raw`], [`Wire`], and with their features [`GraphqlWs`], [`Nats`] and
+//! [`JsonRpc`] are the implementations that come with redial.
 //!
 //! # Writing a protocol
 //! Implement [`Protocol`]: say what you have in [`Capabilities`], send your
@@ -25,20 +25,28 @@
 //! session's [`CallId`], [`Inbound::Replied`] and [`Inbound::CallRejected`]
 //! end it). Each protocol states its own [`InputLimits`].
 //!
-//! A JSON-RPC node with `eth_subscribe`, resubscribed after every
-//! reconnect:
+//! The hard part of a pubsub protocol is usually the server's ids: the
+//! application subscribes under a key of its own, the server answers with
+//! an id it picked, and that id changes on every connection. Below is the
+//! core of an `eth_subscribe` client doing that: the reply to each subscribe
+//! request maps the server's id to the key, notifications carry the key,
+//! and ids from an earlier connection mean nothing. ([`JsonRpc`] is the
+//! complete one: calls, unsubscribe, liveness, a notice after every
+//! resubscription.)
 //!
 //! ```
 //! use std::collections::BTreeMap;
+//! use redial_core::json_rpc::{self, Batch, Id, Message};
 //! use redial_core::protocol::{
 //!     Capabilities, FrameContext, Handshake, Inbound, OpenContext, Outgoing, Output,
 //! };
-//! use redial_core::{Frame, Payload, Protocol, ProtocolError, Text};
+//! use redial_core::{Event, Frame, Payload, Protocol, ProtocolError, Text};
 //!
 //! #[derive(Debug, Default)]
 //! struct EthRpc {
-//!     next_id: u64,
-//!     pending: BTreeMap<u64, Text>, // request id -> subscription key
+//!     next_id: i64,
+//!     pending: BTreeMap<i64, Text>,   // subscribe request id -> key
+//!     active: BTreeMap<String, Text>, // the server's subscription id -> key
 //! }
 //!
 //! impl Protocol for EthRpc {
@@ -49,7 +57,10 @@
 //!         Capabilities::default().with_subscriptions()
 //!     }
 //!     fn on_open(&mut self, _cx: &OpenContext<'_>, _out: &mut Output) -> Handshake {
+//!         // Ids from the last connection mean nothing on this one; the
+//!         // session subscribes every key again.
 //!         self.pending.clear();
+//!         self.active.clear();
 //!         Handshake::Ready // no handshake: usable as soon as the socket is
 //!     }
 //!     fn on_frame(
@@ -58,23 +69,44 @@
 //!         _cx: &FrameContext<'_>,
 //!         out: &mut Output,
 //!     ) -> Result<(), ProtocolError> {
+//!         let bad = |why: &str| ProtocolError::invalid("eth-rpc", why);
 //!         let Frame::Text(text) = frame else {
-//!             return Err(ProtocolError::invalid(self.name(), "binary message"));
+//!             return Err(bad("binary message"));
 //!         };
-//!         // A real implementation parses the JSON; this sketch looks for
-//!         // the id of a pending request to confirm it.
-//!         let done: Vec<u64> = self
-//!             .pending
-//!             .keys()
-//!             .copied()
-//!             .filter(|id| text.as_str().contains(&format!("\"id\":{id},\"result\"")))
-//!             .collect();
-//!         for id in done {
-//!             if let Some(key) = self.pending.remove(&id) {
-//!                 out.fact(Inbound::subscribed(key));
+//!         let limits = json_rpc::Limits::default();
+//!         let Ok(Batch::Single(message)) = json_rpc::decode(text.as_str(), limits) else {
+//!             return Err(bad("not one JSON-RPC message"));
+//!         };
+//!         match message {
+//!             Message::Result { id: Id::Number(id), result } => {
+//!                 if let Some(key) = self.pending.remove(&id) {
+//!                     self.active.insert(result.get().to_owned(), key.clone());
+//!                     let server_id = Some(Text::from(result.get()));
+//!                     out.fact(Inbound::Subscribed { key, server_id });
+//!                 }
 //!             }
+//!             Message::Error { id: Id::Number(id), error } => {
+//!                 if let Some(key) = self.pending.remove(&id) {
+//!                     let reason = Text::from(error.message.as_ref());
+//!                     out.fact(Inbound::SubscribeFailed { key, code: error.code, reason });
+//!                 }
+//!             }
+//!             Message::Notification { params: Some(params), .. } => {
+//!                 let params: serde_json::Value =
+//!                     serde_json::from_str(params.get()).map_err(|_| bad("params"))?;
+//!                 // Only the server's id says whose data this is; one this
+//!                 // connection never confirmed is stale, and dropped.
+//!                 if let Some(key) = self.active.get(&params["subscription"].to_string()) {
+//!                     out.fact(Inbound::Data {
+//!                         key: Some(key.clone()),
+//!                         offset: None,
+//!                         payload: Payload::text(params["result"].to_string()),
+//!                         headers: None,
+//!                     });
+//!                 }
+//!             }
+//!             _ => {}
 //!         }
-//!         out.fact(Inbound::data(Payload::text(text)));
 //!         Ok(())
 //!     }
 //!     fn publish(&mut self, msg: Outgoing<'_>, out: &mut Output) {
@@ -102,6 +134,23 @@
 //! let sent: Vec<_> = std::iter::from_fn(|| session.poll_action()).collect();
 //! assert!(matches!(&sent[1], redial_core::Action::Send(Frame::Text(t), _)
 //!     if t.as_str().contains("eth_subscribe")));
+//! let server = |text: &str| Frame::Text(Text::from(text));
+//! session.handle_frame(now, server(r#"{"jsonrpc":"2.0","id":1,"result":"0x9c"}"#));
+//! session.handle_frame(now, server(
+//!     r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x9c","result":{"number":"0x1"}}}"#,
+//! ));
+//! session.handle_frame(now, server( // an id nobody holds: dropped
+//!     r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x11","result":{}}}"#,
+//! ));
+//! let messages: Vec<_> = std::iter::from_fn(|| session.poll_event())
+//!     .filter_map(|e| match e {
+//!         Event::Message { channel, payload, .. } => Some((channel, payload)),
+//!         _ => None,
+//!     })
+//!     .collect();
+//! assert_eq!(messages.len(), 1);
+//! assert_eq!(messages[0].0.as_ref().map(Text::as_str), Some("heads"));
+//! assert_eq!(messages[0].1.as_text(), Some(r#"{"number":"0x1"}"#));
 //! ```
 
 use std::collections::VecDeque;
@@ -120,6 +169,10 @@ use crate::wire::Limits;
 
 #[cfg(feature = "graphql-ws")]
 pub mod graphql_ws;
+#[cfg(feature = "json-rpc")]
+pub mod json_rpc;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod raw;
@@ -127,6 +180,8 @@ pub mod wire;
 
 #[cfg(feature = "graphql-ws")]
 pub use graphql_ws::GraphqlWs;
+#[cfg(feature = "json-rpc")]
+pub use json_rpc::JsonRpc;
 #[cfg(feature = "nats")]
 pub use nats::Nats;
 pub use raw::{Raw, RawHeartbeat};
@@ -458,6 +513,14 @@ pub enum Inbound {
         /// whose servers assign one (for logging; the application keeps
         /// using `key`).
         server_id: Option<Text>,
+    },
+    /// A subscription confirmed on an earlier connection is confirmed
+    /// again (after its [`Inbound::Subscribed`]): what the server emitted
+    /// while the client was away may be missing, for protocols that cannot
+    /// replay it.
+    Resubscribed {
+        /// Its key.
+        key: Text,
     },
     /// A subscription was refused; it is dropped from the set.
     SubscribeFailed {

@@ -2,7 +2,7 @@
 //! of sessions as the store sees them, and every applied publish.
 //!
 //! It passes every call through to the [`MemoryStore`] it wraps and
-//! records the outcome. The record of applied publishes and the counters
+//! records the outcome ([`Decorate`] forwards the calls it does not watch). The record of applied publishes and the counters
 //! live in a [`Log`] that outlives the store, so `restart(false)` (a fresh
 //! store and a fresh `Recorder`) forgets the sessions but not the history.
 
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use redial_core::payload::Payload;
 use redial_server::memory::MemoryStore;
 use redial_server::store::{
-    CreateRefused, Notices, Owner, PublishOutcome, SessionId, SessionState, Store, StoreFuture,
+    CreateRefused, Decorate, Owner, PublishOutcome, SessionId, SessionState, Store, StoreFuture,
     StoredMessage,
 };
 use tokio::sync::watch;
@@ -149,7 +149,13 @@ fn alive(e: &Entry, lifetime_ms: u64, now_ms: u64) -> bool {
         .is_none_or(|at| now_ms.saturating_sub(at) < lifetime_ms)
 }
 
-impl Store for Recorder {
+impl Decorate for Recorder {
+    type Inner = MemoryStore;
+
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
+
     fn create<'a>(
         &'a self,
         name: &'a str,
@@ -308,17 +314,5 @@ impl Store for Recorder {
             });
             Ok(())
         })
-    }
-
-    fn broadcast<'a>(&'a self, channel: &'a str, payload: &'a Payload) -> StoreFuture<'a, ()> {
-        self.inner.broadcast(channel, payload)
-    }
-
-    fn send_to<'a>(&'a self, name: &'a str, payload: &'a Payload) -> StoreFuture<'a, bool> {
-        self.inner.send_to(name, payload)
-    }
-
-    fn notices(&self) -> Notices {
-        self.inner.notices()
     }
 }

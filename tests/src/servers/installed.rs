@@ -21,11 +21,22 @@ pub enum Server {
     Redis,
     /// `node` on `PATH` and `npm ci` run in `tests/graphql-server`.
     Graphql,
+    /// `mosquitto` and `mosquitto_passwd` on `PATH` (Debian installs the
+    /// broker in `/usr/sbin`).
+    Mosquitto,
+    /// `npm ci` run in `tests/anvil` (the binary ships in the package).
+    Anvil,
 }
 
 impl Server {
     /// Every server, in the order the build script reports them.
-    pub const ALL: [Server; 3] = [Server::Nats, Server::Redis, Server::Graphql];
+    pub const ALL: [Server; 5] = [
+        Server::Nats,
+        Server::Redis,
+        Server::Graphql,
+        Server::Mosquitto,
+        Server::Anvil,
+    ];
 
     /// The cfg the build script sets when the server is installed.
     pub fn cfg(self) -> &'static str {
@@ -33,6 +44,8 @@ impl Server {
             Server::Nats => "redial_has_nats",
             Server::Redis => "redial_has_redis",
             Server::Graphql => "redial_has_graphql",
+            Server::Mosquitto => "redial_has_mosquitto",
+            Server::Anvil => "redial_has_anvil",
         }
     }
 
@@ -42,6 +55,8 @@ impl Server {
             Server::Nats => &["nats-server"],
             Server::Redis => &["redis-server"],
             Server::Graphql => &["node"],
+            Server::Mosquitto => &["mosquitto", "mosquitto_passwd"],
+            Server::Anvil => &[],
         }
     }
 
@@ -50,7 +65,8 @@ impl Server {
     pub fn file(self) -> Option<&'static str> {
         match self {
             Server::Graphql => Some("graphql-server/node_modules/graphql-ws/package.json"),
-            Server::Nats | Server::Redis => None,
+            Server::Anvil => Some("anvil/node_modules/@foundry-rs/anvil/package.json"),
+            Server::Nats | Server::Redis | Server::Mosquitto => None,
         }
     }
 

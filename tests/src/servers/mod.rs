@@ -1,14 +1,18 @@
 //! Third-party servers the suites test against, started on 127.0.0.1 by the
 //! tests themselves and stopped (killed) when dropped: [`nats::NatsServer`]
 //! (`nats-server` with a WebSocket listener), [`graphql::GraphqlServer`]
-//! (the Node graphql-ws server in `tests/graphql-server/`) and
-//! [`redis::RedisServer`] (`redis-server`, for the Redis store).
+//! (the Node graphql-ws server in `tests/graphql-server/`),
+//! [`redis::RedisServer`] (`redis-server`, for the Redis store),
+//! [`mosquitto::Mosquitto`] (the MQTT broker with a WebSocket listener) and
+//! [`anvil::AnvilServer`] (the Ethereum development node pinned in
+//! `tests/anvil/`).
 //!
 //! # A test that needs a server is ignored, never passed, without it
 //!
 //! The package's build script finds which servers are installed
 //! ([`installed`]) and sets one cfg for each (`redial_has_nats`,
-//! `redial_has_redis`, `redial_has_graphql`). Every test that starts one
+//! `redial_has_redis`, `redial_has_graphql`, `redial_has_mosquitto`).
+//! Every test that starts one
 //! carries `#[cfg_attr(not(redial_has_x), ignore = "needs x: install command")]`,
 //! written out on a plain test (so rustfmt still formats the test) and put
 //! there by [`needs!`](crate::needs) on tests a macro generates; so on a machine without the server cargo counts the test as *ignored*
@@ -48,8 +52,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod anvil;
 pub mod graphql;
 pub mod installed;
+pub mod mosquitto;
 pub mod nats;
 pub mod redis;
 
@@ -131,7 +137,7 @@ pub fn or_skip<T>(launched: Result<T, LaunchError>) -> Option<T> {
 ///
 /// `needs!(nats; #[test] fn a() {..} #[tokio::test] async fn b() {..})`
 /// puts `#[cfg_attr(not(redial_has_nats), ignore = "..")]` on each item;
-/// the servers are `nats`, `redis` and `graphql`, and `needs!(; ..)` leaves
+/// the servers are `nats`, `redis`, `graphql` and `mosquitto`, and `needs!(; ..)` leaves
 /// the items as they are (for macros whose tests may or may not need one).
 /// See the [module docs](crate::servers) for how the cfgs are set.
 #[macro_export]
@@ -159,6 +165,24 @@ macro_rules! needs {
             #[cfg_attr(
                 not(redial_has_graphql),
                 ignore = "needs node and tests/graphql-server/node_modules: apt-get install nodejs npm; cd tests/graphql-server; npm ci"
+            )]
+            $item
+        )*
+    };
+    (mosquitto; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_mosquitto),
+                ignore = "needs mosquitto: apt-get install mosquitto"
+            )]
+            $item
+        )*
+    };
+    (anvil; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_anvil),
+                ignore = "needs tests/anvil/node_modules: apt-get install nodejs npm; cd tests/anvil; npm ci"
             )]
             $item
         )*
@@ -262,6 +286,12 @@ impl Process {
         }
     }
 
+    /// The output lines read since readiness (or the last call), without
+    /// waiting.
+    pub(crate) fn take_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     fn not_ready(&mut self, why: &'static str) -> LaunchError {
         self.kill();
         LaunchError::NotReady {
@@ -284,6 +314,36 @@ impl Process {
         self.child.id()
     }
 
+    /// Sends SIGTERM and waits (at most `timeout`, then kills) until the
+    /// process has exited, which its output closing signals, then reaps it.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> Result<(), LaunchError> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .map_err(|source| LaunchError::Io {
+                what: format!("sending SIGTERM to {}", self.what),
+                source,
+            })?;
+        if !status.success() {
+            return Err(LaunchError::Control(format!(
+                "kill -TERM {} failed: {status}",
+                self.pid()
+            )));
+        }
+        // Drain its output until the pipes close (it exited) or time is up.
+        let deadline = Instant::now() + timeout;
+        while self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {}
+        self.kill();
+        Ok(())
+    }
+
     /// Kills the process and reaps it, so its ports are free afterwards.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
@@ -295,6 +355,17 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A free port on 127.0.0.1 (free when picked: another process may take it
+/// before the server binds it, so launchers retry with another).
+pub(crate) fn free_port() -> Result<std::net::SocketAddr, LaunchError> {
+    let io = |source| LaunchError::Io {
+        what: "picking a free port".into(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    listener.local_addr().map_err(io)
 }
 
 /// A fresh directory under the system temp dir, removed on drop.

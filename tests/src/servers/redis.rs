@@ -2,12 +2,12 @@
 //! a temporary directory and persistence switched off.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{find_program, LaunchError, Process, TempDir};
+use super::{find_program, free_port, LaunchError, Process, TempDir};
 
 /// How many ports to try when another process takes the one picked.
 const PORT_TRIES: usize = 5;
@@ -116,15 +116,4 @@ fn launch(program: &Path, dir: &TempDir, addr: SocketAddr) -> Result<Process, La
     process.wait_for(|line| line.contains("Ready to accept connections").then_some(()))?;
     answers(addr)?;
     Ok(process)
-}
-
-fn free_port() -> Result<SocketAddr, LaunchError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| LaunchError::Io {
-        what: "picking a free port".into(),
-        source,
-    })?;
-    listener.local_addr().map_err(|source| LaunchError::Io {
-        what: "picking a free port".into(),
-        source,
-    })
 }

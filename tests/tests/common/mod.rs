@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -224,6 +225,38 @@ impl Harness {
         pred: impl FnMut(&ServerStats) -> bool,
     ) -> ServerStats {
         within(rt, WAIT, what, self.server.wait_for(pred)).await
+    }
+}
+
+/// A fault proxy on its own thread and tokio runtime (the clients may run
+/// on another runtime). Dropping it stops the proxy.
+pub struct ProxyThread {
+    /// The proxy's controls.
+    pub handle: ProxyHandle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ProxyThread {
+    /// Starts a proxy in front of `upstream`.
+    pub fn start(upstream: SocketAddr) -> ProxyThread {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let proxy = Proxy::start(upstream).await.unwrap();
+                let _ = ready_tx.send(proxy.handle());
+                let _ = stop_rx.await;
+                drop(proxy);
+            });
+        });
+        ProxyThread {
+            handle: ready_rx.recv().unwrap(),
+            _stop: stop_tx,
+        }
     }
 }
 

@@ -1,0 +1,3 @@
+//! Mqtt: MQTT 3.1.1 and 5.0 over WebSocket (subprotocol `mqtt`).
+
+pub mod codec;
