@@ -338,8 +338,10 @@ impl<R: Runtime> Inner<R> {
         let state = core.session.state();
         let deadline = core.session.poll_timeout();
         let queued = core.session.queued();
-        self.watch
-            .turn(handed, queued, || core.session.subscriptions().count());
+        let replayed = core.session.replayed();
+        self.watch.turn(handed, queued, replayed, || {
+            core.session.subscriptions().count()
+        });
         let mut room = false;
         if let Some((backlog, before)) = core.refused {
             room = self.outbox.is_empty() && (backlog || queued < before);

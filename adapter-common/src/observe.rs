@@ -142,6 +142,10 @@ pub struct Stats {
     pub gaps: u64,
     /// Messages inside those gaps.
     pub messages_missed: u64,
+    /// Messages written again after a reconnect because the connection
+    /// that carried them was lost before the server acknowledged them
+    /// (protocols with acknowledged delivery, such as `Wire`).
+    pub messages_replayed: u64,
     /// Messages queued (unsent, or sent and not yet acknowledged).
     pub queue_depth: u64,
     /// Subscriptions held.
@@ -182,6 +186,8 @@ pub(crate) struct Observed {
     received: AtomicU64,
     gaps: AtomicU64,
     missed: AtomicU64,
+    /// The session's running total (`Session::replayed`).
+    replayed: AtomicU64,
     queue_depth: AtomicU64,
     subscriptions: AtomicU64,
     calls: [AtomicU64; 5],
@@ -305,6 +311,7 @@ impl Handle {
             messages_received: Observed::get(&o.received),
             gaps: Observed::get(&o.gaps),
             messages_missed: Observed::get(&o.missed),
+            messages_replayed: Observed::get(&o.replayed),
             queue_depth: Observed::get(&o.queue_depth),
             subscriptions: Observed::get(&o.subscriptions),
         }
@@ -479,15 +486,24 @@ impl Watch {
     }
 
     /// The end of a driver turn: `sent` messages were handed over since
-    /// the last one, `queued` wait in the session. `subscriptions` is
-    /// called only when they may have changed.
+    /// the last one, `queued` wait in the session, which has replayed
+    /// `replayed` in all. `subscriptions` is called only when they may
+    /// have changed.
     pub(crate) fn turn(
         &mut self,
         sent: usize,
         queued: usize,
+        replayed: u64,
         subscriptions: impl FnOnce() -> usize,
     ) {
         let o = &self.shared.observed;
+        let before = o.replayed.swap(replayed, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if replayed > before {
+            self.meters.replayed.increment(replayed - before);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = before;
         let sent = sent as u64;
         if sent > 0 {
             Observed::add(&o.sent, sent);
@@ -544,6 +560,7 @@ struct Meters {
     received: metrics::Counter,
     gaps: metrics::Counter,
     missed: metrics::Counter,
+    replayed: metrics::Counter,
     states: [metrics::Gauge; 6],
     queue: Shares,
     subscriptions: Shares,
@@ -593,6 +610,7 @@ impl Meters {
             received: metrics::counter!("redial_messages_received_total", labels.clone()),
             gaps: metrics::counter!("redial_gaps_total", labels.clone()),
             missed: metrics::counter!("redial_messages_missed_total", labels.clone()),
+            replayed: metrics::counter!("redial_messages_replayed_total", labels.clone()),
             states: STATES.map(|s| metrics::gauge!("redial_sessions", with("state", s.name()))),
             queue: Shares(metrics::gauge!("redial_queue_depth", labels.clone())),
             subscriptions: Shares(metrics::gauge!("redial_subscriptions", labels.clone())),
@@ -657,6 +675,10 @@ fn describe() {
         (
             "redial_messages_missed_total",
             "Messages inside the reported gaps.",
+        ),
+        (
+            "redial_messages_replayed_total",
+            "Messages written again after a reconnect, unacknowledged when the link was lost.",
         ),
     ];
     for (name, help) in counters {

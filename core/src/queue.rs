@@ -93,7 +93,9 @@ pub(crate) struct Entry {
 }
 
 /// Messages in sequence order: `[0, sent)` were written to the current
-/// transport, `[sent, len)` wait for one.
+/// transport, `[sent, len)` wait for one; `[0, written_before)` were
+/// written to an earlier transport and not acknowledged there, so writing
+/// them now is a replay.
 ///
 /// With acks (Wire) an entry leaves only when acknowledged; without (Raw) it
 /// leaves when written, which is the at-most-once edge of a transport that
@@ -102,6 +104,8 @@ pub(crate) struct Entry {
 pub(crate) struct Queue {
     entries: VecDeque<Entry>,
     sent: usize,
+    written_before: usize,
+    replayed: u64,
     bytes: usize,
     max_messages: usize,
     max_bytes: usize,
@@ -113,6 +117,8 @@ impl Queue {
         Queue {
             entries: VecDeque::new(),
             sent: 0,
+            written_before: 0,
+            replayed: 0,
             bytes: 0,
             max_messages,
             max_bytes,
@@ -176,6 +182,9 @@ impl Queue {
     /// The next entry to write, marked as written.
     pub(crate) fn next_unsent(&mut self) -> Option<&Entry> {
         let e = self.entries.get(self.sent)?;
+        if self.sent < self.written_before {
+            self.replayed += 1;
+        }
         self.sent += 1;
         Some(e)
     }
@@ -198,12 +207,21 @@ impl Queue {
             }
         }
         self.sent = self.sent.saturating_sub(n);
+        self.written_before = self.written_before.saturating_sub(n);
         n
     }
 
     /// A new transport: everything still here must be written again.
     pub(crate) fn rewind(&mut self) {
+        // Two rewinds without a write in between (a connection lost before
+        // its handshake completed) keep what the earlier transport wrote.
+        self.written_before = self.written_before.max(self.sent);
         self.sent = 0;
+    }
+
+    /// Messages written again after a reconnect, since the queue was made.
+    pub(crate) fn replayed(&self) -> u64 {
+        self.replayed
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -254,6 +272,31 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
         assert_eq!(q.push(None, p("y"), None).unwrap(), 6);
+    }
+
+    #[test]
+    fn only_what_an_earlier_transport_wrote_counts_as_replayed() {
+        let mut q = Queue::new(10, 1000);
+        for _ in 0..4 {
+            q.push(None, p("x"), None).unwrap();
+        }
+        // Seqs 1-3 written, then the link drops; a second drop comes
+        // before anything is written on the next one.
+        for _ in 0..3 {
+            q.next_unsent();
+        }
+        q.rewind();
+        q.rewind();
+        // The server had seq 1 (acked at once on resume).
+        assert_eq!(q.ack_through(1), 1);
+        let seqs: Vec<u64> = std::iter::from_fn(|| q.next_unsent().map(|e| e.seq)).collect();
+        assert_eq!(seqs, [2, 3, 4]);
+        // 2 and 3 again; 4 is written for the first time.
+        assert_eq!(q.replayed(), 2);
+        q.rewind();
+        assert_eq!(q.ack_through(4), 3);
+        assert_eq!(q.next_unsent().map(|e| e.seq), None);
+        assert_eq!(q.replayed(), 2);
     }
 
     #[test]

@@ -278,6 +278,14 @@ impl Session {
         self.queue.len()
     }
 
+    /// Messages written again on a new connection because an earlier one
+    /// was lost before the server acknowledged them (protocols with
+    /// acknowledged delivery; what the server reported it already had is
+    /// skipped, not counted). A running total.
+    pub fn replayed(&self) -> u64 {
+        self.queue.replayed()
+    }
+
     /// Payload bytes queued.
     pub fn queued_bytes(&self) -> usize {
         self.queue.bytes()

@@ -339,6 +339,40 @@ fn hello_has_token(t: &T) -> bool {
 }
 
 #[test]
+fn replayed_counts_what_a_lost_link_carried_and_the_server_lacked() {
+    let mut t = T::with(quiet(), true);
+    t.connect();
+    t.welcome(false);
+    for n in 0..4 {
+        t.s.handle_publish(t.now, "c", Payload::text(n.to_string()))
+            .unwrap();
+    }
+    t.drain();
+    assert_eq!(t.s.replayed(), 0, "first writes are not replays");
+    t.close(1006);
+    t.until_dial();
+    t.s.handle_dial_ok(t.now);
+    // The server already had seqs 1 and 2: only 3 and 4 are written again.
+    let welcome = W::Welcome(wire::Welcome {
+        version: wire::VERSION,
+        resumed: true,
+        session_id: Text::from("id"),
+        name: Text::from("calm-heron-7"),
+        resume_token: ResumeToken::new(Bytes::from_static(b"tok")),
+        token_lifetime_ms: 86_400_000,
+        last_client_seq: 2,
+        kept: vec![],
+    });
+    t.s.handle_frame(t.now, Frame::Binary(welcome.to_bytes()));
+    t.drain();
+    assert_eq!(t.s.replayed(), 2);
+    // A publish on the new link is a first write.
+    t.s.handle_publish(t.now, "c", Payload::text("5")).unwrap();
+    t.drain();
+    assert_eq!(t.s.replayed(), 2);
+}
+
+#[test]
 fn resume_token_lifetime_counts_from_the_loss_not_the_issue() {
     let hour = S(3600);
     let mut t = T::with(quiet().max_attempts(0), true);
