@@ -19,7 +19,8 @@ use crate::{Runtime, SpawnError};
 
 /// Events buffered for a slow consumer before the driver waits (default).
 pub const DEFAULT_EVENT_CAPACITY: usize = 64;
-/// Commands buffered before handles wait (default).
+/// Messages handed to the session before senders wait for the driver
+/// (default).
 pub const DEFAULT_COMMAND_CAPACITY: usize = 64;
 /// How long a closing socket may take to say goodbye (default).
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -191,10 +192,9 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Commands buffered before handles wait for the driver (default 64),
-    /// and messages handed to the session before senders wait for the
-    /// driver to take them: the most one flush carries from one sender
-    /// that does not yield.
+    /// Messages handed to the session before senders wait for the driver
+    /// to take them (default 64): the most one flush carries from one
+    /// sender that does not yield.
     pub fn command_capacity(mut self, capacity: usize) -> Self {
         self.command_capacity = capacity;
         self
@@ -293,7 +293,6 @@ impl<R: Runtime> Builder<R> {
         };
         let mut session = (protocol.make_session)(config);
         session.handle_connect(runtime.now());
-        let (command_tx, command_rx) = async_channel::bounded(command_capacity);
         let (event_tx, event_rx) = async_channel::bounded(event_capacity);
         let first = templates
             .get(session.endpoint())
@@ -316,7 +315,6 @@ impl<R: Runtime> Builder<R> {
             runtime,
             templates,
             token,
-            command_rx,
             event_tx,
             Arc::clone(&shared),
             close_timeout,
@@ -326,11 +324,7 @@ impl<R: Runtime> Builder<R> {
             protocol,
             label.as_deref(),
         );
-        Ok((
-            Handle::new(command_tx, shared),
-            Events::new(event_rx),
-            driver,
-        ))
+        Ok((Handle::new(shared), Events::new(event_rx), driver))
     }
 }
 

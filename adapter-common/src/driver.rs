@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use futures_core::Stream;
 use futures_util::future::poll_fn;
 use futures_util::{SinkExt, StreamExt};
 use redial_core::{
@@ -22,7 +21,7 @@ use tungstenite::Message;
 use crate::convert::{
     close_frame_from_ws, close_frame_to_ws, dial_failure, frame_to_message, message_to_frame,
 };
-use crate::handle::{Command, Shared};
+use crate::handle::Shared;
 use crate::observe::Watch;
 use crate::request::RequestTemplate;
 use crate::token::TokenProvider;
@@ -30,16 +29,17 @@ use crate::trust::TlsTrust;
 use crate::{BoxFuture, Runtime};
 
 /// Socket messages handled in a row before the other inputs are looked at
-/// first, so a flooding server cannot starve commands or timers.
+/// first, so a flooding server cannot starve the handles or the timers.
 const MAX_SOCKET_STREAK: u32 = 32;
 /// Messages read from a closing socket per wake-up.
 const MAX_LINGER_READS: u32 = 64;
-/// Commands taken one after the other, before anything is written, when
-/// they are already waiting: their frames go out with one flush.
-const MAX_COMMAND_BATCH: u32 = 32;
-/// Commands handled in a row before the dial, the token fetch and the timer
+/// Pokes (a handle called into the session) taken one after the other,
+/// before anything is written, when they are already waiting: their frames
+/// go out with one flush.
+const MAX_POKE_BATCH: u32 = 32;
+/// Pokes handled in a row before the dial, the token fetch and the timer
 /// are looked at first, so a flood of sends cannot starve them.
-const MAX_COMMAND_STREAK: u32 = 64;
+const MAX_POKE_STREAK: u32 = 64;
 /// Frames handed to the socket before a flush is no longer put off for
 /// more (see [`Inner::defer_flush`]).
 const MAX_UNFLUSHED: u32 = 256;
@@ -66,7 +66,6 @@ impl<R: Runtime> Driver<R> {
         runtime: R,
         templates: Vec<RequestTemplate>,
         provider: Option<Arc<dyn TokenProvider>>,
-        commands: async_channel::Receiver<Command>,
         events: async_channel::Sender<Event>,
         shared: Arc<Shared>,
         close_timeout: Duration,
@@ -83,8 +82,6 @@ impl<R: Runtime> Driver<R> {
                 rt: runtime,
                 templates,
                 provider,
-                commands: Box::pin(commands),
-                commands_open: true,
                 events,
                 events_open: true,
                 shared,
@@ -101,14 +98,14 @@ impl<R: Runtime> Driver<R> {
                 published: None,
                 socket_full: false,
                 needs_flush: false,
-                took_command: false,
+                took_poke: false,
                 flush_deferred: false,
                 unflushed: 0,
                 linger: None,
                 timer: None,
                 socket_streak: 0,
-                command_streak: 0,
-                command_batch: 0,
+                poke_streak: 0,
+                poke_batch: 0,
             },
             span,
         }
@@ -129,8 +126,6 @@ struct Inner<R: Runtime> {
     /// One per endpoint, in the builder's order (never empty).
     templates: Vec<RequestTemplate>,
     provider: Option<Arc<dyn TokenProvider>>,
-    commands: Pin<Box<async_channel::Receiver<Command>>>,
-    commands_open: bool,
     events: async_channel::Sender<Event>,
     events_open: bool,
     shared: Arc<Shared>,
@@ -157,9 +152,9 @@ struct Inner<R: Runtime> {
     /// is not taking frames, so new messages wait in the handles.
     socket_full: bool,
     needs_flush: bool,
-    /// A command was taken since the last write: its sender may hand over
+    /// A poke was taken since the last write: its sender may hand over
     /// the next message as soon as it runs (see [`Inner::defer_flush`]).
-    took_command: bool,
+    took_poke: bool,
     /// The flush waits until this poll of the task ends (see
     /// [`Inner::defer_flush`]).
     flush_deferred: bool,
@@ -170,10 +165,10 @@ struct Inner<R: Runtime> {
     /// The session's single timer: its deadline and the sleep for it.
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
     socket_streak: u32,
-    /// Commands handled since the dial, token fetch and timer were polled.
-    command_streak: u32,
-    /// Commands taken in the current batch (0: not in a batch).
-    command_batch: u32,
+    /// Pokes handled since the dial, token fetch and timer were polled.
+    poke_streak: u32,
+    /// Pokes taken in the current batch (0: not in a batch).
+    poke_batch: u32,
 }
 
 /// The waker handed to the socket's read side: it records that the socket
@@ -214,10 +209,8 @@ enum Input<S> {
     SocketFailed(tungstenite::Error),
     /// The outbox emptied.
     Drained,
-    Command(Command),
     /// A handle called into the session (see `Core::take_poke`).
     Poked,
-    HandlesGone,
     Dialed(Result<S, tungstenite::Error>),
     Token(Result<AuthToken, TokenFailure>),
     Timeout,
@@ -248,7 +241,6 @@ impl<R: Runtime> Inner<R> {
             let input = poll_fn(|cx| self.poll_input(cx)).await;
             self.handle(input);
         }
-        self.refuse_leftovers();
         if let Some(socket) = self.socket.take() {
             let close = redial_core::CloseFrame::new(1000, "closed");
             self.close_socket(socket, Message::Close(Some(close_frame_to_ws(&close))));
@@ -321,13 +313,6 @@ impl<R: Runtime> Inner<R> {
         }
     }
 
-    /// The session is closed: commands still in the channel will never be
-    /// carried out. Dropped, so a handle waiting for a reply gets `Closed`.
-    fn refuse_leftovers(&mut self) {
-        self.commands.close();
-        while self.commands.try_recv().is_ok() {}
-    }
-
     /// Tells the handles the state, and wakes refused senders when room
     /// may have appeared.
     /// Also answers the session's state and its timer's deadline.
@@ -335,6 +320,9 @@ impl<R: Runtime> Inner<R> {
         let mut core = self.shared.core();
         // `drain` took every action: what was handed over is in the outbox.
         let handed = std::mem::take(&mut core.handed);
+        if std::mem::take(&mut core.subscriptions_changed) {
+            self.watch.subscriptions_changed();
+        }
         let state = core.session.state();
         let deadline = core.session.poll_timeout();
         let queued = core.session.queued();
@@ -505,11 +493,6 @@ impl<R: Runtime> Inner<R> {
                     .handle_transport_closed(now, None);
             }
             Input::Drained => {}
-            Input::Command(command) => self.command(now, command),
-            Input::HandlesGone => {
-                debug!("every handle dropped: closing");
-                self.shared.core().session.handle_close(now);
-            }
             Input::Poked => {}
             Input::Dialed(Ok(socket)) => {
                 info!("connected");
@@ -536,46 +519,6 @@ impl<R: Runtime> Inner<R> {
                 self.shared.core().session.handle_token_failed(now, failure);
             }
             Input::Timeout => self.shared.core().session.handle_timeout(now),
-        }
-    }
-
-    fn command(&mut self, now: Instant, command: Command) {
-        match command {
-            Command::Subscribe {
-                channel,
-                spec,
-                reply,
-            } => {
-                self.watch.subscriptions_changed();
-                let result = match spec {
-                    Some(spec) => self
-                        .shared
-                        .core()
-                        .session
-                        .handle_subscribe_with(now, channel, spec),
-                    None => self.shared.core().session.handle_subscribe(now, channel),
-                };
-                let _ = reply.send(result);
-            }
-            Command::Unsubscribe {
-                channel,
-                message,
-                reply,
-            } => {
-                self.watch.subscriptions_changed();
-                let _ = reply.send(
-                    self.shared
-                        .core()
-                        .session
-                        .handle_unsubscribe_with(now, channel, message),
-                );
-            }
-            Command::RetryNow => self.shared.core().session.handle_retry_now(now),
-            Command::NetworkOnline => self.shared.core().session.handle_network_online(now),
-            Command::Close => {
-                debug!("close requested");
-                self.shared.core().session.handle_close(now);
-            }
         }
     }
 
@@ -647,10 +590,10 @@ impl<R: Runtime> Inner<R> {
 
     /// Waits for the first input, in this order: the socket's messages
     /// (proof of life before any deadline is judged), the handles'
-    /// commands, the dial, the token fetch, the timer.
+    /// pokes, the dial, the token fetch, the timer.
     ///
-    /// Commands that follow a command and are already waiting are taken
-    /// first (up to [`MAX_COMMAND_BATCH`]), before anything is written, so
+    /// Pokes that follow a poke and are already waiting are taken
+    /// first (up to [`MAX_POKE_BATCH`]), before anything is written, so
     /// a burst of sends goes out with one flush.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
         let input = self.poll_inputs(cx);
@@ -663,18 +606,18 @@ impl<R: Runtime> Inner<R> {
     }
 
     fn poll_inputs(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
-        if self.command_batch > 0 {
-            if self.command_batch < MAX_COMMAND_BATCH {
-                if let Poll::Ready(input) = self.poll_command(cx) {
-                    if matches!(input, Input::Command(_) | Input::Poked) {
-                        self.command_batch += 1;
-                        self.command_streak += 1;
-                        self.took_command = true;
+        if self.poke_batch > 0 {
+            if self.poke_batch < MAX_POKE_BATCH {
+                if let Poll::Ready(input) = self.poll_poke(cx) {
+                    if matches!(input, Input::Poked) {
+                        self.poke_batch += 1;
+                        self.poke_streak += 1;
+                        self.took_poke = true;
                     }
                     return Poll::Ready(input);
                 }
             }
-            self.command_batch = 0;
+            self.poke_batch = 0;
         }
         if let Some(input) = self.poll_write(cx) {
             return Poll::Ready(input);
@@ -746,21 +689,21 @@ impl<R: Runtime> Inner<R> {
     /// other tasks are about to hand over go out with it: one flush (and
     /// one TCP segment, with `TCP_NODELAY`) per batch, not per message.
     ///
-    /// Only right after a command was taken (a sender that just got its
+    /// Only right after a poke was taken (a sender that just got its
     /// answer often has the next message ready), at most [`MAX_UNFLUSHED`]
-    /// frames, and never twice in a row without a new command: a lone
+    /// frames, and never twice in a row without a new poke: a lone
     /// message waits one turn. Until `poll_input` answers `Pending` nothing
     /// is flushed (socket input handled meanwhile does not cut the batch
     /// short); the task wakes itself whenever it holds a flush, and the
-    /// next poll looks at commands
+    /// next poll looks at pokes
     /// before it writes, so the batch grows while each turn brings a
     /// message and is flushed at the first turn that brings none.
     fn defer_flush(&mut self) -> bool {
-        if !std::mem::take(&mut self.took_command) {
+        if !std::mem::take(&mut self.took_poke) {
             return false;
         }
         self.flush_deferred = true;
-        self.command_batch = 1;
+        self.poke_batch = 1;
         true
     }
 
@@ -799,37 +742,27 @@ impl<R: Runtime> Inner<R> {
         })
     }
 
-    /// The next command: a handle's poke (it called into the session) or
-    /// what came over the channel.
-    fn poll_command(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
+    /// A handle's poke: it called into the session, which may have
+    /// something to say.
+    fn poll_poke(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
         if self.shared.core().take_poke(cx.waker()) {
             return Poll::Ready(Input::Poked);
         }
-        if !self.commands_open {
-            return Poll::Pending;
-        }
-        match self.commands.as_mut().poll_next(cx) {
-            Poll::Ready(Some(command)) => Poll::Ready(Input::Command(command)),
-            Poll::Ready(None) => {
-                self.commands_open = false;
-                Poll::Ready(Input::HandlesGone)
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        Poll::Pending
     }
 
-    /// The handles' commands first, unless they have had
-    /// [`MAX_COMMAND_STREAK`] turns in a row; then the close flag, the
+    /// The handles' pokes first, unless they have had
+    /// [`MAX_POKE_STREAK`] turns in a row; then the close flag, the
     /// dial, the token fetch and the timer.
     fn poll_others(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
-        let commands_first = self.command_streak < MAX_COMMAND_STREAK;
-        if commands_first {
-            if let Poll::Ready(input) = self.poll_command(cx) {
+        let pokes_first = self.poke_streak < MAX_POKE_STREAK;
+        if pokes_first {
+            if let Poll::Ready(input) = self.poll_poke(cx) {
                 self.took(&input);
                 return Poll::Ready(input);
             }
         }
-        self.command_streak = 0;
+        self.poke_streak = 0;
         if let Some(dial) = self.dial_fut.as_mut() {
             if let Poll::Ready(result) = dial.as_mut().poll(cx) {
                 self.dial_fut = None;
@@ -850,8 +783,8 @@ impl<R: Runtime> Inner<R> {
                 return Poll::Ready(Input::Timeout);
             }
         }
-        if !commands_first {
-            if let Poll::Ready(input) = self.poll_command(cx) {
+        if !pokes_first {
+            if let Poll::Ready(input) = self.poll_poke(cx) {
                 self.took(&input);
                 return Poll::Ready(input);
             }
@@ -859,12 +792,12 @@ impl<R: Runtime> Inner<R> {
         Poll::Pending
     }
 
-    /// Counts a command taken by `poll_others`; it starts a batch.
+    /// Counts a poke taken by `poll_others`; it starts a batch.
     fn took(&mut self, input: &Input<R::Socket>) {
-        if matches!(input, Input::Command(_) | Input::Poked) {
-            self.command_streak += 1;
-            self.command_batch = 1;
-            self.took_command = true;
+        if matches!(input, Input::Poked) {
+            self.poke_streak += 1;
+            self.poke_batch = 1;
+            self.took_poke = true;
         }
     }
 

@@ -16,24 +16,6 @@ use redial_core::{
 /// Where the driver puts a call's end for the handle awaiting it.
 type CallReply = oneshot::Sender<Result<Payload, CallError>>;
 
-/// What a handle asks of the driver. Messages do not come this way: a
-/// handle hands them to the session itself (see [`Shared::offer`]).
-pub(crate) enum Command {
-    Subscribe {
-        channel: Text,
-        spec: Option<Payload>,
-        reply: oneshot::Sender<Result<(), SendError>>,
-    },
-    Unsubscribe {
-        channel: Text,
-        message: Option<Payload>,
-        reply: oneshot::Sender<Result<(), SendError>>,
-    },
-    RetryNow,
-    NetworkOnline,
-    Close,
-}
-
 /// The session, and what the driver and the handles say to each other
 /// about it, behind one lock.
 ///
@@ -63,6 +45,9 @@ pub(crate) struct Core {
     /// config's `max_calls`); a caller that stopped waiting leaves its
     /// entry until the call ends.
     calls: BTreeMap<CallId, CallReply>,
+    /// A handle subscribed or unsubscribed since the driver last looked:
+    /// the subscription count is taken again.
+    pub(crate) subscriptions_changed: bool,
     /// A handle called into the session since the driver last looked: its
     /// actions and events are the driver's to carry out.
     poked: bool,
@@ -144,6 +129,7 @@ impl Shared {
                 refused: None,
                 driver_gone: false,
                 calls: BTreeMap::new(),
+                subscriptions_changed: false,
                 poked: false,
                 driver: None,
             }),
@@ -170,8 +156,89 @@ impl Shared {
         headers: Option<Headers>,
         payload: Payload,
     ) -> Result<u64, SendError> {
+        self.with_session(|core, now| core.offer(now, channel, headers, payload))
+    }
+
+    /// Calls into the session (`f` gets it with the handles' clock) and
+    /// wakes the driver to carry out what the session then has to say:
+    /// the one way from a handle to the session.
+    fn with_session<T>(&self, f: impl FnOnce(&mut Core, Instant) -> T) -> T {
         let now = (self.clock)();
         let mut core = self.core();
+        let answer = f(&mut core, now);
+        let driver = core.poke();
+        drop(core);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        answer
+    }
+
+    /// Hands a call to the session and wakes the driver to send it; the
+    /// receiver gets the call's end.
+    fn call(
+        &self,
+        request: Payload,
+        options: CallOptions,
+    ) -> Result<oneshot::Receiver<Result<Payload, CallError>>, SendError> {
+        self.with_session(|core, now| {
+            if core.driver_gone {
+                return Err(SendError::Closed);
+            }
+            let id = core.session.handle_call(now, request, options)?;
+            let (reply, end) = oneshot::channel();
+            core.calls.insert(id, reply);
+            Ok(end)
+        })
+    }
+
+    /// Subscribes (with `spec`, when given) or, with `subscribe` false,
+    /// unsubscribes (sending `message` where the protocol takes one).
+    fn subscription(
+        &self,
+        subscribe: bool,
+        key: Text,
+        spec_or_message: Option<Payload>,
+    ) -> Result<(), SendError> {
+        self.with_session(|core, now| {
+            if core.driver_gone {
+                return Err(SendError::Closed);
+            }
+            core.subscriptions_changed = true;
+            let session = &mut core.session;
+            match (subscribe, spec_or_message) {
+                (true, Some(spec)) => session.handle_subscribe_with(now, key, spec),
+                (true, None) => session.handle_subscribe(now, key),
+                (false, message) => session.handle_unsubscribe_with(now, key, message),
+            }
+        })
+    }
+
+    /// Tells the session something that has no answer (retry now, network
+    /// online, close); nothing once the driver is gone.
+    fn tell(&self, f: impl FnOnce(&mut Session, Instant)) {
+        self.with_session(|core, now| {
+            if !core.driver_gone {
+                f(&mut core.session, now);
+            }
+        });
+    }
+
+    pub(crate) fn state(&self) -> State {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Core {
+    /// Hands a message to the session unless the driver's side is full.
+    fn offer(
+        &mut self,
+        now: Instant,
+        channel: Option<Text>,
+        headers: Option<Headers>,
+        payload: Payload,
+    ) -> Result<u64, SendError> {
+        let core = self;
         let closing = matches!(core.session.state(), State::Closing | State::Closed);
         let backlog = core.socket_full || core.handed >= core.hand_limit;
         let result = if core.driver_gone {
@@ -201,41 +268,11 @@ impl Shared {
             }
             Err(_) => {}
         }
-        let driver = core.poke();
-        drop(core);
-        if let Some(driver) = driver {
-            driver.wake();
-        }
         result
     }
+}
 
-    /// Hands a call to the session and wakes the driver to send it; the
-    /// receiver gets the call's end.
-    fn call(
-        &self,
-        request: Payload,
-        options: CallOptions,
-    ) -> Result<oneshot::Receiver<Result<Payload, CallError>>, SendError> {
-        let now = (self.clock)();
-        let mut core = self.core();
-        if core.driver_gone {
-            return Err(SendError::Closed);
-        }
-        let id = core.session.handle_call(now, request, options)?;
-        let (reply, end) = oneshot::channel();
-        core.calls.insert(id, reply);
-        let driver = core.poke();
-        drop(core);
-        if let Some(driver) = driver {
-            driver.wake();
-        }
-        Ok(end)
-    }
-
-    pub(crate) fn state(&self) -> State {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
+impl Shared {
     pub(crate) fn set_state(&self, state: State) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if *s != state {
@@ -272,8 +309,19 @@ impl Shared {
 /// sent, are queued in the order sent.
 #[derive(Clone)]
 pub struct Handle {
-    tx: async_channel::Sender<Command>,
+    owner: Arc<Owner>,
+}
+
+/// What every clone of one [`Handle`] holds: dropped with the last clone,
+/// which closes the session as [`Handle::close`] does.
+struct Owner {
     shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.tell(|session, now| session.handle_close(now));
+    }
 }
 
 impl fmt::Debug for Handle {
@@ -285,12 +333,14 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
-    pub(crate) fn new(tx: async_channel::Sender<Command>, shared: Arc<Shared>) -> Self {
-        Handle { tx, shared }
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Handle {
+            owner: Arc::new(Owner { shared }),
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+        &self.owner.shared
     }
 
     /// Sends an application message (for [`Wire`](redial_core::Wire): a
@@ -309,7 +359,7 @@ impl Handle {
     /// once instead of waiting for room. It never waits, so it is a plain
     /// function: callable from synchronous code too.
     pub fn try_send(&self, payload: Payload) -> Result<u64, SendError> {
-        self.shared.offer(None, None, payload)
+        self.shared().offer(None, None, payload)
     }
 
     /// Publishes to a channel ([`Wire`](redial_core::Wire) only); waits for
@@ -367,13 +417,7 @@ impl Handle {
     /// confirmation, where the protocol has one, arrives as
     /// [`Event::Subscribed`].
     pub async fn subscribe(&self, channel: impl Into<Text>) -> Result<(), SendError> {
-        let channel = channel.into();
-        self.request(|reply| Command::Subscribe {
-            channel,
-            spec: None,
-            reply,
-        })
-        .await
+        self.shared().subscription(true, channel.into(), None)
     }
 
     /// Subscribes under `key` with the protocol's `spec`, renewed after
@@ -387,13 +431,7 @@ impl Handle {
         key: impl Into<Text>,
         spec: Payload,
     ) -> Result<(), SendError> {
-        let channel = key.into();
-        self.request(|reply| Command::Subscribe {
-            channel,
-            spec: Some(spec),
-            reply,
-        })
-        .await
+        self.shared().subscription(true, key.into(), Some(spec))
     }
 
     /// Drops a subscription.
@@ -409,13 +447,7 @@ impl Handle {
         key: impl Into<Text>,
         message: Option<Payload>,
     ) -> Result<(), SendError> {
-        let channel = key.into();
-        self.request(|reply| Command::Unsubscribe {
-            channel,
-            message,
-            reply,
-        })
-        .await
+        self.shared().subscription(false, key.into(), message)
     }
 
     /// Calls the server with `request` (protocols with calls) and waits for
@@ -439,7 +471,7 @@ impl Handle {
     /// code and message, [`CallError::ConnectionLost`],
     /// [`CallError::Closed`].
     pub async fn call(&self, request: Payload, options: CallOptions) -> Result<Payload, CallError> {
-        let end = self.shared.call(request, options)?;
+        let end = self.shared().call(request, options)?;
         end.await.unwrap_or(Err(CallError::Closed))
     }
 
@@ -447,14 +479,16 @@ impl Handle {
     /// stays). A wait the server imposed (Retry-After, GOING_AWAY, a 4010
     /// floor) is kept: the dial then comes when that wait ends.
     pub async fn retry_now(&self) {
-        let _ = self.tx.send(Command::RetryNow).await;
+        self.shared()
+            .tell(|session, now| session.handle_retry_now(now));
     }
 
     /// Tells the session the network came back or changed: while waiting it
     /// dials as [`retry_now`](Self::retry_now) does (never inside a wait the
     /// server imposed), while connected it probes the socket with a ping.
     pub async fn network_online(&self) {
-        let _ = self.tx.send(Command::NetworkOnline).await;
+        self.shared()
+            .tell(|session, now| session.handle_network_online(now));
     }
 
     /// Closes gracefully: no new messages are taken, what is queued is
@@ -462,9 +496,9 @@ impl Handle {
     /// closes with 1000. Resolves when the session is
     /// [`Closed`](State::Closed).
     pub async fn close(&self) {
-        let _ = self.tx.send(Command::Close).await;
+        self.shared().tell(|session, now| session.handle_close(now));
         loop {
-            let changed = self.shared.changed.listen();
+            let changed = self.shared().changed.listen();
             if self.state() == State::Closed {
                 return;
             }
@@ -474,7 +508,7 @@ impl Handle {
 
     /// The session's state, as of the driver's last step.
     pub fn state(&self) -> State {
-        self.shared.state()
+        self.shared().state()
     }
 
     async fn send_waiting(
@@ -487,31 +521,20 @@ impl Handle {
         let mut space = None;
         loop {
             let answer = self
-                .shared
+                .shared()
                 .offer(channel.clone(), headers.clone(), payload.clone());
             match answer {
                 Err(SendError::QueueFull { .. }) if self.state() != State::Closed => {
                     match space.take() {
                         // Listen, then ask again before waiting, so room
                         // made in between is not missed.
-                        None => space = Some(self.shared.space.listen()),
+                        None => space = Some(self.shared().space.listen()),
                         Some(listener) => listener.await,
                     }
                 }
                 other => return other,
             }
         }
-    }
-
-    async fn request<T>(
-        &self,
-        command: impl FnOnce(oneshot::Sender<Result<T, SendError>>) -> Command,
-    ) -> Result<T, SendError> {
-        let (reply, answer) = oneshot::channel();
-        if self.tx.send(command(reply)).await.is_err() {
-            return Err(SendError::Closed);
-        }
-        answer.await.unwrap_or(Err(SendError::Closed))
     }
 }
 
@@ -655,6 +678,47 @@ mod tests {
             Err(SendError::Unsupported { what: "calls", .. })
         ));
         assert!(shared.core().calls.is_empty());
+    }
+
+    #[test]
+    fn subscriptions_go_to_the_session_under_the_lock_and_wake_the_driver() {
+        let shared = shared(8);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(!shared.core().take_poke(&waker));
+        let spec = Some(Payload::text("sub"));
+        assert_eq!(shared.subscription(true, "k".into(), spec), Ok(()));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        {
+            let mut core = shared.core();
+            assert_eq!(core.session.subscriptions().count(), 1);
+            assert!(std::mem::take(&mut core.subscriptions_changed));
+        }
+        assert!(shared.core().take_poke(&waker));
+        // The session's refusal comes back as it is.
+        assert!(matches!(
+            shared.subscription(true, "k2".into(), None),
+            Err(SendError::Unsupported { .. })
+        ));
+        assert_eq!(shared.subscription(false, "k".into(), None), Ok(()));
+        assert_eq!(shared.core().session.subscriptions().count(), 0);
+        shared.core().driver_gone = true;
+        let spec = Some(Payload::text("sub"));
+        assert_eq!(
+            shared.subscription(true, "k".into(), spec),
+            Err(SendError::Closed)
+        );
+    }
+
+    #[test]
+    fn dropping_the_last_handle_closes_the_session() {
+        let shared = Arc::new(shared(8));
+        let handle = Handle::new(Arc::clone(&shared));
+        let clone = handle.clone();
+        drop(handle);
+        assert_eq!(shared.core().session.state(), State::Connecting);
+        drop(clone);
+        assert_eq!(shared.core().session.state(), State::Closed);
     }
 
     #[test]

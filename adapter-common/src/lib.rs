@@ -10,8 +10,8 @@
 //!
 //! # The driver task
 //! One future per connection ([`Driver`]) waits on all its inputs at once:
-//! the socket, the handles' commands (and their wake-ups after handing a
-//! message to the session), the dial or token fetch in flight and the
+//! the socket, the handles' wake-ups after they called into the session,
+//! the dial or token fetch in flight and the
 //! session's single timer. After every input it drains the session's
 //! actions and events, exactly as the core's calling contract asks.
 //!
@@ -32,7 +32,10 @@
 //!   which the driver passes back from the session's event. Calls waiting
 //!   or in flight are bounded by the config's `max_calls` (256 by default),
 //!   each by its timeout (`call_timeout`, 30 s by default).
-//! - Other commands (subscribe, close, ...) travel over a bounded channel.
+//! - Every other handle operation (subscribe, unsubscribe, retry, close,
+//!   ...) goes the same way: it calls the session under the lock and wakes
+//!   the driver. There is no command channel; dropping the last handle
+//!   closes the session as [`Handle::close`] does.
 //! - [`Events`] is a bounded stream. With a slow consumer the driver waits
 //!   for room before it does anything else: it stops reading the socket, so
 //!   TCP backpressure reaches the server, and keepalive deadlines are judged
