@@ -1,4 +1,12 @@
 //! The driver task: one per connection, carrying out the session's actions.
+//!
+//! This module is its run loop; the outbox and its batched flush are in
+//! `writer`, the close linger in `linger`.
+
+mod linger;
+#[cfg(test)]
+mod memory;
+mod writer;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -10,7 +18,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::future::poll_fn;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use redial_core::{
     Action, AuthToken, DialFailure, Event, SendKind, SizeLimit, State, TokenFailure,
 };
@@ -27,12 +35,12 @@ use crate::request::RequestTemplate;
 use crate::token::TokenProvider;
 use crate::trust::TlsTrust;
 use crate::{BoxFuture, Runtime};
+use linger::Linger;
+use writer::{Writer, Wrote};
 
 /// Socket messages handled in a row before the other inputs are looked at
 /// first, so a flooding server cannot starve the handles or the timers.
 const MAX_SOCKET_STREAK: u32 = 32;
-/// Messages read from a closing socket per wake-up.
-const MAX_LINGER_READS: u32 = 64;
 /// Pokes (a handle called into the session) taken one after the other,
 /// before anything is written, when they are already waiting: their frames
 /// go out with one flush.
@@ -40,9 +48,6 @@ const MAX_POKE_BATCH: u32 = 32;
 /// Pokes handled in a row before the dial, the token fetch and the timer
 /// are looked at first, so a flood of sends cannot starve them.
 const MAX_POKE_STREAK: u32 = 64;
-/// Frames handed to the socket before a flush is no longer put off for
-/// more (see [`Inner::defer_flush`]).
-const MAX_UNFLUSHED: u32 = 256;
 
 /// One connection's task. [`Builder::connect`](crate::Builder::connect)
 /// spawns it; [`Builder::start`](crate::Builder::start) hands it over to be
@@ -92,15 +97,11 @@ impl<R: Runtime> Driver<R> {
                 dial_fut: None,
                 socket: None,
                 read_wake: None,
-                outbox: VecDeque::new(),
+                writer: Writer::default(),
                 actions: VecDeque::new(),
                 pending_events: VecDeque::new(),
                 published: None,
                 socket_full: false,
-                needs_flush: false,
-                took_poke: false,
-                flush_deferred: false,
-                unflushed: 0,
                 linger: None,
                 timer: None,
                 socket_streak: 0,
@@ -139,9 +140,8 @@ struct Inner<R: Runtime> {
     /// The waker the socket's read side holds since it last answered
     /// `Pending`; see [`Inner::poll_socket`].
     read_wake: Option<Arc<ReadWake>>,
-    /// Frames the session asked for that the socket has not taken yet,
-    /// each with what the session said it is, for the hand-back.
-    outbox: VecDeque<(Message, SendKind)>,
+    /// Frames the session asked for that the socket has not taken yet.
+    writer: Writer,
     /// Actions and events taken from the session under one lock, carried
     /// out and delivered after it.
     actions: VecDeque<Action>,
@@ -151,17 +151,8 @@ struct Inner<R: Runtime> {
     /// The socket answered `Pending` with frames still in the outbox: it
     /// is not taking frames, so new messages wait in the handles.
     socket_full: bool,
-    needs_flush: bool,
-    /// A poke was taken since the last write: its sender may hand over
-    /// the next message as soon as it runs (see [`Inner::defer_flush`]).
-    took_poke: bool,
-    /// The flush waits until this poll of the task ends (see
-    /// [`Inner::defer_flush`]).
-    flush_deferred: bool,
-    /// Frames handed to the socket since the last flush.
-    unflushed: u32,
     /// A socket being closed: its close frame going out, bounded in time.
-    linger: Option<Linger<R>>,
+    linger: Option<Linger<R::Socket, R::Sleep>>,
     /// The session's single timer: its deadline and the sleep for it.
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
     socket_streak: u32,
@@ -193,14 +184,6 @@ impl Wake for ReadWake {
         self.woken.store(true, Ordering::Release);
         self.task.wake_by_ref();
     }
-}
-
-struct Linger<R: Runtime> {
-    socket: R::Socket,
-    /// Frames still to write, the close frame (if ours) last.
-    out: VecDeque<Message>,
-    flushed: bool,
-    deadline: Pin<Box<R::Sleep>>,
 }
 
 enum Input<S> {
@@ -332,7 +315,7 @@ impl<R: Runtime> Inner<R> {
         });
         let mut room = false;
         if let Some((backlog, before)) = core.refused {
-            room = self.outbox.is_empty() && (backlog || queued < before);
+            room = self.writer.is_empty() && (backlog || queued < before);
             if room || state == State::Closed {
                 core.refused = None;
                 room = true;
@@ -403,7 +386,7 @@ impl<R: Runtime> Inner<R> {
                 }
             }
             Action::Send(frame, kind) => match (frame_to_message(frame), &self.socket) {
-                (Some(message), Some(_)) => self.outbox.push_back((message, kind)),
+                (Some(message), Some(_)) => self.writer.push(message, kind),
                 _ => debug!("frame not sent: no open socket"),
             },
             Action::Close(frame) => {
@@ -449,7 +432,7 @@ impl<R: Runtime> Inner<R> {
             Input::Message(message) => {
                 if matches!(message, Message::Ping(_)) {
                     // tungstenite queued the pong; the next write flushes it.
-                    self.needs_flush = true;
+                    self.writer.flush_needed();
                 }
                 if let Some(frame) = message_to_frame(message) {
                     self.shared.core().session.handle_frame(now, frame);
@@ -498,7 +481,9 @@ impl<R: Runtime> Inner<R> {
                 info!("connected");
                 self.socket = Some(socket);
                 self.read_wake = None;
-                self.clear_outbox();
+                // Nothing is left from an earlier socket: every way one ends
+                // takes its outbox.
+                drop(self.take_unsent());
                 self.shared.core().session.handle_dial_ok(now);
             }
             Input::Dialed(Err(error)) => {
@@ -531,8 +516,7 @@ impl<R: Runtime> Inner<R> {
     /// decides what becomes of them (Raw messages are queued again, in
     /// order). The driver decides no loss.
     fn hand_back_unsent(&mut self, now: Instant) {
-        let unsent = std::mem::take(&mut self.outbox);
-        self.clear_outbox();
+        let unsent = self.take_unsent();
         if unsent.is_empty() {
             return;
         }
@@ -549,11 +533,11 @@ impl<R: Runtime> Inner<R> {
         );
     }
 
-    fn clear_outbox(&mut self) {
-        self.outbox.clear();
+    /// Empties the outbox: the frames the socket never took, each with
+    /// its kind.
+    fn take_unsent(&mut self) -> VecDeque<(Message, SendKind)> {
         self.set_socket_full(false);
-        self.needs_flush = false;
-        self.unflushed = 0;
+        self.writer.take_unsent()
     }
 
     /// Tells the handles whether the socket takes frames (locks only when
@@ -569,23 +553,18 @@ impl<R: Runtime> Inner<R> {
     /// handed over (for Raw they have left its queue; a batch of sends
     /// followed by a close leaves some here) go out first, then `close`.
     fn close_socket(&mut self, socket: R::Socket, close: Message) {
-        let mut out: VecDeque<Message> = std::mem::take(&mut self.outbox)
+        let mut out: VecDeque<Message> = self
+            .take_unsent()
             .into_iter()
             .map(|(message, _)| message)
             .collect();
-        self.clear_outbox();
         out.push_back(close);
         self.start_linger(socket, out);
     }
 
     fn start_linger(&mut self, socket: R::Socket, out: VecDeque<Message>) {
         let deadline = self.rt.now() + self.close_timeout;
-        self.linger = Some(Linger {
-            socket,
-            out,
-            flushed: false,
-            deadline: Box::pin(self.rt.sleep_until(deadline)),
-        });
+        self.linger = Some(Linger::new(socket, out, self.rt.sleep_until(deadline)));
     }
 
     /// Waits for the first input, in this order: the socket's messages
@@ -599,8 +578,9 @@ impl<R: Runtime> Inner<R> {
         let input = self.poll_inputs(cx);
         if input.is_pending() {
             // The task yields: the other tasks run, then the self-wake of
-            // `defer_flush` brings it back to flush what they did not add to.
-            self.flush_deferred = false;
+            // a held flush (`Writer::poll_write`) brings it back to flush
+            // what they did not add to.
+            self.writer.poll_ended();
         }
         input
     }
@@ -612,7 +592,7 @@ impl<R: Runtime> Inner<R> {
                     if matches!(input, Input::Poked) {
                         self.poke_batch += 1;
                         self.poke_streak += 1;
-                        self.took_poke = true;
+                        self.writer.took_poke();
                     }
                     return Poll::Ready(input);
                 }
@@ -640,71 +620,25 @@ impl<R: Runtime> Inner<R> {
         Poll::Pending
     }
 
-    /// Moves frames from the outbox into the socket and flushes. Returns
-    /// an input when the socket failed or the outbox just emptied.
+    /// Moves frames from the outbox into the socket and flushes (see
+    /// [`Writer::poll_write`]). Returns an input when the socket failed or
+    /// the outbox just emptied.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<Input<R::Socket>> {
         let socket = self.socket.as_mut()?;
-        let had_frames = !self.outbox.is_empty();
-        while !self.outbox.is_empty() {
-            match socket.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    if let Some((message, _)) = self.outbox.pop_front() {
-                        if let Err(e) = socket.start_send_unpin(message) {
-                            return Some(Input::SocketFailed(e));
-                        }
-                        self.needs_flush = true;
-                        self.unflushed = self.unflushed.saturating_add(1);
-                    }
+        match self.writer.poll_write(socket, cx) {
+            Wrote::Failed(e) => Some(Input::SocketFailed(e)),
+            Wrote::Done {
+                drained,
+                full,
+                batch,
+            } => {
+                self.set_socket_full(full);
+                if batch {
+                    self.poke_batch = 1;
                 }
-                Poll::Ready(Err(e)) => return Some(Input::SocketFailed(e)),
-                Poll::Pending => break,
+                drained.then_some(Input::Drained)
             }
         }
-        // Left with frames only when the socket said `Pending`.
-        self.set_socket_full(!self.outbox.is_empty());
-        let hold = self.needs_flush
-            && self.unflushed < MAX_UNFLUSHED
-            && (self.flush_deferred || self.defer_flush());
-        if hold {
-            // Whatever made this poll end (even an event waiting for room
-            // in `drain`), the task comes back to flush: no flush is left
-            // waiting for a wake-up that would never come.
-            cx.waker().wake_by_ref();
-        }
-        if self.needs_flush && !hold {
-            let socket = self.socket.as_mut()?;
-            match socket.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.needs_flush = false;
-                    self.unflushed = 0;
-                }
-                Poll::Ready(Err(e)) => return Some(Input::SocketFailed(e)),
-                Poll::Pending => {}
-            }
-        }
-        (had_frames && self.outbox.is_empty()).then_some(Input::Drained)
-    }
-
-    /// Puts the flush off for one turn of the executor, so that messages
-    /// other tasks are about to hand over go out with it: one flush (and
-    /// one TCP segment, with `TCP_NODELAY`) per batch, not per message.
-    ///
-    /// Only right after a poke was taken (a sender that just got its
-    /// answer often has the next message ready), at most [`MAX_UNFLUSHED`]
-    /// frames, and never twice in a row without a new poke: a lone
-    /// message waits one turn. Until `poll_input` answers `Pending` nothing
-    /// is flushed (socket input handled meanwhile does not cut the batch
-    /// short); the task wakes itself whenever it holds a flush, and the
-    /// next poll looks at pokes
-    /// before it writes, so the batch grows while each turn brings a
-    /// message and is flushed at the first turn that brings none.
-    fn defer_flush(&mut self) -> bool {
-        if !std::mem::take(&mut self.took_poke) {
-            return false;
-        }
-        self.flush_deferred = true;
-        self.poke_batch = 1;
-        true
     }
 
     fn poll_socket(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
@@ -797,61 +731,16 @@ impl<R: Runtime> Inner<R> {
         if matches!(input, Input::Poked) {
             self.poke_streak += 1;
             self.poke_batch = 1;
-            self.took_poke = true;
+            self.writer.took_poke();
         }
     }
 
-    /// Drives a closing socket: close frame out, flush, read until the peer
-    /// finishes; dropped when done or when `close_timeout` runs out.
+    /// Drives a closing socket (see [`Linger`]); dropped when done.
     fn poll_linger(&mut self, cx: &mut Context<'_>) {
-        let Some(l) = self.linger.as_mut() else {
-            return;
-        };
-        if l.deadline.as_mut().poll(cx).is_ready() {
-            debug!("closing socket timed out; dropped");
-            self.linger = None;
-            return;
-        }
-        let mut reads = 0;
-        let done = 'lingering: loop {
-            while let Some(message) = l.out.pop_front() {
-                match l.socket.poll_ready_unpin(cx) {
-                    Poll::Ready(Ok(())) => {
-                        if l.socket.start_send_unpin(message).is_err() {
-                            break 'lingering true;
-                        }
-                        l.flushed = false;
-                    }
-                    Poll::Ready(Err(_)) => break 'lingering true,
-                    Poll::Pending => {
-                        l.out.push_front(message);
-                        break 'lingering false;
-                    }
-                }
+        if let Some(linger) = self.linger.as_mut() {
+            if linger.poll(cx).is_ready() {
+                self.linger = None;
             }
-            if !l.flushed {
-                match l.socket.poll_flush_unpin(cx) {
-                    Poll::Ready(Ok(())) => l.flushed = true,
-                    Poll::Ready(Err(_)) => break true,
-                    Poll::Pending => break false,
-                }
-            }
-            match l.socket.poll_next_unpin(cx) {
-                // Whatever still comes is discarded; reading it may queue a
-                // reply (pong, close), so flush again.
-                Poll::Ready(Some(Ok(_))) => l.flushed = false,
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => break true,
-                Poll::Pending => break false,
-            }
-            reads += 1;
-            if reads >= MAX_LINGER_READS {
-                cx.waker().wake_by_ref();
-                break false;
-            }
-        };
-        if done {
-            debug!("socket closed");
-            self.linger = None;
         }
     }
 }
