@@ -218,7 +218,12 @@ impl<R: Runtime> Inner<R> {
             self.drain().await;
             let (state, deadline) = self.publish();
             if state == State::Closed {
-                break;
+                if self.actions.is_empty() && self.pending_events.is_empty() {
+                    break;
+                }
+                // A handle closed the session after `drain` last looked:
+                // its last words (`Event::Closed`) still go out.
+                continue;
             }
             self.arm_timer(deadline);
             let input = poll_fn(|cx| self.poll_input(cx)).await;
@@ -277,13 +282,56 @@ impl<R: Runtime> Inner<R> {
                     self.watch.span().in_scope(|| trace_event(&event));
                 }
                 self.watch.event(now, &event);
-                if self.events_open && self.events.send(event).await.is_err() {
-                    // Nobody reads events any more; the connection goes on.
-                    self.events_open = false;
-                }
+                again |= self.deliver(event).await;
             }
             if !again {
                 return;
+            }
+        }
+    }
+
+    /// Puts `event` in the events channel, waiting for room. True when
+    /// a handle called into the session meanwhile (it may then have more
+    /// to say).
+    ///
+    /// While it waits the driver still takes the handles' pokes, so a
+    /// `close` (or the last handle dropped) from an application that
+    /// stopped reading events is seen: the session's state is published, and the events wait for a consumer that reads on or
+    /// drops the stream. Nothing else (socket, timers) is looked at: a
+    /// consumer that does not keep up holds inbound traffic back.
+    async fn deliver(&mut self, event: Event) -> bool {
+        if !self.events_open {
+            return false;
+        }
+        let event = match self.events.try_send(event) {
+            Ok(()) => return false,
+            Err(async_channel::TrySendError::Closed(_)) => {
+                // Nobody reads events any more; the connection goes on.
+                self.events_open = false;
+                return false;
+            }
+            Err(async_channel::TrySendError::Full(event)) => event,
+        };
+        let events = self.events.clone();
+        let mut send = std::pin::pin!(events.send(event));
+        let mut poked = false;
+        loop {
+            let step = poll_fn(|cx| match send.as_mut().poll(cx) {
+                Poll::Ready(sent) => Poll::Ready(Err(sent.is_ok())),
+                Poll::Pending => self.poll_poke(cx).map(Ok),
+            })
+            .await;
+            match step {
+                Ok(input) => {
+                    poked = true;
+                    self.handle(input);
+                    let state = self.shared.core().session.state();
+                    self.set_state(state);
+                }
+                Err(sent) => {
+                    self.events_open = sent;
+                    return poked;
+                }
             }
         }
     }
@@ -307,6 +355,19 @@ impl<R: Runtime> Inner<R> {
             self.watch.subscriptions_changed();
         }
         let state = core.session.state();
+        if state == State::Closed {
+            // Handles call into the session without the driver: what it said
+            // since `drain` looked is taken under the same lock as the state,
+            // so the run loop cannot end before saying it.
+            while let Some(action) = core.session.poll_action() {
+                self.actions.push_back(action);
+            }
+            while let Some(event) = core.session.poll_event() {
+                if let Some(event) = core.route(event) {
+                    self.pending_events.push_back(event);
+                }
+            }
+        }
         let deadline = core.session.poll_timeout();
         let queued = core.session.queued();
         let replayed = core.session.replayed();
