@@ -1,15 +1,17 @@
 //! Sets one cfg per tool or server a CLI test needs, when it is on `PATH`
 //! or when `CI` is set: `redial_has_promtool` (Debian package
-//! `prometheus`) and `redial_has_redis` (`redis-server`), and
+//! `prometheus`), `redial_has_redis` (`redis-server`),
+//! `redial_has_mosquitto` (`mosquitto`), and
 //! `redial_has_anvil` when `npm ci` ran in `tests/anvil`. The tests that
 //! need one are then reported as ignored, not passed, where it is missing;
 //! the same mechanism as the `tests` package's server launchers (see
 //! `tests/src/servers/mod.rs`).
 
 /// (program, cfg)
-const NEEDED: [(&str, &str); 2] = [
+const NEEDED: [(&str, &str); 3] = [
     ("promtool", "redial_has_promtool"),
     ("redis-server", "redial_has_redis"),
+    ("mosquitto", "redial_has_mosquitto"),
 ];
 
 fn main() {

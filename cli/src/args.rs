@@ -49,6 +49,9 @@ pub enum ProtocolArg {
     /// JSON-RPC 2.0 with pubsub (`eth_subscribe`): subscriptions renewed
     /// after every reconnect, stdin lines as calls.
     JsonRpc,
+    /// MQTT 3.1.1 over WebSocket (subprotocol mqtt) with a persistent
+    /// session: QoS 1 and 2 publishes survive reconnects.
+    Mqtt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,7 +95,9 @@ pub struct ClientArgs {
     /// json-rpc: prints `KEY<TAB>RESULT` per notification of the
     /// --subscribe subscriptions (keys 1, 2, ... in order), and each stdin
     /// line `METHOD [PARAMS-JSON]` is a call whose reply is printed as one
-    /// JSON line.
+    /// JSON line; mqtt: prints messages of the --subscribe topic filters
+    /// (`TOPIC<TAB>PAYLOAD` with several), publishes stdin lines to
+    /// --channel at --qos.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Raw)]
     pub protocol: ProtocolArg,
 
@@ -102,12 +107,13 @@ pub struct ClientArgs {
 
     /// Subscribe (repeatable): a channel (wire), a subscription operation
     /// such as 'subscription { ticks }' (graphql-ws), a subject (nats), the
-    /// subscribe params as JSON such as '["newHeads"]' (json-rpc).
-    #[arg(long, value_name = "CHANNEL|QUERY|SUBJECT|PARAMS")]
+    /// subscribe params as JSON such as '["newHeads"]' (json-rpc), a topic
+    /// filter with an optional QoS such as 'sensors/+/temp:2' (mqtt).
+    #[arg(long, value_name = "CHANNEL|QUERY|SUBJECT|PARAMS|TOPIC[:QOS]")]
     pub subscribe: Vec<String>,
 
-    /// Publish stdin lines to CHANNEL (wire) or subject (nats, required
-    /// there to send anything).
+    /// Publish stdin lines to CHANNEL (wire), subject (nats) or topic
+    /// (mqtt); nats and mqtt need it to send anything.
     #[arg(long, value_name = "CHANNEL")]
     pub channel: Option<String>,
 
@@ -139,6 +145,19 @@ pub struct ClientArgs {
         requires = "liveness_call"
     )]
     pub liveness_deadline_ms: u64,
+
+    /// The QoS of every publish, 0, 1 or 2 (mqtt only; default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: Option<u8>,
+
+    /// The MQTT client id, which names the broker's session (mqtt only;
+    /// default `redial-` and the process id).
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// The MQTT user name; the token is its password (mqtt only).
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
 
     /// Send MSG first on every connection (repeatable; raw only).
     #[arg(long, value_name = "MSG")]

@@ -4,10 +4,11 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redial_core::mqtt::QoS;
 use redial_core::protocol::json_rpc::Liveness;
 use redial_core::{
     AuthToken, Backoff, CallError, CallOptions, Config, ConfigError, Event, GraphqlWs, JsonRpc,
-    Nats, Payload, Raw, SendError, TerminalReason, Text, Wire,
+    Mqtt, Nats, Payload, Raw, SendError, TerminalReason, Text, Wire,
 };
 use redial_tokio::tls::certificates_from_pem;
 use redial_tokio::tls::rustls::pki_types::CertificateDer;
@@ -127,11 +128,14 @@ fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
             )));
         }
     }
-    use ProtocolArg::{GraphqlWs as Gql, JsonRpc as J, Nats as N, Raw as R, Wire as W};
-    let allowed: [(&str, bool, &[ProtocolArg]); 7] = [
-        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N, J]),
+    use ProtocolArg::{GraphqlWs as Gql, JsonRpc as J, Mqtt as M, Nats as N, Raw as R, Wire as W};
+    let allowed: [(&str, bool, &[ProtocolArg]); 10] = [
+        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N, J, M]),
         ("--liveness-call", a.liveness_call.is_some(), &[J]),
-        ("--channel", a.channel.is_some(), &[W, N]),
+        ("--channel", a.channel.is_some(), &[W, N, M]),
+        ("--qos", a.qos.is_some(), &[M]),
+        ("--client-id", a.client_id.is_some(), &[M]),
+        ("--username", a.username.is_some(), &[M]),
         ("--name", a.name.is_some(), &[W]),
         ("--init-payload", a.init_payload.is_some(), &[Gql]),
         ("--on-connect", !a.on_connect.is_empty(), &[R]),
@@ -157,6 +161,30 @@ fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
         }
     }
     Ok(url)
+}
+
+/// The `Mqtt` the mqtt flags describe.
+fn mqtt(a: &ClientArgs) -> Result<Mqtt, CliError> {
+    let qos = a.qos.and_then(QoS::from_u8).unwrap_or(QoS::AtLeastOnce);
+    let id = a
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("redial-{}", std::process::id()));
+    let mut m = Mqtt::builder(id).qos(qos);
+    if let Some(user) = &a.username {
+        m = m.username(user.as_str());
+    }
+    m.build()
+        .map_err(|e| CliError::Usage(format!("invalid MQTT settings: {e}")))
+}
+
+/// `TOPIC[:QOS]`: the filter and the QoS spec (empty: the default). A
+/// colon not followed by 0, 1 or 2 belongs to the filter.
+fn mqtt_subscription(arg: &str) -> (&str, &str) {
+    match arg.rsplit_once(':') {
+        Some((filter, qos)) if matches!(qos, "0" | "1" | "2") => (filter, qos),
+        _ => (arg, ""),
+    }
 }
 
 /// The certificates in `--ca-file`.
@@ -233,6 +261,7 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             }
             builder.protocol(rpc)
         }
+        ProtocolArg::Mqtt => builder.protocol(mqtt(&a)?),
     };
     for (name, value) in &a.header {
         builder = builder.header(name.as_str(), value.as_str());
@@ -271,7 +300,9 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
         None => None,
     };
     // Read events from the start: the driver waits while they pile up.
-    let keyed = a.protocol == ProtocolArg::JsonRpc;
+    // The channel goes with each message where it tells them apart.
+    let keyed = a.protocol == ProtocolArg::JsonRpc
+        || (a.protocol == ProtocolArg::Mqtt && a.subscribe.len() > 1);
     let mut printer = tokio::spawn(print_events(events, reporter.clone(), keyed));
     // Recorded now, sent once connected and renewed after reconnects.
     for (i, sub) in a.subscribe.iter().enumerate() {
@@ -290,6 +321,10 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
                     continue;
                 }
             },
+            ProtocolArg::Mqtt => {
+                let (filter, qos) = mqtt_subscription(sub);
+                handle.subscribe_with(filter, Payload::text(qos)).await
+            }
             _ => handle.subscribe(sub.as_str()).await,
         };
         if let Err(e) = result {
@@ -302,7 +337,7 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             reporter.warning(&format!("cannot keep {message:?}: {e}"));
         }
     }
-    let mut forwarder = if keyed {
+    let mut forwarder = if a.protocol == ProtocolArg::JsonRpc {
         tokio::spawn(call_stdin(handle.clone(), reporter.clone()))
     } else {
         tokio::spawn(forward_stdin(
@@ -613,9 +648,28 @@ mod tests {
                 "a.b",
             ],
             &["--on-connect", "auth", "--resubscribe", "sub btc"],
+            &[
+                "--protocol",
+                "mqtt",
+                "--subscribe",
+                "a/#:2",
+                "--qos",
+                "0",
+                "--client-id",
+                "c",
+            ],
         ] {
             usage_checks(&args(ok)).unwrap();
         }
+        let e = usage_checks(&args(&["--protocol", "wire", "--qos", "1"])).unwrap_err();
+        assert!(e.to_string().contains("--qos needs --protocol mqtt"), "{e}");
+    }
+
+    #[test]
+    fn an_mqtt_subscription_takes_an_optional_qos_suffix() {
+        assert_eq!(mqtt_subscription("a/+/b:2"), ("a/+/b", "2"));
+        assert_eq!(mqtt_subscription("a/#"), ("a/#", ""));
+        assert_eq!(mqtt_subscription("host:8080"), ("host:8080", ""));
     }
 
     #[test]

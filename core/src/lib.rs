@@ -134,6 +134,9 @@ pub use protocol::GraphqlWs;
 pub use protocol::JsonRpc;
 #[cfg(feature = "nats")]
 pub use protocol::Nats;
+// mqtt protocol
+#[cfg(feature = "mqtt")]
+pub use protocol::{Mqtt, MqttBuilder};
 pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire, WireError};
 
 pub use queue::SendLimits;

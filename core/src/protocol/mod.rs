@@ -184,6 +184,9 @@ pub use graphql_ws::GraphqlWs;
 pub use json_rpc::JsonRpc;
 #[cfg(feature = "nats")]
 pub use nats::Nats;
+// mqtt protocol
+#[cfg(feature = "mqtt")]
+pub use mqtt::{Mqtt, MqttBuilder};
 pub use raw::{Raw, RawHeartbeat};
 pub use wire::{Wire, WireError};
 
