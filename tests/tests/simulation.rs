@@ -173,9 +173,17 @@ impl StateMachineTest for Simulation {
     }
 }
 
+/// 96 cases take a few seconds; `PROPTEST_CASES` asks for more.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96)
+}
+
 prop_state_machine! {
     #![proptest_config(ProptestConfig {
-        cases: 96,
+        cases: cases(),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
