@@ -1,13 +1,15 @@
 //! Test harness for redial: the fault-injecting TCP proxy (re-exported
 //! from `redial-testkit`), a reference server speaking the `Wire` protocol,
-//! and launchers for the third-party servers (nats-server, a Node
-//! graphql-ws server) the suites test against.
+//! launchers for the third-party servers (nats-server, a Node graphql-ws
+//! server) the suites test against, the fleet simulator and the
+//! whole-system simulation (`sim`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod fleet;
 pub mod server;
 pub mod servers;
+pub mod sim;
 
 // The proxy and the generator live in the published test kit; these paths
 // keep every `redial_tests::proxy::...` import working.
