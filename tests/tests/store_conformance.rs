@@ -446,6 +446,50 @@ async fn expiry(c: Cluster) {
     assert_eq!(c.b.resume(&u.owner.session, 0, 7).await.ok(), Some(None));
 }
 
+/// Many sessions fetching at once (on Redis, in one batched call) each get
+/// their own offsets and every message once; a fenced owner among them
+/// fails alone.
+async fn concurrent_fetches_stay_apart(c: Cluster) {
+    let mut owners = Vec::new();
+    for i in 0..40 {
+        let s = create(&*c.a, &format!("s{i}")).await;
+        ok(c.a.subscribe(&s.owner, "x")).await;
+        if i % 2 == 0 {
+            ok(c.a.subscribe(&s.owner, "y")).await;
+        }
+        owners.push(s.owner);
+    }
+    // One session read once already, so its cursor differs from the rest.
+    ok(c.b.broadcast("x", &text("x1"))).await;
+    assert_eq!(offsets(&fetch(&*c.a, &owners[3], 0).await), [1]);
+    ok(c.b.broadcast("y", &text("y1"))).await;
+    ok(c.b.broadcast("x", &text("x2"))).await;
+    let mut stale = owners[5].clone();
+    stale.epoch += 1;
+    let calls = owners.iter().enumerate().map(|(i, o)| {
+        let owner = if i == 5 { &stale } else { o };
+        c.a.fetch(owner, 0, 100)
+    });
+    let results = futures_util::future::join_all(calls).await;
+    for (i, got) in results.into_iter().enumerate() {
+        if i == 5 {
+            assert!(matches!(got, Err(StoreError::Fenced(_))), "{got:?}");
+            continue;
+        }
+        let got = got.unwrap_or_else(|e| panic!("session {i}: {e}"));
+        let want: Vec<(u64, Option<&str>, &str)> = if i % 2 == 0 {
+            vec![
+                (1, Some("x"), "x1"),
+                (2, Some("y"), "y1"),
+                (3, Some("x"), "x2"),
+            ]
+        } else {
+            vec![(1, Some("x"), "x1"), (2, Some("x"), "x2")]
+        };
+        assert_eq!(described(&got), want, "session {i}");
+    }
+}
+
 macro_rules! on_both_stores {
     ($($name:ident($backlog:expr);)*) => {
         mod memory {
@@ -481,6 +525,7 @@ on_both_stores! {
     send_to_reaches_connected_and_waiting_sessions(1024);
     notices_reach_every_node(1024);
     expiry(1024);
+    concurrent_fetches_stay_apart(1024);
 }
 
 // ---- Redis only ------------------------------------------------------------

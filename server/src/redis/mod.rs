@@ -15,8 +15,11 @@
 //!   `P:s:<id>:subs` maps each subscribed channel to the session's cursor
 //!   in it (`<g>:<seq>`); `P:s:<id>:in` holds the MESSAGEs numbered for it
 //!   and not yet RECEIVED (a stream whose IDs are the offsets, capped at
-//!   [`RedisStoreBuilder::backlog`]); `P:s:<id>:d` holds messages addressed
-//!   to it by name until it numbers them.
+//!   [`RedisStoreBuilder::backlog`]): a channel message as a reference to
+//!   its log entry (channel and `g`), never a copy, so a channel entry is
+//!   stored once however many sessions it goes to; `P:s:<id>:d` holds
+//!   messages addressed to it by name until it numbers them (they then
+//!   move into the inbox with their payload).
 //! * `P:n:<name>`: the session holding a name.
 //! * `P:notices`: the pub/sub channel every node listens to.
 //!
@@ -25,6 +28,16 @@
 //! (`fetch` reads every source after its cursor, merges by `g`, numbers the
 //! entries in that order, counting a trimmed range as a gap of its exact
 //! size, appends them to the inbox and returns the inbox above `after`).
+//! A reference whose channel entry was trimmed before it was delivered is
+//! dropped and counted like any other trimmed message: the client sees a
+//! gap.
+//!
+//! Fetches are batched per node: every [`Store::fetch`] goes to one task
+//! that sends whatever queued meanwhile (up to [`FETCH_BATCH`] sessions) as
+//! one script call, at most four in flight. When a publish wakes every
+//! local subscriber of a channel, their fetches share a few round trips, the
+//! channel's new entries are read once per call, and each payload crosses
+//! the link once per call however many sessions receive it.
 //! The scripts touch keys they compute from the prefix, so the store needs
 //! one Redis server (with replicas if wanted), not a Redis Cluster.
 //!
@@ -42,6 +55,7 @@ use futures_util::StreamExt;
 use redial_core::payload::{Payload, Text};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::notify::Fanout;
 use crate::store::{
@@ -237,6 +251,14 @@ impl RedisStoreBuilder {
         beat.beat(false).await.map_err(connect)?;
         let node = beat.node.clone();
         let heartbeat = tokio::spawn(beat.run());
+        let (fetches, calls) = mpsc::channel(FETCH_QUEUE);
+        let batcher = Batcher {
+            conn: conn.clone(),
+            scripts: Arc::clone(&scripts),
+            prefix: self.prefix.clone(),
+            backlog: self.backlog.to_string(),
+        };
+        let batcher = tokio::spawn(batcher.run(calls));
         Ok(RedisStore {
             conn,
             prefix: self.prefix,
@@ -246,6 +268,8 @@ impl RedisStoreBuilder {
             fanout,
             listener,
             heartbeat,
+            batcher,
+            fetches,
             node,
             held,
             scripts,
@@ -263,6 +287,9 @@ pub struct RedisStore {
     fanout: Arc<Fanout>,
     listener: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
+    batcher: tokio::task::JoinHandle<()>,
+    /// Fetches waiting for the batcher (at most [`FETCH_QUEUE`]).
+    fetches: mpsc::Sender<FetchCall>,
     /// This node's id, random: its heartbeat key and the start of every
     /// session id it creates.
     node: String,
@@ -285,6 +312,7 @@ impl Drop for RedisStore {
     fn drop(&mut self) {
         self.listener.abort();
         self.heartbeat.abort();
+        self.batcher.abort();
     }
 }
 
@@ -442,36 +470,134 @@ impl RedisStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let epoch = owner.epoch.to_string();
-        let reply = self
-            .eval(
-                &self.scripts.fetch,
-                &[
-                    owner.session.as_str().as_bytes(),
-                    epoch.as_bytes(),
-                    after.min(MAX_OFFSET).to_string().as_bytes(),
-                    max.min(1 << 30).to_string().as_bytes(),
-                    self.backlog.to_string().as_bytes(),
-                ],
-            )
-            .await?;
-        let items = array(&reply)?;
-        let first = items
-            .first()
-            .ok_or_else(|| malformed("empty fetch reply"))?;
-        status(owner, int_signed(first)?)?;
-        items[1..]
-            .chunks(4)
+        let (reply, answer) = oneshot::channel();
+        let call = FetchCall {
+            owner: owner.clone(),
+            after,
+            max,
+            reply,
+        };
+        let stopped = |_| malformed("the fetch batcher stopped");
+        self.fetches.send(call).await.map_err(stopped)?;
+        answer
+            .await
+            .map_err(|_| malformed("the fetch batcher stopped"))?
+    }
+}
+
+/// Fetches gathered into one script call at most (each adds four script
+/// arguments and its reply).
+pub const FETCH_BATCH: usize = 256;
+/// Fetches that may wait for a batch; a caller beyond it waits to queue
+/// (its own deadline still applies).
+const FETCH_QUEUE: usize = 4096;
+/// Batched fetch calls in flight to Redis at once per store.
+const FETCH_BATCHES_IN_FLIGHT: usize = 4;
+
+/// One [`Store::fetch`] waiting for its batch.
+struct FetchCall {
+    owner: Owner,
+    after: u64,
+    max: usize,
+    reply: oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
+}
+
+/// Runs every fetch the node's connections ask for, as few script calls as
+/// possible: whatever queued while earlier batches were in flight goes in
+/// the next one. A notice that wakes every local subscriber of a channel
+/// thus costs one round trip for all of them, and the channel's entries
+/// cross the link once.
+struct Batcher {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    prefix: String,
+    backlog: String,
+}
+
+impl Batcher {
+    async fn run(self, mut calls: mpsc::Receiver<FetchCall>) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(FETCH_BATCHES_IN_FLIGHT));
+        loop {
+            // Waiting for a free slot first lets the next batch grow.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let Some(first) = calls.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < FETCH_BATCH {
+                match calls.try_recv() {
+                    Ok(call) => batch.push(call),
+                    Err(_) => break,
+                }
+            }
+            let this = Arc::clone(&this);
+            tokio::spawn(async move {
+                this.serve(batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    async fn serve(&self, batch: Vec<FetchCall>) {
+        match self.call(&batch).await {
+            Ok(results) => {
+                for (call, result) in batch.into_iter().zip(results) {
+                    let result =
+                        result.and_then(|(st, messages)| status(&call.owner, st).map(|_| messages));
+                    // A caller that gave up (its deadline passed) is gone.
+                    let _ = call.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for call in batch {
+                    let _ = call
+                        .reply
+                        .send(Err(StoreError::Unavailable(why.clone().into())));
+                }
+            }
+        }
+    }
+
+    /// One script call for the whole batch: per call its status and its
+    /// MESSAGEs, or why the reply could not be read.
+    async fn call(
+        &self,
+        batch: &[FetchCall],
+    ) -> Result<Vec<Result<(i64, Vec<StoredMessage>), StoreError>>, StoreError> {
+        let mut invocation = self.scripts.fetch.prepare_invoke();
+        invocation
+            .arg(self.prefix.as_bytes())
+            .arg(self.backlog.as_bytes());
+        for call in batch {
+            invocation
+                .arg(call.owner.session.as_str())
+                .arg(call.owner.epoch)
+                .arg(call.after.min(MAX_OFFSET))
+                .arg(call.max.min(1 << 30));
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let [entries, sessions] = array(&reply)? else {
+            return Err(malformed("fetch reply is not a pair"));
+        };
+        let entries = array(entries)?
+            .chunks(3)
             .map(|chunk| {
-                let [offset, channel, payload, text] = chunk else {
-                    return Err(malformed("fetch reply is not in fours"));
+                let [channel, payload, text] = chunk else {
+                    return Err(malformed("fetch entries are not in threes"));
                 };
-                let channel = bytes(channel)?;
-                let channel = match channel.split_first() {
+                let channel = match bytes(channel)?.split_first() {
                     Some((b'c', name)) => Some(utf8(name.to_vec())?),
                     _ => None,
                 };
-                let data = Bytes::from(bytes(payload)?.to_vec());
+                let data = Bytes::copy_from_slice(bytes(payload)?);
                 let payload = if bytes(text)? == b"1" {
                     Payload::text(
                         Text::from_utf8(data).map_err(|_| malformed("text payload not UTF-8"))?,
@@ -479,13 +605,43 @@ impl RedisStore {
                 } else {
                     Payload::binary(data)
                 };
-                Ok(StoredMessage {
-                    offset: int(Some(offset))?,
-                    channel,
-                    payload,
-                })
+                Ok((channel, payload))
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let sessions = array(sessions)?;
+        if sessions.len() != batch.len() {
+            return Err(malformed("fetch reply has the wrong number of sessions"));
+        }
+        Ok(sessions
+            .iter()
+            .map(|one| {
+                let items = array(one)?;
+                let first = items
+                    .first()
+                    .ok_or_else(|| malformed("empty fetch reply"))?;
+                let st = int_signed(first)?;
+                let messages = items[1..]
+                    .chunks(2)
+                    .map(|pair| {
+                        let [offset, index] = pair else {
+                            return Err(malformed("fetch reply is not in pairs"));
+                        };
+                        let index = usize::try_from(int(Some(index))?)
+                            .map_err(|_| malformed("entry index out of range"))?;
+                        let (channel, payload) = index
+                            .checked_sub(1)
+                            .and_then(|i| entries.get(i))
+                            .ok_or_else(|| malformed("entry index out of range"))?;
+                        Ok(StoredMessage {
+                            offset: int(Some(offset))?,
+                            channel: channel.clone(),
+                            payload: payload.clone(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((st, messages))
+            })
+            .collect())
     }
 }
 
