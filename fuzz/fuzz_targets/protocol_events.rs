@@ -1,4 +1,4 @@
-//! Arbitrary input sequences into a `Session` speaking Raw, Wire, GraphqlWs
+//! Arbitrary input sequences into a `Session` speaking Raw, Wire, GraphqlWs,
 //! Nats, JsonRpc or Mqtt: protocol-valid server messages, garbage, closes, timers.
 #![no_main]
 
