@@ -844,6 +844,12 @@ pub enum ProtocolKind {
     /// stale subscription ids, call replies and rejections.
     #[cfg(feature = "json-rpc")]
     JsonRpc,
+    /// [`crate::Mqtt`] (3.1.1, publishing at QoS 2, a PINGREQ every second
+    /// due within 300 ms): CONNACKs accepting and refusing, every
+    /// acknowledgement for a few packet ids, inbound publishes at each QoS,
+    /// SUBACKs granting and failing, PINGRESP.
+    #[cfg(feature = "mqtt")]
+    Mqtt,
     /// [`Prober`]: a protocol timer (a probe every second, its reply due
     /// within 300 ms), answered, ignored or asked to fire at once; calls,
     /// answered, rejected or not.
@@ -1021,6 +1027,8 @@ fn vocabulary(kind: ProtocolKind, n: u8) -> Frame {
                 _ => format!(r#"{{"jsonrpc":"2.0","method":"other","params":[{n}]}}"#),
             })
         }
+        #[cfg(feature = "mqtt")]
+        ProtocolKind::Mqtt => mqtt_vocabulary(n),
         ProtocolKind::Timed => text(match n % 5 {
             0 => "pong".to_owned(),
             1 => "wake-now".to_owned(),
@@ -1042,6 +1050,8 @@ fn handshake(kind: ProtocolKind) -> &'static [u8] {
         ProtocolKind::Nats => &[0, 2],
         #[cfg(feature = "json-rpc")]
         ProtocolKind::JsonRpc => &[],
+        #[cfg(feature = "mqtt")]
+        ProtocolKind::Mqtt => &[0],
         ProtocolKind::Timed => &[],
     }
 }
@@ -1055,6 +1065,52 @@ fn spec_for(kind: ProtocolKind, key: u8) -> Payload {
         ProtocolKind::JsonRpc => Payload::text(format!(r#"{{"params":["c{key}"]}}"#)),
         _ => Payload::binary(Bytes::new()),
     }
+}
+
+/// One MQTT packet from the broker, as [`vocabulary`] entry `n`.
+#[cfg(feature = "mqtt")]
+fn mqtt_vocabulary(n: u8) -> Frame {
+    use crate::mqtt::{Ack, ConnAck, Packet, Properties, Publish, QoS, SubAck};
+    let id = u16::from(n / 9 % 8) + 1;
+    let ack = Ack {
+        packet_id: id,
+        reason: 0,
+        properties: Properties::new(),
+    };
+    let packet = match n % 9 {
+        0 | 1 => Packet::ConnAck(ConnAck {
+            session_present: n % 2 == 0,
+            // Entry 0 accepts; the others accept or refuse (1 to 5).
+            code: if n % 9 == 0 { 0 } else { n / 9 % 6 },
+            properties: Properties::new(),
+        }),
+        2 => Packet::PubAck(ack),
+        3 => Packet::PubRec(ack),
+        4 => Packet::PubComp(ack),
+        5 => {
+            let qos = QoS::from_u8(n / 9 % 3).unwrap_or(QoS::AtMostOnce);
+            Packet::Publish(Publish {
+                dup: n % 2 == 1,
+                qos,
+                retain: n % 4 == 0,
+                topic: format!("c{}", n % 4),
+                packet_id: (qos != QoS::AtMostOnce).then_some(id),
+                properties: Properties::new(),
+                payload: Bytes::from_static(b"m"),
+            })
+        }
+        6 => Packet::PubRel(ack),
+        7 => Packet::SubAck(SubAck {
+            packet_id: id,
+            properties: Properties::new(),
+            codes: vec![if n % 2 == 0 { 1 } else { 0x80 }],
+        }),
+        _ => Packet::PingResp,
+    };
+    let mut out = bytes::BytesMut::new();
+    // Every packet above is valid for 3.1.1.
+    let _ = packet.encode(crate::mqtt::Version::V311, &mut out);
+    Frame::Binary(out.freeze())
 }
 
 /// What a call asks, in the protocol's terms.
@@ -1107,6 +1163,18 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
                 Duration::from_millis(300),
             )),
         ),
+        #[cfg(feature = "mqtt")]
+        ProtocolKind::Mqtt => {
+            let mqtt = crate::Mqtt::builder("fuzz")
+                .qos(crate::mqtt::QoS::ExactlyOnce)
+                .keep_alive(Duration::from_secs(1))
+                .ping_timeout(Duration::from_millis(300))
+                .build();
+            let Ok(mqtt) = mqtt else {
+                panic!("harness Mqtt rejected");
+            };
+            Session::new(config, mqtt)
+        }
         ProtocolKind::Timed => Session::new(
             config,
             Prober::new(Duration::from_secs(1), Duration::from_millis(300)),

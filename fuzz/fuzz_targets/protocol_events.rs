@@ -1,5 +1,5 @@
-//! Arbitrary input sequences into a `Session` speaking Raw, Wire, GraphqlWs
-//! or Nats: protocol-valid server messages, garbage, closes, timers.
+//! Arbitrary input sequences into a `Session` speaking Raw, Wire, GraphqlWs,
+//! Nats, JsonRpc or Mqtt: protocol-valid server messages, garbage, closes, timers.
 #![no_main]
 
 use std::sync::OnceLock;

@@ -90,19 +90,32 @@ pub const MAX_IN_FLIGHT: u16 = 65_000;
 /// 5.0 broker's Receive Maximum); later ones wait, in order. Publishes made
 /// while disconnected wait in the session's queue. A 5.0 broker's Maximum
 /// Packet Size bounds what can be published: a larger message is refused
-/// with [`SendError::TooLarge`](crate::SendError::TooLarge) (a message
+/// with [`SendError::TooLarge`] (a message
 /// already queued that a later broker announces too small for is dropped
 /// rather than sent to a broker that must disconnect for it; it counts as
 /// complete). With 5.0, headers go out as user properties.
 ///
 /// # Receiving
-/// An inbound QoS 1 or 2 message is acknowledged (PUBACK, PUBREC) as the
-/// session takes it as an event: the protocol interface has no later point
-/// at which the application says it is done with a message, and taking it
-/// as an event is when it leaves the broker's hands and the protocol's. A
-/// QoS 2 message is delivered once: its packet id is remembered from the
-/// PUBLISH until the broker's PUBREL, across reconnects, so a re-sent
-/// PUBLISH (DUP) under that id is acknowledged again and not delivered.
+/// An inbound QoS 1 or 2 message is acknowledged (PUBACK, PUBREC) in the
+/// same input that makes it an [`Event::Message`](crate::Event::Message):
+/// the session's `handle_frame` queues the acknowledgement as a send action
+/// and the message as an event together. The protocol interface has no
+/// later point at which the application says it is done with a message,
+/// and the session taking it is where it leaves the protocol's hands; an
+/// application that must not lose a message it had not yet processed when
+/// its process died needs QoS 2 on the publisher's side or its own
+/// idempotence. A QoS 2 message is delivered once: its packet id is
+/// remembered from the PUBLISH until the broker's PUBREL, across
+/// reconnects, so a re-sent PUBLISH (DUP) under that id is acknowledged
+/// again and not delivered.
+///
+/// # Bounds
+/// Outbound state: one entry per message in the session's queue (bounded
+/// by its `queue_max_messages` and `queue_max_bytes`), packet ids only for
+/// those in flight (at most [`MqttBuilder::max_in_flight`]). Inbound QoS 2
+/// ids: at most 65,535 (the id space). SUBSCRIBE and UNSUBSCRIBE requests
+/// in flight: one per subscription at most. Inbound packets: at most
+/// [`MqttBuilder::max_packet_size`], checked from the fixed header.
 ///
 /// # Across a reconnect
 /// The client id, the packet ids in flight and the QoS 2 state live on

@@ -598,3 +598,17 @@ fn the_builder_refuses_values_out_of_range() {
     assert!(Mqtt::builder("c\0").build().is_err());
     assert!(Mqtt::builder("c").max_packet_size(10).build().is_err());
 }
+
+#[test]
+fn use_another_server_moves_to_the_next_endpoint() {
+    let mut h = H::new(v311().version(Version::V5));
+    let config = Config::builder().seed(7).build().unwrap().with_endpoints(2);
+    h.s = Session::new(config, v311().version(Version::V5).build().unwrap());
+    h.open();
+    let first = h.s.endpoint();
+    h.reply(connack(false, 0x9C));
+    h.sent();
+    assert_eq!(h.s.state(), State::Reconnecting);
+    h.open();
+    assert_ne!(h.s.endpoint(), first);
+}
