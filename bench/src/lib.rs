@@ -249,6 +249,30 @@ impl Args {
     }
 }
 
+/// A redial-tokio `Wire` client on `url` with the default configuration,
+/// once connected (within `within`); its later events are drained. For a
+/// publisher whose deliveries the benchmark counts elsewhere.
+pub async fn connected_wire_client(
+    url: String,
+    within: Duration,
+) -> Result<redial_tokio::Handle, Box<dyn std::error::Error + Send + Sync>> {
+    let (handle, mut events) = redial_tokio::builder(url)
+        .config(redial_core::Config::builder().build()?)
+        .protocol(redial_core::Wire)
+        .connect()?;
+    tokio::time::timeout(within, async {
+        while let Some(e) = events.recv().await {
+            if matches!(e, redial_core::Event::Connected { .. }) {
+                break;
+            }
+        }
+    })
+    .await
+    .map_err(|_| "the client did not connect")?;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Ok(handle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
