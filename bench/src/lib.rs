@@ -14,6 +14,9 @@
 //!   on another node, and fan-out on 1 to 3 nodes.
 //! - `e2e-server-memory`: redial-server heap and RSS per idle session, live
 //!   and held in the memory store.
+//! - `e2e-socketio`: redial-server (Redis store) side by side with a
+//!   Socket.IO 4.8 server (connection state recovery, Redis Streams
+//!   adapter): memory per idle connection, fan-out, latency, resume burst.
 //!
 //! Every binary takes `--quick` for a CI smoke run of a few seconds that
 //! prints figures but asserts nothing about timing.
@@ -196,7 +199,13 @@ pub fn vmrss_kib() -> Option<u64> {
 
 /// A `kB` field of `/proc/self/status`.
 pub fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    pid_status_kib("self", field)
+}
+
+/// A `/proc/<pid>/status` field in KiB (`"VmRSS:"`), of another process
+/// (`pid` a number) or of this one (`"self"`).
+pub fn pid_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))
@@ -238,6 +247,30 @@ impl Args {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     }
+}
+
+/// A redial-tokio `Wire` client on `url` with the default configuration,
+/// once connected (within `within`); its later events are drained. For a
+/// publisher whose deliveries the benchmark counts elsewhere.
+pub async fn connected_wire_client(
+    url: String,
+    within: Duration,
+) -> Result<redial_tokio::Handle, Box<dyn std::error::Error + Send + Sync>> {
+    let (handle, mut events) = redial_tokio::builder(url)
+        .config(redial_core::Config::builder().build()?)
+        .protocol(redial_core::Wire)
+        .connect()?;
+    tokio::time::timeout(within, async {
+        while let Some(e) = events.recv().await {
+            if matches!(e, redial_core::Event::Connected { .. }) {
+                break;
+            }
+        }
+    })
+    .await
+    .map_err(|_| "the client did not connect")?;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Ok(handle)
 }
 
 #[cfg(test)]

@@ -75,6 +75,7 @@ pub async fn handler(
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(node.config().read_buffer())
+        .write_buffer_size(node.config().write_buffer())
         .on_upgrade(move |socket| drive::<Message, _, _>(node, socket, principal))
 }
 

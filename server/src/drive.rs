@@ -2,15 +2,15 @@
 //! calls awaited in order, notices routed in, frames out with coalesced
 //! writes, all through one [`Connection`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use redial_core::wire::{error_code, Frame};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::connection::{Action, Connection};
@@ -51,17 +51,138 @@ enum Write<M> {
     Close(M),
 }
 
+/// The hand-off between a connection task and its writer task: writes one
+/// way, counts of frames written the other.
+///
+/// A queue under a lock and two wake-ups rather than two channels: a
+/// tokio channel allocates its first block of slots (and cache-padded
+/// ends) when it is made, about 1.5 KiB per channel per connection, idle
+/// or not; this holds nothing until a write is queued. Bounded as the
+/// channel was: the session core's outbound window caps what is queued.
+struct Outbox<M> {
+    state: Mutex<OutboxState<M>>,
+    /// Wakes the writer: a write queued, or the connection task gone.
+    to_writer: Notify,
+    /// Wakes the connection task: frames written, or the writer gone.
+    to_conn: Notify,
+}
+
+struct OutboxState<M> {
+    queue: VecDeque<Write<M>>,
+    /// Frames written since the connection task last took the count.
+    written: usize,
+    conn_gone: bool,
+    writer_gone: bool,
+}
+
+impl<M> Outbox<M> {
+    fn new() -> Self {
+        Outbox {
+            state: Mutex::new(OutboxState {
+                queue: VecDeque::new(),
+                written: 0,
+                conn_gone: false,
+                writer_gone: false,
+            }),
+            to_writer: Notify::new(),
+            to_conn: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, OutboxState<M>> {
+        // Nothing panics while holding it; a poisoned lock still holds
+        // consistent state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `w` for the writer (dropped if the writer is gone).
+    fn send(&self, w: Write<M>) {
+        let mut s = self.state();
+        if !s.writer_gone {
+            s.queue.push_back(w);
+        }
+        drop(s);
+        self.to_writer.notify_one();
+    }
+
+    /// The connection task is done queueing: the writer ends once the
+    /// queue is empty.
+    fn close(&self) {
+        self.state().conn_gone = true;
+        self.to_writer.notify_one();
+    }
+
+    /// The next queued write, or `None` once the connection task is gone
+    /// and everything it queued was taken.
+    async fn next_write(&self) -> Option<Write<M>> {
+        loop {
+            let notified = self.to_writer.notified();
+            {
+                let mut s = self.state();
+                if let Some(w) = s.queue.pop_front() {
+                    if s.queue.is_empty() {
+                        // An idle connection keeps no queue.
+                        s.queue = VecDeque::new();
+                    }
+                    return Some(w);
+                }
+                if s.conn_gone {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn written(&self, n: usize) {
+        self.state().written += n;
+        self.to_conn.notify_one();
+    }
+
+    fn writer_gone(&self) {
+        let mut s = self.state();
+        s.writer_gone = true;
+        s.queue.clear();
+        drop(s);
+        self.to_conn.notify_one();
+    }
+
+    /// Frames written since the last call, or `None` once the writer has
+    /// stopped (the socket failed) and every count was taken. Cancel-safe.
+    async fn wait_written(&self) -> Option<usize> {
+        loop {
+            let notified = self.to_conn.notified();
+            {
+                let mut s = self.state();
+                if s.written > 0 {
+                    return Some(std::mem::take(&mut s.written));
+                }
+                if s.writer_gone {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Writes what it is given, feeding every message of a batch and flushing
 /// once, and reports how many frames reached the socket.
-async fn writer<M, K>(
-    mut sink: K,
-    mut rx: mpsc::UnboundedReceiver<Write<M>>,
-    done: mpsc::UnboundedSender<usize>,
-) where
+async fn writer<M, K>(mut sink: K, outbox: Arc<Outbox<M>>)
+where
     M: WsMessage,
     K: Sink<M> + Unpin,
 {
-    while let Some(w) = rx.recv().await {
+    write_all(&mut sink, &outbox).await;
+    outbox.writer_gone();
+}
+
+async fn write_all<M, K>(sink: &mut K, outbox: &Outbox<M>)
+where
+    M: WsMessage,
+    K: Sink<M> + Unpin,
+{
+    while let Some(w) = outbox.next_write().await {
         match w {
             Write::Frames(batch) => {
                 let n = batch.len();
@@ -73,7 +194,7 @@ async fn writer<M, K>(
                 if sink.flush().await.is_err() {
                     return;
                 }
-                let _ = done.send(n);
+                outbox.written(n);
             }
             Write::Close(m) => {
                 let _ = sink.send(m).await;
@@ -117,9 +238,8 @@ where
     let _live = node.live_guard();
     let inner = node.inner.clone();
     let (sink, mut stream) = socket.split();
-    let (write_tx, write_rx) = mpsc::unbounded_channel();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(writer(sink, write_rx, done_tx));
+    let outbox = Arc::new(Outbox::new());
+    let writer = tokio::spawn(writer(sink, outbox.clone()));
     let mailbox = Arc::new(Mailbox::default());
     let mut shutdown = inner.shutdown.subscribe();
     // Orders given before this connection opened are not for it.
@@ -163,7 +283,9 @@ where
                     batch.push(M::binary(frame.to_bytes()));
                 }
                 Action::Store(op) => {
-                    let reply = node.execute(&op).await;
+                    // Boxed, as below: an await's state sizes the task's
+                    // future even while the connection is idle.
+                    let reply = Box::pin(node.execute(&op)).await;
                     if let StoreReply::Published(PublishOutcome::Applied) = reply {
                         inner
                             .counters
@@ -174,15 +296,15 @@ where
                 }
                 // Awaited here, so one session's requests (and the replies
                 // they send) keep their order.
-                Action::Request(r) => node.request(r).await,
+                Action::Request(r) => Box::pin(node.request(r)).await,
                 Action::Close { code, reason } => {
                     tracing::Span::current().record("close_code", code);
                     tracing::debug!(close_code = code, "closing");
                     if !batch.is_empty() {
-                        let _ = write_tx.send(Write::Frames(std::mem::take(&mut batch)));
+                        outbox.send(Write::Frames(std::mem::take(&mut batch)));
                     }
                     if !peer_gone {
-                        let _ = write_tx.send(Write::Close(M::close(code, &reason)));
+                        outbox.send(Write::Close(M::close(code, &reason)));
                     }
                     closing = true;
                 }
@@ -209,7 +331,7 @@ where
             }
         }
         if !batch.is_empty() {
-            let _ = write_tx.send(Write::Frames(batch));
+            outbox.send(Write::Frames(batch));
         }
         if closing || peer_gone {
             break;
@@ -234,7 +356,7 @@ where
                     }
                 }
             }
-            n = done_rx.recv() => match n {
+            n = outbox.wait_written() => match n {
                 Some(n) => conn.handle_written(node.now_ms(), n),
                 // The writer stopped: the socket failed.
                 None => {
@@ -280,7 +402,7 @@ where
     if let Some(s) = &registered {
         node.release(s, conn_id, listening.iter().map(String::as_str));
     }
-    drop(write_tx);
+    outbox.close();
     // A peer that stopped reading leaves the writer stuck on a full socket:
     // give it the linger to finish, then drop the socket.
     let mut writer = writer;

@@ -66,7 +66,10 @@ pub mod token;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
-pub use config::{ConfigError, ServerConfig, ServerConfigBuilder, DEFAULT_STORE_TIMEOUT_MS};
+pub use config::{
+    ConfigError, ServerConfig, ServerConfigBuilder, DEFAULT_READ_BUFFER, DEFAULT_STORE_TIMEOUT_MS,
+    DEFAULT_WRITE_BUFFER,
+};
 pub use connection::{Action, Connection, Phase, Request, SLOW_CONSUMER};
 #[cfg(feature = "tokio")]
 pub use node::{Authorize, Node, NodeBuilder, NodeStats, Open, Rejection};

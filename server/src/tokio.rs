@@ -75,7 +75,9 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
 
 /// Serves one accepted TCP connection: the upgrade, then the session.
 pub async fn serve_connection(stream: TcpStream, node: Node) {
-    if let Some((ws, principal)) = accept(stream, &node).await {
+    // Boxed: the handshake's state is larger than the session's, and would
+    // otherwise size this task's future for the connection's whole life.
+    if let Some((ws, principal)) = Box::pin(accept(stream, &node)).await {
         serve_socket(node.clone(), ws, principal).await;
     }
 }
@@ -113,6 +115,7 @@ pub async fn accept(
     config.max_message_size = Some(node.config().limits().max_frame_len);
     config.max_frame_size = Some(node.config().limits().max_frame_len);
     config.read_buffer_size = node.config().read_buffer();
+    config.write_buffer_size = node.config().write_buffer();
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
     let timeout = std::time::Duration::from_millis(node.config().hello_timeout_ms);
     let Ok(Ok(ws)) = tokio::time::timeout(timeout, upgrade).await else {

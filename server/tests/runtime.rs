@@ -637,12 +637,15 @@ async fn going_away_and_close_all_reach_open_connections_only() {
     assert!(hello(&mut ws, Some(w2.resume_token), 0).await.resumed);
 }
 
-/// The read buffer starts small (8 KiB) and grows: a PUBLISH far larger
-/// than it arrives whole.
+/// The read buffer starts small ([`redial_server::DEFAULT_READ_BUFFER`])
+/// and grows: a PUBLISH far larger than it arrives whole.
 #[tokio::test]
 async fn messages_larger_than_the_read_buffer_arrive_whole() {
     let node = node(config());
-    assert_eq!(node.config().read_buffer(), 8 << 10);
+    assert_eq!(
+        node.config().read_buffer(),
+        redial_server::DEFAULT_READ_BUFFER
+    );
     let url = serve(&node).await;
     let mut ws = dial(&url, &[]).await.unwrap();
     hello(&mut ws, None, 0).await;

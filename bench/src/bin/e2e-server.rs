@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use redial_bench::{load_average, percentile, Args};
+use redial_bench::{connected_wire_client, load_average, percentile, Args};
 use redial_core::wire::{self, Frame, Hello, Limits, Welcome};
 use redial_core::{Config, Event, Payload, ResumeToken, Wire};
 use redial_server::memory::MemoryStore;
@@ -345,20 +345,7 @@ async fn fanout(
         })
         .await?;
 
-    let (publisher, mut pub_events) = redial_tokio::builder(urls[0].clone())
-        .config(client_config()?)
-        .protocol(Wire)
-        .connect()?;
-    tokio::time::timeout(PHASE, async {
-        while let Some(e) = pub_events.recv().await {
-            if matches!(e, Event::Connected { .. }) {
-                break;
-            }
-        }
-    })
-    .await
-    .map_err(|_| "the publisher did not connect")?;
-    tokio::spawn(async move { while pub_events.recv().await.is_some() {} });
+    let publisher = connected_wire_client(urls[0].clone(), PHASE).await?;
 
     let payload = Payload::binary(bytes::Bytes::from(vec![0x5A; PAYLOAD]));
     let start = Instant::now();
