@@ -117,6 +117,8 @@ pub use protocol::json_rpc::codec as json_rpc;
 pub use protocol::mqtt::codec as mqtt;
 #[cfg(feature = "nats")]
 pub use protocol::nats::codec as nats;
+#[cfg(feature = "socket-io")]
+pub use protocol::socket_io::codec as socket_io;
 pub use protocol::wire::codec as wire;
 
 pub use action::{Action, SendKind};
@@ -134,6 +136,8 @@ pub use protocol::GraphqlWs;
 pub use protocol::JsonRpc;
 #[cfg(feature = "nats")]
 pub use protocol::Nats;
+#[cfg(feature = "socket-io")]
+pub use protocol::SocketIo;
 pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire, WireError};
 
 pub use queue::SendLimits;

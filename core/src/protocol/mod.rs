@@ -176,6 +176,8 @@ pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod raw;
+#[cfg(feature = "socket-io")]
+pub mod socket_io;
 pub mod wire;
 
 #[cfg(feature = "graphql-ws")]
@@ -185,6 +187,8 @@ pub use json_rpc::JsonRpc;
 #[cfg(feature = "nats")]
 pub use nats::Nats;
 pub use raw::{Raw, RawHeartbeat};
+#[cfg(feature = "socket-io")]
+pub use socket_io::SocketIo;
 pub use wire::{Wire, WireError};
 
 /// The server broke the protocol. The session closes the transport (1002,
