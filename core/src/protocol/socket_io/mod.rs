@@ -28,6 +28,12 @@ const NAME: &str = "socket.io";
 /// socket on purpose (Socket.IO's own words for it).
 pub const SERVER_DISCONNECT: &str = "io server disconnect";
 
+/// The most events kept from before the CONNECT reply (a recovering server
+/// sends the missed events first), and their most bytes; more is a
+/// protocol error.
+const MAX_EARLY_EVENTS: usize = 4096;
+const MAX_EARLY_BYTES: usize = 16 * 1024 * 1024;
+
 /// Event names Socket.IO reserves: a server never receives them as events,
 /// so publishing one is refused.
 const RESERVED: [&str; 6] = [
@@ -102,7 +108,10 @@ const RESERVED: [&str; 6] = [
 ///
 /// # Bounds
 /// Packets are bounded by [`codec::Limits`] (1 MB, 256 arguments, 256-byte
-/// namespaces by default); calls in flight by the session's own bound.
+/// namespaces, nesting 32 by default); calls in flight by the session's own
+/// bound. A recovering server sends the missed events ahead of its CONNECT
+/// reply: up to 4096 events and 16 MiB are held until the reply and then
+/// delivered; more is a protocol error.
 #[derive(Clone)]
 pub struct SocketIo {
     namespace: String,
@@ -136,6 +145,11 @@ struct Conn {
     max_payload: Option<u64>,
     /// Calls in flight: ack id to the session's call.
     calls: BTreeMap<u64, CallId>,
+    /// Events that came before the CONNECT reply, delivered right after
+    /// it: name and arguments.
+    early: Vec<(Text, String)>,
+    /// Their bytes.
+    early_bytes: usize,
 }
 
 // The auth object and the token may hold credentials, the private session
@@ -302,6 +316,21 @@ impl SocketIo {
                     ready.kept = self.subscribed.iter().cloned().collect();
                 }
                 out.fact(Inbound::Ready(ready));
+                // A recovering server sends the missed events ahead of its
+                // reply: now they go out, in order, for the names that
+                // stand (recovered) or are about to be subscribed again.
+                for (name, args) in std::mem::take(&mut self.conn.early) {
+                    let key = self.subscribed.get(&name).or(self.previous.get(&name));
+                    if let Some(key) = key {
+                        out.fact(Inbound::Data {
+                            key: Some(key.clone()),
+                            offset: None,
+                            payload: Payload::text(args),
+                            headers: None,
+                        });
+                    }
+                }
+                self.conn.early_bytes = 0;
             }
             PacketKind::ConnectError => out.fact(Inbound::Failed {
                 code: 0,
@@ -313,7 +342,7 @@ impl SocketIo {
                 reason: Text::from(SERVER_DISCONNECT),
                 rule: CloseRule::Terminal(TerminalReason::AdminDisconnect),
             }),
-            _ if !cx.ready => return Err(ProtocolError::DataBeforeReady),
+            PacketKind::Ack if !cx.ready => return Err(ProtocolError::DataBeforeReady),
             PacketKind::Event => {
                 let args = packet.args(self.limits).map_err(bad)?;
                 let (name, rest) = split_name(&args).ok_or_else(|| {
@@ -327,7 +356,20 @@ impl SocketIo {
                         self.offset = Some(offset);
                     }
                 }
-                if let Some(key) = self.subscribed.get(&Text::from(name)) {
+                let name = Text::from(name);
+                if !self.conn.ready {
+                    let args = join(rest);
+                    self.conn.early_bytes += name.len() + args.len();
+                    if self.conn.early.len() >= MAX_EARLY_EVENTS
+                        || self.conn.early_bytes > MAX_EARLY_BYTES
+                    {
+                        return Err(ProtocolError::invalid(
+                            NAME,
+                            "too many events before the CONNECT reply",
+                        ));
+                    }
+                    self.conn.early.push((name, args));
+                } else if let Some(key) = self.subscribed.get(&name) {
                     out.fact(Inbound::Data {
                         key: Some(key.clone()),
                         offset: None,

@@ -264,15 +264,32 @@ fn a_recovered_session_replays_and_keeps_its_subscriptions() {
     h.drop_link();
     let connect = h.open();
     assert_eq!(connect, r#"40{"offset":"o-2","pid":"P1"}"#);
-    h.server(r#"40{"sid":"s1","pid":"P1"}"#);
+    // The server sends the missed events ahead of its reply.
     h.server(r#"42["tick",3,"o-3"]"#);
+    h.server(r#"42["other",9,"o-4"]"#);
+    h.server(r#"42["tick",4,"o-5"]"#);
+    h.server(r#"40{"sid":"s1","pid":"P1"}"#);
+    h.server(r#"42["tick",5,"o-6"]"#);
     let events = h.events();
     assert_eq!(resumed(&events), Some(true));
     assert!(resubscribed(&events).is_empty(), "{events:?}");
+    let connected_at = events
+        .iter()
+        .position(|e| matches!(e, Event::Connected { .. }));
+    let first_message = events
+        .iter()
+        .position(|e| matches!(e, Event::Message { .. }));
+    assert!(connected_at < first_message, "{events:?}");
     assert_eq!(
         messages(&events),
-        [("tick".to_owned(), r#"[3,"o-3"]"#.to_owned())]
+        [
+            ("tick".to_owned(), r#"[3,"o-3"]"#.to_owned()),
+            ("tick".to_owned(), r#"[4,"o-5"]"#.to_owned()),
+            ("tick".to_owned(), r#"[5,"o-6"]"#.to_owned())
+        ]
     );
+    h.drop_link();
+    assert_eq!(h.open(), r#"40{"offset":"o-6","pid":"P1"}"#);
 }
 
 #[test]
@@ -364,10 +381,28 @@ fn garbage_binary_and_an_engine_close_reconnect() {
 }
 
 #[test]
-fn events_before_the_connect_reply_are_a_protocol_error() {
+fn events_before_the_connect_reply_are_bounded() {
     let mut h = Harness::new(SocketIo::new());
     h.open();
+    for n in 0..MAX_EARLY_EVENTS {
+        h.server(&format!(r#"42["tick",{n}]"#));
+    }
+    assert!(h
+        .events()
+        .iter()
+        .all(|e| !matches!(e, Event::Disconnected { .. })));
     h.server(r#"42["tick",1]"#);
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { .. })));
+}
+
+#[test]
+fn an_ack_before_the_connect_reply_is_a_protocol_error() {
+    let mut h = Harness::new(SocketIo::new());
+    h.open();
+    h.server(r#"431[1]"#);
     assert!(h
         .events()
         .iter()
