@@ -49,6 +49,12 @@ pub enum ProtocolArg {
     /// JSON-RPC 2.0 with pubsub (`eth_subscribe`): subscriptions renewed
     /// after every reconnect, stdin lines as calls.
     JsonRpc,
+    /// Socket.IO 5 (Engine.IO 4, WebSocket transport; URL
+    /// ws://HOST:PORT/socket.io/?EIO=4&transport=websocket): events of the
+    /// --subscribe names printed, stdin lines emitted as --channel events,
+    /// connection state recovery across reconnects.
+    #[value(name = "socket.io")]
+    SocketIo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,7 +98,10 @@ pub struct ClientArgs {
     /// json-rpc: prints `KEY<TAB>RESULT` per notification of the
     /// --subscribe subscriptions (keys 1, 2, ... in order), and each stdin
     /// line `METHOD [PARAMS-JSON]` is a call whose reply is printed as one
-    /// JSON line.
+    /// JSON line; socket.io: prints the arguments (a JSON array) of each
+    /// event named by --subscribe (`EVENT<TAB>ARGS` with several), and
+    /// emits each stdin line, a JSON array of arguments, as a --channel
+    /// event.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Raw)]
     pub protocol: ProtocolArg,
 
@@ -102,14 +111,19 @@ pub struct ClientArgs {
 
     /// Subscribe (repeatable): a channel (wire), a subscription operation
     /// such as 'subscription { ticks }' (graphql-ws), a subject (nats), the
-    /// subscribe params as JSON such as '["newHeads"]' (json-rpc).
+    /// subscribe params as JSON such as '["newHeads"]' (json-rpc), an event
+    /// name (socket.io).
     #[arg(long, value_name = "CHANNEL|QUERY|SUBJECT|PARAMS")]
     pub subscribe: Vec<String>,
 
-    /// Publish stdin lines to CHANNEL (wire) or subject (nats, required
-    /// there to send anything).
+    /// Publish stdin lines to CHANNEL (wire), subject (nats, required
+    /// there to send anything) or event (socket.io, required there too).
     #[arg(long, value_name = "CHANNEL")]
     pub channel: Option<String>,
+
+    /// The Socket.IO namespace to join (socket.io only; default `/`).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
 
     /// The connection_init payload, a JSON object (graphql-ws only); a
     /// --token/--token-cmd token is added to it as "token".

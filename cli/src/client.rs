@@ -7,7 +7,7 @@ use std::time::Duration;
 use redial_core::protocol::json_rpc::Liveness;
 use redial_core::{
     AuthToken, Backoff, CallError, CallOptions, Config, ConfigError, Event, GraphqlWs, JsonRpc,
-    Nats, Payload, Raw, SendError, TerminalReason, Text, Wire,
+    Nats, Payload, Raw, SendError, SocketIo, TerminalReason, Text, Wire,
 };
 use redial_tokio::tls::certificates_from_pem;
 use redial_tokio::tls::rustls::pki_types::CertificateDer;
@@ -128,10 +128,12 @@ fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
         }
     }
     use ProtocolArg::{GraphqlWs as Gql, JsonRpc as J, Nats as N, Raw as R, Wire as W};
-    let allowed: [(&str, bool, &[ProtocolArg]); 7] = [
-        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N, J]),
+    let sio = ProtocolArg::SocketIo;
+    let allowed: [(&str, bool, &[ProtocolArg]); 8] = [
+        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N, J, sio]),
         ("--liveness-call", a.liveness_call.is_some(), &[J]),
-        ("--channel", a.channel.is_some(), &[W, N]),
+        ("--channel", a.channel.is_some(), &[W, N, sio]),
+        ("--namespace", a.namespace.is_some(), &[sio]),
         ("--name", a.name.is_some(), &[W]),
         ("--init-payload", a.init_payload.is_some(), &[Gql]),
         ("--on-connect", !a.on_connect.is_empty(), &[R]),
@@ -233,6 +235,15 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             }
             builder.protocol(rpc)
         }
+        ProtocolArg::SocketIo => {
+            let mut sio = SocketIo::new();
+            if let Some(ns) = &a.namespace {
+                sio = sio
+                    .namespace(ns)
+                    .map_err(|e| CliError::Usage(format!("invalid --namespace: {e}")))?;
+            }
+            builder.protocol(sio)
+        }
     };
     for (name, value) in &a.header {
         builder = builder.header(name.as_str(), value.as_str());
@@ -271,7 +282,9 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
         None => None,
     };
     // Read events from the start: the driver waits while they pile up.
-    let keyed = a.protocol == ProtocolArg::JsonRpc;
+    let calls = a.protocol == ProtocolArg::JsonRpc;
+    // Socket.IO events carry their name: shown when there are several.
+    let keyed = calls || (a.protocol == ProtocolArg::SocketIo && a.subscribe.len() > 1);
     let mut printer = tokio::spawn(print_events(events, reporter.clone(), keyed));
     // Recorded now, sent once connected and renewed after reconnects.
     for (i, sub) in a.subscribe.iter().enumerate() {
@@ -302,7 +315,7 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             reporter.warning(&format!("cannot keep {message:?}: {e}"));
         }
     }
-    let mut forwarder = if keyed {
+    let mut forwarder = if calls {
         tokio::spawn(call_stdin(handle.clone(), reporter.clone()))
     } else {
         tokio::spawn(forward_stdin(

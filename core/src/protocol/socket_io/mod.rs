@@ -80,8 +80,9 @@ const RESERVED: [&str; 6] = [
 ///
 /// # Across a reconnect
 /// With connection state recovery on the server, the CONNECT reply carries
-/// a private session id and each broadcast event ends with its offset, a
-/// string argument (delivered with the others, as Socket.IO delivers it).
+/// a private session id and each event the server emits without asking
+/// for an acknowledgement ends with its offset, a string argument
+/// (delivered with the others, as Socket.IO clients deliver it).
 /// The client keeps the id and the last event's offset and presents both
 /// on the next CONNECT.
 /// - Recovered (the server answers with the same private id):
