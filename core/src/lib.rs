@@ -78,8 +78,9 @@
 //! - [`close_policy`]: where a close code or handshake status becomes a
 //!   decision.
 //! - [`protocol`]: the session layer protocols plug into; [`Raw`], [`Wire`],
-//!   `GraphqlWs`, `Nats` and `JsonRpc` implement it, and so can you.
-//! - [`wire`], `graphql_ws`, `nats`, `json_rpc`, `mqtt`: the codecs under them (each lives in
+//!   `GraphqlWs`, `Nats`, `JsonRpc` and `SocketIo` implement it, and so can
+//!   you.
+//! - [`wire`], `graphql_ws`, `nats`, `json_rpc`, `mqtt`, `socket_io`: the codecs under them (each lives in
 //!   its protocol's folder, `protocol::<name>::codec`).
 //! - [`Session`]: the state machine that ties them together.
 //! - [`timer`]: the deadline table the session (and the server's

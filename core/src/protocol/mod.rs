@@ -7,8 +7,9 @@
 //! (the socket opened, publish this, subscribe that, the link is quiet) into
 //! WebSocket frames, and WebSocket frames into [`Inbound`] facts (ready,
 //! data, acked, subscribed, going away, a server error and what it means).
-//! [`Raw`], [`Wire`], and with their features [`GraphqlWs`], [`Nats`] and
-//! [`JsonRpc`] are the implementations that come with redial.
+//! [`Raw`], [`Wire`], and with their features [`GraphqlWs`], [`Nats`],
+//! [`JsonRpc`] and [`SocketIo`] are the implementations that come with
+//! redial.
 //!
 //! # Writing a protocol
 //! Implement [`Protocol`]: say what you have in [`Capabilities`], send your
