@@ -1,8 +1,10 @@
 //! Sets one cfg per tool or server a CLI test needs, when it is on `PATH`
 //! or when `CI` is set: `redial_has_promtool` (Debian package
 //! `prometheus`), `redial_has_redis` (`redis-server`),
-//! `redial_has_mosquitto` (`mosquitto`), and
-//! `redial_has_anvil` when `npm ci` ran in `tests/anvil`. The tests that
+//! `redial_has_mosquitto` (`mosquitto`),
+//! `redial_has_anvil` when `npm ci` ran in `tests/anvil`, and
+//! `redial_has_socketio` with node and `npm ci` run in
+//! `tests/socketio-server`. The tests that
 //! need one are then reported as ignored, not passed, where it is missing;
 //! the same mechanism as the `tests` package's server launchers (see
 //! `tests/src/servers/mod.rs`).
@@ -33,6 +35,17 @@ fn main() {
     }
     if ci || anvil.is_file() {
         println!("cargo:rustc-cfg=redial_has_anvil");
+    }
+    // The Socket.IO suite: node and `npm ci` in tests/socketio-server.
+    let socketio = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/socketio-server/node_modules/socket.io/package.json");
+    println!("cargo:rustc-check-cfg=cfg(redial_has_socketio)");
+    if let Some(dir) = socketio.ancestors().find(|d| d.is_dir()) {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    let node = dirs.iter().any(|d| d.join("node").is_file());
+    if ci || (node && socketio.is_file()) {
+        println!("cargo:rustc-cfg=redial_has_socketio");
     }
     for (program, cfg) in NEEDED {
         println!("cargo:rustc-check-cfg=cfg({cfg})");

@@ -52,6 +52,12 @@ pub enum ProtocolArg {
     /// MQTT 3.1.1 over WebSocket (subprotocol mqtt) with a persistent
     /// session: QoS 1 and 2 publishes survive reconnects.
     Mqtt,
+    /// Socket.IO 5 (Engine.IO 4, WebSocket transport; URL
+    /// ws://HOST:PORT/socket.io/?EIO=4&transport=websocket): events of the
+    /// --subscribe names printed, stdin lines emitted as --channel events,
+    /// connection state recovery across reconnects.
+    #[value(name = "socket.io")]
+    SocketIo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,7 +103,10 @@ pub struct ClientArgs {
     /// line `METHOD [PARAMS-JSON]` is a call whose reply is printed as one
     /// JSON line; mqtt: prints messages of the --subscribe topic filters
     /// (`TOPIC<TAB>PAYLOAD` with several), publishes stdin lines to
-    /// --channel at --qos.
+    /// --channel at --qos; socket.io: prints the arguments (a JSON array)
+    /// of each event named by --subscribe (`EVENT<TAB>ARGS` with several),
+    /// and emits each stdin line, a JSON array of arguments, as a --channel
+    /// event.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Raw)]
     pub protocol: ProtocolArg,
 
@@ -108,14 +117,19 @@ pub struct ClientArgs {
     /// Subscribe (repeatable): a channel (wire), a subscription operation
     /// such as 'subscription { ticks }' (graphql-ws), a subject (nats), the
     /// subscribe params as JSON such as '["newHeads"]' (json-rpc), a topic
-    /// filter with an optional QoS such as 'sensors/+/temp:2' (mqtt).
-    #[arg(long, value_name = "CHANNEL|QUERY|SUBJECT|PARAMS|TOPIC[:QOS]")]
+    /// filter with an optional QoS such as 'sensors/+/temp:2' (mqtt), an
+    /// event name (socket.io).
+    #[arg(long, value_name = "CHANNEL|QUERY|SUBJECT|PARAMS|TOPIC[:QOS]|EVENT")]
     pub subscribe: Vec<String>,
 
-    /// Publish stdin lines to CHANNEL (wire), subject (nats) or topic
-    /// (mqtt); nats and mqtt need it to send anything.
+    /// Publish stdin lines to CHANNEL (wire), subject (nats), topic (mqtt)
+    /// or event (socket.io); all but wire need it to send anything.
     #[arg(long, value_name = "CHANNEL")]
     pub channel: Option<String>,
+
+    /// The Socket.IO namespace to join (socket.io only; default `/`).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
 
     /// The connection_init payload, a JSON object (graphql-ws only); a
     /// --token/--token-cmd token is added to it as "token".

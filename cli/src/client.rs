@@ -8,7 +8,7 @@ use redial_core::mqtt::QoS;
 use redial_core::protocol::json_rpc::Liveness;
 use redial_core::{
     AuthToken, Backoff, CallError, CallOptions, Config, ConfigError, Event, GraphqlWs, JsonRpc,
-    Mqtt, Nats, Payload, Raw, SendError, TerminalReason, Text, Wire,
+    Mqtt, Nats, Payload, Raw, SendError, SocketIo, TerminalReason, Text, Wire,
 };
 use redial_tokio::tls::certificates_from_pem;
 use redial_tokio::tls::rustls::pki_types::CertificateDer;
@@ -129,13 +129,19 @@ fn usage_checks(a: &ClientArgs) -> Result<String, CliError> {
         }
     }
     use ProtocolArg::{GraphqlWs as Gql, JsonRpc as J, Mqtt as M, Nats as N, Raw as R, Wire as W};
-    let allowed: [(&str, bool, &[ProtocolArg]); 10] = [
-        ("--subscribe", !a.subscribe.is_empty(), &[W, Gql, N, J, M]),
+    let sio = ProtocolArg::SocketIo;
+    let allowed: [(&str, bool, &[ProtocolArg]); 11] = [
+        (
+            "--subscribe",
+            !a.subscribe.is_empty(),
+            &[W, Gql, N, J, M, sio],
+        ),
         ("--liveness-call", a.liveness_call.is_some(), &[J]),
-        ("--channel", a.channel.is_some(), &[W, N, M]),
+        ("--channel", a.channel.is_some(), &[W, N, M, sio]),
         ("--qos", a.qos.is_some(), &[M]),
         ("--client-id", a.client_id.is_some(), &[M]),
         ("--username", a.username.is_some(), &[M]),
+        ("--namespace", a.namespace.is_some(), &[sio]),
         ("--name", a.name.is_some(), &[W]),
         ("--init-payload", a.init_payload.is_some(), &[Gql]),
         ("--on-connect", !a.on_connect.is_empty(), &[R]),
@@ -262,6 +268,15 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             builder.protocol(rpc)
         }
         ProtocolArg::Mqtt => builder.protocol(mqtt(&a)?),
+        ProtocolArg::SocketIo => {
+            let mut sio = SocketIo::new();
+            if let Some(ns) = &a.namespace {
+                sio = sio
+                    .namespace(ns)
+                    .map_err(|e| CliError::Usage(format!("invalid --namespace: {e}")))?;
+            }
+            builder.protocol(sio)
+        }
     };
     for (name, value) in &a.header {
         builder = builder.header(name.as_str(), value.as_str());
@@ -300,9 +315,12 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
         None => None,
     };
     // Read events from the start: the driver waits while they pile up.
-    // The channel goes with each message where it tells them apart.
-    let keyed = a.protocol == ProtocolArg::JsonRpc
-        || (a.protocol == ProtocolArg::Mqtt && a.subscribe.len() > 1);
+    let calls = a.protocol == ProtocolArg::JsonRpc;
+    // The channel goes with each message where it tells them apart: MQTT
+    // topics and Socket.IO event names when there are several.
+    let keyed = calls
+        || (matches!(a.protocol, ProtocolArg::Mqtt | ProtocolArg::SocketIo)
+            && a.subscribe.len() > 1);
     let mut printer = tokio::spawn(print_events(events, reporter.clone(), keyed));
     // Recorded now, sent once connected and renewed after reconnects.
     for (i, sub) in a.subscribe.iter().enumerate() {
@@ -337,7 +355,7 @@ pub async fn run(a: ClientArgs) -> Result<Exit, CliError> {
             reporter.warning(&format!("cannot keep {message:?}: {e}"));
         }
     }
-    let mut forwarder = if a.protocol == ProtocolArg::JsonRpc {
+    let mut forwarder = if calls {
         tokio::spawn(call_stdin(handle.clone(), reporter.clone()))
     } else {
         tokio::spawn(forward_stdin(

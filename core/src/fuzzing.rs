@@ -854,6 +854,11 @@ pub enum ProtocolKind {
     /// within 300 ms), answered, ignored or asked to fire at once; calls,
     /// answered, rejected or not.
     Timed,
+    /// [`crate::SocketIo`]: the Engine.IO open, CONNECT replies that
+    /// recover the session or not, pings, events with offsets, acks,
+    /// server disconnects, connect errors, Engine.IO closes.
+    #[cfg(feature = "socket-io")]
+    SocketIo,
 }
 
 /// One input of a [`ProtocolScenario`].
@@ -1036,6 +1041,18 @@ fn vocabulary(kind: ProtocolKind, n: u8) -> Frame {
             3 => format!("reject {} -32602", n / 5 % 8),
             _ => format!("m{n}"),
         }),
+        #[cfg(feature = "socket-io")]
+        ProtocolKind::SocketIo => text(match n % 9 {
+            0 => r#"0{"sid":"e","upgrades":[],"pingInterval":1000,"pingTimeout":500}"#.to_owned(),
+            1 => format!(r#"40{{"sid":"s","pid":"p{}"}}"#, n / 9 % 2),
+            2 => "2".to_owned(),
+            3 => format!(r#"42["c{key}",{n},"o{n}"]"#),
+            4 => format!("43{}[{n}]", n / 9 % 8 + 1),
+            5 => "41".to_owned(),
+            6 => r#"44{"message":"no"}"#.to_owned(),
+            7 => "1".to_owned(),
+            _ => format!(r#"42["c{key}"]"#),
+        }),
     }
 }
 
@@ -1053,6 +1070,8 @@ fn handshake(kind: ProtocolKind) -> &'static [u8] {
         #[cfg(feature = "mqtt")]
         ProtocolKind::Mqtt => &[0],
         ProtocolKind::Timed => &[],
+        #[cfg(feature = "socket-io")]
+        ProtocolKind::SocketIo => &[0, 1],
     }
 }
 
@@ -1118,7 +1137,18 @@ fn request_for(kind: ProtocolKind) -> Payload {
     match kind {
         #[cfg(feature = "json-rpc")]
         ProtocolKind::JsonRpc => Payload::text(r#"{"method":"eth_blockNumber","params":[]}"#),
+        #[cfg(feature = "socket-io")]
+        ProtocolKind::SocketIo => Payload::text(r#"["c0",1]"#),
         _ => Payload::text("q"),
+    }
+}
+
+/// What a publish carries, in the protocol's terms.
+fn publish_for(kind: ProtocolKind) -> Payload {
+    match kind {
+        #[cfg(feature = "socket-io")]
+        ProtocolKind::SocketIo => Payload::text("[1]"),
+        _ => Payload::text("p"),
     }
 }
 
@@ -1179,6 +1209,8 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
             config,
             Prober::new(Duration::from_secs(1), Duration::from_millis(300)),
         ),
+        #[cfg(feature = "socket-io")]
+        ProtocolKind::SocketIo => Session::new(config, crate::SocketIo::new()),
     };
     let mut now = base;
     let (mut dial_pending, mut token_pending, mut open, mut closed) = (false, false, false, false);
@@ -1261,7 +1293,7 @@ pub fn protocol_events(base: Instant, s: &ProtocolScenario) {
                 let _ = session.handle_send(now, Payload::text(format!("s{n}")));
             }
             ProtocolStep::Publish(n) => {
-                let _ = session.handle_publish(now, format!("c{}", n % 4), Payload::text("p"));
+                let _ = session.handle_publish(now, format!("c{}", n % 4), publish_for(s.kind));
             }
             ProtocolStep::Subscribe(n) => {
                 let key = n % 4;

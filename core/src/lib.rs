@@ -78,8 +78,9 @@
 //! - [`close_policy`]: where a close code or handshake status becomes a
 //!   decision.
 //! - [`protocol`]: the session layer protocols plug into; [`Raw`], [`Wire`],
-//!   `GraphqlWs`, `Nats` and `JsonRpc` implement it, and so can you.
-//! - [`wire`], `graphql_ws`, `nats`, `json_rpc`, `mqtt`: the codecs under them (each lives in
+//!   `GraphqlWs`, `Nats`, `JsonRpc` and `SocketIo` implement it, and so can
+//!   you.
+//! - [`wire`], `graphql_ws`, `nats`, `json_rpc`, `mqtt`, `socket_io`: the codecs under them (each lives in
 //!   its protocol's folder, `protocol::<name>::codec`).
 //! - [`Session`]: the state machine that ties them together.
 //! - [`timer`]: the deadline table the session (and the server's
@@ -117,6 +118,8 @@ pub use protocol::json_rpc::codec as json_rpc;
 pub use protocol::mqtt::codec as mqtt;
 #[cfg(feature = "nats")]
 pub use protocol::nats::codec as nats;
+#[cfg(feature = "socket-io")]
+pub use protocol::socket_io::codec as socket_io;
 pub use protocol::wire::codec as wire;
 
 pub use action::{Action, SendKind};
@@ -135,6 +138,8 @@ pub use protocol::JsonRpc;
 #[cfg(feature = "nats")]
 pub use protocol::Nats;
 // mqtt protocol
+#[cfg(feature = "socket-io")]
+pub use protocol::SocketIo;
 #[cfg(feature = "mqtt")]
 pub use protocol::{Mqtt, MqttBuilder};
 pub use protocol::{Protocol, ProtocolError, Raw, RawHeartbeat, Wire, WireError};

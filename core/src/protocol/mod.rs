@@ -7,8 +7,9 @@
 //! (the socket opened, publish this, subscribe that, the link is quiet) into
 //! WebSocket frames, and WebSocket frames into [`Inbound`] facts (ready,
 //! data, acked, subscribed, going away, a server error and what it means).
-//! [`Raw`], [`Wire`], and with their features [`GraphqlWs`], [`Nats`] and
-//! [`JsonRpc`] are the implementations that come with redial.
+//! [`Raw`], [`Wire`], and with their features [`GraphqlWs`], [`Nats`],
+//! [`JsonRpc`] and [`SocketIo`] are the implementations that come with
+//! redial.
 //!
 //! # Writing a protocol
 //! Implement [`Protocol`]: say what you have in [`Capabilities`], send your
@@ -176,6 +177,8 @@ pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod raw;
+#[cfg(feature = "socket-io")]
+pub mod socket_io;
 pub mod wire;
 
 #[cfg(feature = "graphql-ws")]
@@ -188,6 +191,8 @@ pub use nats::Nats;
 #[cfg(feature = "mqtt")]
 pub use mqtt::{Mqtt, MqttBuilder};
 pub use raw::{Raw, RawHeartbeat};
+#[cfg(feature = "socket-io")]
+pub use socket_io::SocketIo;
 pub use wire::{Wire, WireError};
 
 /// The server broke the protocol. The session closes the transport (1002,

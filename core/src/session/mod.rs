@@ -405,6 +405,8 @@ impl Session {
             if self.phase == Phase::Connected {
                 self.protocol.subscribe(&key, &spec, &mut self.out);
                 self.drain_frames();
+                // A protocol whose subscriptions are local confirms at once.
+                self.take_facts(now);
             }
         }
         Ok(())

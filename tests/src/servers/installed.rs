@@ -26,16 +26,19 @@ pub enum Server {
     Mosquitto,
     /// `npm ci` run in `tests/anvil` (the binary ships in the package).
     Anvil,
+    /// `node` on `PATH` and `npm ci` run in `tests/socketio-server`.
+    SocketIo,
 }
 
 impl Server {
     /// Every server, in the order the build script reports them.
-    pub const ALL: [Server; 5] = [
+    pub const ALL: [Server; 6] = [
         Server::Nats,
         Server::Redis,
         Server::Graphql,
         Server::Mosquitto,
         Server::Anvil,
+        Server::SocketIo,
     ];
 
     /// The cfg the build script sets when the server is installed.
@@ -46,6 +49,7 @@ impl Server {
             Server::Graphql => "redial_has_graphql",
             Server::Mosquitto => "redial_has_mosquitto",
             Server::Anvil => "redial_has_anvil",
+            Server::SocketIo => "redial_has_socketio",
         }
     }
 
@@ -57,6 +61,7 @@ impl Server {
             Server::Graphql => &["node"],
             Server::Mosquitto => &["mosquitto", "mosquitto_passwd"],
             Server::Anvil => &[],
+            Server::SocketIo => &["node"],
         }
     }
 
@@ -66,6 +71,7 @@ impl Server {
         match self {
             Server::Graphql => Some("graphql-server/node_modules/graphql-ws/package.json"),
             Server::Anvil => Some("anvil/node_modules/@foundry-rs/anvil/package.json"),
+            Server::SocketIo => Some("socketio-server/node_modules/socket.io/package.json"),
             Server::Nats | Server::Redis | Server::Mosquitto => None,
         }
     }

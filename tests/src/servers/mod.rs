@@ -5,7 +5,8 @@
 //! [`redis::RedisServer`] (`redis-server`, for the Redis store),
 //! [`mosquitto::Mosquitto`] (the MQTT broker with a WebSocket listener) and
 //! [`anvil::AnvilServer`] (the Ethereum development node pinned in
-//! `tests/anvil/`).
+//! `tests/anvil/`) and [`socketio::SocketIoServer`] (the Node Socket.IO
+//! server in `tests/socketio-server/`).
 //!
 //! # A test that needs a server is ignored, never passed, without it
 //!
@@ -58,6 +59,7 @@ pub mod installed;
 pub mod mosquitto;
 pub mod nats;
 pub mod redis;
+pub mod socketio;
 
 /// How long a server may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -183,6 +185,15 @@ macro_rules! needs {
             #[cfg_attr(
                 not(redial_has_anvil),
                 ignore = "needs tests/anvil/node_modules: apt-get install nodejs npm; cd tests/anvil; npm ci"
+            )]
+            $item
+        )*
+    };
+    (socketio; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_socketio),
+                ignore = "needs node and tests/socketio-server/node_modules: apt-get install nodejs npm; cd tests/socketio-server; npm ci"
             )]
             $item
         )*
