@@ -239,7 +239,7 @@ async fn io_server_disconnect_ends_the_session<R: Runtime>(make: impl Fn(String)
 
 on_every_runtime!(
     a_cut_within_the_window_is_recovered_with_every_missed_event_once_in_order: socketio,
-    with_redis_streams_a_server_restart_is_recovered: socketio,
+    with_redis_streams_a_server_restart_is_recovered: socketio_redis,
     a_restart_without_redis_gives_the_missed_data_notice: socketio,
     past_the_window_gives_the_missed_data_notice: socketio,
     an_emit_with_an_ack_is_answered: socketio,

@@ -139,7 +139,8 @@ pub fn or_skip<T>(launched: Result<T, LaunchError>) -> Option<T> {
 ///
 /// `needs!(nats; #[test] fn a() {..} #[tokio::test] async fn b() {..})`
 /// puts `#[cfg_attr(not(redial_has_nats), ignore = "..")]` on each item;
-/// the servers are `nats`, `redis`, `graphql` and `mosquitto`, and `needs!(; ..)` leaves
+/// the servers are `nats`, `redis`, `graphql`, `mosquitto`, `anvil`,
+/// `socketio` and `socketio_redis` (both), and `needs!(; ..)` leaves
 /// the items as they are (for macros whose tests may or may not need one).
 /// See the [module docs](crate::servers) for how the cfgs are set.
 #[macro_export]
@@ -194,6 +195,15 @@ macro_rules! needs {
             #[cfg_attr(
                 not(redial_has_socketio),
                 ignore = "needs node and tests/socketio-server/node_modules: apt-get install nodejs npm; cd tests/socketio-server; npm ci"
+            )]
+            $item
+        )*
+    };
+    (socketio_redis; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(all(redial_has_socketio, redial_has_redis)),
+                ignore = "needs node, tests/socketio-server/node_modules and redis-server: apt-get install nodejs npm redis-server; cd tests/socketio-server; npm ci"
             )]
             $item
         )*
