@@ -60,6 +60,7 @@ scenarios!(
     unsent_frames_survive_a_drop,
     endpoints_rotate_to_a_live_node,
     calls_across_a_drop,
+    close_while_events_go_unread,
     stats_count_dials_disconnects_and_messages,
     state_watch_keeps_only_the_latest,
 );

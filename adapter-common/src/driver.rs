@@ -302,13 +302,57 @@ impl<R: Runtime> Inner<R> {
                     self.watch.span().in_scope(|| trace_event(&event));
                 }
                 self.watch.event(now, &event);
-                if self.events_open && self.events.send(event).await.is_err() {
-                    // Nobody reads events any more; the connection goes on.
-                    self.events_open = false;
-                }
+                again |= self.deliver(event).await;
             }
             if !again {
                 return;
+            }
+        }
+    }
+
+    /// Puts `event` in the events channel, waiting for room. True when
+    /// the handles' commands were carried out meanwhile (the session may
+    /// then have more to say).
+    ///
+    /// While it waits the driver still takes commands, so a `close` (or
+    /// the last handle dropped) from an application that stopped reading
+    /// events is carried out: the session closes and its state is
+    /// published, and the events wait for a consumer that reads on or
+    /// drops the stream. Nothing else (socket, timers) is looked at: a
+    /// consumer that does not keep up holds inbound traffic back.
+    async fn deliver(&mut self, event: Event) -> bool {
+        if !self.events_open {
+            return false;
+        }
+        let event = match self.events.try_send(event) {
+            Ok(()) => return false,
+            Err(async_channel::TrySendError::Closed(_)) => {
+                // Nobody reads events any more; the connection goes on.
+                self.events_open = false;
+                return false;
+            }
+            Err(async_channel::TrySendError::Full(event)) => event,
+        };
+        let events = self.events.clone();
+        let mut send = std::pin::pin!(events.send(event));
+        let mut commands = false;
+        loop {
+            let step = poll_fn(|cx| match send.as_mut().poll(cx) {
+                Poll::Ready(sent) => Poll::Ready(Err(sent.is_ok())),
+                Poll::Pending => self.poll_command(cx).map(Ok),
+            })
+            .await;
+            match step {
+                Ok(input) => {
+                    commands = true;
+                    self.handle(input);
+                    let state = self.shared.core().session.state();
+                    self.set_state(state);
+                }
+                Err(sent) => {
+                    self.events_open = sent;
+                    return commands;
+                }
             }
         }
     }

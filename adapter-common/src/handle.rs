@@ -460,7 +460,11 @@ impl Handle {
     /// Closes gracefully: no new messages are taken, what is queued is
     /// delivered (for at most the config's `close_linger`), then the socket
     /// closes with 1000. Resolves when the session is
-    /// [`Closed`](State::Closed).
+    /// [`Closed`](State::Closed), also while nobody reads [`Events`] and it
+    /// is full (a consumer that stopped at the event it wanted): the events
+    /// still unread, [`Event::Closed`] last, wait for a reader, and the
+    /// socket's close frame goes out once they are read or [`Events`] is
+    /// dropped.
     pub async fn close(&self) {
         let _ = self.tx.send(Command::Close).await;
         loop {
@@ -518,8 +522,9 @@ impl Handle {
 /// The session's [`Event`]s, in order, ending after [`Event::Closed`].
 ///
 /// Bounded: while it is full the driver waits, reading nothing from the
-/// socket (see the crate docs). Dropping it is fine; events are then
-/// discarded.
+/// socket (see the crate docs) but still carrying out what the handles ask
+/// (a [`Handle::close`], the last handle dropped). Dropping it is fine;
+/// events are then discarded.
 pub struct Events {
     rx: Pin<Box<async_channel::Receiver<Event>>>,
 }

@@ -34,11 +34,13 @@
 //!   each by its timeout (`call_timeout`, 30 s by default).
 //! - Other commands (subscribe, close, ...) travel over a bounded channel.
 //! - [`Events`] is a bounded stream. With a slow consumer the driver waits
-//!   for room before it does anything else: it stops reading the socket, so
-//!   TCP backpressure reaches the server, and keepalive deadlines are judged
-//!   only after the frames that arrived meanwhile have been read. A consumer
-//!   that stops reading altogether stalls the connection (and
-//!   [`Handle::close`]); drop the [`Events`] to ignore events instead.
+//!   for room before it does anything else but the handles' commands: it
+//!   stops reading the socket, so TCP backpressure reaches the server, and
+//!   keepalive deadlines are judged only after the frames that arrived
+//!   meanwhile have been read. A consumer that stops reading altogether
+//!   stalls the connection, though not [`Handle::close`] (nor the last
+//!   handle's drop): the session closes and the unread events wait for a
+//!   reader. Drop the [`Events`] to ignore events instead.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -112,6 +112,11 @@ async fn unsent_frames_survive_a_drop() {
 }
 
 #[tokio::test]
+async fn close_while_events_go_unread() {
+    testing::close_while_events_go_unread(builder).await;
+}
+
+#[tokio::test]
 async fn calls_across_a_drop() {
     testing::calls_across_a_drop(builder).await;
 }

@@ -370,6 +370,64 @@ pub async fn dropping_handles_closes<R: Runtime>(make: impl Fn(String) -> Builde
     );
 }
 
+/// `close()` resolves while the application has stopped reading events
+/// and the event buffer is full (a consumer that stopped at the message
+/// it wanted): the driver takes the close while it waits for the
+/// consumer. Whoever reads on still gets what was read from the socket, in
+/// order, then `Closed`, then the end of the stream.
+pub async fn close_while_events_go_unread<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let builder = make(server.url().to_owned())
+        .config(fast_config().build().expect("config"))
+        .event_capacity(1);
+    let rt = builder.runtime().clone();
+    let (handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+    let sent: Vec<String> = (0..16).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        server.send_text(0, m.clone());
+    }
+    // The driver is reading the rest: with room for one event it soon
+    // waits for a consumer that does not come.
+    wait_event(&rt, &mut events, "the first message", |e| {
+        text(e) == Some("m0")
+    })
+    .await;
+    within(&rt, WAIT, "close with events unread", handle.close()).await;
+    assert_eq!(handle.state(), State::Closed);
+
+    let mut seen = Vec::new();
+    loop {
+        match within(&rt, WAIT, "the events left", events.recv()).await {
+            Some(Event::Message { payload, .. }) => {
+                seen.push(payload.as_text().unwrap_or_default().to_owned())
+            }
+            Some(Event::Closed { reason, .. }) => {
+                assert_eq!(reason, TerminalReason::ClosedByUser);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the stream ended before Closed"),
+        }
+    }
+    assert_eq!(seen, sent[1..=seen.len()], "in order, none lost in between");
+    assert_eq!(
+        within(&rt, WAIT, "end of events", events.recv()).await,
+        None
+    );
+    let e = wait_server(&rt, &mut server, "close frame", |e| {
+        matches!(e, ServerEvent::Closed { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ServerEvent::Closed {
+            conn: 0,
+            code: Some(1000)
+        }
+    );
+}
+
 fn counting_provider(
     calls: Arc<AtomicUsize>,
 ) -> impl Fn() -> std::future::Ready<Result<AuthToken, TokenFailure>> + Send + Sync + 'static {
