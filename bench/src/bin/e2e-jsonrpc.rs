@@ -51,17 +51,20 @@ const HEAD: &str = r#"{"number":"0x1b4","hash":"0xdc0818cf78f21a8e70579cb46a4364
 
 const CLIENTS: [&str; 2] = ["redial", "jsonrpsee"];
 
-/// The most one client's run may take.
+/// The most one client's run may take (each memory child too); with
+/// `--quick`, [`QUICK_LIMIT`]: a smoke run fails rather than hangs.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
+const QUICK_LIMIT: Duration = Duration::from_secs(20);
 
 fn main() -> Result<(), BoxError> {
     let args = Args::from_env();
+    let quick = args.flag("--quick");
+    let limit = if quick { QUICK_LIMIT } else { RUN_LIMIT };
     if let Some(client) = args.value("--rss-client") {
         let port = u16::try_from(args.number("--port", 0))?;
         let n = usize::try_from(args.number("--connections", 1000))?;
-        return rss_client(client, port, n);
+        return rss_client(client, port, n, limit);
     }
-    let quick = args.flag("--quick");
     let notifications = args.number("--notifications", if quick { 2_000 } else { 200_000 });
     let warmup = args.number("--warmup", if quick { 200 } else { 20_000 });
     let calls = args.number("--calls", if quick { 200 } else { 20_000 });
@@ -82,8 +85,8 @@ fn main() -> Result<(), BoxError> {
             // A run that stalls is an error, not a hang.
             let run = measure(CLIENTS[i], &url, notifications, warmup, calls);
             let (rate, trip) = runtime
-                .block_on(async { tokio::time::timeout(RUN_LIMIT, run).await })
-                .map_err(|_| format!("{} stalled: no result within {RUN_LIMIT:?}", CLIENTS[i]))??;
+                .block_on(async { tokio::time::timeout(limit, run).await })
+                .map_err(|_| format!("{} stalled: no result within {limit:?}", CLIENTS[i]))??;
             println!(
                 "round {round} {:<9} notifications/s {rate:>10.0}   calls/s {trip:>8.0}",
                 CLIENTS[i]
@@ -108,6 +111,7 @@ fn main() -> Result<(), BoxError> {
         let out = Command::new(&me)
             .args(["--rss-client", client, "--port", &addr.port().to_string()])
             .args(["--connections", &connections.to_string()])
+            .args(quick.then_some("--quick"))
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
@@ -205,12 +209,12 @@ async fn measure(
 }
 
 /// A child process: memory per idle subscribed connection for `client`.
-fn rss_client(client: &str, port: u16, n: usize) -> Result<(), BoxError> {
+fn rss_client(client: &str, port: u16, n: usize, limit: Duration) -> Result<(), BoxError> {
     let url = format!("ws://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let run = async {
         let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
         let mut before = 0;
         for i in 0..=n {
@@ -228,7 +232,10 @@ fn rss_client(client: &str, port: u16, n: usize) -> Result<(), BoxError> {
         );
         drop(keep);
         Ok(())
-    })
+    };
+    runtime
+        .block_on(async { tokio::time::timeout(limit, run).await })
+        .map_err(|_| format!("{client} memory run: no result within {limit:?}"))?
 }
 
 /// One connection subscribed to `idle`, confirmed, kept the way an
