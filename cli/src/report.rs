@@ -231,6 +231,11 @@ pub fn json_event(event: &Event) -> Option<Value> {
             "code": code,
             "reason": reason.as_str(),
         }),
+        Event::ServerFailed { code, reason } => json!({
+            "event": "server_failed",
+            "code": code,
+            "reason": reason.as_str(),
+        }),
         Event::Closed {
             reason,
             code,
@@ -341,6 +346,9 @@ pub fn text_event(event: &Event) -> Option<String> {
         Event::ProtocolError { error } => format!("protocol error: {error}"),
         Event::ServerError { code, reason } => {
             format!("server error {code}: {}", reason.as_str())
+        }
+        Event::ServerFailed { code, reason } => {
+            format!("server failed {code}: {}", reason.as_str())
         }
         Event::MessageTooLarge { limit, size, max } => format!(
             "inbound {} of {size} bytes over the {max}-byte limit ({} over; --max-message-size)",

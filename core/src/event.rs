@@ -284,6 +284,18 @@ pub enum Event {
         /// The limit, in bytes.
         max: u64,
     },
+    /// The server reported an error that ends this connection with a code
+    /// that is no WebSocket close code (negative or over 65535, such as
+    /// JSON-RPC's -32603): the protocol's own code, typed. The
+    /// [`Event::Disconnected`] or [`Event::Closed`] that follows (with no
+    /// close code) says what happens next. A code that fits a `u16` comes
+    /// as that event's `code` instead.
+    ServerFailed {
+        /// The protocol's code, signed.
+        code: i64,
+        /// The server's words (also the reason of the event that follows).
+        reason: Text,
+    },
     /// The server reported a non-terminal error.
     ServerError {
         /// The error code (0 when the protocol has none); signed, since some

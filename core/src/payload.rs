@@ -53,6 +53,17 @@ impl Text {
         self.0
     }
 
+    /// The part of this text that `part` is (a `&str` borrowed from
+    /// [`as_str`](Self::as_str)), sharing the buffer instead of copying
+    /// it; `None` when `part` does not lie within this text.
+    pub fn slice_ref(&self, part: &str) -> Option<Text> {
+        let start = (part.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        // Within the buffer, `part` is these very bytes, and a `str`'s ends
+        // are character boundaries: the slice is valid UTF-8.
+        (end <= self.0.len()).then(|| Text(self.0.slice(start..end)))
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -196,6 +207,19 @@ impl fmt::Debug for Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_shares_the_buffer_and_anything_else_is_refused() {
+        let whole = Text::from("{\"result\":\"0x1b4\"}");
+        let part = &whole.as_str()[10..17];
+        let shared = whole.slice_ref(part).unwrap();
+        assert_eq!(shared.as_str(), "\"0x1b4\"");
+        assert_eq!(shared.as_bytes().as_ptr(), part.as_ptr());
+        assert_eq!(whole.slice_ref(&whole.as_str()[18..]).unwrap().as_str(), "");
+        assert_eq!(whole.slice_ref("\"0x1b4\""), None, "a copy elsewhere");
+        let before = Text::from("ab");
+        assert_eq!(whole.slice_ref(before.as_str()), None);
+    }
 
     #[test]
     fn text_rejects_bad_utf8_and_keeps_the_buffer() {

@@ -163,19 +163,38 @@ fn a_failed_code_that_is_no_close_code_leaves_the_close_code_empty() {
     let mut t = T::connected(Scripted);
     t.line("fail -32603");
     let events = t.events();
-    assert!(events.iter().any(|e| matches!(
-        e,
-        Event::Disconnected { code: None, reason, will_reconnect: true } if reason == "gone"
-    )));
+    let failed = events
+        .iter()
+        .position(|e| {
+            *e == Event::ServerFailed {
+                code: -32603,
+                reason: Text::from("gone"),
+            }
+        })
+        .expect("the signed code, typed");
+    let lost = events.iter().position(|e| {
+        matches!(
+            e,
+            Event::Disconnected { code: None, reason, will_reconnect: true } if reason == "gone"
+        )
+    });
+    assert!(lost.is_some_and(|lost| lost > failed), "{events:?}");
     let mut t = T::connected(Scripted);
     t.line("fail 4321");
-    assert!(t.events().iter().any(|e| matches!(
+    let events = t.events();
+    assert!(events.iter().any(|e| matches!(
         e,
         Event::Disconnected {
             code: Some(4321),
             ..
         }
     )));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ServerFailed { .. })),
+        "a close code comes as the close code"
+    );
 }
 
 // ----- protocol timers ------------------------------------------------

@@ -181,6 +181,10 @@ mod raw;
 pub mod socket_io;
 pub mod wire;
 
+// Raw JSON values, shared by the JSON-based codecs.
+#[cfg(any(feature = "graphql-ws", feature = "json-rpc"))]
+mod json;
+
 #[cfg(feature = "graphql-ws")]
 pub use graphql_ws::GraphqlWs;
 #[cfg(feature = "json-rpc")]

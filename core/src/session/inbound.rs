@@ -76,8 +76,16 @@ impl Session {
             Inbound::Failed { code, reason, rule } => {
                 self.close_transport(1000, "server error");
                 // The close code of what follows: the server's code when it
-                // is one (Wire's are u16), else none.
+                // is one (Wire's are u16), else none, and the code typed
+                // on an event of its own.
+                let signed = code;
                 let code = u16::try_from(code).ok().filter(|c| *c != 0);
+                if code.is_none() && signed != 0 {
+                    self.events.push_back(Event::ServerFailed {
+                        code: signed,
+                        reason: reason.clone(),
+                    });
+                }
                 match rule {
                     CloseRule::Terminal(why) => self.finish(why, code, reason.to_string()),
                     rule => self.lost(now, code, reason.to_string(), rule),

@@ -19,13 +19,14 @@
 //! name are ignored.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::close_policy::CloseRule;
 use crate::event::TerminalReason;
+
+pub use crate::protocol::json::{InvalidJson, Json};
 
 /// The WebSocket subprotocol token (`Sec-WebSocket-Protocol`).
 ///
@@ -98,72 +99,6 @@ pub fn close_rule(code: u16) -> Option<CloseRule> {
         INTERNAL_SERVER_ERROR => CloseRule::StepLadder { honour_hint: false },
         _ => return None,
     })
-}
-
-/// A JSON value kept as the exact text it was received or built from.
-///
-/// Two values are equal when their texts are.
-#[derive(Clone, Copy)]
-pub struct Json<'a>(&'a RawValue);
-
-impl<'a> Json<'a> {
-    /// Wraps raw JSON (for example from [`serde_json::value::to_raw_value`]).
-    pub fn new(raw: &'a RawValue) -> Self {
-        Json(raw)
-    }
-
-    /// Parses `text` as one JSON value, borrowing it.
-    ///
-    /// # Errors
-    /// [`DecodeError::Json`] if `text` is not exactly one JSON value.
-    pub fn parse(text: &'a str) -> Result<Self, DecodeError> {
-        serde_json::from_str::<&RawValue>(text)
-            .map(Json)
-            .map_err(|e| DecodeError::Json(e.to_string()))
-    }
-
-    /// The JSON text.
-    pub fn get(&self) -> &'a str {
-        self.0.get()
-    }
-
-    /// The value as a [`RawValue`], to deserialize it into the caller's type.
-    pub fn raw(&self) -> &'a RawValue {
-        self.0
-    }
-
-    fn is_object(&self) -> bool {
-        self.get().starts_with('{')
-    }
-
-    fn is_null(&self) -> bool {
-        self.get() == "null"
-    }
-
-    fn is_non_empty_array(&self) -> bool {
-        let text = self.get();
-        text.starts_with('[') && !text[1..].trim_start().starts_with(']')
-    }
-}
-
-impl PartialEq for Json<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.get() == other.get()
-    }
-}
-
-impl Eq for Json<'_> {}
-
-impl fmt::Debug for Json<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.get())
-    }
-}
-
-impl Serialize for Json<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
 }
 
 /// The operation a `subscribe` message requests.
@@ -278,6 +213,12 @@ pub enum DecodeError {
     WrongDirection(&'static str),
 }
 
+impl From<InvalidJson> for DecodeError {
+    fn from(e: InvalidJson) -> Self {
+        DecodeError::Json(e.0)
+    }
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "type", borrow)]
@@ -349,7 +290,7 @@ pub fn decode_server(text: &str) -> Result<Message<'_>, DecodeError> {
 pub fn decode(text: &str) -> Result<Message<'_>, DecodeError> {
     let envelope: Envelope<'_> =
         serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
-    let payload = envelope.payload.map(Json);
+    let payload = envelope.payload.map(Json::new);
     let message = match &*envelope.kind {
         "connection_init" => Message::ConnectionInit { payload },
         "connection_ack" => Message::ConnectionAck { payload },
@@ -377,9 +318,9 @@ pub fn decode(text: &str) -> Result<Message<'_>, DecodeError> {
                         kind: "subscribe",
                         field: "payload.query",
                     })?,
-                    variables: fields.variables.map(Json),
+                    variables: fields.variables.map(Json::new),
                     operation_name: fields.operation_name,
-                    extensions: fields.extensions.map(Json),
+                    extensions: fields.extensions.map(Json::new),
                 },
             }
         }

@@ -24,6 +24,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use crate::protocol::json::{InvalidJson, Json};
+
 /// Error codes the specification reserves, with the meaning it gives them.
 ///
 /// Codes from -32000 to -32099 are left to servers for their own errors;
@@ -99,65 +101,6 @@ impl Limits {
     pub fn max_batch(mut self, messages: usize) -> Self {
         self.max_batch = messages;
         self
-    }
-}
-
-/// A JSON value kept as the exact text it was received or built from.
-///
-/// Two values are equal when their texts are.
-#[derive(Clone, Copy)]
-pub struct Json<'a>(&'a RawValue);
-
-impl<'a> Json<'a> {
-    /// Wraps raw JSON (for example from [`serde_json::value::to_raw_value`]).
-    pub fn new(raw: &'a RawValue) -> Self {
-        Json(raw)
-    }
-
-    /// Parses `text` as one JSON value, borrowing it.
-    ///
-    /// # Errors
-    /// [`DecodeError::Json`] if `text` is not exactly one JSON value.
-    pub fn parse(text: &'a str) -> Result<Self, DecodeError> {
-        serde_json::from_str::<&RawValue>(text)
-            .map(Json)
-            .map_err(|e| DecodeError::Json(e.to_string()))
-    }
-
-    /// The JSON text.
-    pub fn get(&self) -> &'a str {
-        self.0.get()
-    }
-
-    /// The value as a [`RawValue`], to deserialize it into the caller's type.
-    pub fn raw(&self) -> &'a RawValue {
-        self.0
-    }
-
-    /// Whether the value is an array or an object: the only params the
-    /// specification allows.
-    pub fn is_structured(&self) -> bool {
-        matches!(self.get().as_bytes().first(), Some(b'[' | b'{'))
-    }
-}
-
-impl PartialEq for Json<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.get() == other.get()
-    }
-}
-
-impl Eq for Json<'_> {}
-
-impl fmt::Debug for Json<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.get())
-    }
-}
-
-impl Serialize for Json<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
     }
 }
 
@@ -345,6 +288,12 @@ pub enum DecodeError {
     Conflicting(&'static str, &'static str),
 }
 
+impl From<InvalidJson> for DecodeError {
+    fn from(e: InvalidJson) -> Self {
+        DecodeError::Json(e.0)
+    }
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
@@ -475,7 +424,7 @@ fn decode_message(text: &str) -> Result<Message<'_>, DecodeError> {
             field: "method",
             expected: "a string",
         })?;
-        let params = env.params.map(Json);
+        let params = env.params.map(Json::new);
         if params.is_some_and(|p| !p.is_structured()) {
             return Err(DecodeError::WrongShape {
                 kind,
@@ -502,7 +451,7 @@ fn decode_message(text: &str) -> Result<Message<'_>, DecodeError> {
         (Some(_), Some(_)) => Err(DecodeError::Conflicting("result", "error")),
         (Some(result), None) => Ok(Message::Result {
             id,
-            result: Json(result),
+            result: Json::new(result),
         }),
         (None, Some(error)) => {
             let shape = || DecodeError::WrongShape {
@@ -519,7 +468,7 @@ fn decode_message(text: &str) -> Result<Message<'_>, DecodeError> {
                 error: ErrorObject {
                     code: e.code,
                     message: e.message.0,
-                    data: e.data.map(Json),
+                    data: e.data.map(Json::new),
                 },
             })
         }
@@ -923,12 +872,12 @@ mod tests {
             };
             let (value, params) = (raw(&value), raw(&serde_json::Value::Array(array)));
             let message = match kind {
-                0 => Message::Request { id, method: method.into(), params: Some(Json(&params)) },
+                0 => Message::Request { id, method: method.into(), params: Some(Json::new(&params)) },
                 1 => Message::Notification { method: method.into(), params: None },
-                2 => Message::Result { id, result: Json(&value) },
+                2 => Message::Result { id, result: Json::new(&value) },
                 _ => Message::Error {
                     id,
-                    error: ErrorObject { code, message: method.into(), data: Some(Json(&value)) },
+                    error: ErrorObject { code, message: method.into(), data: Some(Json::new(&value)) },
                 },
             };
             let text = message.encode();

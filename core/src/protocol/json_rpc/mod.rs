@@ -326,7 +326,7 @@ impl JsonRpc {
     fn on_message(
         &mut self,
         message: Message<'_>,
-        whole: &str,
+        whole: &Text,
         out: &mut Output,
     ) -> Result<(), ProtocolError> {
         if let Some(id) = message.id() {
@@ -343,7 +343,7 @@ impl JsonRpc {
                 if self.calls.remove(&n) {
                     out.fact(Inbound::Replied {
                         call: CallId::from_raw(n.unsigned_abs()),
-                        result: Payload::text(result.get()),
+                        result: Payload::text(part(whole, result.get())),
                     });
                 }
                 return Ok(());
@@ -442,9 +442,9 @@ impl JsonRpc {
 
     /// A reply to no request of ours on this connection: the application's
     /// own (string ids) reaches it whole; a numeric one is late, dropped.
-    fn not_ours(&self, id: &Id<'_>, whole: &str, out: &mut Output) {
+    fn not_ours(&self, id: &Id<'_>, whole: &Text, out: &mut Output) {
         if matches!(id, Id::String(_)) {
-            out.fact(Inbound::data(Payload::text(whole)));
+            out.fact(Inbound::data(Payload::text(whole.clone())));
         }
     }
 
@@ -472,7 +472,7 @@ impl JsonRpc {
         &mut self,
         method: &str,
         params: Option<Json<'_>>,
-        whole: &str,
+        whole: &Text,
         out: &mut Output,
     ) -> Result<(), ProtocolError> {
         let parsed = params.and_then(|p| serde_json::from_str::<Notification<'_>>(p.get()).ok());
@@ -483,7 +483,7 @@ impl JsonRpc {
                     format!("`{method}` without a subscription id and a result"),
                 ));
             }
-            out.fact(Inbound::data(Payload::text(whole)));
+            out.fact(Inbound::data(Payload::text(whole.clone())));
             return Ok(());
         };
         // A notification for an id this connection does not hold is late
@@ -493,12 +493,18 @@ impl JsonRpc {
             out.fact(Inbound::Data {
                 key: Some(active.key.clone()),
                 offset: None,
-                payload: Payload::text(note.result.get()),
+                payload: Payload::text(part(whole, note.result.get())),
                 headers: None,
             });
         }
         Ok(())
     }
+}
+
+/// `part` of the frame `whole` as its own text, sharing the frame's buffer
+/// (a copy only when it is not borrowed from it).
+fn part(whole: &Text, part: &str) -> Text {
+    whole.slice_ref(part).unwrap_or_else(|| Text::from(part))
 }
 
 /// `text` as one JSON array or object.
@@ -620,10 +626,10 @@ impl Protocol for JsonRpc {
         let batch = codec::decode(whole.as_str(), self.limits)
             .map_err(|e| ProtocolError::invalid(NAME, e))?;
         match batch {
-            Batch::Single(message) => self.on_message(message, whole.as_str(), out),
+            Batch::Single(message) => self.on_message(message, &whole, out),
             Batch::Many(messages) => {
                 for message in messages {
-                    let text = message.encode();
+                    let text = Text::from(message.encode());
                     self.on_message(message, &text, out)?;
                 }
                 Ok(())
@@ -812,6 +818,27 @@ mod tests {
         // The same id with other escapes is the same id.
         let escaped = r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"\u0030xa","result":7}}"#;
         assert_eq!(ok(&mut p, escaped), [data("heads", "7")]);
+    }
+
+    #[test]
+    fn a_notifications_result_shares_the_frames_buffer() {
+        let mut p = subscribed();
+        let whole = Text::from(NOTE_A);
+        let mut out = Output::default();
+        let limits = WireLimits::default();
+        let cx = FrameContext {
+            now: Instant::now(),
+            ready: true,
+            limits: &limits,
+        };
+        p.on_frame(Frame::Text(whole.clone()), &cx, &mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some(Inbound::Data { payload, .. }) = out.pop_fact() else {
+            panic!("no data");
+        };
+        let at = whole.as_str().find(r#"{"number""#).unwrap_or_default();
+        assert_eq!(payload.as_text(), Some(r#"{"number":"0x1"}"#));
+        assert_eq!(payload.bytes().as_ptr(), whole.as_bytes()[at..].as_ptr());
     }
 
     #[test]
