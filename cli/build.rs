@@ -7,7 +7,7 @@
 //! `tests/socketio-server`. The tests that
 //! need one are then reported as ignored, not passed, where it is missing;
 //! the same mechanism as the `tests` package's server launchers (see
-//! `tests/src/servers/mod.rs`).
+//! `tests/src/third_party/mod.rs`).
 
 /// (program, cfg)
 const NEEDED: [(&str, &str); 3] = [

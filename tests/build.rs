@@ -1,12 +1,12 @@
 //! Finds which third-party servers are installed and sets one cfg per
-//! server (see `src/servers/installed.rs`), so the suites' `needs!` marks
+//! server (see `src/third_party/installed.rs`), so the suites' `needs!` marks
 //! make cargo report a test whose server is missing as ignored.
 //!
 //! With `CI` set every cfg is set: CI installs the servers, and a missing
 //! one must fail its tests rather than be ignored.
 
 #[allow(dead_code)] // the launchers use the rest of it
-#[path = "src/servers/installed.rs"]
+#[path = "src/third_party/installed.rs"]
 mod installed;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ fn main() {
     let path = std::env::var_os("PATH");
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/servers/installed.rs");
+    println!("cargo:rerun-if-changed=src/third_party/installed.rs");
     println!("cargo:rerun-if-env-changed=CI");
     println!("cargo:rerun-if-env-changed=PATH");
     // Installing or removing a server changes a directory on PATH, and

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use redial_driver::redial_core::{AuthToken, Event};
-use redial_driver::testing::{fast_config, wait_event, within, Plan, TestServer, WAIT};
+use redial_driver::testing::{fast_config, wait_event, within, Plan, ScriptedPeer, WAIT};
 use redial_driver::TokenPlacement;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::fmt::MakeWriter;
@@ -53,7 +53,7 @@ async fn spans_carry_the_documented_fields_and_no_credential() {
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
 
-    let server = TestServer::start(|_| Plan::Accept).expect("server");
+    let server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     // The same server, reached with user info and a key in the query.
     let url = server
         .url()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redial_driver::testing::{self, Plan, TestServer};
+use redial_driver::testing::{self, Plan, ScriptedPeer};
 use redial_tokio::builder;
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn endpoints_rotate_to_a_live_node() {
 /// The 1 s wait costs no real time, and the gap is exact virtual time.
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured_paused() {
-    let mut server = TestServer::start_local(|n| match n {
+    let mut server = ScriptedPeer::start_local(|n| match n {
         0 => Plan::Reject {
             status: 503,
             retry_after: Some(1),
@@ -192,6 +192,6 @@ async fn unusable_root_certificate_is_refused() {
 /// there and detection time is exact virtual time.
 #[tokio::test(start_paused = true)]
 async fn half_open_is_detected_paused() {
-    let server = TestServer::start_local(|_| Plan::Accept).unwrap();
+    let server = ScriptedPeer::start_local(|_| Plan::Accept).unwrap();
     testing::half_open_against(builder, &server).await;
 }

@@ -9,7 +9,7 @@ mod common;
 
 use redial_core::Payload;
 use redial_testkit::proxy::{Cut, Proxy};
-use redial_tests::server::{Reject, Server, ServerConfig, ServerHandle};
+use redial_tests::reference::{Reject, Server, ServerConfig, ServerHandle};
 use tokio::process::Command;
 
 use common::{closed_port, echo_server, Run, BIN, WAIT};

@@ -7,8 +7,8 @@
 
 mod common;
 
-use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
-use redial_tests::servers::started;
+use redial_tests::third_party::anvil::{AnvilOptions, AnvilServer};
+use redial_tests::third_party::started;
 
 use common::Run;
 

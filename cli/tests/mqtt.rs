@@ -7,8 +7,8 @@
 
 mod common;
 
-use redial_tests::servers::mosquitto::{Mosquitto, MosquittoOptions};
-use redial_tests::servers::started;
+use redial_tests::third_party::mosquitto::{Mosquitto, MosquittoOptions};
+use redial_tests::third_party::started;
 
 use common::Run;
 

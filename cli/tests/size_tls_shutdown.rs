@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use redial_driver::testing::{Plan, ServerEvent, TestServer};
+use redial_driver::testing::{Plan, ScriptedPeer, ServerEvent};
 
 use common::{echo_server, Run, WAIT};
 
@@ -47,7 +47,7 @@ async fn max_message_size_closes_1009() {
 /// (one dial, a clean reason), trusted with it.
 #[tokio::test]
 async fn ca_file_trusts_a_self_signed_server() {
-    let mut server = TestServer::start_tls(|_| Plan::Accept).unwrap();
+    let mut server = ScriptedPeer::start_tls(|_| Plan::Accept).unwrap();
     let url = server.url().to_owned();
 
     let mut run = Run::start(&["--events", "json", &url]);
@@ -252,7 +252,7 @@ async fn serve_close_after_loses_the_ack_not_the_publish() {
 #[tokio::test]
 async fn serve_on_redis_resumes_a_session_on_another_process() {
     use redial_core::wire::Frame;
-    use redial_tests::servers::{redis::RedisServer, started};
+    use redial_tests::third_party::{redis::RedisServer, started};
 
     let redis = started(RedisServer::start());
     let key = TempFile::write("token.key", &"5a".repeat(32));

@@ -7,9 +7,9 @@
 #![deny(missing_docs)]
 
 pub mod fleet;
-pub mod server;
-pub mod servers;
+pub mod reference;
 pub mod sim;
+pub mod third_party;
 
 // The proxy and the generator live in the published test kit; these paths
 // keep every `redial_tests::proxy::...` import working.

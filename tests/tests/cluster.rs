@@ -35,8 +35,8 @@ use redial_server::token::TokenKey;
 use redial_server::{Node, ServerConfig};
 use redial_tests::proxy::{Cut, Proxy, ProxyHandle};
 use redial_tests::rng::SeededRng;
-use redial_tests::servers::redis::RedisServer;
-use redial_tests::servers::started;
+use redial_tests::third_party::redis::RedisServer;
+use redial_tests::third_party::started;
 
 const DEFAULT_SECS: u64 = 20;
 const DEFAULT_SEED: u64 = 0xC1A5_7E55;

@@ -25,8 +25,8 @@ use redial_core::protocol::json_rpc::Liveness;
 use redial_core::{CallError, CallOptions, Event, JsonRpc, Payload, Text};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::ProxyHandle;
-use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
-use redial_tests::servers::started;
+use redial_tests::third_party::anvil::{AnvilOptions, AnvilServer};
+use redial_tests::third_party::started;
 
 fn is_head(e: &Event) -> bool {
     matches!(e, Event::Message { channel: Some(c), payload, .. }

@@ -26,8 +26,8 @@ use redial_core::mqtt::{
     Ack, ConnAck, Connect, Decoder, Packet, Password, Properties, Property, Publish, QoS,
     Subscribe, SubscriptionOptions, Version, DEFAULT_MAX_PACKET_SIZE,
 };
-use redial_tests::servers::mosquitto::{Mosquitto, MosquittoOptions};
-use redial_tests::servers::started;
+use redial_tests::third_party::mosquitto::{Mosquitto, MosquittoOptions};
+use redial_tests::third_party::started;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -279,8 +279,8 @@ mod session {
     use redial_core::{AuthToken, Config, Event, Mqtt, Payload, TerminalReason};
     use redial_driver::{Builder, Runtime};
     use redial_tests::proxy::Cut;
-    use redial_tests::servers::mosquitto::{Mosquitto, MosquittoOptions};
-    use redial_tests::servers::started;
+    use redial_tests::third_party::mosquitto::{Mosquitto, MosquittoOptions};
+    use redial_tests::third_party::started;
 
     use crate::common::{fast_config, is_connected, ms, pause, Client, ProxyThread};
 

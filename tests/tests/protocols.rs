@@ -25,9 +25,9 @@ use redial_core::{
     AuthToken, Event, GraphqlWs, Headers, Nats, Payload, Raw, RawHeartbeat, TerminalReason,
 };
 use redial_driver::{Builder, Runtime};
-use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
-use redial_tests::servers::nats::{NatsAuth, NatsOptions, NatsServer};
-use redial_tests::servers::started;
+use redial_tests::third_party::graphql::{GraphqlOptions, GraphqlServer};
+use redial_tests::third_party::nats::{NatsAuth, NatsOptions, NatsServer};
+use redial_tests::third_party::started;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

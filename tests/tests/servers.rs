@@ -19,10 +19,10 @@ use redial_core::graphql_ws::{self, close_code, Message as GqlMessage, Subscribe
 use redial_core::json_rpc::{self, error_code, Batch, Id, Message as RpcMessage};
 use redial_core::nats::{ClientOp, Connect, Credentials, Decoder, ErrKind, Limits, ServerOp};
 use redial_core::AuthToken;
-use redial_tests::servers::anvil::{AnvilOptions, AnvilServer};
-use redial_tests::servers::graphql::{GraphqlOptions, GraphqlServer};
-use redial_tests::servers::nats::{NatsAuth, NatsOptions, NatsServer};
-use redial_tests::servers::started;
+use redial_tests::third_party::anvil::{AnvilOptions, AnvilServer};
+use redial_tests::third_party::graphql::{GraphqlOptions, GraphqlServer};
+use redial_tests::third_party::nats::{NatsAuth, NatsOptions, NatsServer};
+use redial_tests::third_party::started;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -27,8 +27,8 @@ use common::{fast_config, message_text, ms, pause, within, Client, Harness, Seen
 use redial_core::{Event, Payload, Wire};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::Cut;
+use redial_tests::reference::ServerConfig;
 use redial_tests::rng::SeededRng;
-use redial_tests::server::ServerConfig;
 
 const DEFAULT_SECS: u64 = 12;
 const DEFAULT_SEED: u64 = 0x5EED_50A4;
@@ -51,7 +51,7 @@ struct Chaos {
 /// Runs seeded chaos on the server's runtime until `stop`, then heals
 /// everything and reports.
 async fn chaos(
-    server: redial_tests::server::ServerControl,
+    server: redial_tests::reference::ServerControl,
     proxy: redial_tests::proxy::ProxyHandle,
     seed: u64,
     stop: Arc<AtomicBool>,

@@ -22,9 +22,9 @@ use common::{fast_config, ms, pause, Client, ProxyThread};
 use redial_core::{CallOptions, Event, SocketIo, TerminalReason};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::Cut;
-use redial_tests::servers::redis::RedisServer;
-use redial_tests::servers::socketio::{SocketIoOptions, SocketIoServer};
-use redial_tests::servers::started;
+use redial_tests::third_party::redis::RedisServer;
+use redial_tests::third_party::socketio::{SocketIoOptions, SocketIoServer};
+use redial_tests::third_party::started;
 
 /// A `tick` event's first argument and its offset (the last argument).
 fn tick(e: &Event) -> Option<(u64, String)> {

@@ -16,8 +16,8 @@ use redial_server::store::{
     CreateRefused, Notice, Notices, Owner, PublishOutcome, SessionState, Store, StoreError,
     StoredMessage,
 };
-use redial_tests::servers::redis::RedisServer;
-use redial_tests::servers::started;
+use redial_tests::third_party::redis::RedisServer;
+use redial_tests::third_party::started;
 
 /// How long a notice may take to arrive through Redis pub/sub before the
 /// test fails (it normally takes well under a millisecond).

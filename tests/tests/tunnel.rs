@@ -20,7 +20,7 @@ use common::{fast_config, ms, Client, Harness};
 use redial_core::{AuthToken, Event, State, TerminalReason, TokenFailure, Wire};
 use redial_driver::{Builder, Runtime};
 use redial_tests::proxy::Cut;
-use redial_tests::server::{Reject, ServerConfig};
+use redial_tests::reference::{Reject, ServerConfig};
 
 on_every_runtime!(
     name_survives_drops_and_restarts,

@@ -2,7 +2,7 @@
 //! against async-nats (its `websockets` feature), both subscribed over the
 //! same nats-server's WebSocket listener, 1 KiB payloads.
 //!
-//! One nats-server (`redial_tests::servers::NatsServer`, 127.0.0.1) serves
+//! One nats-server (`redial_tests::third_party::NatsServer`, 127.0.0.1) serves
 //! every run. The publisher is a raw TCP writer on the server's plain client
 //! port, on the main thread: CONNECT once, then `PUB` frames written in
 //! chunks of [`CHUNK`] messages from one prebuilt buffer, so it costs the
@@ -46,7 +46,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redial_bench::{load_average, Args};
 use redial_core::{Event, Nats, Payload};
-use redial_tests::servers::nats::{NatsOptions, NatsServer};
+use redial_tests::third_party::nats::{NatsOptions, NatsServer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -49,7 +49,7 @@ use redial_core::{Config, Event, Payload, ResumeToken, Wire};
 use redial_server::redis::RedisStore;
 use redial_server::token::TokenKey;
 use redial_server::{Node, ServerConfig};
-use redial_tests::servers::redis::RedisServer;
+use redial_tests::third_party::redis::RedisServer;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use redial_tests::server::{Server, ServerConfig};
+use redial_tests::reference::{Server, ServerConfig};
 
 const USAGE: &str =
     "usage: redial-reference-server [--listen 127.0.0.1:PORT] [--token-lifetime-ms N]";

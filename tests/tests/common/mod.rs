@@ -20,7 +20,7 @@ use futures_util::future::{select, Either};
 use redial_core::{Backoff, Config, ConfigBuilder, Event, SessionInfo, TerminalReason};
 use redial_driver::{Builder, Handle, Runtime};
 use redial_tests::proxy::{Proxy, ProxyHandle};
-use redial_tests::server::{Server, ServerConfig, ServerControl, ServerStats};
+use redial_tests::reference::{Server, ServerConfig, ServerControl, ServerStats};
 use tokio::sync::watch;
 
 /// The safety net for one wait. Far above what any healthy wait takes, so it

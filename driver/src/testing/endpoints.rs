@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use redial_core::{Event, Raw, Session};
 
-use super::{fast_config, wait_event, wait_server, within, Plan, ServerEvent, TestServer, WAIT};
+use super::{fast_config, wait_event, wait_server, within, Plan, ScriptedPeer, ServerEvent, WAIT};
 use crate::{Builder, Events, Runtime};
 
 /// The next `Connected`, with the endpoints of the dial failures before it.
@@ -38,7 +38,7 @@ pub async fn endpoints_rotate_to_a_live_node<R: Runtime>(make: impl Fn(String) -
         .expect("a free port")
         .port();
     let url_a = format!("ws://127.0.0.1:{port_a}/socket");
-    let mut b = TestServer::start(|_| Plan::Accept).expect("server b");
+    let mut b = ScriptedPeer::start(|_| Plan::Accept).expect("server b");
     let url_b = b.url().to_owned();
 
     // stable_after 0: every connection counts as one that held, so the
@@ -74,7 +74,7 @@ pub async fn endpoints_rotate_to_a_live_node<R: Runtime>(make: impl Fn(String) -
     ));
     assert_eq!(b.dials(), 2);
 
-    let mut a = TestServer::start_on(port_a, |_| Plan::Accept).expect("server a at its port");
+    let mut a = ScriptedPeer::start_on(port_a, |_| Plan::Accept).expect("server a at its port");
     // Dropping B closes its listener before its connections, so the client
     // sees the loss only once B refuses dials.
     drop(b);

@@ -13,8 +13,8 @@ mod calls;
 mod endpoints;
 mod limits_and_trust;
 mod observe;
+mod peer;
 mod scenarios;
-mod server;
 
 use std::future::Future;
 use std::time::Duration;
@@ -26,8 +26,8 @@ pub use calls::*;
 pub use endpoints::*;
 pub use limits_and_trust::*;
 pub use observe::*;
+pub use peer::{Plan, ScriptedPeer, ServerEvent};
 pub use scenarios::*;
-pub use server::{Plan, ServerEvent, TestServer};
 
 use crate::{Events, Runtime};
 
@@ -86,7 +86,7 @@ pub async fn wait_event<R: Runtime>(
 /// Reads server events until one matches `pred`, which is returned.
 pub async fn wait_server<R: Runtime>(
     rt: &R,
-    server: &mut TestServer,
+    server: &mut ScriptedPeer,
     what: &str,
     mut pred: impl FnMut(&ServerEvent) -> bool,
 ) -> ServerEvent {

@@ -142,7 +142,7 @@ pub fn or_skip<T>(launched: Result<T, LaunchError>) -> Option<T> {
 /// the servers are `nats`, `redis`, `graphql`, `mosquitto`, `anvil`,
 /// `socketio` and `socketio_redis` (both), and `needs!(; ..)` leaves
 /// the items as they are (for macros whose tests may or may not need one).
-/// See the [module docs](crate::servers) for how the cfgs are set.
+/// See the [module docs](crate::third_party) for how the cfgs are set.
 #[macro_export]
 macro_rules! needs {
     (nats; $($item:item)*) => {

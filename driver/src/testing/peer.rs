@@ -86,7 +86,7 @@ struct Conns {
 /// runs it on the calling tokio runtime (for paused-clock tests, where a
 /// server elsewhere would let the clock jump while waiting for it). Its
 /// event buffer is unbounded: it is a test tool.
-pub struct TestServer {
+pub struct ScriptedPeer {
     url: String,
     events: mpsc::UnboundedReceiver<ServerEvent>,
     conns: Arc<Conns>,
@@ -94,15 +94,15 @@ pub struct TestServer {
     _shutdown: oneshot::Sender<()>,
 }
 
-impl std::fmt::Debug for TestServer {
+impl std::fmt::Debug for ScriptedPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestServer")
+        f.debug_struct("ScriptedPeer")
             .field("url", &self.url)
             .finish()
     }
 }
 
-impl TestServer {
+impl ScriptedPeer {
     /// Starts a server on its own thread.
     pub fn start(script: impl Fn(usize) -> Plan + Send + Sync + 'static) -> std::io::Result<Self> {
         Self::start_on_thread(Arc::new(script), None)
@@ -194,7 +194,7 @@ impl TestServer {
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<(
         std::net::TcpListener,
-        TestServer,
+        ScriptedPeer,
         impl FnOnce(TcpListener) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     )> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
@@ -203,7 +203,7 @@ impl TestServer {
         let (event_tx, events) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let conns = Arc::new(Conns::default());
-        let server = TestServer {
+        let server = ScriptedPeer {
             url,
             events,
             conns: Arc::clone(&conns),

@@ -4,7 +4,7 @@
 use redial_core::{ClosePolicy, CloseRule, Event, Payload, SizeLimit, State, TerminalReason};
 use tungstenite::protocol::WebSocketConfig;
 
-use super::{fast_config, wait_event, wait_server, within, Plan, ServerEvent, TestServer, WAIT};
+use super::{fast_config, wait_event, wait_server, within, Plan, ScriptedPeer, ServerEvent, WAIT};
 use crate::{Builder, Runtime};
 
 fn text(e: &Event) -> Option<&str> {
@@ -18,7 +18,7 @@ fn text(e: &Event) -> Option<&str> {
 /// with 1009, says which limit and by how much, and (by default) stops.
 /// The message before it arrives intact.
 pub async fn too_large_message_closes_1009<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned())
         .config(fast_config().build().expect("config"))
         .websocket_config(WebSocketConfig::default().max_message_size(Some(1024)));
@@ -94,7 +94,7 @@ pub async fn too_large_message_closes_1009<R: Runtime>(make: impl Fn(String) -> 
 /// A frame over `max_frame_size` names the frame limit; with 1009
 /// overridden to reconnect, the client comes back and works.
 pub async fn too_large_frame_follows_the_policy<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let policy = ClosePolicy::new().with_code(1009, CloseRule::Reconnect { honour_hint: false });
     let config = fast_config().close_policy(policy).build().expect("config");
     let builder = make(server.url().to_owned())
@@ -168,7 +168,7 @@ pub async fn too_large_frame_follows_the_policy<R: Runtime>(make: impl Fn(String
 /// A `wss://` server whose certificate nobody vouches for: one dial, a
 /// typed terminal failure, and the TLS library's reason without wrappers.
 pub async fn untrusted_certificate_is_terminal<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let server = TestServer::start_tls(|_| Plan::Accept).expect("server");
+    let server = ScriptedPeer::start_tls(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
@@ -220,7 +220,7 @@ pub async fn untrusted_certificate_is_terminal<R: Runtime>(make: impl Fn(String)
 /// The same server, its certificate given as a root: connects, and
 /// messages go both ways.
 pub async fn trusted_root_connects<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start_tls(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start_tls(|_| Plan::Accept).expect("server");
     let root = server.certificate().expect("certificate").clone();
     let builder = make(server.url().to_owned())
         .config(fast_config().build().expect("config"))

@@ -9,7 +9,7 @@ use futures_util::future::join;
 use redial_core::fuzzing::Prober;
 use redial_core::{CallError, CallOptions, Event, Payload, Text};
 
-use super::{fast_config, wait_event, wait_server, within, Plan, ServerEvent, TestServer, WAIT};
+use super::{fast_config, wait_event, wait_server, within, Plan, ScriptedPeer, ServerEvent, WAIT};
 use crate::{Builder, Runtime};
 
 fn calls_prober() -> Prober {
@@ -17,7 +17,7 @@ fn calls_prober() -> Prober {
 }
 
 /// The next text the server reads, with its connection.
-async fn next_text<R: Runtime>(rt: &R, server: &mut TestServer, what: &str) -> (usize, String) {
+async fn next_text<R: Runtime>(rt: &R, server: &mut ScriptedPeer, what: &str) -> (usize, String) {
     match wait_server(rt, server, what, |e| matches!(e, ServerEvent::Text { .. })).await {
         ServerEvent::Text { conn, text } => (conn, text),
         other => panic!("{other:?}"),
@@ -29,7 +29,7 @@ async fn next_text<R: Runtime>(rt: &R, server: &mut TestServer, what: &str) -> (
 /// while a repeatable one is sent once more on the next connection and
 /// answered there.
 pub async fn calls_across_a_drop<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned())
         .protocol(calls_prober())
         .config(fast_config().build().expect("config"));

@@ -1,4 +1,4 @@
-//! The scenarios each adapter runs against [`TestServer`]. Each takes a
+//! The scenarios each adapter runs against [`ScriptedPeer`]. Each takes a
 //! function making the adapter's builder for a URL.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +10,7 @@ use redial_core::{
     AuthToken, Backoff, Event, Payload, SendError, State, TerminalReason, TokenFailure,
 };
 
-use super::{fast_config, wait_event, wait_server, within, Plan, ServerEvent, TestServer, WAIT};
+use super::{fast_config, wait_event, wait_server, within, Plan, ScriptedPeer, ServerEvent, WAIT};
 use crate::{Builder, Runtime, TokenPlacement};
 
 fn text(e: &Event) -> Option<&str> {
@@ -30,7 +30,7 @@ fn is_closed(e: &Event) -> bool {
 
 /// Connect, send, receive, then close.
 pub async fn connect_send_receive<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
@@ -78,7 +78,7 @@ pub async fn connect_send_receive<R: Runtime>(make: impl Fn(String) -> Builder<R
 /// The server drops the connection; messages sent during the outage are
 /// delivered, in order, after the reconnect.
 pub async fn reconnect_delivers_outage_messages<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     // A fixed 300 ms backoff: the sends below surely land in the outage.
     let fixed = Duration::from_millis(300);
     let config = fast_config()
@@ -137,7 +137,7 @@ pub async fn reconnect_delivers_outage_messages<R: Runtime>(make: impl Fn(String
 
 /// Close 4001 ends the session as `invalid_token`, with no second dial.
 pub async fn close_4001_is_terminal<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let server = TestServer::start(|_| Plan::Accept).expect("server");
+    let server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
@@ -180,7 +180,7 @@ pub async fn close_4001_is_terminal<R: Runtime>(make: impl Fn(String) -> Builder
 
 /// A 503 with `Retry-After: 1` holds the next dial back at least 1 s.
 pub async fn retry_after_is_honoured<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|n| match n {
+    let mut server = ScriptedPeer::start(|n| match n {
         0 => Plan::Reject {
             status: 503,
             retry_after: Some(1),
@@ -192,10 +192,10 @@ pub async fn retry_after_is_honoured<R: Runtime>(make: impl Fn(String) -> Builde
 }
 
 /// [`retry_after_is_honoured`] against a given server (the tokio adapter
-/// runs it on a paused clock with [`TestServer::start_local`]).
+/// runs it on a paused clock with [`ScriptedPeer::start_local`]).
 pub async fn retry_after_against<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
-    server: &mut TestServer,
+    server: &mut ScriptedPeer,
 ) {
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
@@ -244,15 +244,15 @@ pub async fn retry_after_against<R: Runtime>(
 /// A server that stops reading (so pings go unanswered) is declared dead
 /// within ping interval + pong timeout, and the client reconnects.
 pub async fn half_open_is_detected<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let server = TestServer::start(|_| Plan::Accept).expect("server");
+    let server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     half_open_against(make, &server).await;
 }
 
 /// [`half_open_is_detected`] against a given server (the tokio adapter
-/// also runs it on a paused clock with [`TestServer::start_local`]).
+/// also runs it on a paused clock with [`ScriptedPeer::start_local`]).
 pub async fn half_open_against<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
-    server: &TestServer,
+    server: &ScriptedPeer,
 ) {
     // Short close timeout: the dead socket will never answer our close.
     let builder = make(server.url().to_owned())
@@ -292,7 +292,7 @@ pub async fn half_open_against<R: Runtime>(
 /// `close()` delivers what is queued, closes with 1000, and resolves when
 /// the session is closed; the event stream then ends.
 pub async fn graceful_close<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
@@ -336,7 +336,7 @@ pub async fn graceful_close<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
 
 /// Dropping every handle closes the connection cleanly (1000).
 pub async fn dropping_handles_closes<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
@@ -376,7 +376,7 @@ pub async fn dropping_handles_closes<R: Runtime>(make: impl Fn(String) -> Builde
 /// consumer. Whoever reads on still gets what was read from the socket, in
 /// order, then `Closed`, then the end of the stream.
 pub async fn close_while_events_go_unread<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned())
         .config(fast_config().build().expect("config"))
         .event_capacity(1);
@@ -440,7 +440,7 @@ fn counting_provider(
 /// The provider is called once per dial, and each dial carries the token
 /// it returned (header placement, the default).
 pub async fn token_provider_once_per_dial<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let calls = Arc::new(AtomicUsize::new(0));
     let config = fast_config().token_provider(true).build().expect("config");
     let builder = make(server.url().to_owned())
@@ -472,7 +472,7 @@ pub async fn token_provider_once_per_dial<R: Runtime>(make: impl Fn(String) -> B
 
 /// The token can travel as a query parameter instead.
 pub async fn token_in_query<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let calls = Arc::new(AtomicUsize::new(0));
     let config = fast_config().token_provider(true).build().expect("config");
     let builder = make(server.url().to_owned())
@@ -502,7 +502,7 @@ pub async fn token_in_query<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
 /// With the queue full, `try_send` says so at once and `send` waits for
 /// room (here: the reconnect that flushes the queue) instead of failing.
 pub async fn send_waits_for_room<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|n| match n {
+    let mut server = ScriptedPeer::start(|n| match n {
         0 => Plan::Reject {
             status: 500,
             retry_after: None,
@@ -560,7 +560,7 @@ fn numbered(i: usize, pad: usize) -> Payload {
 /// The next `n` texts the server reads, as (connection, number).
 async fn read_numbered<R: Runtime>(
     rt: &R,
-    server: &mut TestServer,
+    server: &mut ScriptedPeer,
     n: usize,
 ) -> Vec<(usize, usize)> {
     let mut got = Vec::with_capacity(n);
@@ -584,7 +584,7 @@ async fn read_numbered<R: Runtime>(
 /// frame on `conn` (so every message came exactly once).
 async fn close_with_nothing_more<R: Runtime>(
     rt: &R,
-    server: &mut TestServer,
+    server: &mut ScriptedPeer,
     handle: &crate::Handle,
     conn: usize,
 ) {
@@ -608,7 +608,7 @@ async fn close_with_nothing_more<R: Runtime>(
 /// the sequence numbers in call order, and the server reads every message
 /// once, in that order.
 pub async fn send_and_feed_keep_order<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned())
         .config(fast_config().build().expect("config"))
         .command_capacity(4);
@@ -637,7 +637,7 @@ pub async fn send_and_feed_keep_order<R: Runtime>(make: impl Fn(String) -> Build
 /// in order. During the outage the queue (8) fills; the next `feed` waits
 /// until the reconnect makes room, and then everything is delivered.
 pub async fn feed_across_reconnect<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     // A fixed 300 ms backoff: the feeds below surely start in the outage.
     let fixed = Duration::from_millis(300);
     let config = fast_config()
@@ -717,7 +717,7 @@ async fn feed_until_waiting<'h, R: Runtime>(
 /// feed waits for the full socket: it waits for the server to read and
 /// comes after everything fed before it. Nothing is lost.
 pub async fn feed_waits_for_slow_server<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     // No keepalive: unanswered pings would end the connection.
     let config = fast_config()
         .ping_interval(None)
@@ -765,7 +765,7 @@ pub async fn feed_waits_for_slow_server<R: Runtime>(make: impl Fn(String) -> Bui
 /// What `feed` refuses, and a close while a `feed` waits for room: the
 /// close is not stuck behind it, and the waiting feed is answered.
 pub async fn feed_refusals<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let server = TestServer::start(|_| Plan::Reject {
+    let server = ScriptedPeer::start(|_| Plan::Reject {
         status: 500,
         retry_after: None,
     })
@@ -828,7 +828,7 @@ pub async fn feed_refusals<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
 /// [`DEFAULT_MAX_FRAME_SIZE`](crate::DEFAULT_MAX_FRAME_SIZE) bytes) still
 /// arrives whole, and the connection goes on.
 pub async fn largest_frame_arrives<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     // No keepalive: on a loaded machine 16 MiB in a debug build can take
     // longer than the fast config's pong deadline to arrive, and a ping's
     // answer queues behind it.
@@ -879,7 +879,7 @@ pub async fn largest_frame_arrives<R: Runtime>(make: impl Fn(String) -> Builder<
 /// reconnect, in order, before anything sent later. Only what the socket
 /// had taken (written, then lost with the connection) may be missing.
 pub async fn unsent_frames_survive_a_drop<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     // No keepalive: unanswered pings would end the connection first.
     let config = fast_config().ping_interval(None).build().expect("config");
     let builder = make(server.url().to_owned()).config(config);

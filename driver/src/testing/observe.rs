@@ -3,7 +3,7 @@
 
 use redial_core::{CloseClass, Event, Payload, State};
 
-use super::{fast_config, wait_event, wait_server, within, Plan, ServerEvent, TestServer, WAIT};
+use super::{fast_config, wait_event, wait_server, within, Plan, ScriptedPeer, ServerEvent, WAIT};
 use crate::{Builder, Events, Runtime};
 
 fn is_connected(e: &Event) -> bool {
@@ -28,7 +28,7 @@ async fn reconnected<R: Runtime>(rt: &R, events: &mut Events) {
 pub async fn stats_count_dials_disconnects_and_messages<R: Runtime>(
     make: impl Fn(String) -> Builder<R>,
 ) {
-    let mut server = TestServer::start(|_| Plan::Accept).expect("server");
+    let mut server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
@@ -78,7 +78,7 @@ pub async fn stats_count_dials_disconnects_and_messages<R: Runtime>(
 /// A watch read only after several reconnects answers the state now, once:
 /// latest wins, never one answer per change.
 pub async fn state_watch_keeps_only_the_latest<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
-    let server = TestServer::start(|_| Plan::Accept).expect("server");
+    let server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
     let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
     let rt = builder.runtime().clone();
     let (handle, mut events) = builder.connect().expect("connect");
