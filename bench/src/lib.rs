@@ -273,6 +273,50 @@ pub async fn connected_wire_client(
     Ok(handle)
 }
 
+/// A client WebSocket over plain TCP, as the minimal bench clients use it.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Dials `url`, offering `subprotocol` when given (Nagle off).
+pub async fn dial(
+    url: &str,
+    subprotocol: Option<&'static str>,
+) -> Result<Ws, Box<dyn std::error::Error + Send + Sync>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    if let Some(p) = subprotocol {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(p),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
+    Ok(ws)
+}
+
+/// A minimal Wire client: dials `url`, sends `hello`, returns the socket
+/// and the server's WELCOME (anything else first is an error).
+pub async fn wire_handshake(
+    url: &str,
+    hello: redial_core::wire::Hello,
+) -> Result<(Ws, redial_core::wire::Welcome), Box<dyn std::error::Error + Send + Sync>> {
+    use futures_util::{SinkExt, StreamExt};
+    use redial_core::wire::{self, Frame, Limits};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = dial(url, Some(wire::SUBPROTOCOL)).await?;
+    ws.send(Message::Binary(Frame::Hello(hello).to_bytes()))
+        .await?;
+    while let Some(m) = ws.next().await {
+        if let Message::Binary(b) = m? {
+            return match wire::decode(b, &Limits::default())? {
+                Frame::Welcome(w) => Ok((ws, w)),
+                other => Err(format!("expected WELCOME, got {other:?}").into()),
+            };
+        }
+    }
+    Err("closed before WELCOME".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

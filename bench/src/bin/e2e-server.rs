@@ -36,9 +36,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use redial_bench::{connected_wire_client, load_average, percentile, Args};
-use redial_core::wire::{self, Frame, Hello, Limits, Welcome};
+use redial_bench::{connected_wire_client, load_average, percentile, wire_handshake, Args, Ws};
+use redial_core::wire::{self, Hello};
 use redial_core::{Config, Event, Payload, ResumeToken, Wire};
 use redial_server::memory::MemoryStore;
 use redial_server::redis::RedisStore;
@@ -47,9 +46,6 @@ use redial_server::token::TokenKey;
 use redial_server::{Node, ServerConfig};
 use redial_tests::third_party::redis::RedisServer;
 use tokio::sync::{oneshot, Notify};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -373,30 +369,6 @@ async fn fanout(
     })
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Dials `url`, sends `hello`, returns the socket and the WELCOME.
-async fn wire_dial(url: &str, hello: Hello) -> Result<(Ws, Welcome), BoxError> {
-    let mut request = url.into_client_request()?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(wire::SUBPROTOCOL),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
-    ws.send(Message::Binary(Frame::Hello(hello).to_bytes()))
-        .await?;
-    while let Some(m) = ws.next().await {
-        if let Message::Binary(b) = m? {
-            return match wire::decode(b, &Limits::default())? {
-                Frame::Welcome(w) => Ok((ws, w)),
-                other => Err(format!("expected WELCOME, got {other:?}").into()),
-            };
-        }
-    }
-    Err("closed before WELCOME".into())
-}
-
 fn hello(resume: Option<ResumeToken>) -> Hello {
     Hello {
         version: wire::VERSION,
@@ -409,7 +381,7 @@ fn hello(resume: Option<ResumeToken>) -> Hello {
 /// Dial to resumed WELCOME on `url` with `token`.
 async fn timed_resume(url: &str, token: ResumeToken) -> Result<(Duration, Ws), BoxError> {
     let start = Instant::now();
-    let (ws, welcome) = wire_dial(url, hello(Some(token))).await?;
+    let (ws, welcome) = wire_handshake(url, hello(Some(token))).await?;
     let took = start.elapsed();
     if !welcome.resumed {
         return Err("the session was not resumed".into());
@@ -421,7 +393,7 @@ async fn timed_resume(url: &str, token: ResumeToken) -> Result<(Duration, Ws), B
 async fn open_sessions(url: &str, n: usize) -> Result<Vec<(Ws, ResumeToken)>, BoxError> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let (ws, welcome) = wire_dial(url, hello(None)).await?;
+        let (ws, welcome) = wire_handshake(url, hello(None)).await?;
         out.push((ws, welcome.resume_token));
     }
     Ok(out)

@@ -43,21 +43,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use redial_bench::{connected_wire_client, load_average, percentile, pid_status_kib, Args};
-use redial_core::wire::{self, Frame, Hello, Limits, Welcome};
+use redial_bench::{
+    connected_wire_client, dial, load_average, percentile, pid_status_kib, wire_handshake, Args, Ws,
+};
+use redial_core::wire::{self, Hello, Welcome};
 use redial_core::{Config, Event, Payload, ResumeToken, Wire};
 use redial_server::redis::RedisStore;
 use redial_server::token::TokenKey;
 use redial_server::{Node, ServerConfig};
 use redial_tests::third_party::redis::RedisServer;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Bytes per published message.
 const PAYLOAD: usize = 1024;
@@ -337,37 +335,15 @@ async fn serve_node(
 
 // ---- minimal clients ----
 
-async fn dial(url: &str, subprotocol: Option<&'static str>) -> Result<Ws, BoxError> {
-    let mut request = url.into_client_request()?;
-    if let Some(p) = subprotocol {
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
-    }
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
-    Ok(ws)
-}
-
 /// A Wire session on `port`: HELLO (resuming `token` if given), WELCOME.
 async fn wire_hello(port: u16, token: Option<ResumeToken>) -> Result<(Ws, Welcome), BoxError> {
-    let mut ws = dial(&format!("ws://127.0.0.1:{port}/"), Some(wire::SUBPROTOCOL)).await?;
     let hello = Hello {
         version: wire::VERSION,
         resume_token: token,
         last_offset: 0,
         name: None,
     };
-    ws.send(Message::Binary(Frame::Hello(hello).to_bytes()))
-        .await?;
-    while let Some(m) = ws.next().await {
-        if let Message::Binary(b) = m? {
-            return match wire::decode(b, &Limits::default())? {
-                Frame::Welcome(w) => Ok((ws, w)),
-                other => Err(format!("expected WELCOME, got {other:?}").into()),
-            };
-        }
-    }
-    Err("closed before WELCOME".into())
+    wire_handshake(&format!("ws://127.0.0.1:{port}/"), hello).await
 }
 
 /// What a Socket.IO CONNECT answer carries.
