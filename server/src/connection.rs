@@ -3,8 +3,10 @@
 //! # Calling contract
 //!
 //! The runtime owns the socket, the clock and the [`Store`](crate::Store);
-//! a [`Connection`] owns the protocol. `now` is milliseconds on the node's
-//! clock (the same clock the store's `now_ms` uses), never decreasing.
+//! a [`Connection`] owns the protocol. `now` is the runtime's monotonic
+//! `Instant`, never decreasing, as for the client's `Session`; the only
+//! wall-clock time it writes (a token's issue time) comes from the
+//! [`WallClock`] it was created with (see [`crate::clock`]).
 //!
 //! * Feed every input: [`Connection::handle_frame`] for each binary
 //!   message, [`Connection::handle_text`] for a text message,
@@ -40,12 +42,14 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use redial_core::payload::{Payload, Text};
 use redial_core::secret::ResumeToken;
 use redial_core::timer::{TimerKind, TimerTable};
 use redial_core::wire::{self, error_code, Frame, Hello, Welcome};
 
+use crate::clock::{after, WallClock};
 use crate::config::ServerConfig;
 use crate::names::{is_valid_name, NameGen, SplitMix};
 use crate::op::{StoreOp, StoreReply};
@@ -211,7 +215,9 @@ pub struct Connection {
     /// Changes whenever the held subscriptions do.
     subscriptions_version: u64,
     actions: VecDeque<Action>,
-    timers: TimerTable<Timer, u64, 3>,
+    timers: TimerTable<Timer, Instant, 3>,
+    /// Where token issue times come from.
+    wall: WallClock,
 }
 
 impl std::fmt::Debug for Connection {
@@ -227,11 +233,14 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// A connection accepted at `now`. `principal` is what the upgrade's
-    /// authorization said about the caller; `seed` should differ per
-    /// connection (the node derives it from its own seed).
+    /// A connection accepted at `now`. `wall` maps the runtime's instants
+    /// to the Unix milliseconds written into resume tokens (the node's
+    /// clock); `principal` is what the upgrade's authorization said about
+    /// the caller; `seed` should differ per connection (the node derives it
+    /// from its own seed).
     pub fn new(
-        now: u64,
+        now: Instant,
+        wall: WallClock,
         cfg: Arc<ServerConfig>,
         policy: Arc<dyn Policy>,
         principal: Option<String>,
@@ -240,7 +249,7 @@ impl Connection {
         let mut rng = SplitMix::new(seed);
         let names = NameGen::new(rng.next_u64());
         let mut timers = TimerTable::default();
-        timers.set(Timer::Hello, now.saturating_add(cfg.hello_timeout_ms));
+        timers.set(Timer::Hello, after(now, cfg.hello_timeout_ms));
         Connection {
             cfg,
             policy,
@@ -263,6 +272,7 @@ impl Connection {
             subscriptions_version: 0,
             actions: VecDeque::new(),
             timers,
+            wall,
         }
     }
 
@@ -336,12 +346,12 @@ impl Connection {
     }
 
     /// When [`Connection::handle_timeout`] is next due.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }
 
     /// A binary message arrived.
-    pub fn handle_frame(&mut self, now: u64, message: bytes::Bytes) {
+    pub fn handle_frame(&mut self, now: Instant, message: bytes::Bytes) {
         let frame = match wire::decode(message, &self.cfg.limits) {
             Ok(f) => f,
             Err(e) => return self.protocol_error(&e.to_string()),
@@ -369,20 +379,20 @@ impl Connection {
     /// arrived and the WebSocket layer refused to read it: malformed
     /// (PROTOCOL.md 5), so ERROR `malformed_frame` and close 1002. The
     /// runtime must read nothing more from the socket.
-    pub fn handle_oversized(&mut self, _now: u64) {
+    pub fn handle_oversized(&mut self, _now: Instant) {
         let max = self.cfg.limits.max_frame_len;
         self.protocol_error(&format!("frame over the {max}-byte limit"));
     }
 
     /// A text message arrived: a protocol error (PROTOCOL.md 1).
-    pub fn handle_text(&mut self, _now: u64) {
+    pub fn handle_text(&mut self, _now: Instant) {
         if !matches!(self.phase, Phase::Closed | Phase::Draining) {
             self.protocol_error("text messages are not allowed");
         }
     }
 
     /// A notice from the store; the connection picks what concerns it.
-    pub fn handle_notice(&mut self, now: u64, notice: &Notice) {
+    pub fn handle_notice(&mut self, now: Instant, notice: &Notice) {
         let Some(held) = &self.held else {
             // Before WELCOME: the first fetch after it reads everything.
             return;
@@ -409,7 +419,7 @@ impl Connection {
     /// The session may have new MESSAGEs (a runtime that already picked the
     /// notices concerning this session passes them on as this): fetch.
     /// Ignored before WELCOME, whose first fetch reads everything.
-    pub fn handle_wake(&mut self, now: u64) {
+    pub fn handle_wake(&mut self, now: Instant) {
         if self.held.is_none() || self.phase != Phase::Open {
             return;
         }
@@ -420,7 +430,7 @@ impl Connection {
 
     /// `frames` more of the frames handed out (oldest first) were written
     /// to the socket.
-    pub fn handle_written(&mut self, now: u64, frames: usize) {
+    pub fn handle_written(&mut self, now: Instant, frames: usize) {
         for _ in 0..frames {
             match self.unwritten.pop_front() {
                 Some(n) => self.unwritten_bytes -= n,
@@ -431,7 +441,7 @@ impl Connection {
     }
 
     /// The result of the store call last handed out.
-    pub fn handle_store_reply(&mut self, now: u64, reply: StoreReply) {
+    pub fn handle_store_reply(&mut self, now: Instant, reply: StoreReply) {
         let Some(pending) = self.in_flight.take() else {
             return;
         };
@@ -517,7 +527,7 @@ impl Connection {
     }
 
     /// Any timer that is due at `now` fires.
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         // Handlers only disarm timers, so each due timer fires once.
         while let Some(t) = self.timers.pop_expired(now) {
             match t {
@@ -546,7 +556,7 @@ impl Connection {
 
     /// Shut down: GOING_AWAY, finish the store call in flight, close 1001.
     /// Before WELCOME the connection is closed with 1001 at once.
-    pub fn handle_going_away(&mut self, now: u64, retry_after_ms: u64, window_ms: u64) {
+    pub fn handle_going_away(&mut self, now: Instant, retry_after_ms: u64, window_ms: u64) {
         match self.phase {
             Phase::AwaitHello | Phase::Handshaking => self.close(1001, "going away"),
             Phase::Open | Phase::Draining => {
@@ -559,7 +569,7 @@ impl Connection {
                 self.fetch_wanted = false;
                 self.timers.stop_all();
                 self.timers
-                    .set(Timer::Drain, now.saturating_add(self.cfg.drain_timeout_ms));
+                    .set(Timer::Drain, after(now, self.cfg.drain_timeout_ms));
                 self.pump(now);
             }
             Phase::Closed => {}
@@ -569,12 +579,12 @@ impl Connection {
     /// The application closes this connection with `code` (for example
     /// 1012 for a restart, or one of its own 4000-4999 codes), without an
     /// ERROR: the session is detached and stays resumable.
-    pub fn handle_close(&mut self, _now: u64, code: u16, reason: &str) {
+    pub fn handle_close(&mut self, _now: Instant, code: u16, reason: &str) {
         self.close(code, reason);
     }
 
     /// The socket is gone (the peer closed, or it failed).
-    pub fn handle_closed(&mut self, _now: u64) {
+    pub fn handle_closed(&mut self, _now: Instant) {
         if self.phase != Phase::Closed {
             self.phase = Phase::Closed;
             self.finish(false);
@@ -625,7 +635,7 @@ impl Connection {
 
     /// Hands out the next store call, or works through the inbox, until a
     /// store call is outstanding or nothing is left to do.
-    fn pump(&mut self, now: u64) {
+    fn pump(&mut self, now: Instant) {
         loop {
             if self.in_flight.is_some() || self.phase == Phase::Closed {
                 break;
@@ -670,13 +680,13 @@ impl Connection {
         match (stall, self.timers.is_set(Timer::Stall)) {
             (true, false) => self
                 .timers
-                .set(Timer::Stall, now.saturating_add(self.cfg.stall_timeout_ms)),
+                .set(Timer::Stall, after(now, self.cfg.stall_timeout_ms)),
             (false, true) => self.timers.stop(Timer::Stall),
             _ => {}
         }
     }
 
-    fn on_hello(&mut self, _now: u64, hello: Hello) {
+    fn on_hello(&mut self, _now: Instant, hello: Hello) {
         if hello.version < 1 {
             return self.fail(
                 error_code::UNSUPPORTED_VERSION,
@@ -716,11 +726,11 @@ impl Connection {
         self.queue(StoreOp::Create { name }, Pending::Create { attempt: 0 });
     }
 
-    fn welcome(&mut self, now: u64, state: SessionState, resumed: bool) {
+    fn welcome(&mut self, now: Instant, state: SessionState, resumed: bool) {
         let nonce = self.rng.next_u64();
         let Some(token) = self.cfg.keys.issue(&Claims {
             session: state.owner.session.clone(),
-            issued_ms: now,
+            issued_ms: self.wall.ms(now),
             nonce,
         }) else {
             return self.fail(error_code::INTERNAL, "session id too long");
@@ -959,7 +969,7 @@ mod tests {
 
     use super::*;
     use crate::policy::{AllowAll, Refusal};
-    use crate::testing::{Driver, ScriptedStore};
+    use crate::testing::{at, wall, Driver, ScriptedStore};
     use crate::token::TokenKey;
     use crate::ServerConfig;
 
@@ -1062,7 +1072,7 @@ mod tests {
         let mut store = ScriptedStore::new();
         let mut d = open(&mut store, Arc::new(AllowAll));
         d.conn
-            .handle_frame(1, bytes::Bytes::from_static(&[0x07, 0x00]));
+            .handle_frame(at(1), bytes::Bytes::from_static(&[0x07, 0x00]));
         d.run(&mut store, 1);
         assert_eq!(last_error(&d), (error_code::MALFORMED_FRAME, false));
         assert_eq!(d.closed.as_ref().unwrap().0, 1002);
@@ -1071,7 +1081,7 @@ mod tests {
         assert_eq!(d.conn.owner().unwrap().session, id);
 
         let mut d = open(&mut store, Arc::new(AllowAll));
-        d.conn.handle_text(1);
+        d.conn.handle_text(at(1));
         d.run(&mut store, 1);
         assert_eq!(d.closed.as_ref().unwrap().0, 1002);
 
@@ -1165,7 +1175,7 @@ mod tests {
         assert_eq!(offsets(&d.sent), vec![1, 2, 3]);
         // The client delivered 1, then the connection drops.
         d.frame(&mut store, 3, &Frame::Received { offset: 1 });
-        d.conn.handle_closed(4);
+        d.conn.handle_closed(at(4));
         d.run(&mut store, 4);
         store.take_notices();
         let w = welcome_of(&d);
@@ -1193,7 +1203,7 @@ mod tests {
         let mut store = ScriptedStore::new();
         let mut d = open(&mut store, Arc::new(AllowAll));
         let w = welcome_of(&d);
-        d.conn.handle_closed(5);
+        d.conn.handle_closed(at(5));
         d.run(&mut store, 5);
         let mut d2 = Driver::new(70_006, cfg(), Arc::new(AllowAll), 2);
         d2.frame(&mut store, 70_006, &hello(Some(w.resume_token), 9, None));
@@ -1263,16 +1273,16 @@ mod tests {
         // WELCOME and SUBSCRIBED were written; the window holds 4 frames.
         assert_eq!(offsets(&d.sent), vec![1, 2, 3, 4]);
         assert_eq!(d.conn.unwritten_frames(), 4);
-        assert_eq!(d.conn.poll_timeout(), Some(1002));
+        assert_eq!(d.conn.poll_timeout().map(|t| wall().ms(t)), Some(1002));
         // Two are written: two more are fetched.
-        d.conn.handle_written(500, 2);
+        d.conn.handle_written(at(500), 2);
         d.run(&mut store, 500);
         assert_eq!(offsets(&d.sent), vec![1, 2, 3, 4, 5, 6]);
         // The stall timer restarted when the window opened, and fires.
-        let at = d.conn.poll_timeout().unwrap();
-        assert_eq!(at, 1500);
-        d.conn.handle_timeout(at);
-        d.run(&mut store, at);
+        let due = d.conn.poll_timeout().map(|t| wall().ms(t)).unwrap();
+        assert_eq!(due, 1500);
+        d.conn.handle_timeout(at(due));
+        d.run(&mut store, due);
         assert_eq!(last_error(&d), (SLOW_CONSUMER, false));
         assert_eq!(d.closed.as_ref().unwrap().0, 1013);
     }
@@ -1295,17 +1305,17 @@ mod tests {
         d.notices(&mut store, 2, &n);
         // Written at once, but never RECEIVED: max_backlog (6) is the cap.
         assert_eq!(offsets(&d.sent), (1..=6).collect::<Vec<_>>());
-        let at = d.conn.poll_timeout().unwrap();
-        d.conn.handle_timeout(at);
-        d.run(&mut store, at);
+        let due = d.conn.poll_timeout().map(|t| wall().ms(t)).unwrap();
+        d.conn.handle_timeout(at(due));
+        d.run(&mut store, due);
         assert_eq!(last_error(&d), (SLOW_CONSUMER, false));
         let w = welcome_of(&d);
         // The client had delivered 4; it resumes and gets 5.. with nothing lost.
-        let mut d2 = Driver::new(at + 10, cfg(), Arc::new(AllowAll), 2);
-        d2.frame(&mut store, at + 10, &hello(Some(w.resume_token), 4, None));
+        let mut d2 = Driver::new(due + 10, cfg(), Arc::new(AllowAll), 2);
+        d2.frame(&mut store, due + 10, &hello(Some(w.resume_token), 4, None));
         assert!(welcome_of(&d2).resumed);
         assert_eq!(offsets(&d2.sent), vec![5, 6, 7, 8, 9, 10]);
-        d2.frame(&mut store, at + 11, &Frame::Received { offset: 10 });
+        d2.frame(&mut store, due + 11, &Frame::Received { offset: 10 });
         assert!(d2.closed.is_none());
     }
 
@@ -1322,7 +1332,7 @@ mod tests {
             },
         );
         let w = welcome_of(&d);
-        d.conn.handle_closed(2);
+        d.conn.handle_closed(at(2));
         d.run(&mut store, 2);
         for i in 0..5 {
             store.broadcast("c", &Payload::text(format!("m{i}")));
@@ -1339,7 +1349,7 @@ mod tests {
         let mut store = ScriptedStore::new();
         let mut d = open(&mut store, Arc::new(AllowAll));
         let name = d.conn.name().unwrap().to_owned();
-        d.conn.handle_going_away(5, 1000, 4000);
+        d.conn.handle_going_away(at(5), 1000, 4000);
         d.run(&mut store, 5);
         assert_eq!(
             d.sent.last(),
@@ -1352,7 +1362,7 @@ mod tests {
         assert!(store.session_by_name(&name).is_some());
         // Before WELCOME: closed at once.
         let mut d = Driver::new(0, cfg(), Arc::new(AllowAll), 1);
-        d.conn.handle_going_away(1, 1000, 4000);
+        d.conn.handle_going_away(at(1), 1000, 4000);
         d.run(&mut store, 1);
         assert_eq!(d.closed.as_ref().unwrap().0, 1001);
         assert!(d.sent.is_empty());
@@ -1362,19 +1372,19 @@ mod tests {
     fn going_away_waits_for_the_store_call_in_flight() {
         let mut store = ScriptedStore::new();
         let mut d = open(&mut store, Arc::new(AllowAll));
-        d.conn.handle_frame(1, publish(1, Some("x")).to_bytes());
+        d.conn.handle_frame(at(1), publish(1, Some("x")).to_bytes());
         let op = match d.conn.poll_action() {
             Some(Action::Store(op)) => op,
             other => panic!("{other:?}"),
         };
-        d.conn.handle_going_away(2, 0, 0);
+        d.conn.handle_going_away(at(2), 0, 0);
         assert!(matches!(
             d.conn.poll_action(),
             Some(Action::Send(Frame::GoingAway { .. }))
         ));
         assert!(d.conn.poll_action().is_none(), "no close before the ACK");
         let reply = store.apply(&op, 2);
-        d.conn.handle_store_reply(3, reply);
+        d.conn.handle_store_reply(at(3), reply);
         d.run(&mut store, 3);
         assert_eq!(d.sent.last(), Some(&Frame::Ack { seq: 1 }));
         assert_eq!(d.closed.as_ref().unwrap().0, 1001);
@@ -1385,7 +1395,7 @@ mod tests {
         let mut store = ScriptedStore::new();
         let mut d = open(&mut store, Arc::new(AllowAll));
         let w = welcome_of(&d);
-        d.conn.handle_close(1, 4020, "admin");
+        d.conn.handle_close(at(1), 4020, "admin");
         d.run(&mut store, 1);
         assert_eq!(d.closed, Some((4020, "admin".to_owned())));
         let mut d2 = Driver::new(2, cfg(), Arc::new(AllowAll), 2);
@@ -1397,8 +1407,8 @@ mod tests {
     fn no_hello_in_time_closes() {
         let mut store = ScriptedStore::new();
         let mut d = Driver::new(0, cfg(), Arc::new(AllowAll), 1);
-        assert_eq!(d.conn.poll_timeout(), Some(10_000));
-        d.conn.handle_timeout(10_000);
+        assert_eq!(d.conn.poll_timeout().map(|t| wall().ms(t)), Some(10_000));
+        d.conn.handle_timeout(at(10_000));
         d.run(&mut store, 10_000);
         assert_eq!(d.closed.as_ref().unwrap().0, 1002);
     }
@@ -1463,7 +1473,7 @@ mod tests {
         );
         // The session still resumes: WELCOME lists both.
         let w = welcome_of(&d);
-        d.conn.handle_closed(2);
+        d.conn.handle_closed(at(2));
         d.run(&mut store, 2);
         let mut d2 = Driver::new(3, cfg, Arc::new(AllowAll), 2);
         d2.frame(&mut store, 3, &hello(Some(w.resume_token), 0, None));

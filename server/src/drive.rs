@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::connection::{Action, Connection};
-use crate::node::{Counters, Node, Orders};
+use crate::node::{monotonic_now, Counters, Node, Orders};
 use crate::registry::{Mailbox, Wake};
 use crate::store::{Notice, Owner, PublishOutcome};
 use crate::StoreReply;
@@ -247,7 +247,8 @@ where
     let mut orders_seen = control.borrow_and_update().serial();
     let seed = inner.cfg.seed() ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut conn = Connection::new(
-        node.now_ms(),
+        monotonic_now(),
+        node.wall_clock(),
         inner.cfg.clone(),
         inner.policy.clone(),
         principal,
@@ -265,7 +266,7 @@ where
     let mut unreadable = false;
 
     if let Some((r, w)) = *shutdown.borrow_and_update() {
-        conn.handle_going_away(node.now_ms(), r, w);
+        conn.handle_going_away(monotonic_now(), r, w);
         going_away_seen = true;
     }
     loop {
@@ -292,7 +293,7 @@ where
                             .publishes_applied
                             .fetch_add(1, Ordering::Relaxed);
                     }
-                    conn.handle_store_reply(node.now_ms(), reply);
+                    conn.handle_store_reply(monotonic_now(), reply);
                 }
                 // Awaited here, so one session's requests (and the replies
                 // they send) keep their order.
@@ -336,10 +337,10 @@ where
         if closing || peer_gone {
             break;
         }
-        let timeout = conn.poll_timeout().map(|t| node.instant_at(t));
+        let timeout = conn.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             msg = stream.next(), if conn.wants_input() => {
-                let now = node.now_ms();
+                let now = monotonic_now();
                 match msg.map(|m| m.map(WsMessage::classify)) {
                     Some(Ok(Incoming::Binary(b))) => conn.handle_frame(now, b),
                     Some(Ok(Incoming::Text)) => conn.handle_text(now),
@@ -357,15 +358,15 @@ where
                 }
             }
             n = outbox.wait_written() => match n {
-                Some(n) => conn.handle_written(node.now_ms(), n),
+                Some(n) => conn.handle_written(monotonic_now(), n),
                 // The writer stopped: the socket failed.
                 None => {
                     peer_gone = true;
-                    conn.handle_closed(node.now_ms());
+                    conn.handle_closed(monotonic_now());
                 }
             },
             Wake { fetch, taken_over } = mailbox.wait() => {
-                let now = node.now_ms();
+                let now = monotonic_now();
                 if let (Some(epoch), Some(session)) = (taken_over, &registered) {
                     let owner = Owner { session: session.clone(), epoch };
                     conn.handle_notice(now, &Notice::TakenOver(owner));
@@ -378,7 +379,7 @@ where
                 if changed.is_ok() {
                     if let Some((r, w)) = *shutdown.borrow_and_update() {
                         going_away_seen = true;
-                        conn.handle_going_away(node.now_ms(), r, w);
+                        conn.handle_going_away(monotonic_now(), r, w);
                     }
                 } else {
                     going_away_seen = true;
@@ -386,17 +387,17 @@ where
             }
             Ok(()) = control.changed() => {
                 let orders = control.borrow_and_update().clone();
-                carry_out(&mut conn, node.now_ms(), &orders, orders_seen);
+                carry_out(&mut conn, monotonic_now(), &orders, orders_seen);
                 orders_seen = orders.serial();
             }
-            () = sleep_until(timeout), if timeout.is_some() => conn.handle_timeout(node.now_ms()),
+            () = sleep_until(timeout), if timeout.is_some() => conn.handle_timeout(monotonic_now()),
         }
     }
     // Store calls after the close (the detach).
     while let Some(action) = conn.poll_action() {
         if let Action::Store(op) = action {
             let reply = node.execute(&op).await;
-            conn.handle_store_reply(node.now_ms(), reply);
+            conn.handle_store_reply(monotonic_now(), reply);
         }
     }
     if let Some(s) = &registered {
@@ -428,7 +429,7 @@ where
 }
 
 /// Hands `conn` the orders newer than serial `seen`, oldest first.
-fn carry_out(conn: &mut Connection, now: u64, orders: &Orders, seen: u64) {
+fn carry_out(conn: &mut Connection, now: Instant, orders: &Orders, seen: u64) {
     let going_away = orders.going_away.as_ref().map(|o| o.0);
     let close = orders.close.as_ref().map(|o| o.0);
     let mut due: Vec<u64> = [going_away, close].into_iter().flatten().collect();

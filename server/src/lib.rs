@@ -42,6 +42,7 @@
 pub mod admission;
 #[cfg(feature = "axum")]
 pub mod axum;
+pub mod clock;
 mod config;
 mod connection;
 #[cfg(feature = "tokio")]
@@ -66,6 +67,7 @@ pub mod token;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+pub use clock::WallClock;
 pub use config::{
     ConfigError, ServerConfig, ServerConfigBuilder, DEFAULT_READ_BUFFER, DEFAULT_STORE_TIMEOUT_MS,
     DEFAULT_WRITE_BUFFER,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use redial_core::payload::Payload;
@@ -13,6 +13,7 @@ use redial_core::wire;
 use tokio::sync::watch;
 
 use crate::admission::{retry_after_secs, Admission, Admit};
+use crate::clock::WallClock;
 use crate::connection::Request;
 use crate::meter::{self, Meters};
 use crate::op::{StoreOp, StoreReply};
@@ -145,8 +146,9 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     pub(crate) meters: Meters,
     next_conn: AtomicU64,
-    base_ms: u64,
-    base: tokio::time::Instant,
+    /// The default clock: the wall clock when the node started, then
+    /// tokio's monotonic clock.
+    wall: WallClock,
     clock: Option<Clock>,
 }
 
@@ -179,9 +181,11 @@ pub struct NodeBuilder {
 
 impl NodeBuilder {
     /// The node's clock, in Unix milliseconds (default: the wall clock at
-    /// start, then tokio's monotonic clock). Token expiry and admission
-    /// control read it; a test harness uses it to jump time forward. It
-    /// must not go backwards and must not block.
+    /// start, then tokio's monotonic clock). The store's times (token
+    /// expiry), token issue times and admission control read it; a test
+    /// harness uses it to jump time forward. The connections' timers run
+    /// on tokio's clock and do not follow it. It must not go backwards and
+    /// must not block.
     pub fn clock(mut self, now_ms: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(now_ms));
         self
@@ -221,9 +225,6 @@ impl NodeBuilder {
     /// Starts the node: must be called inside a tokio runtime (it spawns the
     /// task that routes the store's notices).
     pub fn build(self) -> Node {
-        let base_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let admission = self.cfg.admission_per_sec.map(Admission::new);
         let node = Node {
             inner: Arc::new(Inner {
@@ -241,8 +242,7 @@ impl NodeBuilder {
                 counters: Counters::default(),
                 meters: Meters::new(),
                 next_conn: AtomicU64::new(1),
-                base_ms,
-                base: tokio::time::Instant::now(),
+                wall: WallClock::system(monotonic_now()),
                 clock: self.clock,
             }),
         };
@@ -261,6 +261,12 @@ impl NodeBuilder {
         });
         node
     }
+}
+
+/// Tokio's clock as the `Instant` a [`Connection`](crate::Connection)
+/// takes: a paused test clock drives the connections' timers too.
+pub(crate) fn monotonic_now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -313,24 +319,22 @@ impl Node {
     /// monotonic clock, so a paused test clock drives it), or the one given
     /// to [`NodeBuilder::clock`].
     pub fn now_ms(&self) -> u64 {
-        if let Some(clock) = &self.inner.clock {
-            return clock();
+        match &self.inner.clock {
+            Some(clock) => clock(),
+            None => self.inner.wall.ms(monotonic_now()),
         }
-        let elapsed = tokio::time::Instant::now().saturating_duration_since(self.inner.base);
-        self.inner
-            .base_ms
-            .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
     }
 
-    pub(crate) fn instant_at(&self, ms: u64) -> tokio::time::Instant {
-        // Relative to now, so a clock that jumped (NodeBuilder::clock) still
-        // maps deadlines onto tokio's timer. A configured timeout can be as
-        // large as u64 allows; past what an Instant can hold it is as good
-        // as never.
-        let now = tokio::time::Instant::now();
-        let d = Duration::from_millis(ms.saturating_sub(self.now_ms()));
-        now.checked_add(d)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    /// The node's clock as a [`WallClock`] for a connection starting now:
+    /// the node's own anchor, or, with a [`NodeBuilder::clock`] hook, the
+    /// hook's reading now (a later jump of the hook reaches the store's
+    /// times at once and a connection's token issue times from its next
+    /// connection on).
+    pub(crate) fn wall_clock(&self) -> WallClock {
+        match &self.inner.clock {
+            Some(clock) => WallClock::new(monotonic_now(), clock()),
+            None => self.inner.wall,
+        }
     }
 
     /// The configuration.

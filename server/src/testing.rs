@@ -7,11 +7,13 @@
 //! storage backend.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use redial_core::payload::Payload;
 use redial_core::wire::Frame;
 
+use crate::clock::WallClock;
 use crate::connection::{Action, Connection, Request};
 use crate::op::{StoreOp, StoreReply};
 use crate::policy::Policy;
@@ -255,6 +257,23 @@ impl ScriptedStore {
     }
 }
 
+/// The virtual clock the drivers here share: `ms` milliseconds after an
+/// origin taken once per process.
+pub fn at(ms: u64) -> Instant {
+    origin() + Duration::from_millis(ms)
+}
+
+/// The virtual clock's [`WallClock`]: its origin is Unix millisecond 0, so
+/// `wall().ms(at(ms)) == ms` and the store sees the same milliseconds.
+pub fn wall() -> WallClock {
+    WallClock::new(origin(), 0)
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
 /// A [`Connection`] run against a [`ScriptedStore`]: what it sent, how it
 /// closed and what it handed the application.
 #[derive(Debug)]
@@ -271,11 +290,12 @@ pub struct Driver {
     pub auto_write: bool,
 }
 
+/// Its `now` is milliseconds on the shared virtual clock ([`at`]).
 impl Driver {
     /// A connection accepted at `now` with `policy`.
     pub fn new(now: u64, cfg: Arc<ServerConfig>, policy: Arc<dyn Policy>, seed: u64) -> Self {
         Driver {
-            conn: Connection::new(now, cfg, policy, None, seed),
+            conn: Connection::new(at(now), wall(), cfg, policy, None, seed),
             sent: Vec::new(),
             closed: None,
             requests: Vec::new(),
@@ -290,7 +310,7 @@ impl Driver {
                 Action::Send(f) => self.sent.push(f),
                 Action::Store(op) => {
                     let reply = store.apply(&op, now);
-                    self.conn.handle_store_reply(now, reply);
+                    self.conn.handle_store_reply(at(now), reply);
                 }
                 Action::Request(r) => self.requests.push(r),
                 Action::Close { code, reason } => {
@@ -302,7 +322,7 @@ impl Driver {
             if self.auto_write {
                 let n = self.conn.unwritten_frames();
                 if n > 0 {
-                    self.conn.handle_written(now, n);
+                    self.conn.handle_written(at(now), n);
                 }
             }
         }
@@ -310,14 +330,14 @@ impl Driver {
 
     /// Feeds one frame and runs.
     pub fn frame(&mut self, store: &mut ScriptedStore, now: u64, frame: &Frame) {
-        self.conn.handle_frame(now, frame.to_bytes());
+        self.conn.handle_frame(at(now), frame.to_bytes());
         self.run(store, now);
     }
 
     /// Routes `notices` and runs.
     pub fn notices(&mut self, store: &mut ScriptedStore, now: u64, notices: &[Notice]) {
         for n in notices {
-            self.conn.handle_notice(now, n);
+            self.conn.handle_notice(at(now), n);
         }
         self.run(store, now);
     }
@@ -370,7 +390,7 @@ pub fn fuzz_steps(data: &[u8]) {
                 // Raw bytes: a length, then that many.
                 let n = usize::from(arg % 24);
                 let raw: Vec<u8> = bytes.by_ref().take(n).collect();
-                d.conn.handle_frame(now, bytes::Bytes::from(raw));
+                d.conn.handle_frame(at(now), bytes::Bytes::from(raw));
             }
             1 => {
                 let hello = Frame::Hello(redial_core::wire::Hello {
@@ -383,10 +403,10 @@ pub fn fuzz_steps(data: &[u8]) {
                         None
                     },
                 });
-                d.conn.handle_frame(now, hello.to_bytes());
+                d.conn.handle_frame(at(now), hello.to_bytes());
             }
             2 => d.conn.handle_frame(
-                now,
+                at(now),
                 Frame::Publish {
                     seq: u64::from(arg % 8) + 1,
                     channel: if arg & 0x80 != 0 {
@@ -399,29 +419,29 @@ pub fn fuzz_steps(data: &[u8]) {
                 .to_bytes(),
             ),
             3 => d.conn.handle_frame(
-                now,
+                at(now),
                 Frame::Subscribe {
                     channel: "c".into(),
                 }
                 .to_bytes(),
             ),
             4 => d.conn.handle_frame(
-                now,
+                at(now),
                 Frame::Unsubscribe {
                     channel: "c".into(),
                 }
                 .to_bytes(),
             ),
             5 => d.conn.handle_frame(
-                now,
+                at(now),
                 Frame::Received {
                     offset: u64::from(arg % 12),
                 }
                 .to_bytes(),
             ),
-            6 if arg & 1 == 0 => d.conn.handle_text(now),
+            6 if arg & 1 == 0 => d.conn.handle_text(at(now)),
             // A message the WebSocket layer refused as over the limit.
-            6 => d.conn.handle_oversized(now),
+            6 => d.conn.handle_oversized(at(now)),
             7 => {
                 store.broadcast("c", &Payload::binary(vec![arg]));
             }
@@ -429,26 +449,26 @@ pub fn fuzz_steps(data: &[u8]) {
                 store.send_to("fuzz-name", &Payload::binary(vec![arg]));
             }
             // A wake from the node's registry, with or without news.
-            9 if arg & 0x80 != 0 => d.conn.handle_wake(now),
+            9 if arg & 0x80 != 0 => d.conn.handle_wake(at(now)),
             9 => {
                 let n = usize::from(arg % 4);
                 let n = n.min(d.conn.unwritten_frames());
-                d.conn.handle_written(now, n);
+                d.conn.handle_written(at(now), n);
             }
             10 => d.auto_write = !d.auto_write,
             11 => {
-                if let Some(at) = d.conn.poll_timeout() {
-                    now = now.max(at);
-                    d.conn.handle_timeout(now);
+                if let Some(due) = d.conn.poll_timeout() {
+                    now = now.max(wall().ms(due));
+                    d.conn.handle_timeout(at(now));
                 }
             }
-            12 => d.conn.handle_going_away(now, u64::from(arg), 100),
-            13 => d.conn.handle_closed(now),
+            12 => d.conn.handle_going_away(at(now), u64::from(arg), 100),
+            13 => d.conn.handle_closed(at(now)),
             14 => {
                 if arg & 2 == 0 {
                     store.fail_next = arg & 1 == 1;
                 } else {
-                    d.conn.handle_close(now, 4000 + u16::from(arg), "fuzz");
+                    d.conn.handle_close(at(now), 4000 + u16::from(arg), "fuzz");
                 }
             }
             _ => {

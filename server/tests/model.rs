@@ -22,7 +22,7 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 use redial_core::payload::{Payload, Text};
 use redial_core::secret::ResumeToken;
 use redial_core::wire::{Frame, Hello};
-use redial_server::testing::{Driver, ScriptedStore};
+use redial_server::testing::{at, Driver, ScriptedStore};
 use redial_server::token::TokenKey;
 use redial_server::{AllowAll, ServerConfig};
 
@@ -269,7 +269,7 @@ impl StateMachineTest for Test {
             }
             Transition::Drop => {
                 let mut d = s.driver.take().unwrap();
-                d.conn.handle_closed(now);
+                d.conn.handle_closed(at(now));
                 d.run(&mut s.store, now);
             }
             Transition::Publish(ch) => {

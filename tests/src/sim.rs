@@ -30,8 +30,10 @@
 //!
 //! # Time
 //!
-//! Milliseconds since the start, for the server core (its `now`) and the
-//! store, and `origin + now` as an `Instant` for the clients. A link
+//! Milliseconds since the start, and `origin + now` as the `Instant` the
+//! client and server cores take. The store's times and the tokens' issue
+//! times are those milliseconds: the servers' [`WallClock`] is anchored at
+//! Unix millisecond 0 at the origin. A link
 //! delivers each direction in order, every frame `delay` after it was
 //! written (or after the frame before it). A [`Step::ClockJump`] moves the
 //! clock at once: everything that fell due meanwhile runs at the new
@@ -59,6 +61,7 @@ use redial_server::store::{
 use redial_server::token::TokenKey;
 use redial_server::{
     Action as ServerAction, AllowAll, Connection, Phase, ServerConfig, StoreOp, StoreReply,
+    WallClock,
 };
 
 /// Frames an unread link holds before the server's writes stop completing.
@@ -640,8 +643,9 @@ impl World {
         n.refuse_until = self.now + retry;
         let ids: Vec<u64> = n.conns.keys().copied().collect();
         for id in ids {
+            let instant = self.at(self.now);
             if let Some(conn) = self.nodes[node].conns.get_mut(&id) {
-                conn.handle_going_away(self.now, retry, window);
+                conn.handle_going_away(instant, retry, window);
             }
             self.drain_conn(node, id);
         }
@@ -690,7 +694,7 @@ impl World {
             .nodes
             .iter()
             .flat_map(|n| n.conns.values())
-            .filter_map(Connection::poll_timeout)
+            .filter_map(|c| c.poll_timeout().map(|t| self.ms(t)))
             .min();
         let links = self.links.values().filter_map(|l| self.link_due(l)).min();
         [clients, conns, links].into_iter().flatten().min()
@@ -747,11 +751,11 @@ impl World {
             let due = self.nodes[n]
                 .conns
                 .iter()
-                .find(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+                .find(|(_, c)| c.poll_timeout().is_some_and(|t| self.ms(t) <= now))
                 .map(|(id, _)| *id);
             if let Some(id) = due {
                 if let Some(conn) = self.nodes[n].conns.get_mut(&id) {
-                    conn.handle_timeout(now);
+                    conn.handle_timeout(at);
                 }
                 self.drain_conn(n, id);
                 return;
@@ -792,6 +796,7 @@ impl World {
         }
         let id = self.next_link;
         self.next_link += 1;
+        let (instant, wall) = (self.at(self.now), WallClock::new(self.origin, 0));
         let n = &mut self.nodes[node];
         n.seeds += 1;
         // Distinct per node, restart and connection, as a node derives them.
@@ -802,7 +807,8 @@ impl World {
             .wrapping_add(n.seeds)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let conn = Connection::new(
-            self.now,
+            instant,
+            wall,
             Arc::clone(&n.config),
             Arc::new(AllowAll),
             None,
@@ -903,8 +909,9 @@ impl World {
             }
         }
         if owed > 0 && self.node_epoch(node) == Some(epoch) {
+            let instant = self.at(self.now);
             if let Some(conn) = self.nodes[node].conns.get_mut(&id) {
-                conn.handle_written(self.now, owed);
+                conn.handle_written(instant, owed);
             }
             self.drain_conn(node, id);
         }
@@ -925,13 +932,15 @@ impl World {
         let now = self.now;
         match item {
             Item::Frame(Frame::Binary(b)) => {
+                let instant = self.at(now);
                 if let Some(conn) = self.nodes[node].conns.get_mut(&id) {
-                    conn.handle_frame(now, b);
+                    conn.handle_frame(instant, b);
                 }
             }
             Item::Frame(Frame::Text(_)) => {
+                let instant = self.at(now);
                 if let Some(conn) = self.nodes[node].conns.get_mut(&id) {
-                    conn.handle_text(now);
+                    conn.handle_text(instant);
                 }
             }
             Item::Frame(Frame::Ping(p)) => {
@@ -962,8 +971,9 @@ impl World {
         if self.node_epoch(node) != Some(epoch) {
             return;
         }
+        let instant = self.at(self.now);
         if let Some(conn) = self.nodes[node].conns.get_mut(&id) {
-            conn.handle_closed(self.now);
+            conn.handle_closed(instant);
         }
         self.drain_conn(node, id);
     }
@@ -1162,8 +1172,9 @@ impl World {
                 }
                 ServerAction::Store(op) => {
                     let reply = self.store_call(&op);
+                    let instant = self.at(self.now);
                     if let Some(conn) = self.nodes[node].conns.get_mut(&id) {
-                        conn.handle_store_reply(self.now, reply);
+                        conn.handle_store_reply(instant, reply);
                     }
                 }
                 // Requests go to the application; the clients here only
@@ -1198,8 +1209,9 @@ impl World {
             return;
         }
         let node = link.node;
+        let instant = self.at(self.now);
         if let Some(conn) = self.nodes[node].conns.get_mut(&id) {
-            conn.handle_written(self.now, 1);
+            conn.handle_written(instant, 1);
         }
     }
 
@@ -1282,8 +1294,9 @@ impl World {
                     any = true;
                     let ids: Vec<u64> = self.nodes[n].conns.keys().copied().collect();
                     for id in ids {
+                        let instant = self.at(self.now);
                         if let Some(conn) = self.nodes[n].conns.get_mut(&id) {
-                            conn.handle_notice(self.now, &notice);
+                            conn.handle_notice(instant, &notice);
                         }
                         self.conn_actions(n, id);
                     }
