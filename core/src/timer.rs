@@ -20,9 +20,10 @@ pub trait TimerKind: Copy + 'static {
 }
 
 /// `now + d`, saturating: the latest instant this platform can represent
-/// within `d` instead of a panic. Every deadline goes through here, so no
-/// configured or server-given duration can overflow an `Instant`.
-pub(crate) fn deadline(now: Instant, d: Duration) -> Instant {
+/// within `d` instead of a panic. Every deadline of the client and server
+/// cores goes through here, so no configured or peer-given duration can
+/// overflow an `Instant`.
+pub fn deadline(now: Instant, d: Duration) -> Instant {
     let mut d = d;
     loop {
         if let Some(at) = now.checked_add(d) {

@@ -50,17 +50,11 @@ impl WallClock {
     }
 }
 
-/// `now` plus `ms` milliseconds, saturating: a configured timeout can be as
-/// large as `u64` allows, and past what an `Instant` can hold it is as good
-/// as never.
+/// `now` plus `ms` milliseconds, saturating (the client's deadline rule: a
+/// configured timeout can be as large as `u64` allows, and past what an
+/// `Instant` can hold it is as good as never).
 pub(crate) fn after(now: Instant, ms: u64) -> Instant {
-    let mut d = Duration::from_millis(ms);
-    loop {
-        if let Some(at) = now.checked_add(d) {
-            return at;
-        }
-        d /= 2;
-    }
+    redial_core::timer::deadline(now, Duration::from_millis(ms))
 }
 
 #[cfg(test)]
