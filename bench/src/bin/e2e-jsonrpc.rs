@@ -1,10 +1,11 @@
 //! JSON-RPC over WebSocket on loopback: redial-tokio with `JsonRpc` against
 //! jsonrpsee's WebSocket client, on the same small local server.
 //!
-//! The server (tokio-tungstenite, on its own thread and runtime) answers
-//! `eth_subscribe ["bench"]` with a subscription id and then pushes
-//! `eth_subscription` notifications as fast as the socket takes them, each
-//! with the same 180-byte block-header-like result; `eth_subscribe
+//! The server (tokio-tungstenite, on its own thread and runtime, a 4 KiB
+//! read buffer) answers `eth_subscribe ["bench"]` with a subscription id
+//! and then pushes `eth_subscription` notifications as fast as the socket
+//! takes them, 64 per flush so that it outruns either client, each with
+//! the same 180-byte block-header-like result; `eth_subscribe
 //! ["idle"]` is answered and never notified; any other request is answered
 //! at once with `"0x1b4"`.
 //!
@@ -45,6 +46,7 @@ use jsonrpsee::ws_client::WsClientBuilder;
 use redial_bench::{load_average, vmrss_kib, Args};
 use redial_core::{CallOptions, Event, JsonRpc};
 use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -289,8 +291,15 @@ fn spawn_server() -> Result<SocketAddr, BoxError> {
 
 /// One connection: answers requests, and streams notifications once
 /// subscribed to `bench`.
+/// Notifications the server writes per flush while streaming.
+const NOTE_BATCH: usize = 64;
+
 async fn serve(tcp: tokio::net::TcpStream) {
-    let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+    // A small read buffer: tungstenite zero-fills up to this much before
+    // every read attempt, and the loop below tries a read between batches;
+    // at the 128 KiB default that zeroing, not the clients, set the pace.
+    let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
         return;
     };
     let (mut tx, mut rx) = ws.split();
@@ -303,7 +312,14 @@ async fn serve(tcp: tokio::net::TcpStream) {
             tokio::select! {
                 biased;
                 m = rx.next() => m,
-                sent = tx.send(note.clone()) => {
+                // A batch per flush, so the server outruns either client
+                // and what is measured is the client.
+                sent = async {
+                    for _ in 0..NOTE_BATCH {
+                        tx.feed(note.clone()).await?;
+                    }
+                    tx.flush().await
+                } => {
                     if sent.is_err() {
                         return;
                     }
