@@ -29,7 +29,7 @@ use tungstenite::Message;
 use crate::convert::{
     close_frame_from_ws, close_frame_to_ws, dial_failure, frame_to_message, message_to_frame,
 };
-use crate::handle::Shared;
+use crate::handle::{Core, Shared};
 use crate::observe::Watch;
 use crate::request::RequestTemplate;
 use crate::token::TokenProvider;
@@ -253,14 +253,7 @@ impl<R: Runtime> Inner<R> {
             // the `await`.
             let state = {
                 let mut core = self.shared.core();
-                while let Some(action) = core.session.poll_action() {
-                    self.actions.push_back(action);
-                }
-                while let Some(event) = core.session.poll_event() {
-                    if let Some(event) = core.route(event) {
-                        self.pending_events.push_back(event);
-                    }
-                }
+                take_output(&mut core, &mut self.actions, &mut self.pending_events);
                 core.session.state()
             };
             if self.actions.is_empty() && self.pending_events.is_empty() {
@@ -359,14 +352,7 @@ impl<R: Runtime> Inner<R> {
             // Handles call into the session without the driver: what it said
             // since `drain` looked is taken under the same lock as the state,
             // so the run loop cannot end before saying it.
-            while let Some(action) = core.session.poll_action() {
-                self.actions.push_back(action);
-            }
-            while let Some(event) = core.session.poll_event() {
-                if let Some(event) = core.route(event) {
-                    self.pending_events.push_back(event);
-                }
-            }
+            take_output(&mut core, &mut self.actions, &mut self.pending_events);
         }
         let deadline = core.session.poll_timeout();
         let queued = core.session.queued();
@@ -807,6 +793,19 @@ impl<R: Runtime> Inner<R> {
 }
 
 /// Logs the session's decisions. Never payloads, never tokens.
+/// Moves what the session has to say (its actions, and its events as
+/// routed: a call's end goes to its caller) into the driver's queues.
+fn take_output(core: &mut Core, actions: &mut VecDeque<Action>, events: &mut VecDeque<Event>) {
+    while let Some(action) = core.session.poll_action() {
+        actions.push_back(action);
+    }
+    while let Some(event) = core.session.poll_event() {
+        if let Some(event) = core.route(event) {
+            events.push_back(event);
+        }
+    }
+}
+
 fn trace_event(event: &Event) {
     match event {
         Event::StateChanged { from, to } => debug!(%from, %to, "state changed"),
