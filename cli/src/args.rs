@@ -190,7 +190,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "HEADER", value_parser = parse_header)]
     pub header: Vec<(String, String)>,
 
-    /// A fixed token, sent as `Authorization: Bearer TOKEN` on every dial.
+    /// A fixed token, sent on every dial (`Authorization: Bearer TOKEN`, or in
+    /// the opening message of protocols that carry it themselves).
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_cmd")]
     pub token: Option<String>,
 

@@ -137,7 +137,6 @@ pub use protocol::GraphqlWs;
 pub use protocol::JsonRpc;
 #[cfg(feature = "nats")]
 pub use protocol::Nats;
-// mqtt protocol
 #[cfg(feature = "socket-io")]
 pub use protocol::SocketIo;
 #[cfg(feature = "mqtt")]

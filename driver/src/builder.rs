@@ -81,7 +81,8 @@ pub struct Builder<R: Runtime> {
     config: Config,
     protocol: ProtocolChoice,
     token: Option<Arc<dyn TokenProvider>>,
-    placement: TokenPlacement,
+    /// `None` until the application chooses: the protocol's default then.
+    placement: Option<TokenPlacement>,
     event_capacity: usize,
     command_capacity: usize,
     close_timeout: Duration,
@@ -118,7 +119,7 @@ impl<R: Runtime> Builder<R> {
             config: Config::default(),
             protocol: ProtocolChoice::new(Raw::new()),
             token: None,
-            placement: TokenPlacement::default(),
+            placement: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -180,9 +181,16 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Where the token goes (default `Authorization: Bearer <token>`).
+    /// Where the token goes on the upgrade request.
+    ///
+    /// By default it is `Authorization: Bearer <token>`, except for
+    /// protocols that send the token in their own opening message
+    /// ([`Capabilities::token_in_handshake`](redial_core::protocol::Capabilities::token_in_handshake):
+    /// graphql-ws, NATS, MQTT, Socket.IO), where it goes there only. Setting
+    /// a placement puts it on the upgrade request as well, for servers that
+    /// check it at the upgrade.
     pub fn token_placement(mut self, placement: TokenPlacement) -> Self {
-        self.placement = placement;
+        self.placement = Some(placement);
         self
     }
 
@@ -285,7 +293,8 @@ impl<R: Runtime> Builder<R> {
         let trust = TlsTrust::default();
         let config = config.with_token_provider(token.is_some());
         let headers = protocol.upgrade_headers(headers);
-        let templates = endpoint_templates(urls, &headers, &placement)?;
+        let placement = protocol.placement(placement);
+        let templates = endpoint_templates(urls, &headers, placement.as_ref())?;
         let config = config.with_endpoints(templates.len());
         let config = match config.seed() {
             Some(_) => config,
@@ -328,19 +337,29 @@ impl<R: Runtime> Builder<R> {
     }
 }
 
-/// The protocol a builder will run, and the subprotocol it asks for: one
-/// value, so that giving another protocol replaces both.
+/// The protocol a builder will run, the subprotocol it asks for and where
+/// its token goes by default: one value, so that giving another protocol
+/// replaces them all.
 struct ProtocolChoice {
     make_session: MakeSession,
     subprotocol: Option<&'static str>,
+    token_in_handshake: bool,
 }
 
 impl ProtocolChoice {
     fn new(protocol: impl Protocol) -> Self {
         ProtocolChoice {
             subprotocol: protocol.subprotocol(),
+            token_in_handshake: protocol.capabilities().token_in_handshake,
             make_session: Box::new(move |config| Session::new(config, protocol)),
         }
+    }
+
+    /// Where the token goes on the upgrade request: the application's
+    /// choice, else the bearer header unless the protocol carries the token
+    /// itself.
+    fn placement(&self, chosen: Option<TokenPlacement>) -> Option<TokenPlacement> {
+        chosen.or_else(|| (!self.token_in_handshake).then(TokenPlacement::default))
     }
 
     /// The user's headers and the protocol's `Sec-WebSocket-Protocol`, if
@@ -357,7 +376,7 @@ impl ProtocolChoice {
 fn endpoint_templates(
     urls: Vec<String>,
     headers: &[(String, String)],
-    placement: &TokenPlacement,
+    placement: Option<&TokenPlacement>,
 ) -> Result<Vec<RequestTemplate>, BuildError> {
     if urls.is_empty() {
         return Err(BuildError::NoEndpoints);
@@ -401,8 +420,12 @@ mod tests {
     fn endpoint_lists_are_checked() {
         let p = TokenPlacement::default();
         let t = |urls: &[&str]| {
-            endpoint_templates(urls.iter().map(|u| (*u).to_owned()).collect(), &[], &p)
-                .map(|t| t.len())
+            endpoint_templates(
+                urls.iter().map(|u| (*u).to_owned()).collect(),
+                &[],
+                Some(&p),
+            )
+            .map(|t| t.len())
         };
         assert_eq!(t(&[]), Err(BuildError::NoEndpoints));
         assert_eq!(
@@ -432,6 +455,19 @@ mod tests {
         // first, subprotocol included.
         let raw = ProtocolChoice::new(Raw::new());
         assert_eq!(raw.upgrade_headers(user.clone()), user);
+    }
+
+    #[test]
+    fn a_protocol_that_sends_the_token_itself_keeps_it_off_the_upgrade() {
+        let bearer = Some(TokenPlacement::bearer());
+        let query = TokenPlacement::query("t");
+        let raw = ProtocolChoice::new(Raw::new());
+        assert_eq!(raw.placement(None), bearer);
+        let nats = ProtocolChoice::new(redial_core::Nats::new());
+        assert_eq!(nats.placement(None), None);
+        // The application's choice wins for both.
+        assert_eq!(nats.placement(Some(query.clone())), Some(query.clone()));
+        assert_eq!(raw.placement(Some(query.clone())), Some(query));
     }
 
     #[test]

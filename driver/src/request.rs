@@ -59,12 +59,33 @@ enum Placement {
     Query { param: String },
 }
 
+impl Placement {
+    fn new(placement: &TokenPlacement) -> Result<Self, BuildError> {
+        Ok(match placement {
+            TokenPlacement::Header { name, prefix } => Placement::Header {
+                name: HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| BuildError::InvalidHeader(name.clone()))?,
+                prefix: prefix.clone(),
+            },
+            TokenPlacement::Query { param } => {
+                if param.is_empty() {
+                    return Err(BuildError::InvalidTokenParam);
+                }
+                Placement::Query {
+                    param: encode_component(param),
+                }
+            }
+        })
+    }
+}
+
 /// Everything but the key and the token, checked once at build time.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestTemplate {
     url: String,
     headers: Vec<(HeaderName, HeaderValue)>,
-    placement: Placement,
+    /// `None`: the token is not put on the upgrade request.
+    placement: Option<Placement>,
     endpoint: String,
 }
 
@@ -72,7 +93,7 @@ impl RequestTemplate {
     pub(crate) fn new(
         url: String,
         headers: &[(String, String)],
-        placement: &TokenPlacement,
+        placement: Option<&TokenPlacement>,
     ) -> Result<Self, BuildError> {
         let request = url
             .as_str()
@@ -89,21 +110,7 @@ impl RequestTemplate {
                 Ok((n, v))
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
-        let placement = match placement {
-            TokenPlacement::Header { name, prefix } => Placement::Header {
-                name: HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| BuildError::InvalidHeader(name.clone()))?,
-                prefix: prefix.clone(),
-            },
-            TokenPlacement::Query { param } => {
-                if param.is_empty() {
-                    return Err(BuildError::InvalidTokenParam);
-                }
-                Placement::Query {
-                    param: encode_component(param),
-                }
-            }
-        };
+        let placement = placement.map(Placement::new).transpose()?;
         Ok(RequestTemplate {
             url,
             headers,
@@ -127,7 +134,7 @@ impl RequestTemplate {
     /// header); the message never contains the token.
     pub(crate) fn request(&self, token: Option<&AuthToken>) -> Result<Request, String> {
         let url = match (token, &self.placement) {
-            (Some(t), Placement::Query { param }) => {
+            (Some(t), Some(Placement::Query { param })) => {
                 with_query(&self.url, param, &encode_component(t.expose()))
             }
             _ => self.url.clone(),
@@ -139,7 +146,7 @@ impl RequestTemplate {
         for (name, value) in &self.headers {
             headers.append(name.clone(), value.clone());
         }
-        if let (Some(t), Placement::Header { name, prefix }) = (token, &self.placement) {
+        if let (Some(t), Some(Placement::Header { name, prefix })) = (token, &self.placement) {
             let mut value = HeaderValue::from_str(&format!("{prefix}{}", t.expose()))
                 .map_err(|_| "the token is not a valid header value".to_owned())?;
             value.set_sensitive(true);
@@ -190,7 +197,7 @@ mod tests {
 
     fn template(url: &str, placement: TokenPlacement) -> RequestTemplate {
         let headers = [("X-Client".to_owned(), "test".to_owned())];
-        RequestTemplate::new(url.to_owned(), &headers, &placement).unwrap()
+        RequestTemplate::new(url.to_owned(), &headers, Some(&placement)).unwrap()
     }
 
     #[test]
@@ -236,13 +243,21 @@ mod tests {
     fn bad_inputs_are_build_errors() {
         let p = TokenPlacement::default();
         assert!(matches!(
-            RequestTemplate::new("not a url".into(), &[], &p),
+            RequestTemplate::new("not a url".into(), &[], Some(&p)),
             Err(BuildError::InvalidUrl(_))
         ));
         let h = [("bad header".to_owned(), "v".to_owned())];
         assert!(matches!(
-            RequestTemplate::new("ws://h/".into(), &h, &p),
+            RequestTemplate::new("ws://h/".into(), &h, Some(&p)),
             Err(BuildError::InvalidHeader(_))
         ));
+    }
+
+    #[test]
+    fn no_placement_keeps_the_token_off_the_request() {
+        let t = RequestTemplate::new("ws://127.0.0.1:9/feed?x=1".into(), &[], None).unwrap();
+        let r = t.request(Some(&AuthToken::new("abc"))).unwrap();
+        assert!(r.headers().get("authorization").is_none());
+        assert_eq!(r.uri().to_string(), "ws://127.0.0.1:9/feed?x=1");
     }
 }

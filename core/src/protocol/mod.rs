@@ -331,6 +331,11 @@ pub struct Capabilities {
     /// protocol sends them in [`Protocol::call`] and reports their ends as
     /// [`Inbound::Replied`] and [`Inbound::CallRejected`].
     pub calls: bool,
+    /// The protocol carries the token from the provider in its own opening
+    /// message (a CONNECT password, an init payload), so the adapter puts it
+    /// on the upgrade request only when the application asks it to: a
+    /// credential then travels in one place, not two.
+    pub token_in_handshake: bool,
 }
 
 impl Capabilities {

@@ -179,7 +179,10 @@ impl Protocol for GraphqlWs {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default().with_subscriptions()
+        Capabilities {
+            token_in_handshake: true,
+            ..Capabilities::default().with_subscriptions()
+        }
     }
 
     fn on_open(&mut self, cx: &OpenContext<'_>, out: &mut Output) -> Handshake {

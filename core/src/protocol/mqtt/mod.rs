@@ -661,6 +661,7 @@ impl Protocol for Mqtt {
             channels: true,
             channel_required: true,
             subscriptions: true,
+            token_in_handshake: true,
             ..Capabilities::default()
         }
     }

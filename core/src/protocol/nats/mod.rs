@@ -247,6 +247,7 @@ impl Protocol for Nats {
             channels: true,
             channel_required: true,
             subscriptions: true,
+            token_in_handshake: true,
             ..Capabilities::default()
         }
     }

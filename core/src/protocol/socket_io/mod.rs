@@ -438,6 +438,7 @@ impl Protocol for SocketIo {
         caps.channels = true;
         caps.channel_required = true;
         caps.subscriptions = true;
+        caps.token_in_handshake = true;
         caps
     }
 

@@ -85,6 +85,8 @@ impl Protocol for Wire {
             subscription_spec: false,
             frame_overhead: Some(PUBLISH_OVERHEAD),
             calls: false,
+            // The token travels on the upgrade request (PROTOCOL.md).
+            token_in_handshake: false,
         }
     }
 
