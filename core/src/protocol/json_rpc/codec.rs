@@ -575,7 +575,7 @@ pub fn fuzz_decode(data: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -810,7 +810,8 @@ mod tests {
         assert_eq!(error_code::name(1), None);
     }
 
-    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    /// Any JSON value, a few levels deep (the scanner's tests use it too).
+    pub(in crate::protocol::json_rpc) fn json_value() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::from),

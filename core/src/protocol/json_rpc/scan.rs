@@ -536,6 +536,7 @@ fn duplicate(key: &str) -> DecodeError {
 
 #[cfg(test)]
 mod tests {
+    use super::super::codec::tests::json_value;
     use super::*;
     use proptest::prelude::*;
 
@@ -631,23 +632,6 @@ mod tests {
             frame(text, 8),
             Ok(Scanned::One(Members { pubsub: None, .. }))
         ));
-    }
-
-    fn json_value() -> impl Strategy<Value = serde_json::Value> {
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<f64>().prop_map(serde_json::Value::from),
-            "\\PC{0,12}".prop_map(serde_json::Value::from),
-        ];
-        leaf.prop_recursive(4, 24, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-                prop::collection::btree_map("\\PC{0,3}", inner, 0..4)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     proptest! {
