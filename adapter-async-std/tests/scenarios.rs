@@ -41,6 +41,7 @@ scenarios!(
     connect_send_receive,
     reconnect_delivers_outage_messages,
     close_4001_is_terminal,
+    burst_then_close_keeps_order,
     retry_after_is_honoured,
     half_open_is_detected,
     graceful_close,

@@ -62,6 +62,11 @@ async fn send_waits_for_room() {
 }
 
 #[tokio::test]
+async fn burst_then_close_keeps_order() {
+    testing::burst_then_close_keeps_order(builder).await;
+}
+
+#[tokio::test]
 async fn send_and_feed_keep_order() {
     testing::send_and_feed_keep_order(builder).await;
 }

@@ -5,14 +5,14 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// A JSON value kept as the exact text it was received or built from.
 ///
 /// Two values are equal when their texts are.
 #[derive(Clone, Copy)]
-pub struct Json<'a>(&'a RawValue);
+pub struct Json<'a>(&'a str);
 
 /// A text that is not exactly one JSON value (serde_json's explanation).
 ///
@@ -24,7 +24,13 @@ pub struct InvalidJson(pub String);
 impl<'a> Json<'a> {
     /// Wraps raw JSON (for example from [`serde_json::value::to_raw_value`]).
     pub fn new(raw: &'a RawValue) -> Self {
-        Json(raw)
+        Json(raw.get())
+    }
+
+    /// Wraps `text`, which the caller has checked is exactly one JSON
+    /// value with no whitespace around it (a decoder's scan).
+    pub(crate) fn scanned(text: &'a str) -> Self {
+        Json(text)
     }
 
     /// Parses `text` as one JSON value, borrowing it.
@@ -33,18 +39,22 @@ impl<'a> Json<'a> {
     /// [`InvalidJson`] if `text` is not exactly one JSON value.
     pub fn parse(text: &'a str) -> Result<Self, InvalidJson> {
         serde_json::from_str::<&RawValue>(text)
-            .map(Json)
+            .map(Json::new)
             .map_err(|e| InvalidJson(e.to_string()))
     }
 
     /// The JSON text.
     pub fn get(&self) -> &'a str {
-        self.0.get()
+        self.0
     }
 
-    /// The value as a [`RawValue`], to deserialize it into the caller's type.
-    pub fn raw(&self) -> &'a RawValue {
-        self.0
+    /// The value deserialized into the caller's type (strings without
+    /// escapes may borrow from it).
+    ///
+    /// # Errors
+    /// [`InvalidJson`] when the value does not fit `T`.
+    pub fn deserialize<T: Deserialize<'a>>(&self) -> Result<T, InvalidJson> {
+        serde_json::from_str(self.0).map_err(|e| InvalidJson(e.to_string()))
     }
 
     /// Whether the value is an array or an object (JSON-RPC allows no
@@ -91,7 +101,10 @@ impl fmt::Debug for Json<'_> {
 
 impl Serialize for Json<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        // Written as it is: serde_json's raw value carries the text through.
+        // Every `Json` holds one valid value, so this parse cannot fail.
+        let raw: &RawValue = serde_json::from_str(self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 

@@ -100,6 +100,7 @@ impl<R: Runtime> Driver<R> {
                 writer: Writer::default(),
                 actions: VecDeque::new(),
                 pending_events: VecDeque::new(),
+                inbox: Vec::new(),
                 published: None,
                 socket_full: false,
                 linger: None,
@@ -138,14 +139,19 @@ struct Inner<R: Runtime> {
     dial_fut: Option<BoxFuture<Result<R::Socket, tungstenite::Error>>>,
     socket: Option<R::Socket>,
     /// The waker the socket's read side holds since it last answered
-    /// `Pending`; see [`Inner::poll_socket`].
-    read_wake: Option<Arc<ReadWake>>,
+    /// `Pending` (see [`Inner::poll_socket`]), kept with the `Waker` made
+    /// from it so a poll does not make one.
+    read_wake: Option<(Arc<ReadWake>, Waker)>,
     /// Frames the session asked for that the socket has not taken yet.
     writer: Writer,
     /// Actions and events taken from the session under one lock, carried
     /// out and delivered after it.
     actions: VecDeque<Action>,
     pending_events: VecDeque<Event>,
+    /// Messages the socket already held, taken one after the other and
+    /// handed to the session under one lock (see [`Inner::take_buffered`]);
+    /// empty between turns, at most [`MAX_SOCKET_STREAK`].
+    inbox: Vec<Message>,
     /// The state last told to the handles.
     published: Option<State>,
     /// The socket answered `Pending` with frames still in the outbox: it
@@ -227,7 +233,16 @@ impl<R: Runtime> Inner<R> {
             }
             self.arm_timer(deadline);
             let input = poll_fn(|cx| self.poll_input(cx)).await;
-            self.handle(input);
+            match input {
+                Input::Message(message) if !matches!(message, Message::Close(_)) => {
+                    self.inbox.push(message);
+                    let next = poll_fn(|cx| Poll::Ready(self.take_buffered(cx))).await;
+                    if let Some(input) = next {
+                        self.handle(input);
+                    }
+                }
+                input => self.handle(input),
+            }
         }
         if let Some(socket) = self.socket.take() {
             let close = redial_core::CloseFrame::new(1000, "closed");
@@ -477,13 +492,8 @@ impl<R: Runtime> Inner<R> {
                     .handle_transport_closed(now, close);
             }
             Input::Message(message) => {
-                if matches!(message, Message::Ping(_)) {
-                    // tungstenite queued the pong; the next write flushes it.
-                    self.writer.flush_needed();
-                }
-                if let Some(frame) = message_to_frame(message) {
-                    self.shared.core().session.handle_frame(now, frame);
-                }
+                self.inbox.push(message);
+                self.hand_over_inbox(now);
             }
             Input::SocketEnded => {
                 info!("connection lost");
@@ -551,6 +561,47 @@ impl<R: Runtime> Inner<R> {
                 self.shared.core().session.handle_token_failed(now, failure);
             }
             Input::Timeout => self.shared.core().session.handle_timeout(now),
+        }
+    }
+
+    /// Hands the message in the inbox and those the socket already holds
+    /// after it
+    /// (up to the socket streak, [`MAX_SOCKET_STREAK`]) to the session under
+    /// one lock, so a burst of notifications costs one lock, one drain of
+    /// the session's output and one wake of the events' reader, not one
+    /// each. Returns what ended the run when it was not a message (a close
+    /// frame, the socket's end or failure), to be handled next, in order.
+    fn take_buffered(&mut self, cx: &mut Context<'_>) -> Option<Input<R::Socket>> {
+        let mut next = None;
+        while self.socket_streak < MAX_SOCKET_STREAK {
+            match self.poll_socket(cx) {
+                Poll::Ready(Input::Message(message)) if !matches!(message, Message::Close(_)) => {
+                    self.socket_streak += 1;
+                    self.inbox.push(message);
+                }
+                Poll::Ready(input) => {
+                    next = Some(input);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        self.hand_over_inbox(self.rt.now());
+        next
+    }
+
+    /// Gives the session the messages in the inbox, in order, under one
+    /// lock.
+    fn hand_over_inbox(&mut self, now: Instant) {
+        if self.inbox.iter().any(|m| matches!(m, Message::Ping(_))) {
+            // tungstenite queued the pongs; the next write flushes them.
+            self.writer.flush_needed();
+        }
+        let mut core = self.shared.core();
+        for message in self.inbox.drain(..) {
+            if let Some(frame) = message_to_frame(message) {
+                core.session.handle_frame(now, frame);
+            }
         }
     }
 
@@ -692,26 +743,27 @@ impl<R: Runtime> Inner<R> {
         let Some(socket) = self.socket.as_mut() else {
             return Poll::Pending;
         };
-        let wake = match &self.read_wake {
-            Some(wake) if wake.task.will_wake(cx.waker()) => {
+        match &self.read_wake {
+            Some((wake, _)) if wake.task.will_wake(cx.waker()) => {
                 // Still registered with the socket from its last `Pending`,
                 // and the socket has not woken us since: nothing to read.
                 if !wake.woken.swap(false, Ordering::AcqRel) {
                     return Poll::Pending;
                 }
-                Arc::clone(wake)
             }
             _ => {
                 let wake = Arc::new(ReadWake {
                     woken: AtomicBool::new(false),
                     task: cx.waker().clone(),
                 });
-                self.read_wake = Some(Arc::clone(&wake));
-                wake
+                let waker = Waker::from(Arc::clone(&wake));
+                self.read_wake = Some((wake, waker));
             }
+        }
+        let Some((wake, waker)) = &self.read_wake else {
+            return Poll::Pending;
         };
-        let waker = Waker::from(Arc::clone(&wake));
-        let polled = socket.poll_next_unpin(&mut Context::from_waker(&waker));
+        let polled = socket.poll_next_unpin(&mut Context::from_waker(waker));
         if polled.is_ready() {
             // More may be buffered: poll again next time.
             wake.woken.store(true, Ordering::Release);

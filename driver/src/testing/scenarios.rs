@@ -178,6 +178,35 @@ pub async fn close_4001_is_terminal<R: Runtime>(make: impl Fn(String) -> Builder
     );
 }
 
+/// A burst of messages the socket holds at once, then the server's close:
+/// every message arrives, in order, before the disconnect (the driver
+/// hands a burst to the session in one go and the close after it).
+pub async fn burst_then_close_keeps_order<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
+    let server = ScriptedPeer::start(|_| Plan::Accept).expect("server");
+    let builder = make(server.url().to_owned()).config(fast_config().build().expect("config"));
+    let rt = builder.runtime().clone();
+    let (_handle, mut events) = builder.connect().expect("connect");
+    wait_event(&rt, &mut events, "connected", is_connected).await;
+    const BURST: usize = 200;
+    for i in 0..BURST {
+        server.send_text(0, format!("m{i}"));
+    }
+    server.close(0, 4001, "invalid token");
+    let mut seen = Vec::new();
+    loop {
+        let e = wait_event(&rt, &mut events, "message or disconnect", |e| {
+            text(e).is_some() || matches!(e, Event::Disconnected { .. })
+        })
+        .await;
+        match text(&e) {
+            Some(t) => seen.push(t.to_owned()),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..BURST).map(|i| format!("m{i}")).collect();
+    assert_eq!(seen, want);
+}
+
 /// A 503 with `Retry-After: 1` holds the next dial back at least 1 s.
 pub async fn retry_after_is_honoured<R: Runtime>(make: impl Fn(String) -> Builder<R>) {
     let mut server = ScriptedPeer::start(|n| match n {

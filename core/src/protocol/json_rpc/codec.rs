@@ -26,6 +26,8 @@ use serde_json::value::RawValue;
 
 pub use crate::protocol::json::{InvalidJson, Json};
 
+use super::scan::{self, Members, Pubsub, Scanned};
+
 /// Error codes the specification reserves, with the meaning it gives them.
 ///
 /// Codes from -32000 to -32099 are left to servers for their own errors;
@@ -58,7 +60,8 @@ pub mod error_code {
 }
 
 /// Bounds on what [`decode`] accepts; anything beyond one is a
-/// [`DecodeError`] found before the text is parsed.
+/// [`DecodeError`], found before the text is read (its length) or as soon
+/// as the read reaches it (its nesting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -295,22 +298,6 @@ impl From<InvalidJson> for DecodeError {
 }
 
 #[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    jsonrpc: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    method: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    params: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    result: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    error: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
 struct InError<'a> {
     code: i64,
     #[serde(borrow)]
@@ -325,7 +312,7 @@ struct InError<'a> {
 struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// A field that is present, `null` included (plain `Option` folds `null`
-/// into absent, and a `null` result or id is not an absent one).
+/// into absent, and a `null` data is not an absent one).
 fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<&'a RawValue>, D::Error> {
@@ -335,96 +322,95 @@ fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(
 /// Decodes one text frame: a message or a batch.
 ///
 /// # Errors
-/// Any [`DecodeError`]; the limits are checked first, on the raw text.
+/// Any [`DecodeError`]. The length is checked before anything is read and
+/// the nesting depth as the text is read, so a text over either limit
+/// costs no more than reading it up to the limit.
 pub fn decode(text: &str, limits: Limits) -> Result<Batch<'_>, DecodeError> {
+    decode_frame(text, limits).map(|frame| match frame {
+        Decoded::Single(m, _) => Batch::Single(m),
+        Decoded::Many(items) => Batch::Many(items.into_iter().map(|i| i.message).collect()),
+    })
+}
+
+/// A decoded frame, each message with its pubsub params when they hold a
+/// `subscription` and a `result` (found in the same pass).
+pub(crate) enum Decoded<'a> {
+    Single(Message<'a>, Option<Pubsub<'a>>),
+    Many(Vec<Item<'a>>),
+}
+
+/// One message of a batch.
+pub(crate) struct Item<'a> {
+    pub message: Message<'a>,
+    pub pubsub: Option<Pubsub<'a>>,
+    /// Its own text, as the batch held it.
+    pub text: &'a str,
+}
+
+/// [`decode`], keeping what the one pass over the text found about
+/// pubsub params.
+pub(crate) fn decode_frame(text: &str, limits: Limits) -> Result<Decoded<'_>, DecodeError> {
     if text.len() > limits.max_len {
         return Err(DecodeError::TooLong {
             len: text.len(),
             max: limits.max_len,
         });
     }
-    if nesting_depth(text) > limits.max_depth {
-        return Err(DecodeError::TooDeep {
-            max: limits.max_depth,
-        });
-    }
-    if text.trim_start().starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
-        if items.is_empty() {
-            return Err(DecodeError::EmptyBatch);
+    match scan::frame(text, limits.max_depth)? {
+        Scanned::One(members) => {
+            let pubsub = members.pubsub;
+            Ok(Decoded::Single(message(members)?, pubsub))
         }
-        if items.len() > limits.max_batch {
-            return Err(DecodeError::BatchTooLong {
-                len: items.len(),
-                max: limits.max_batch,
-            });
+        Scanned::Many(items) => {
+            if items.is_empty() {
+                return Err(DecodeError::EmptyBatch);
+            }
+            if items.len() > limits.max_batch {
+                return Err(DecodeError::BatchTooLong {
+                    len: items.len(),
+                    max: limits.max_batch,
+                });
+            }
+            let messages = items
+                .into_iter()
+                .map(|item| {
+                    let members = scan::batch_element(item, limits.max_depth)?;
+                    Ok(Item {
+                        pubsub: members.pubsub,
+                        message: message(members)?,
+                        text: item,
+                    })
+                })
+                .collect::<Result<Vec<_>, DecodeError>>()?;
+            Ok(Decoded::Many(messages))
         }
-        let messages = items
-            .into_iter()
-            .map(|raw| decode_message(raw.get()))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Batch::Many(messages));
     }
-    decode_message(text).map(Batch::Single)
 }
 
-/// The deepest nesting of arrays and objects in `text`, brackets inside
-/// strings not counted. Runs before parsing, so a hostile text costs one
-/// linear scan and never serde_json's recursion.
-fn nesting_depth(text: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-fn decode_message(text: &str) -> Result<Message<'_>, DecodeError> {
-    if !text.trim_start().starts_with('{') {
-        return Err(DecodeError::Json("not an object".to_owned()));
-    }
-    let env: Envelope<'_> =
-        serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
-    if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+/// The message the members of one object make, as the specification has
+/// it.
+fn message(m: Members<'_>) -> Result<Message<'_>, DecodeError> {
+    if m.jsonrpc != Some("\"2.0\"") {
         return Err(DecodeError::Version);
     }
-    if let Some(method) = env.method {
-        let kind = if env.id.is_some() {
+    if let Some(method) = m.method {
+        let kind = if m.id.is_some() {
             "request"
         } else {
             "notification"
         };
-        if env.result.is_some() {
+        if m.result.is_some() {
             return Err(DecodeError::Conflicting("method", "result"));
         }
-        if env.error.is_some() {
+        if m.error.is_some() {
             return Err(DecodeError::Conflicting("method", "error"));
         }
-        let method = string(method).ok_or(DecodeError::WrongShape {
+        let method = scan::unquote(method).ok_or(DecodeError::WrongShape {
             kind,
             field: "method",
             expected: "a string",
         })?;
-        let params = env.params.map(Json::new);
+        let params = m.params.map(Json::scanned);
         if params.is_some_and(|p| !p.is_structured()) {
             return Err(DecodeError::WrongShape {
                 kind,
@@ -432,7 +418,7 @@ fn decode_message(text: &str) -> Result<Message<'_>, DecodeError> {
                 expected: "an array or an object",
             });
         }
-        return Ok(match env.id {
+        return Ok(match m.id {
             Some(id) => Message::Request {
                 id: parse_id(id, kind)?,
                 method,
@@ -443,15 +429,14 @@ fn decode_message(text: &str) -> Result<Message<'_>, DecodeError> {
     }
     let kind = "response";
     let id = parse_id(
-        env.id
-            .ok_or(DecodeError::MissingField { kind, field: "id" })?,
+        m.id.ok_or(DecodeError::MissingField { kind, field: "id" })?,
         kind,
     )?;
-    match (env.result, env.error) {
+    match (m.result, m.error) {
         (Some(_), Some(_)) => Err(DecodeError::Conflicting("result", "error")),
         (Some(result), None) => Ok(Message::Result {
             id,
-            result: Json::new(result),
+            result: Json::scanned(result),
         }),
         (None, Some(error)) => {
             let shape = || DecodeError::WrongShape {
@@ -459,10 +444,10 @@ fn decode_message(text: &str) -> Result<Message<'_>, DecodeError> {
                 field: "error",
                 expected: "an object with an integer `code` and a string `message`",
             };
-            if !error.get().starts_with('{') {
+            if !error.starts_with('{') {
                 return Err(shape());
             }
-            let e: InError<'_> = serde_json::from_str(error.get()).map_err(|_| shape())?;
+            let e: InError<'_> = serde_json::from_str(error).map_err(|_| shape())?;
             Ok(Message::Error {
                 id,
                 error: ErrorObject {
@@ -479,31 +464,21 @@ fn decode_message(text: &str) -> Result<Message<'_>, DecodeError> {
     }
 }
 
-fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<Borrowed<'_>>(raw.get())
-        .ok()
-        .map(|b| b.0)
-}
-
-fn parse_id<'a>(raw: &'a RawValue, kind: &'static str) -> Result<Id<'a>, DecodeError> {
-    let text = raw.get();
+/// An id as scanned: `null`, a string or an integer that fits an `i64`
+/// (the grammar was checked, so an integer is `-`, digits, nothing else).
+fn parse_id<'a>(text: &'a str, kind: &'static str) -> Result<Id<'a>, DecodeError> {
+    let shape = DecodeError::WrongShape {
+        kind,
+        field: "id",
+        expected: "a string, an integer or null",
+    };
     if text == "null" {
         return Ok(Id::Null);
     }
     if text.starts_with('"') {
-        return string(raw).map(Id::String).ok_or(DecodeError::WrongShape {
-            kind,
-            field: "id",
-            expected: "a string, an integer or null",
-        });
+        return scan::unquote(text).map(Id::String).ok_or(shape);
     }
-    serde_json::from_str::<i64>(text)
-        .map(Id::Number)
-        .map_err(|_| DecodeError::WrongShape {
-            kind,
-            field: "id",
-            expected: "a string, an integer or null",
-        })
+    text.parse::<i64>().map(Id::Number).map_err(|_| shape)
 }
 
 #[derive(Serialize)]
@@ -600,7 +575,7 @@ pub fn fuzz_decode(data: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -835,7 +810,8 @@ mod tests {
         assert_eq!(error_code::name(1), None);
     }
 
-    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    /// Any JSON value, a few levels deep (the scanner's tests use it too).
+    pub(in crate::protocol::json_rpc) fn json_value() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::from),

@@ -1,6 +1,7 @@
 //! JsonRpc: JSON-RPC 2.0 pubsub on the session layer.
 
 pub mod codec;
+mod scan;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +15,8 @@ use crate::error::SendError;
 use crate::payload::{Payload, Text};
 use crate::transport::Frame;
 
-use self::codec::{error_code, Batch, ErrorObject, Id, Json, Limits, Message};
+use self::codec::{error_code, Decoded, ErrorObject, Id, Json, Limits, Message};
+use self::scan::Pubsub;
 use super::{
     Capabilities, FrameContext, Handshake, Inbound, LinkDead, OpenContext, Outgoing, Output,
     Protocol, ProtocolError, TimerContext,
@@ -224,15 +226,6 @@ struct Spec<'a> {
     params: Option<&'a RawValue>,
 }
 
-/// The params of a pubsub notification.
-#[derive(Deserialize)]
-struct Notification<'a> {
-    #[serde(borrow)]
-    subscription: &'a RawValue,
-    #[serde(borrow)]
-    result: &'a RawValue,
-}
-
 impl JsonRpc {
     /// The Ethereum method names and the codec's default [`Limits`].
     pub fn new() -> Self {
@@ -286,7 +279,7 @@ impl JsonRpc {
         let spec = serde_json::json!({
             "subscribe": subscribe,
             "unsubscribe": unsubscribe,
-            "params": json.raw(),
+            "params": json,
         });
         Ok(Payload::text(spec.to_string()))
     }
@@ -302,7 +295,7 @@ impl JsonRpc {
     /// [`codec::DecodeError`] when `params` is not one JSON array or object.
     pub fn request(method: &str, params: &str) -> Result<Payload, codec::DecodeError> {
         let json = structured(params)?;
-        let spec = serde_json::json!({ "method": method, "params": json.raw() });
+        let spec = serde_json::json!({ "method": method, "params": json });
         Ok(Payload::text(spec.to_string()))
     }
 
@@ -323,9 +316,12 @@ impl JsonRpc {
         id
     }
 
+    /// One message; `pubsub`: its params' subscription id and result, as
+    /// the decoder found them.
     fn on_message(
         &mut self,
         message: Message<'_>,
+        pubsub: Option<Pubsub<'_>>,
         whole: &Text,
         out: &mut Output,
     ) -> Result<(), ProtocolError> {
@@ -364,8 +360,8 @@ impl JsonRpc {
             _ => {}
         }
         match message {
-            Message::Notification { method, params } => {
-                self.on_notification(&method, params, whole, out)
+            Message::Notification { method, .. } => {
+                self.on_notification(&method, pubsub, whole, out)
             }
             Message::Request { id, .. } => {
                 let refusal = Message::Error {
@@ -383,14 +379,14 @@ impl JsonRpc {
                 match self.take_pending(&id) {
                     Some(Pending::Subscribe { key, unsubscribe }) => {
                         let raw_id = result.get().to_owned();
-                        let (canonical, shown) = sub_id(result.raw()).ok_or_else(|| {
+                        let (canonical, shown) = sub_id(result.get()).ok_or_else(|| {
                             ProtocolError::invalid(
                                 NAME,
                                 format!("subscription id {raw_id} is not a string or a number"),
                             )
                         })?;
                         self.active.insert(
-                            canonical,
+                            canonical.into_owned(),
                             Active {
                                 key: key.clone(),
                                 raw_id,
@@ -471,12 +467,11 @@ impl JsonRpc {
     fn on_notification(
         &mut self,
         method: &str,
-        params: Option<Json<'_>>,
+        pubsub: Option<Pubsub<'_>>,
         whole: &Text,
         out: &mut Output,
     ) -> Result<(), ProtocolError> {
-        let parsed = params.and_then(|p| serde_json::from_str::<Notification<'_>>(p.get()).ok());
-        let Some(note) = parsed else {
+        let Some(note) = pubsub else {
             if method == self.methods.notification {
                 return Err(ProtocolError::invalid(
                     NAME,
@@ -488,12 +483,12 @@ impl JsonRpc {
         };
         // A notification for an id this connection does not hold is late
         // (unsubscribed) or foreign: dropped, as pubsub allows.
-        let key = sub_id(note.subscription).and_then(|(id, _)| self.active.get(&id));
+        let key = canonical_id(note.subscription).and_then(|id| self.active.get(id.as_ref()));
         if let Some(active) = key {
             out.fact(Inbound::Data {
                 key: Some(active.key.clone()),
                 offset: None,
-                payload: Payload::text(part(whole, note.result.get())),
+                payload: Payload::text(part(whole, note.result)),
                 headers: None,
             });
         }
@@ -520,14 +515,32 @@ fn structured(text: &str) -> Result<Json<'_>, codec::DecodeError> {
     Ok(json)
 }
 
-/// A subscription id as (one form whatever its escapes, the form for
-/// people): strings and numbers kept apart, so `"42"` is not `42`.
-fn sub_id(raw: &RawValue) -> Option<(String, String)> {
-    match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
-        serde_json::Value::String(s) => Some((format!("s:{s}"), s)),
-        serde_json::Value::Number(n) => Some((format!("n:{n}"), n.to_string())),
-        _ => None,
+/// A subscription id (its JSON text) as (one form whatever its escapes,
+/// the form for people).
+fn sub_id(raw: &str) -> Option<(Cow<'_, str>, String)> {
+    let canonical = canonical_id(raw)?;
+    let shown = match scan::unquote(raw) {
+        Some(text) => text.into_owned(),
+        None => canonical.to_string(),
+    };
+    Some((canonical, shown))
+}
+
+/// One form of a subscription id (its JSON text) whatever its escapes,
+/// strings and numbers kept apart so `"42"` is not `42`: a string as
+/// serde_json writes it, a number as serde_json prints it. An id the
+/// server wrote without escapes, the usual case, is its own form and is
+/// not copied (serde_json escapes only what such a string cannot hold).
+fn canonical_id(raw: &str) -> Option<Cow<'_, str>> {
+    if raw.starts_with('"') {
+        if !raw.contains('\\') {
+            return Some(Cow::Borrowed(raw));
+        }
+        let text: String = serde_json::from_str(raw).ok()?;
+        return serde_json::to_string(&text).ok().map(Cow::Owned);
     }
+    let number: serde_json::Number = serde_json::from_str(raw).ok()?;
+    Some(Cow::Owned(number.to_string()))
 }
 
 /// A call's method and params, or `None` when `request` is not one
@@ -623,14 +636,15 @@ impl Protocol for JsonRpc {
         let Frame::Text(whole) = frame else {
             return Err(ProtocolError::invalid(NAME, "binary message"));
         };
-        let batch = codec::decode(whole.as_str(), self.limits)
+        let decoded = codec::decode_frame(whole.as_str(), self.limits)
             .map_err(|e| ProtocolError::invalid(NAME, e))?;
-        match batch {
-            Batch::Single(message) => self.on_message(message, &whole, out),
-            Batch::Many(messages) => {
-                for message in messages {
-                    let text = Text::from(message.encode());
-                    self.on_message(message, &text, out)?;
+        match decoded {
+            Decoded::Single(message, pubsub) => self.on_message(message, pubsub, &whole, out),
+            Decoded::Many(messages) => {
+                for item in messages {
+                    // Each with its own text, as if it had come alone.
+                    let text = part(&whole, item.text);
+                    self.on_message(item.message, item.pubsub, &text, out)?;
                 }
                 Ok(())
             }
