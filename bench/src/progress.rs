@@ -10,7 +10,24 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a subscriber thread returns: when it received its last message,
+/// and its on-CPU time over the measured messages.
+pub type Finished = (Instant, Option<Duration>);
+
+/// Why a subscriber thread ended before the publisher was done: its error,
+/// or that it ended early or panicked.
+pub fn subscriber_failure(subscriber: JoinHandle<Result<Finished, BoxError>>) -> BoxError {
+    match subscriber.join() {
+        Ok(Err(e)) => e,
+        Ok(Ok(_)) => "the subscriber ended early".into(),
+        Err(_) => "the subscriber thread panicked".into(),
+    }
+}
 
 /// Shared between one subscriber and its publisher.
 #[derive(Debug)]

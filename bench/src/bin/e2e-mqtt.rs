@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redial_bench::progress::{main_thread_cpu, median, Progress};
+use redial_bench::progress::{main_thread_cpu, median, subscriber_failure, Finished, Progress};
 use redial_bench::{load_average, Args};
 use redial_core::mqtt::QoS;
 use redial_core::{Event, Mqtt, Payload};
@@ -261,10 +261,6 @@ fn measure(
     })
 }
 
-/// When the subscriber received its last message, and its thread's CPU
-/// time over the measured messages.
-type Finished = (Instant, Option<Duration>);
-
 /// One run's figures.
 struct Measured {
     /// First measured publish to last measured message received.
@@ -277,14 +273,6 @@ struct Measured {
     /// The broker's on-CPU time over the same span (to the subscriber
     /// thread's end, a few microseconds later).
     broker_cpu: Option<Duration>,
-}
-
-fn subscriber_failure(subscriber: JoinHandle<Result<Finished, BoxError>>) -> BoxError {
-    match subscriber.join() {
-        Ok(Err(e)) => e,
-        Ok(Ok(_)) => "the subscriber ended early".into(),
-        Err(_) => "the subscriber thread panicked".into(),
-    }
 }
 
 /// Runs the subscriber on its own thread and current-thread runtime;

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redial_bench::progress::{median, Progress};
+use redial_bench::progress::{median, subscriber_failure, Finished, Progress};
 use redial_bench::{load_average, Args};
 use redial_core::{Event, Nats, Payload};
 use redial_tests::third_party::nats::{NatsOptions, NatsServer};
@@ -195,10 +195,6 @@ fn measure(
     })
 }
 
-/// When the subscriber received its last message, and its thread's CPU
-/// time over the measured messages.
-type Finished = (Instant, Option<Duration>);
-
 /// One run's figures.
 struct Measured {
     /// First measured publish to last measured message received.
@@ -207,14 +203,6 @@ struct Measured {
     /// runtime, socket reads, decoding, counting) over the measured
     /// messages; none where `/proc/thread-self/schedstat` is missing.
     cpu: Option<Duration>,
-}
-
-fn subscriber_failure(subscriber: JoinHandle<Result<Finished, BoxError>>) -> BoxError {
-    match subscriber.join() {
-        Ok(Err(e)) => e,
-        Ok(Ok(_)) => "the subscriber ended early".into(),
-        Err(_) => "the subscriber thread panicked".into(),
-    }
 }
 
 /// Runs the subscriber on its own thread and current-thread runtime;
