@@ -10,6 +10,8 @@
 //!   plain tokio-tungstenite, one process per variant.
 //! - `e2e-nats`: NATS subscription messages/s, redial-tokio with `Nats`
 //!   against async-nats, over one nats-server's WebSocket listener.
+//! - `e2e-mqtt`: MQTT subscription messages/s at QoS 0 and 1, redial-tokio
+//!   with `Mqtt` against rumqttc, over one mosquitto's WebSocket listener.
 //! - `e2e-server`: redial-server fan-out (memory and Redis stores), resume
 //!   on another node, and fan-out on 1 to 3 nodes.
 //! - `e2e-server-memory`: redial-server heap and RSS per idle session, live
@@ -21,6 +23,8 @@
 //! Every binary takes `--quick` for a CI smoke run of a few seconds that
 //! prints figures but asserts nothing about timing.
 #![forbid(unsafe_code)]
+
+pub mod progress;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -26,7 +26,10 @@
 //!   over that the driver has not taken yet, new messages are answered
 //!   `QueueFull` too, so nothing piles up between the session and the
 //!   socket. The driver writes every message handed over meanwhile and
-//!   flushes once at the end of its turn: one flush per batch.
+//!   flushes once at the end of its turn: one flush per batch. What the
+//!   session answers to inbound messages (acknowledgements, pongs) is
+//!   flushed once the socket has no more buffered (at most 256 frames
+//!   later): a burst from the server gets its answers in one flush.
 //! - [`Handle::call`] goes the same way as a send: it hands the call to the
 //!   session under the lock, wakes the driver and waits for the call's end,
 //!   which the driver passes back from the session's event. Calls waiting

@@ -37,13 +37,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use redial_bench::progress::{median, subscriber_failure, Finished, Progress};
 use redial_bench::{load_average, Args};
 use redial_core::{Event, Nats, Payload};
 use redial_tests::third_party::nats::{NatsOptions, NatsServer};
@@ -163,18 +163,6 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// One run: a fresh subscriber of `client` on `subject`, warm-up, then the
 /// measured messages; the time from the first measured publish to the last
 /// measured message received.
@@ -185,10 +173,7 @@ fn measure(
     publisher: &mut Publisher,
     plan: Plan,
 ) -> Result<Measured, BoxError> {
-    let progress = Arc::new(Progress {
-        warmup: plan.warmup,
-        ..Progress::default()
-    });
+    let progress = Arc::new(Progress::new(plan.warmup, CHUNK));
     let total = plan.warmup + plan.messages;
     let subscriber = spawn_subscriber(client, url, subject, total, progress.clone())?;
     if !progress.wait(|p| p.ready)
@@ -210,10 +195,6 @@ fn measure(
     })
 }
 
-/// When the subscriber received its last message, and its thread's CPU
-/// time over the measured messages.
-type Finished = (Instant, Option<Duration>);
-
 /// One run's figures.
 struct Measured {
     /// First measured publish to last measured message received.
@@ -222,109 +203,6 @@ struct Measured {
     /// runtime, socket reads, decoding, counting) over the measured
     /// messages; none where `/proc/thread-self/schedstat` is missing.
     cpu: Option<Duration>,
-}
-
-/// On-CPU time of the calling thread, from the scheduler's own
-/// nanosecond account (`/proc/thread-self/schedstat`, first field).
-fn thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns = stat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
-}
-
-fn subscriber_failure(subscriber: JoinHandle<Result<Finished, BoxError>>) -> BoxError {
-    match subscriber.join() {
-        Ok(Err(e)) => e,
-        Ok(Ok(_)) => "the subscriber ended early".into(),
-        Err(_) => "the subscriber thread panicked".into(),
-    }
-}
-
-/// What the subscriber has done, for the publisher to wait on.
-#[derive(Debug, Default)]
-struct Progress {
-    /// Messages before the measured ones.
-    warmup: u64,
-    /// The subscriber thread's CPU time when the warm-up was all received.
-    cpu_at_warmup: Mutex<Option<Duration>>,
-    received: AtomicU64,
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct State {
-    ready: bool,
-    received: u64,
-    /// The subscriber returned (done or failed).
-    ended: bool,
-}
-
-impl Progress {
-    fn set_ready(&self) {
-        if self.warmup == 0 {
-            self.mark_cpu();
-        }
-        if let Ok(mut state) = self.state.lock() {
-            state.ready = true;
-        }
-        self.changed.notify_all();
-    }
-
-    fn set_ended(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.ended = true;
-        }
-        self.changed.notify_all();
-    }
-
-    /// Counts one message; wakes the publisher once per chunk (and at
-    /// `total`), not per message, so the counting loop stays cheap.
-    fn received(&self, total: u64) {
-        let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == self.warmup {
-            self.mark_cpu();
-        }
-        if n % CHUNK == 0 || n == total {
-            if let Ok(mut state) = self.state.lock() {
-                state.received = n;
-            }
-            self.changed.notify_all();
-        }
-    }
-
-    /// Called on the subscriber's thread where the measured part starts.
-    fn mark_cpu(&self) {
-        if let Ok(mut cpu) = self.cpu_at_warmup.lock() {
-            *cpu = thread_cpu();
-        }
-    }
-
-    /// The subscriber thread's CPU time since [`Progress::mark_cpu`];
-    /// called on that thread.
-    fn measured_cpu(&self) -> Option<Duration> {
-        let start = (*self.cpu_at_warmup.lock().ok()?)?;
-        thread_cpu()?.checked_sub(start)
-    }
-
-    /// Blocks until `done` holds; false if the subscriber ended first.
-    fn wait(&self, done: impl Fn(&State) -> bool) -> bool {
-        let Ok(mut state) = self.state.lock() else {
-            return false;
-        };
-        loop {
-            if done(&state) {
-                return true;
-            }
-            if state.ended {
-                return false;
-            }
-            state = match self.changed.wait(state) {
-                Ok(state) => state,
-                Err(_) => return false,
-            };
-        }
-    }
 }
 
 /// Runs the subscriber on its own thread and current-thread runtime;
@@ -396,8 +274,7 @@ async fn redial(
             }
             Event::Message { payload, .. } => {
                 check(payload.bytes())?;
-                progress.received(total);
-                if progress.received.load(Ordering::Relaxed) == total {
+                if progress.received(total) == total {
                     let end = Instant::now();
                     let cpu = progress.measured_cpu();
                     handle.close().await;
@@ -433,8 +310,7 @@ async fn async_nats(
     }
     while let Some(message) = subscriber.next().await {
         check(&message.payload)?;
-        progress.received(total);
-        if progress.received.load(Ordering::Relaxed) == total {
+        if progress.received(total) == total {
             let end = Instant::now();
             let cpu = progress.measured_cpu();
             let _ = subscriber.unsubscribe().await;
@@ -489,7 +365,7 @@ impl Publisher {
         frame.extend_from_slice(&self.payload);
         frame.extend_from_slice(b"\r\n");
         let chunk = frame.repeat(CHUNK as usize);
-        let base = progress.received.load(Ordering::Relaxed);
+        let base = progress.count();
         let mut sent = 0;
         while sent < count {
             let n = (count - sent).min(CHUNK);
@@ -502,34 +378,5 @@ impl Publisher {
         }
         self.stream.flush()?;
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(&mut []), 0.0);
-    }
-
-    #[test]
-    fn progress_wakes_the_publisher_per_chunk_and_at_the_total() {
-        let p = Progress::default();
-        for _ in 0..CHUNK - 1 {
-            p.received(CHUNK + 7);
-        }
-        assert_eq!(p.state.lock().map(|s| s.received).ok(), Some(0));
-        p.received(CHUNK + 7);
-        assert_eq!(p.state.lock().map(|s| s.received).ok(), Some(CHUNK));
-        for _ in 0..7 {
-            p.received(CHUNK + 7);
-        }
-        assert!(p.wait(|s| s.received == CHUNK + 7));
-        p.set_ended();
-        assert!(!p.wait(|s| s.received > CHUNK + 7), "an ended subscriber");
     }
 }

@@ -673,7 +673,14 @@ impl<R: Runtime> Inner<R> {
     /// first (up to [`MAX_POKE_BATCH`]), before anything is written, so
     /// a burst of sends goes out with one flush.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Input<R::Socket>> {
-        let input = self.poll_inputs(cx);
+        let mut input = self.poll_inputs(cx);
+        if input.is_pending() && self.writer.stop_reading() {
+            // Nothing more to read: the answers to what was read go out
+            // now, with one flush (see `Writer::poll_write`).
+            if let Some(written) = self.poll_write(cx) {
+                input = Poll::Ready(written);
+            }
+        }
         if input.is_pending() {
             // The task yields: the other tasks run, then the self-wake of
             // a held flush (`Writer::poll_write`) brings it back to flush
@@ -767,6 +774,7 @@ impl<R: Runtime> Inner<R> {
         if polled.is_ready() {
             // More may be buffered: poll again next time.
             wake.woken.store(true, Ordering::Release);
+            self.writer.took_message();
         }
         polled.map(|next| match next {
             Some(Ok(message)) => Input::Message(message),

@@ -30,6 +30,12 @@ pub(super) struct Writer {
     took_poke: bool,
     /// The flush waits until this poll of the task ends.
     flush_deferred: bool,
+    /// A socket message was taken since the socket last had nothing more
+    /// to give: what the session answers (acknowledgements, pongs) waits
+    /// for the answers to the messages the socket already holds, and all
+    /// go out with one flush once it runs dry
+    /// ([`stop_reading`](Self::stop_reading)).
+    reading: bool,
     /// Frames handed to the socket since the last flush.
     unflushed: u32,
 }
@@ -77,12 +83,25 @@ impl Writer {
         self.flush_deferred = false;
     }
 
+    /// The socket handed over a message; more may be buffered behind it.
+    pub(super) fn took_message(&mut self) {
+        self.reading = true;
+    }
+
+    /// The socket has nothing more buffered. True when a flush was held
+    /// for it: the caller writes again before the task yields, so that
+    /// hold never outlives the read burst.
+    pub(super) fn stop_reading(&mut self) -> bool {
+        std::mem::take(&mut self.reading) && self.needs_flush
+    }
+
     /// Takes the frames the socket never took, oldest first, each with its
     /// kind, and forgets the socket's flush state (a new socket or none
     /// follows).
     pub(super) fn take_unsent(&mut self) -> VecDeque<(Message, SendKind)> {
         let unsent = std::mem::take(&mut self.outbox);
         self.needs_flush = false;
+        self.reading = false;
         self.unflushed = 0;
         unsent
     }
@@ -90,7 +109,12 @@ impl Writer {
     /// Moves frames from the outbox into `socket` and flushes, unless the
     /// flush is put off for a batch.
     ///
-    /// A flush is put off for one turn of the executor, so that messages
+    /// While the socket is being read ([`took_message`](Self::took_message)
+    /// until [`stop_reading`](Self::stop_reading)), the flush waits (at
+    /// most [`MAX_UNFLUSHED`] frames): a peer that sent a burst gets its
+    /// answers (MQTT's PUBACKs, say) in one TCP segment, not one each.
+    ///
+    /// Otherwise a flush is put off for one turn of the executor, so that messages
     /// other tasks are about to hand over go out with it: one flush (and
     /// one TCP segment, with `TCP_NODELAY`) per batch, not per message.
     /// Only right after a poke was taken (a sender that just got its
@@ -125,11 +149,13 @@ impl Writer {
         let mut batch = false;
         let hold = self.needs_flush
             && self.unflushed < MAX_UNFLUSHED
-            && (self.flush_deferred || {
+            && (self.reading || self.flush_deferred || {
                 batch = self.defer_flush();
                 batch
             });
-        if hold {
+        // A hold for reading ends before the task yields (`stop_reading`);
+        // one for a batch ends after, so the task must come back.
+        if hold && !self.reading {
             // Whatever made this poll end (even an event waiting for room
             // in `drain`), the task comes back to flush: no flush is left
             // waiting for a wake-up that would never come.
@@ -234,6 +260,51 @@ mod tests {
         );
         assert_eq!(socket.flushed(), vec![text("a"), text("b")]);
         assert_eq!(socket.flushes(), 1);
+    }
+
+    #[test]
+    fn answers_to_a_read_burst_go_out_with_one_flush_when_the_socket_runs_dry() {
+        let mut socket = MemorySocket::default();
+        let mut w = Writer::default();
+        let (waker, woken) = wakes();
+        let mut cx = Context::from_waker(&waker);
+        for ack in ["ack1", "ack2", "ack3"] {
+            w.took_message();
+            w.push(text(ack), SendKind::Control);
+            assert_eq!(
+                done(w.poll_write(&mut socket, &mut cx)),
+                (true, false, false)
+            );
+        }
+        assert_eq!(socket.unflushed(), 3, "held while the socket has more");
+        assert_eq!(socket.flushes(), 0);
+        assert_eq!(woken(), 0, "ended by stop_reading, not by a wake");
+        assert!(w.stop_reading(), "a flush was held");
+        assert_eq!(
+            done(w.poll_write(&mut socket, &mut cx)),
+            (false, false, false)
+        );
+        assert_eq!(
+            socket.flushed(),
+            vec![text("ack1"), text("ack2"), text("ack3")]
+        );
+        assert_eq!(socket.flushes(), 1);
+        assert!(!w.stop_reading(), "nothing held any more");
+    }
+
+    #[test]
+    fn a_read_burst_holds_at_most_max_unflushed_frames() {
+        let mut socket = MemorySocket::default();
+        let mut w = Writer::default();
+        let (waker, _) = wakes();
+        let mut cx = Context::from_waker(&waker);
+        for i in 0..MAX_UNFLUSHED {
+            w.took_message();
+            w.push(text(&i.to_string()), SendKind::Control);
+            done(w.poll_write(&mut socket, &mut cx));
+        }
+        assert_eq!(socket.flushes(), 1, "flushed at the bound");
+        assert_eq!(socket.unflushed(), 0);
     }
 
     #[test]
