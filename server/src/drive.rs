@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use redial_core::wire::{error_code, Frame};
 use tokio::sync::Notify;
@@ -209,7 +210,17 @@ where
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn drive<M, S, E>(node: Node, socket: S, principal: Option<String>)
+///
+/// Not an `async fn`: the socket is split (moved into its shared half)
+/// before the future exists. An `async fn` keeps each argument in its
+/// future for the whole connection, and every caller's future keeps its
+/// own copy of what it passed: a few hundred bytes of WebSocket state,
+/// three times over, in every idle connection's task.
+pub(crate) fn drive<M, S, E>(
+    node: Node,
+    socket: S,
+    principal: Option<String>,
+) -> impl std::future::Future<Output = ()> + Send
 where
     M: WsMessage,
     E: ReadError,
@@ -224,20 +235,23 @@ where
         resumed = tracing::field::Empty,
         close_code = tracing::field::Empty,
     );
-    serve(node, socket, principal, conn_id)
-        .instrument(span)
-        .await;
+    let (sink, stream) = socket.split();
+    serve(node, sink, stream, principal, conn_id).instrument(span)
 }
 
-async fn serve<M, S, E>(node: Node, socket: S, principal: Option<String>, conn_id: u64)
-where
+async fn serve<M, S, E>(
+    node: Node,
+    sink: SplitSink<S, M>,
+    mut stream: SplitStream<S>,
+    principal: Option<String>,
+    conn_id: u64,
+) where
     M: WsMessage,
     E: ReadError,
     S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send + 'static,
 {
     let _live = node.live_guard();
     let inner = node.inner.clone();
-    let (sink, mut stream) = socket.split();
     let outbox = Arc::new(Outbox::new());
     let writer = tokio::spawn(writer(sink, outbox.clone()));
     let mailbox = Arc::new(Mailbox::default());
@@ -284,6 +298,11 @@ where
                     batch.push(M::binary(frame.to_bytes()));
                 }
                 Action::Store(op) => {
+                    // What is ready goes out before the round trip: a
+                    // WELCOME must not wait for the fetch that follows it.
+                    if !batch.is_empty() {
+                        outbox.send(Write::Frames(std::mem::take(&mut batch)));
+                    }
                     // Boxed, as below: an await's state sizes the task's
                     // future even while the connection is idle.
                     let reply = Box::pin(node.execute(&op)).await;

@@ -126,8 +126,15 @@ pub async fn accept(
 }
 
 /// Serves the session on an upgraded socket (from [`accept`], maybe
-/// wrapped) until it closes.
-pub async fn serve_socket<S>(node: Node, socket: S, principal: Option<String>)
+/// wrapped) until it closes: await the returned future.
+///
+/// The socket is taken apart before the future exists, so the future does
+/// not carry a copy of it for the connection's whole life.
+pub fn serve_socket<S>(
+    node: Node,
+    socket: S,
+    principal: Option<String>,
+) -> impl std::future::Future<Output = ()> + Send
 where
     S: futures_util::Stream<Item = Result<Message, WsError>>
         + futures_util::Sink<Message>
@@ -135,7 +142,7 @@ where
         + Send
         + 'static,
 {
-    drive::<Message, _, _>(node, socket, principal).await;
+    drive::<Message, _, _>(node, socket, principal)
 }
 
 #[allow(clippy::result_large_err)]
