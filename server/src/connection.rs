@@ -1223,19 +1223,7 @@ mod tests {
     #[test]
     fn messages_are_numbered_and_replayed_after_resume() {
         let mut store = ScriptedStore::new();
-        let mut d = open(&mut store, Arc::new(AllowAll));
-        d.frame(
-            &mut store,
-            1,
-            &Frame::Subscribe {
-                channel: "news".into(),
-            },
-        );
-        for i in 0..3 {
-            store.broadcast("news", &Payload::text(format!("m{i}")));
-        }
-        let n = store.take_notices();
-        d.notices(&mut store, 2, &n);
+        let mut d = delivered(&mut store, "news", 3);
         assert_eq!(offsets(&d.sent), vec![1, 2, 3]);
         // The client delivered 1, then the connection drops.
         d.frame(&mut store, 3, &Frame::Received { offset: 1 });
@@ -1454,22 +1442,54 @@ mod tests {
         assert_eq!(d.closed.as_ref().unwrap().0, 1001);
     }
 
+    /// An open session subscribed to `channel`, sent `n` MESSAGEs there.
+    fn delivered(store: &mut ScriptedStore, channel: &str, n: usize) -> Driver {
+        let mut d = open(store, Arc::new(AllowAll));
+        d.frame(
+            store,
+            1,
+            &Frame::Subscribe {
+                channel: channel.into(),
+            },
+        );
+        for i in 0..n {
+            store.broadcast(channel, &Payload::text(format!("m{i}")));
+        }
+        let notices = store.take_notices();
+        d.notices(store, 2, &notices);
+        d
+    }
+
+    /// Carries out the actions due, store calls applied at `now`; returns
+    /// the store calls made, by name.
+    fn run_store_calls(d: &mut Driver, store: &mut ScriptedStore, now: u64) -> Vec<String> {
+        let mut calls = Vec::new();
+        while let Some(a) = d.conn.poll_action() {
+            match a {
+                Action::Store(op) => {
+                    calls.push(match &op {
+                        StoreOp::Received { offset, .. } => format!("Received {offset}"),
+                        other => format!("{other:?}")
+                            .split([' ', '{'])
+                            .next()
+                            .unwrap()
+                            .to_owned(),
+                    });
+                    let reply = store.apply(&op, now);
+                    d.conn.handle_store_reply(at(now), reply);
+                }
+                Action::Send(f) => d.sent.push(f),
+                Action::Close { code, reason } => d.closed = Some((code, reason)),
+                other => panic!("{other:?}"),
+            }
+        }
+        calls
+    }
+
     #[test]
     fn receiveds_during_a_store_call_become_one_call_with_the_latest_offset() {
         let mut store = ScriptedStore::new();
-        let mut d = open(&mut store, Arc::new(AllowAll));
-        d.frame(
-            &mut store,
-            1,
-            &Frame::Subscribe {
-                channel: "c".into(),
-            },
-        );
-        for i in 0..4 {
-            store.broadcast("c", &Payload::text(format!("m{i}")));
-        }
-        let n = store.take_notices();
-        d.notices(&mut store, 2, &n);
+        let mut d = delivered(&mut store, "c", 4);
         assert_eq!(offsets(&d.sent), vec![1, 2, 3, 4]);
         d.conn.handle_frame(at(3), publish(1, Some("x")).to_bytes());
         let op = match d.conn.poll_action() {
@@ -1484,21 +1504,7 @@ mod tests {
         assert_eq!(d.conn.offsets(), (4, 3), "taken at once, not queued");
         let reply = store.apply(&op, 5);
         d.conn.handle_store_reply(at(5), reply);
-        let mut receiveds = Vec::new();
-        while let Some(a) = d.conn.poll_action() {
-            match a {
-                Action::Store(op) => {
-                    if let StoreOp::Received { offset, .. } = &op {
-                        receiveds.push(*offset);
-                    }
-                    let reply = store.apply(&op, 5);
-                    d.conn.handle_store_reply(at(5), reply);
-                }
-                Action::Send(f) => d.sent.push(f),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(receiveds, vec![3]);
+        assert_eq!(run_store_calls(&mut d, &mut store, 5), vec!["Received 3"]);
         assert_eq!(d.sent.last(), Some(&Frame::Ack { seq: 1 }));
         assert!(d.closed.is_none());
     }
@@ -1506,69 +1512,30 @@ mod tests {
     #[test]
     fn a_lone_received_reaches_the_store_after_the_delay_or_before_the_detach() {
         let mut store = ScriptedStore::new();
-        let mut d = open(&mut store, Arc::new(AllowAll));
-        d.frame(
-            &mut store,
-            1,
-            &Frame::Subscribe {
-                channel: "c".into(),
-            },
-        );
-        store.broadcast("c", &Payload::text("m0"));
-        store.broadcast("c", &Payload::text("m1"));
-        let n = store.take_notices();
-        d.notices(&mut store, 2, &n);
+        let mut d = delivered(&mut store, "c", 2);
         assert_eq!(offsets(&d.sent), vec![1, 2]);
-        let received = |d: &mut Driver, store: &mut ScriptedStore, now: u64| {
-            let mut calls = Vec::new();
-            while let Some(a) = d.conn.poll_action() {
-                match a {
-                    Action::Store(op) => {
-                        calls.push(matches!(op, StoreOp::Received { offset: 1, .. }));
-                        let reply = store.apply(&op, now);
-                        d.conn.handle_store_reply(at(now), reply);
-                    }
-                    Action::Send(f) => d.sent.push(f),
-                    Action::Close { code, reason } => d.closed = Some((code, reason)),
-                    other => panic!("{other:?}"),
-                }
-            }
-            calls
-        };
         // One MESSAGE confirmed, below the batch of two: not yet.
         d.conn
             .handle_frame(at(3), Frame::Received { offset: 1 }.to_bytes());
-        assert!(received(&mut d, &mut store, 3).is_empty());
+        assert!(run_store_calls(&mut d, &mut store, 3).is_empty());
         assert_eq!(d.conn.poll_timeout(), Some(at(3 + ACK_DELAY_MS)));
         d.conn.handle_timeout(at(3 + ACK_DELAY_MS));
-        assert_eq!(received(&mut d, &mut store, 1003), vec![true]);
+        assert_eq!(
+            run_store_calls(&mut d, &mut store, 1003),
+            vec!["Received 1"]
+        );
         assert_eq!(d.conn.poll_timeout(), None, "nothing left to tell");
 
         // Confirmed and then closed: told before the detach.
-        let mut d = open(&mut store, Arc::new(AllowAll));
-        d.frame(
-            &mut store,
-            1,
-            &Frame::Subscribe {
-                channel: "c".into(),
-            },
-        );
-        store.broadcast("c", &Payload::text("m2"));
-        let n = store.take_notices();
-        d.notices(&mut store, 2, &n);
+        let mut d = delivered(&mut store, "c", 1);
         d.conn
             .handle_frame(at(3), Frame::Received { offset: 1 }.to_bytes());
-        assert!(received(&mut d, &mut store, 3).is_empty());
+        assert!(run_store_calls(&mut d, &mut store, 3).is_empty());
         d.conn.handle_closed(at(4));
-        let mut ops = Vec::new();
-        while let Some(a) = d.conn.poll_action() {
-            if let Action::Store(op) = a {
-                ops.push(format!("{op:?}"));
-            }
-        }
-        assert_eq!(ops.len(), 2, "{ops:?}");
-        assert!(ops[0].starts_with("Received"), "{ops:?}");
-        assert!(ops[1].starts_with("Detach"), "{ops:?}");
+        assert_eq!(
+            run_store_calls(&mut d, &mut store, 4),
+            vec!["Received 1", "Detach"]
+        );
     }
 
     #[test]
