@@ -60,7 +60,7 @@ pub async fn run(a: ServeArgs) -> Result<Exit, CliError> {
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,
     };
-    let listener = TcpListener::bind(a.listen)
+    let listener = redial_server::tokio::bind(a.listen)
         .await
         .map_err(|e| CliError::Failure(format!("binding the listener: {e}")))?;
     let addr = listener

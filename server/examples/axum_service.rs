@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/wire", get(redial_server::axum::handler))
         .with_state(node.clone());
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    let listener = redial_server::tokio::bind("127.0.0.1:8080").await?;
     println!("Wire on ws://{}/wire", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use redial_server::memory::MemoryStore;
 use redial_server::token::TokenKey;
 use redial_server::{Node, ServerConfig};
-use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let listener = TcpListener::bind(&addr).await?;
+    let listener = redial_server::tokio::bind(&addr).await?;
     println!("Wire on ws://{}/", listener.local_addr()?);
     let stop = node.clone();
     tokio::spawn(async move {

@@ -9,7 +9,7 @@
 //! let app = axum::Router::new()
 //!     .route("/wire", axum::routing::get(redial_server::axum::handler))
 //!     .with_state(node);
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+//! let listener = redial_server::tokio::bind("127.0.0.1:8080").await.unwrap();
 //! axum::serve(listener, app).await.unwrap();
 //! # }
 //! ```

@@ -123,21 +123,31 @@ pub enum Phase {
     Closed,
 }
 
+/// How long a RECEIVED may wait before the store hears of it, when fewer
+/// than [`ServerConfigBuilder::fetch_batch`] MESSAGEs were confirmed since
+/// the store last heard.
+///
+/// [`ServerConfigBuilder::fetch_batch`]: crate::ServerConfigBuilder::fetch_batch
+pub const ACK_DELAY_MS: u64 = 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
     Hello,
     Stall,
     Drain,
+    /// A RECEIVED the store has not heard of is due.
+    Ack,
 }
 
 impl TimerKind for Timer {
-    const ALL: &'static [Timer] = &[Timer::Hello, Timer::Stall, Timer::Drain];
+    const ALL: &'static [Timer] = &[Timer::Hello, Timer::Stall, Timer::Drain, Timer::Ack];
 
     fn index(self) -> usize {
         match self {
             Timer::Hello => 0,
             Timer::Stall => 1,
             Timer::Drain => 2,
+            Timer::Ack => 3,
         }
     }
 }
@@ -203,6 +213,13 @@ pub struct Connection {
     sent_offset: u64,
     /// The highest offset the client RECEIVED (or resumed from).
     received: u64,
+    /// The highest RECEIVED the store was told of (or is being told).
+    /// RECEIVED is cumulative, so the store hears only the latest one, once
+    /// `fetch_batch` more MESSAGEs were confirmed or after
+    /// [`ACK_DELAY_MS`]: one store call per batch, not per RECEIVED.
+    stored_received: u64,
+    /// [`ACK_DELAY_MS`] passed since a RECEIVED the store has not heard of.
+    ack_due: bool,
     /// Encoded sizes of the frames handed out and not yet written.
     unwritten: VecDeque<usize>,
     unwritten_bytes: usize,
@@ -215,7 +232,7 @@ pub struct Connection {
     /// Changes whenever the held subscriptions do.
     subscriptions_version: u64,
     actions: VecDeque<Action>,
-    timers: TimerTable<Timer, Instant, 3>,
+    timers: TimerTable<Timer, Instant, 4>,
     /// Where token issue times come from.
     wall: WallClock,
 }
@@ -262,6 +279,8 @@ impl Connection {
             acked: 0,
             sent_offset: 0,
             received: 0,
+            stored_received: 0,
+            ack_due: false,
             unwritten: VecDeque::new(),
             unwritten_bytes: 0,
             inbox: VecDeque::new(),
@@ -365,6 +384,13 @@ impl Connection {
                 self.protocol_error(&format!("{} before WELCOME", frame.kind()));
             }
             Phase::Open => {
+                if let Frame::Received { offset } = frame {
+                    // Taken at once rather than behind the inbox: it needs
+                    // no store reply to decide anything, and it opens the
+                    // backlog the next fetch is waiting for.
+                    self.on_received(now, offset);
+                    return self.pump(now);
+                }
                 if self.inbox.len() >= self.cfg.max_inbox {
                     return self.fail(error_code::RATE_LIMITED, "too many frames in flight");
                 }
@@ -549,6 +575,7 @@ impl Connection {
                         self.close(1001, "going away");
                     }
                 }
+                Timer::Ack => self.ack_due = true,
             }
         }
         self.pump(now);
@@ -652,6 +679,10 @@ impl Connection {
             if self.phase != Phase::Open {
                 break;
             }
+            if let Some(op) = self.take_ack(false) {
+                self.queue(op, Pending::Plain);
+                continue;
+            }
             let room = self.window_room();
             if self.fetch_wanted && room > 0 && self.backlog_room() > 0 {
                 let max = room
@@ -672,7 +703,7 @@ impl Connection {
                 break;
             }
             match self.inbox.pop_front() {
-                Some(frame) => self.on_frame(frame),
+                Some(frame) => self.on_frame(now, frame),
                 None => break,
             }
         }
@@ -778,6 +809,7 @@ impl Connection {
         self.send(frame);
         if from > 0 {
             // Delivered up to here: as good as a RECEIVED.
+            self.stored_received = from;
             self.queue(
                 StoreOp::Received {
                     owner: state.owner,
@@ -789,7 +821,7 @@ impl Connection {
         self.fetch_wanted = true;
     }
 
-    fn on_frame(&mut self, frame: Frame) {
+    fn on_frame(&mut self, now: Instant, frame: Frame) {
         let Some(held) = &self.held else { return };
         let owner = held.owner.clone();
         match frame {
@@ -862,18 +894,43 @@ impl Connection {
                 };
                 self.queue(op, Pending::Plain);
             }
-            Frame::Received { offset } => {
-                // Above what was sent: covers everything sent (3.3).
-                let offset = offset.min(self.sent_offset);
-                if offset > self.received {
-                    self.received = offset;
-                    self.queue(StoreOp::Received { owner, offset }, Pending::Plain);
-                }
-            }
+            Frame::Received { offset } => self.on_received(now, offset),
             // The client reports its own error before closing; wait for it.
             Frame::Error { .. } => {}
             other => self.protocol_error(&format!("{} not allowed from a client", other.kind())),
         }
+    }
+
+    /// RECEIVED `offset`: it opens the backlog at once; the store hears of
+    /// it (coalesced with those that follow) once `fetch_batch` MESSAGEs
+    /// were confirmed, after [`ACK_DELAY_MS`], or when the session detaches.
+    fn on_received(&mut self, now: Instant, offset: u64) {
+        // Above what was sent: covers everything sent (3.3).
+        let offset = offset.min(self.sent_offset);
+        if offset > self.received {
+            self.received = offset;
+            if !self.timers.is_set(Timer::Ack) {
+                self.timers.set(Timer::Ack, after(now, ACK_DELAY_MS));
+            }
+        }
+    }
+
+    /// The `Received` call the store is due (any unheard RECEIVED when
+    /// `all`), marked as made.
+    fn take_ack(&mut self, all: bool) -> Option<StoreOp> {
+        let unheard = self.received.saturating_sub(self.stored_received);
+        let batch = u64::try_from(self.cfg.fetch_batch).unwrap_or(u64::MAX);
+        if unheard == 0 || !(all || self.ack_due || unheard >= batch) {
+            return None;
+        }
+        let held = self.held.as_ref()?;
+        self.stored_received = self.received;
+        self.ack_due = false;
+        self.timers.stop(Timer::Ack);
+        Some(StoreOp::Received {
+            owner: held.owner.clone(),
+            offset: self.received,
+        })
     }
 
     fn protocol_error(&mut self, reason: &str) {
@@ -949,17 +1006,24 @@ impl Connection {
         self.inbox.clear();
         self.queued.clear();
         self.timers.stop_all();
-        if let Some(h) = &self.held {
-            if !h.fenced {
-                let owner = h.owner.clone();
-                let op = if terminal {
-                    StoreOp::End { owner }
-                } else {
-                    StoreOp::Detach { owner }
-                };
-                self.actions.push_back(Action::Store(op));
+        let Some(owner) = self
+            .held
+            .as_ref()
+            .filter(|h| !h.fenced)
+            .map(|h| h.owner.clone())
+        else {
+            return;
+        };
+        let op = if terminal {
+            StoreOp::End { owner }
+        } else {
+            // What the client confirmed need not be kept for a resume.
+            if let Some(ack) = self.take_ack(true) {
+                self.actions.push_back(Action::Store(ack));
             }
-        }
+            StoreOp::Detach { owner }
+        };
+        self.actions.push_back(Action::Store(op));
     }
 }
 
@@ -1159,19 +1223,7 @@ mod tests {
     #[test]
     fn messages_are_numbered_and_replayed_after_resume() {
         let mut store = ScriptedStore::new();
-        let mut d = open(&mut store, Arc::new(AllowAll));
-        d.frame(
-            &mut store,
-            1,
-            &Frame::Subscribe {
-                channel: "news".into(),
-            },
-        );
-        for i in 0..3 {
-            store.broadcast("news", &Payload::text(format!("m{i}")));
-        }
-        let n = store.take_notices();
-        d.notices(&mut store, 2, &n);
+        let mut d = delivered(&mut store, "news", 3);
         assert_eq!(offsets(&d.sent), vec![1, 2, 3]);
         // The client delivered 1, then the connection drops.
         d.frame(&mut store, 3, &Frame::Received { offset: 1 });
@@ -1388,6 +1440,102 @@ mod tests {
         d.run(&mut store, 3);
         assert_eq!(d.sent.last(), Some(&Frame::Ack { seq: 1 }));
         assert_eq!(d.closed.as_ref().unwrap().0, 1001);
+    }
+
+    /// An open session subscribed to `channel`, sent `n` MESSAGEs there.
+    fn delivered(store: &mut ScriptedStore, channel: &str, n: usize) -> Driver {
+        let mut d = open(store, Arc::new(AllowAll));
+        d.frame(
+            store,
+            1,
+            &Frame::Subscribe {
+                channel: channel.into(),
+            },
+        );
+        for i in 0..n {
+            store.broadcast(channel, &Payload::text(format!("m{i}")));
+        }
+        let notices = store.take_notices();
+        d.notices(store, 2, &notices);
+        d
+    }
+
+    /// Carries out the actions due, store calls applied at `now`; returns
+    /// the store calls made, by name.
+    fn run_store_calls(d: &mut Driver, store: &mut ScriptedStore, now: u64) -> Vec<String> {
+        let mut calls = Vec::new();
+        while let Some(a) = d.conn.poll_action() {
+            match a {
+                Action::Store(op) => {
+                    calls.push(match &op {
+                        StoreOp::Received { offset, .. } => format!("Received {offset}"),
+                        other => format!("{other:?}")
+                            .split([' ', '{'])
+                            .next()
+                            .unwrap()
+                            .to_owned(),
+                    });
+                    let reply = store.apply(&op, now);
+                    d.conn.handle_store_reply(at(now), reply);
+                }
+                Action::Send(f) => d.sent.push(f),
+                Action::Close { code, reason } => d.closed = Some((code, reason)),
+                other => panic!("{other:?}"),
+            }
+        }
+        calls
+    }
+
+    #[test]
+    fn receiveds_during_a_store_call_become_one_call_with_the_latest_offset() {
+        let mut store = ScriptedStore::new();
+        let mut d = delivered(&mut store, "c", 4);
+        assert_eq!(offsets(&d.sent), vec![1, 2, 3, 4]);
+        d.conn.handle_frame(at(3), publish(1, Some("x")).to_bytes());
+        let op = match d.conn.poll_action() {
+            Some(Action::Store(op)) => op,
+            other => panic!("{other:?}"),
+        };
+        for offset in [1, 3, 2] {
+            d.conn
+                .handle_frame(at(4), Frame::Received { offset }.to_bytes());
+        }
+        assert!(d.conn.poll_action().is_none(), "one store call at a time");
+        assert_eq!(d.conn.offsets(), (4, 3), "taken at once, not queued");
+        let reply = store.apply(&op, 5);
+        d.conn.handle_store_reply(at(5), reply);
+        assert_eq!(run_store_calls(&mut d, &mut store, 5), vec!["Received 3"]);
+        assert_eq!(d.sent.last(), Some(&Frame::Ack { seq: 1 }));
+        assert!(d.closed.is_none());
+    }
+
+    #[test]
+    fn a_lone_received_reaches_the_store_after_the_delay_or_before_the_detach() {
+        let mut store = ScriptedStore::new();
+        let mut d = delivered(&mut store, "c", 2);
+        assert_eq!(offsets(&d.sent), vec![1, 2]);
+        // One MESSAGE confirmed, below the batch of two: not yet.
+        d.conn
+            .handle_frame(at(3), Frame::Received { offset: 1 }.to_bytes());
+        assert!(run_store_calls(&mut d, &mut store, 3).is_empty());
+        assert_eq!(d.conn.poll_timeout(), Some(at(3 + ACK_DELAY_MS)));
+        d.conn.handle_timeout(at(3 + ACK_DELAY_MS));
+        assert_eq!(
+            run_store_calls(&mut d, &mut store, 1003),
+            vec!["Received 1"]
+        );
+        assert_eq!(d.conn.poll_timeout(), None, "nothing left to tell");
+
+        // Confirmed and then closed: told before the detach.
+        let mut d = delivered(&mut store, "c", 1);
+        d.conn
+            .handle_frame(at(3), Frame::Received { offset: 1 }.to_bytes());
+        assert!(run_store_calls(&mut d, &mut store, 3).is_empty());
+        d.conn.handle_closed(at(4));
+        assert_eq!(
+            run_store_calls(&mut d, &mut store, 4),
+            vec!["Received 1", "Detach"]
+        );
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! writes, all through one [`Connection`].
 
 use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use redial_core::wire::{error_code, Frame};
-use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::connection::{Action, Connection};
@@ -51,165 +54,173 @@ enum Write<M> {
     Close(M),
 }
 
-/// The hand-off between a connection task and its writer task: writes one
-/// way, counts of frames written the other.
+/// What a write hands back: the sink and how many frames reached the
+/// socket, or `None` once the socket failed or was closed.
+type Written<K> = Option<(K, usize)>;
+type Writing<K> = Pin<Box<dyn Future<Output = Written<K>> + Send>>;
+
+/// The socket's write half, written from the connection's own task.
 ///
-/// A queue under a lock and two wake-ups rather than two channels: a
-/// tokio channel allocates its first block of slots (and cache-padded
-/// ends) when it is made, about 1.5 KiB per channel per connection, idle
-/// or not; this holds nothing until a write is queued. Bounded as the
-/// channel was: the session core's outbound window caps what is queued.
-struct Outbox<M> {
-    state: Mutex<OutboxState<M>>,
-    /// Wakes the writer: a write queued, or the connection task gone.
-    to_writer: Notify,
-    /// Wakes the connection task: frames written, or the writer gone.
-    to_conn: Notify,
-}
-
-struct OutboxState<M> {
+/// One task per connection rather than a reader and a writer: a second
+/// task costs every connection, idle or not, its task cell and a hand-off
+/// between the two (about 0.8 KiB). A write under way is a boxed future
+/// that owns the sink, polled once when it is queued (a socket with room
+/// takes it at once, so frames never wait for the store call that follows
+/// them) and then from the connection's loop; idle, the connection keeps
+/// the sink and nothing else. Bounded as before: the session core's
+/// outbound window caps what is queued.
+struct Writer<M, K> {
+    /// The sink, while no write is under way.
+    sink: Option<K>,
+    writing: Option<Writing<K>>,
     queue: VecDeque<Write<M>>,
-    /// Frames written since the connection task last took the count.
+    /// Frames written since the connection last took the count.
     written: usize,
-    conn_gone: bool,
-    writer_gone: bool,
+    /// The socket failed: nothing more is written.
+    failed: bool,
+    /// A close was handed over: nothing more is written.
+    closed: bool,
 }
 
-impl<M> Outbox<M> {
-    fn new() -> Self {
-        Outbox {
-            state: Mutex::new(OutboxState {
-                queue: VecDeque::new(),
-                written: 0,
-                conn_gone: false,
-                writer_gone: false,
-            }),
-            to_writer: Notify::new(),
-            to_conn: Notify::new(),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, OutboxState<M>> {
-        // Nothing panics while holding it; a poisoned lock still holds
-        // consistent state.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues `w` for the writer (dropped if the writer is gone).
-    fn send(&self, w: Write<M>) {
-        let mut s = self.state();
-        if !s.writer_gone {
-            s.queue.push_back(w);
-        }
-        drop(s);
-        self.to_writer.notify_one();
-    }
-
-    /// The connection task is done queueing: the writer ends once the
-    /// queue is empty.
-    fn close(&self) {
-        self.state().conn_gone = true;
-        self.to_writer.notify_one();
-    }
-
-    /// The next queued write, or `None` once the connection task is gone
-    /// and everything it queued was taken.
-    async fn next_write(&self) -> Option<Write<M>> {
-        loop {
-            let notified = self.to_writer.notified();
-            {
-                let mut s = self.state();
-                if let Some(w) = s.queue.pop_front() {
-                    if s.queue.is_empty() {
-                        // An idle connection keeps no queue.
-                        s.queue = VecDeque::new();
-                    }
-                    return Some(w);
-                }
-                if s.conn_gone {
-                    return None;
-                }
-            }
-            notified.await;
-        }
-    }
-
-    fn written(&self, n: usize) {
-        self.state().written += n;
-        self.to_conn.notify_one();
-    }
-
-    fn writer_gone(&self) {
-        let mut s = self.state();
-        s.writer_gone = true;
-        s.queue.clear();
-        drop(s);
-        self.to_conn.notify_one();
-    }
-
-    /// Frames written since the last call, or `None` once the writer has
-    /// stopped (the socket failed) and every count was taken. Cancel-safe.
-    async fn wait_written(&self) -> Option<usize> {
-        loop {
-            let notified = self.to_conn.notified();
-            {
-                let mut s = self.state();
-                if s.written > 0 {
-                    return Some(std::mem::take(&mut s.written));
-                }
-                if s.writer_gone {
-                    return None;
-                }
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Writes what it is given, feeding every message of a batch and flushing
-/// once, and reports how many frames reached the socket.
-async fn writer<M, K>(mut sink: K, outbox: Arc<Outbox<M>>)
+impl<M, K> Writer<M, K>
 where
     M: WsMessage,
-    K: Sink<M> + Unpin,
+    K: Sink<M> + Unpin + Send + 'static,
 {
-    write_all(&mut sink, &outbox).await;
-    outbox.writer_gone();
-}
+    fn new(sink: K) -> Self {
+        Writer {
+            sink: Some(sink),
+            writing: None,
+            queue: VecDeque::new(),
+            written: 0,
+            failed: false,
+            closed: false,
+        }
+    }
 
-async fn write_all<M, K>(sink: &mut K, outbox: &Outbox<M>)
-where
-    M: WsMessage,
-    K: Sink<M> + Unpin,
-{
-    while let Some(w) = outbox.next_write().await {
-        match w {
-            Write::Frames(batch) => {
-                let n = batch.len();
-                for m in batch {
-                    if sink.feed(m).await.is_err() {
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-                outbox.written(n);
-            }
-            Write::Close(m) => {
-                let _ = sink.send(m).await;
-                let _ = sink.close().await;
+    /// Queues `w` (dropped once the socket failed or was closed) and
+    /// starts it if no write is under way.
+    fn send(&mut self, w: Write<M>) {
+        if self.failed || self.closed {
+            return;
+        }
+        self.queue.push_back(w);
+        self.start();
+    }
+
+    /// Starts queued writes while none is under way. Each is polled once
+    /// here with a no-op waker: one that does not finish is polled again by
+    /// [`Writer::progress`] in the connection's loop, which registers the
+    /// task's own waker.
+    fn start(&mut self) {
+        while self.writing.is_none() {
+            let Some(sink) = self.sink.take() else { return };
+            let Some(w) = self.queue.pop_front() else {
+                self.sink = Some(sink);
+                // An idle connection keeps no queue.
+                self.queue = VecDeque::new();
                 return;
+            };
+            self.closed |= matches!(w, Write::Close(_));
+            let mut writing: Writing<K> = Box::pin(write_one(sink, w));
+            match writing
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+            {
+                Poll::Ready(r) => self.finished(r),
+                Poll::Pending => self.writing = Some(writing),
             }
         }
     }
-    // The peer closed first: its close frame's answer is queued in the
-    // WebSocket layer; closing the sink writes it.
-    let _ = sink.close().await;
+
+    fn finished(&mut self, r: Written<K>) {
+        match r {
+            Some((sink, n)) => {
+                self.sink = Some(sink);
+                self.written += n;
+            }
+            None => {
+                self.failed |= !self.closed;
+                self.queue = VecDeque::new();
+            }
+        }
+    }
+
+    /// Whether a write is under way.
+    fn busy(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    /// Waits for the write under way to end, then starts the next.
+    /// Cancel-safe: an unfinished write stays under way.
+    async fn progress(&mut self) {
+        let r = std::future::poll_fn(|cx| match &mut self.writing {
+            Some(w) => w.as_mut().poll(cx),
+            None => Poll::Pending,
+        })
+        .await;
+        self.writing = None;
+        self.finished(r);
+        self.start();
+    }
+
+    /// Frames written since the last call, and whether the socket failed.
+    fn take_written(&mut self) -> (usize, bool) {
+        (std::mem::take(&mut self.written), self.failed)
+    }
+
+    /// Writes what is queued; then, if the peer closed first, closes the
+    /// sink, which writes the answer to its close frame that the WebSocket
+    /// layer queued.
+    async fn finish(&mut self) {
+        while self.busy() {
+            self.progress().await;
+        }
+        if let Some(mut sink) = self.sink.take() {
+            let _ = sink.close().await;
+        }
+    }
+}
+
+/// Feeds every message of a batch and flushes once; or sends a close.
+async fn write_one<M, K>(mut sink: K, w: Write<M>) -> Written<K>
+where
+    M: WsMessage,
+    K: Sink<M> + Unpin,
+{
+    match w {
+        Write::Frames(batch) => {
+            let n = batch.len();
+            for m in batch {
+                if sink.feed(m).await.is_err() {
+                    return None;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return None;
+            }
+            Some((sink, n))
+        }
+        Write::Close(m) => {
+            let _ = sink.send(m).await;
+            let _ = sink.close().await;
+            None
+        }
+    }
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn drive<M, S, E>(node: Node, socket: S, principal: Option<String>)
+///
+/// Not an `async fn`: the socket is split (moved into its shared half)
+/// before the future exists. An `async fn` keeps each argument in its
+/// future for the whole connection, and every caller's future keeps its
+/// own copy of what it passed: a few hundred bytes of WebSocket state,
+/// three times over, in every idle connection's task.
+pub(crate) fn drive<M, S, E>(
+    node: Node,
+    socket: S,
+    principal: Option<String>,
+) -> impl Future<Output = ()> + Send
 where
     M: WsMessage,
     E: ReadError,
@@ -224,22 +235,24 @@ where
         resumed = tracing::field::Empty,
         close_code = tracing::field::Empty,
     );
-    serve(node, socket, principal, conn_id)
-        .instrument(span)
-        .await;
+    let (sink, stream) = socket.split();
+    serve(node, sink, stream, principal, conn_id).instrument(span)
 }
 
-async fn serve<M, S, E>(node: Node, socket: S, principal: Option<String>, conn_id: u64)
-where
+async fn serve<M, S, E>(
+    node: Node,
+    sink: SplitSink<S, M>,
+    mut stream: SplitStream<S>,
+    principal: Option<String>,
+    conn_id: u64,
+) where
     M: WsMessage,
     E: ReadError,
     S: Stream<Item = Result<M, E>> + Sink<M> + Unpin + Send + 'static,
 {
     let _live = node.live_guard();
     let inner = node.inner.clone();
-    let (sink, mut stream) = socket.split();
-    let outbox = Arc::new(Outbox::new());
-    let writer = tokio::spawn(writer(sink, outbox.clone()));
+    let mut writer = Writer::new(sink);
     let mailbox = Arc::new(Mailbox::default());
     let mut shutdown = inner.shutdown.subscribe();
     // Orders given before this connection opened are not for it.
@@ -284,6 +297,11 @@ where
                     batch.push(M::binary(frame.to_bytes()));
                 }
                 Action::Store(op) => {
+                    // What is ready goes out before the round trip: a
+                    // WELCOME must not wait for the fetch that follows it.
+                    if !batch.is_empty() {
+                        writer.send(Write::Frames(std::mem::take(&mut batch)));
+                    }
                     // Boxed, as below: an await's state sizes the task's
                     // future even while the connection is idle.
                     let reply = Box::pin(node.execute(&op)).await;
@@ -302,10 +320,10 @@ where
                     tracing::Span::current().record("close_code", code);
                     tracing::debug!(close_code = code, "closing");
                     if !batch.is_empty() {
-                        outbox.send(Write::Frames(std::mem::take(&mut batch)));
+                        writer.send(Write::Frames(std::mem::take(&mut batch)));
                     }
                     if !peer_gone {
-                        outbox.send(Write::Close(M::close(code, &reason)));
+                        writer.send(Write::Close(M::close(code, &reason)));
                     }
                     closing = true;
                 }
@@ -332,7 +350,20 @@ where
             }
         }
         if !batch.is_empty() {
-            outbox.send(Write::Frames(batch));
+            writer.send(Write::Frames(batch));
+        }
+        // Writes that finished at once, or a socket that failed.
+        let (written, failed) = writer.take_written();
+        if written > 0 || (failed && !peer_gone) {
+            let now = monotonic_now();
+            if written > 0 {
+                conn.handle_written(now, written);
+            }
+            if failed && !peer_gone {
+                peer_gone = true;
+                conn.handle_closed(now);
+            }
+            continue;
         }
         if closing || peer_gone {
             break;
@@ -357,14 +388,7 @@ where
                     }
                 }
             }
-            n = outbox.wait_written() => match n {
-                Some(n) => conn.handle_written(monotonic_now(), n),
-                // The writer stopped: the socket failed.
-                None => {
-                    peer_gone = true;
-                    conn.handle_closed(monotonic_now());
-                }
-            },
+            () = writer.progress(), if writer.busy() => {}
             Wake { fetch, taken_over } = mailbox.wait() => {
                 let now = monotonic_now();
                 if let (Some(epoch), Some(session)) = (taken_over, &registered) {
@@ -403,15 +427,12 @@ where
     if let Some(s) = &registered {
         node.release(s, conn_id, listening.iter().map(String::as_str));
     }
-    outbox.close();
-    // A peer that stopped reading leaves the writer stuck on a full socket:
+    // A peer that stopped reading leaves the write stuck on a full socket:
     // give it the linger to finish, then drop the socket.
-    let mut writer = writer;
-    if tokio::time::timeout(CLOSE_LINGER, &mut writer)
+    if tokio::time::timeout(CLOSE_LINGER, writer.finish())
         .await
         .is_err()
     {
-        writer.abort();
         return;
     }
     if unreadable {

@@ -72,7 +72,7 @@ pub use config::{
     ConfigError, ServerConfig, ServerConfigBuilder, DEFAULT_READ_BUFFER, DEFAULT_STORE_TIMEOUT_MS,
     DEFAULT_WRITE_BUFFER,
 };
-pub use connection::{Action, Connection, Phase, Request, SLOW_CONSUMER};
+pub use connection::{Action, Connection, Phase, Request, ACK_DELAY_MS, SLOW_CONSUMER};
 #[cfg(feature = "tokio")]
 pub use node::{Authorize, Node, NodeBuilder, NodeStats, Open, Rejection};
 pub use op::{StoreOp, StoreReply};

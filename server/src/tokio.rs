@@ -47,8 +47,46 @@ pub use tokio_tungstenite::tungstenite::Error as WsError;
 pub use tokio_tungstenite::tungstenite::Message;
 pub use tokio_tungstenite::WebSocketStream;
 
+/// The listen backlog [`bind`] asks for (the kernel caps it at its own
+/// limit, `net.core.somaxconn` on Linux).
+///
+/// A node that dies sends its clients to the others all at once: a
+/// thousand reconnecting clients dial within milliseconds, faster than a
+/// busy node's accept loop takes them. Connections that find the backlog
+/// full are not refused but dropped, and the client's TCP retries after a
+/// second; the standard library's (and tokio's) default of 128 made that
+/// second most of a resume burst's p99.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a backlog of [`LISTEN_BACKLOG`], for
+/// [`serve`]; `TcpListener::bind` has a backlog of 128.
+pub async fn bind(addr: impl tokio::net::ToSocketAddrs) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match listen(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
+}
+
+fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind`: a restarted node can take its port at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts connections on `listener` and serves each on its own task until
-/// `node` has shut down and every connection has closed.
+/// `node` has shut down and every connection has closed. Make the listener
+/// with [`bind`] unless it needs settings of its own: its backlog must hold
+/// a burst of reconnecting clients.
 ///
 /// During a shutdown the loop keeps accepting, to refuse upgrades with 503
 /// and `Retry-After`; it returns once the drain is over. A failed accept
@@ -126,8 +164,15 @@ pub async fn accept(
 }
 
 /// Serves the session on an upgraded socket (from [`accept`], maybe
-/// wrapped) until it closes.
-pub async fn serve_socket<S>(node: Node, socket: S, principal: Option<String>)
+/// wrapped) until it closes: await the returned future.
+///
+/// The socket is taken apart before the future exists, so the future does
+/// not carry a copy of it for the connection's whole life.
+pub fn serve_socket<S>(
+    node: Node,
+    socket: S,
+    principal: Option<String>,
+) -> impl std::future::Future<Output = ()> + Send
 where
     S: futures_util::Stream<Item = Result<Message, WsError>>
         + futures_util::Sink<Message>
@@ -135,7 +180,7 @@ where
         + Send
         + 'static,
 {
-    drive::<Message, _, _>(node, socket, principal).await;
+    drive::<Message, _, _>(node, socket, principal)
 }
 
 #[allow(clippy::result_large_err)]
@@ -148,4 +193,30 @@ fn error_response(r: &Rejection) -> ErrorResponse {
             .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bound_listener_holds_more_than_the_default_backlog_unaccepted() {
+        let listener = bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Dialled while nobody accepts: with `TcpListener::bind`'s backlog
+        // of 128 the kernel drops what does not fit, and no more than 129
+        // can be taken without waiting for the clients' retries.
+        let clients: Vec<_> = (0..400)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let listener = listener.into_std().unwrap();
+        let mut queued = 0;
+        while listener.accept().is_ok() {
+            queued += 1;
+        }
+        assert!(queued > 129, "only {queued} of 400 were held");
+        drop(clients);
+    }
 }

@@ -113,7 +113,7 @@ fn server(n: usize, read_buffer: usize) -> Result<(), BoxError> {
                 }
             };
             let node = Node::builder_arc(config, node_store).build();
-            let listener = match tokio::net::TcpListener::bind(("127.0.0.1", 0)).await {
+            let listener = match redial_server::tokio::bind(("127.0.0.1", 0)).await {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.to_string()));

@@ -204,7 +204,7 @@ fn start_node(
                         .build()
                         .map_err(|e| e.to_string())?;
                     let node = Node::builder_arc(config, store).build();
-                    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                    let listener = redial_server::tokio::bind(("127.0.0.1", 0))
                         .await
                         .map_err(|e| e.to_string())?;
                     let addr = listener.local_addr().map_err(|e| e.to_string())?;

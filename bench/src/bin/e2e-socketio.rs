@@ -311,7 +311,7 @@ async fn serve_node(
         .await?;
     let config = ServerConfig::builder().key(key()).build()?;
     let node = Node::builder(config, store).build();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let listener = redial_server::tokio::bind(("127.0.0.1", 0)).await?;
     println!("LISTENING {}", listener.local_addr()?.port());
     let serving = redial_server::tokio::serve(listener, node.clone());
     tokio::pin!(serving);
