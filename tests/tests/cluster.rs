@@ -253,7 +253,7 @@ impl Cluster {
         let client = redis::Client::open(self.redis.url()).expect("redis client");
         let mut conn = client.get_connection().expect("redis connection");
         let h: Option<u64> = redis::cmd("HGET")
-            .arg(format!("{}s:{session}", self.shared.prefix))
+            .arg(format!("{}{{s:{session}}}", self.shared.prefix))
             .arg("h")
             .query(&mut conn)
             .expect("HGET");
@@ -265,7 +265,7 @@ impl Cluster {
         let client = redis::Client::open(self.redis.url()).expect("redis client");
         let mut conn = client.get_connection().expect("redis connection");
         let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
-            .arg(format!("{}c:{channel}", self.shared.prefix))
+            .arg(format!("{}{{c:{channel}}}:log", self.shared.prefix))
             .arg("-")
             .arg("+")
             .query(&mut conn)

@@ -1,0 +1,442 @@
+//! [`Store::fetch`](crate::store::Store::fetch) on Redis, in two steps so
+//! that every script touches one hash slot, and batched per node.
+//!
+//! 1. Read: each session's cursors (one `HGETALL` per session), then each
+//!    channel log after each distinct cursor (one `XRANGE` per channel and
+//!    cursor, however many sessions wait at that cursor).
+//! 2. Commit: one script per session, in the session's slot, that fences
+//!    the owner, checks that its subscriptions and cursors are still the
+//!    ones read (else the session goes round again, at most
+//!    [`MAX_ROUNDS`] times), numbers what was read together with the
+//!    session's direct messages, stores the references and the new cursors,
+//!    and returns the MESSAGEs above `after`.
+//!
+//! Payloads come from the channel logs, whose entries never change: those
+//! read in step 1 are reused, older ones (a replay) are read by ID. An
+//! entry trimmed before it was delivered is dropped from the inbox and
+//! counted: the client sees a gap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use redial_core::payload::{Payload, Text};
+use redis::Value;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::conn::Conn;
+use super::keys::Keys;
+use super::{array, bytes, int, int_signed, malformed, status, unavailable, utf8, Scripts};
+use crate::store::{Owner, StoreError, StoredMessage};
+
+/// Fetches gathered into one batch at most.
+pub const FETCH_BATCH: usize = 256;
+/// Fetches that may wait for a batch; a caller beyond it waits to queue
+/// (its own deadline still applies).
+pub(super) const FETCH_QUEUE: usize = 4096;
+/// Batches in flight to Redis at once per store.
+const FETCH_BATCHES_IN_FLIGHT: usize = 4;
+/// Read-and-commit rounds a fetch gets when another fetch of the same
+/// session keeps moving its cursors first.
+const MAX_ROUNDS: usize = 4;
+/// Offsets are Lua numbers in the scripts; below this they are exact and
+/// print without an exponent.
+pub(super) const MAX_OFFSET: u64 = 10_000_000_000_000;
+
+/// One [`Store::fetch`](crate::store::Store::fetch) waiting for its batch.
+pub(super) struct FetchCall {
+    pub(super) owner: Owner,
+    pub(super) after: u64,
+    pub(super) max: usize,
+    pub(super) reply: oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
+}
+
+/// Runs every fetch the node's connections ask for, a batch at a time:
+/// whatever queued while earlier batches were in flight goes in the next
+/// one, so a notice that wakes every local subscriber of a channel reads
+/// its new entries once and their commits share the link.
+pub(super) struct Batcher {
+    pub(super) conn: Conn,
+    pub(super) scripts: Arc<Scripts>,
+    pub(super) keys: Keys,
+    pub(super) backlog: String,
+}
+
+/// Entries read from one channel log after one cursor.
+#[derive(Default)]
+struct Read {
+    /// The channel seq of the first entry (0 when none).
+    first_seq: u64,
+    /// Their stream IDs, in order.
+    ids: Vec<String>,
+}
+
+/// Where a fetch's result goes, and the result.
+type Answer = (
+    oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
+    Result<Vec<StoredMessage>, StoreError>,
+);
+
+/// A channel entry's payload by channel and stream ID.
+type Loaded = HashMap<(String, String), Payload>;
+
+/// A MESSAGE the commit returned: the payload, or where to find it.
+enum Item {
+    Direct(Payload),
+    Channel(String, String),
+}
+
+impl Batcher {
+    pub(super) async fn run(self, mut calls: mpsc::Receiver<FetchCall>) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(FETCH_BATCHES_IN_FLIGHT));
+        loop {
+            // Waiting for a free slot first lets the next batch grow.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let Some(first) = calls.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < FETCH_BATCH {
+                match calls.try_recv() {
+                    Ok(call) => batch.push(call),
+                    Err(_) => break,
+                }
+            }
+            let this = Arc::clone(&this);
+            tokio::spawn(async move {
+                this.serve(batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    async fn serve(&self, batch: Vec<FetchCall>) {
+        let mut pending = batch;
+        let mut dropped = 0;
+        let mut answers = Vec::new();
+        for _ in 0..MAX_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let (again, lost) = self.round(pending, &mut answers).await;
+            pending = again;
+            dropped += lost;
+        }
+        for call in pending {
+            answers.push((
+                call.reply,
+                Err(malformed(
+                    "the fetch kept racing another fetch of the same session",
+                )),
+            ));
+        }
+        // The count is up to date before anyone hears of what it counts.
+        if dropped > 0 {
+            // Only a statistic: a failure here loses nothing.
+            let _: Result<(), _> = redis::cmd("HINCRBY")
+                .arg(self.keys.stats())
+                .arg("dropped")
+                .arg(dropped)
+                .query_async(&mut self.conn.clone())
+                .await;
+        }
+        for (reply, result) in answers {
+            // A caller that gave up (its deadline passed) is gone.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// One read-and-commit round for every call: adds the answers of those
+    /// that committed or failed to `answers`, returns those whose cursors
+    /// moved meanwhile and how many messages were found dropped.
+    async fn round(
+        &self,
+        calls: Vec<FetchCall>,
+        answers: &mut Vec<Answer>,
+    ) -> (Vec<FetchCall>, u64) {
+        let subs = join_all(calls.iter().map(|c| self.cursors(&c.owner))).await;
+        let mut reads: HashMap<(String, String), Option<Read>> = HashMap::new();
+        for list in subs.iter().flatten() {
+            for (channel, cursor) in list {
+                reads.insert((channel.clone(), cursor.clone()), None);
+            }
+        }
+        let keys: Vec<(String, String)> = reads.keys().cloned().collect();
+        let mut loaded = Loaded::new();
+        let results = join_all(keys.iter().map(|(ch, cur)| self.read(ch, cur))).await;
+        let mut failed: Option<String> = None;
+        for (key, result) in keys.into_iter().zip(results) {
+            match result {
+                Ok((read, payloads)) => {
+                    for (id, payload) in payloads {
+                        loaded.insert((key.0.clone(), id), payload);
+                    }
+                    reads.insert(key, Some(read));
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        let commits = join_all(calls.iter().zip(&subs).map(|(call, list)| async {
+            let list = list.as_ref().map_err(|e| malformed_owned(e.to_string()))?;
+            if let Some(why) = &failed {
+                return Err(malformed_owned(why.clone()));
+            }
+            self.commit(call, list, &reads).await
+        }))
+        .await;
+        let mut again = Vec::new();
+        let mut done = Vec::new();
+        let mut lost = 0;
+        for (call, commit) in calls.into_iter().zip(commits) {
+            match commit {
+                Ok(None) => again.push(call),
+                Ok(Some((dropped, items))) => {
+                    lost += dropped;
+                    done.push((call, items));
+                }
+                Err(e) => answers.push((call.reply, Err(e))),
+            }
+        }
+        // Payloads of references not read in this round (a replay).
+        let mut missing: Vec<(String, String)> = Vec::new();
+        for (_, items) in &done {
+            for (_, item) in items {
+                if let Item::Channel(ch, id) = item {
+                    let key = (ch.clone(), id.clone());
+                    if !loaded.contains_key(&key) && !missing.contains(&key) {
+                        missing.push(key);
+                    }
+                }
+            }
+        }
+        let found = join_all(missing.iter().map(|(ch, id)| self.entry(ch, id))).await;
+        let mut unreadable = None;
+        for (key, result) in missing.into_iter().zip(found) {
+            match result {
+                Ok(Some(payload)) => {
+                    loaded.insert(key, payload);
+                }
+                Ok(None) => {}
+                Err(e) => unreadable = Some(e.to_string()),
+            }
+        }
+        for (call, items) in done {
+            if let Some(why) = &unreadable {
+                answers.push((call.reply, Err(malformed_owned(why.clone()))));
+                continue;
+            }
+            let mut messages = Vec::with_capacity(items.len());
+            let mut gone = Vec::new();
+            for (offset, item) in items {
+                match item {
+                    Item::Direct(payload) => messages.push(StoredMessage {
+                        offset,
+                        channel: None,
+                        payload,
+                    }),
+                    Item::Channel(ch, id) => {
+                        let key = (ch, id);
+                        match loaded.get(&key) {
+                            Some(payload) => messages.push(StoredMessage {
+                                offset,
+                                channel: Some(key.0),
+                                payload: payload.clone(),
+                            }),
+                            None => gone.push(offset),
+                        }
+                    }
+                }
+            }
+            lost += self.forget(&call.owner, &gone).await;
+            answers.push((call.reply, Ok(messages)));
+        }
+        (again, lost)
+    }
+
+    /// The session's subscriptions and its cursor in each.
+    async fn cursors(&self, owner: &Owner) -> Result<Vec<(String, String)>, StoreError> {
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(self.keys.subs(owner.session.as_str()))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        raw.into_iter()
+            .map(|(c, cur)| Ok((utf8(c)?, utf8(cur)?)))
+            .collect()
+    }
+
+    /// The entries of `channel`'s log after `cursor`, with their payloads.
+    async fn read(
+        &self,
+        channel: &str,
+        cursor: &str,
+    ) -> Result<(Read, Vec<(String, Payload)>), StoreError> {
+        let (after, _) = cursor
+            .rsplit_once(':')
+            .ok_or_else(|| malformed("a cursor without a seq"))?;
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(self.keys.log(channel))
+            .arg(format!("({after}"))
+            .arg("+")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut read = Read::default();
+        let mut payloads = Vec::new();
+        for (i, entry) in array(&reply)?.iter().enumerate() {
+            let (id, fields) = stream_entry(entry)?;
+            if i == 0 {
+                read.first_seq = int(field(&fields, b"s"))?;
+            }
+            payloads.push((id.clone(), payload(&fields)?));
+            read.ids.push(id);
+        }
+        Ok((read, payloads))
+    }
+
+    /// One channel entry's payload; `None` when the log no longer has it.
+    async fn entry(&self, channel: &str, id: &str) -> Result<Option<Payload>, StoreError> {
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(self.keys.log(channel))
+            .arg(id)
+            .arg(id)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match array(&reply)?.first() {
+            Some(entry) => Ok(Some(payload(&stream_entry(entry)?.1)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Drops references whose channel entry was trimmed before it was
+    /// delivered; returns how many this call removed.
+    async fn forget(&self, owner: &Owner, offsets: &[u64]) -> u64 {
+        if offsets.is_empty() {
+            return 0;
+        }
+        let mut cmd = redis::cmd("XDEL");
+        cmd.arg(self.keys.inbox(owner.session.as_str()));
+        for offset in offsets {
+            cmd.arg(format!("{offset}-0"));
+        }
+        // A failure leaves them to be found again by the next fetch.
+        cmd.query_async(&mut self.conn.clone()).await.unwrap_or(0)
+    }
+
+    /// The commit script for one call, given what was read: `None` when
+    /// the session's cursors moved since (go round again), else how many
+    /// messages it dropped and the MESSAGEs above `after`.
+    async fn commit(
+        &self,
+        call: &FetchCall,
+        subs: &[(String, String)],
+        reads: &HashMap<(String, String), Option<Read>>,
+    ) -> Result<Option<(u64, Vec<(u64, Item)>)>, StoreError> {
+        let session = call.owner.session.as_str();
+        let mut invocation = self.scripts.fetch.key(self.keys.session(session));
+        invocation
+            .arg(call.owner.epoch)
+            .arg(call.after.min(MAX_OFFSET))
+            .arg(call.max.min(1 << 30))
+            .arg(self.backlog.as_str())
+            .arg(subs.len());
+        for (channel, cursor) in subs {
+            let read = reads
+                .get(&(channel.clone(), cursor.clone()))
+                .and_then(Option::as_ref)
+                .ok_or_else(|| malformed("a channel read went missing"))?;
+            invocation
+                .arg(channel.as_str())
+                .arg(cursor.as_str())
+                .arg(read.first_seq)
+                .arg(read.ids.len());
+            for id in &read.ids {
+                invocation.arg(id.as_str());
+            }
+        }
+        let reply: Value = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let items = array(&reply)?;
+        let code = int_signed(
+            items
+                .first()
+                .ok_or_else(|| malformed("empty fetch reply"))?,
+        )?;
+        if code == 3 {
+            return Ok(None);
+        }
+        status(&call.owner, code)?;
+        let dropped = int(items.get(1))?;
+        let messages = items
+            .get(2..)
+            .unwrap_or_default()
+            .chunks(4)
+            .map(|four| {
+                let [offset, kind, a, b] = four else {
+                    return Err(malformed("fetch reply is not in fours"));
+                };
+                let offset = int(Some(offset))?;
+                let item = if bytes(kind)? == b"c" {
+                    Item::Channel(utf8(bytes(a)?.to_vec())?, utf8(bytes(b)?.to_vec())?)
+                } else {
+                    Item::Direct(to_payload(bytes(a)?, bytes(b)?)?)
+                };
+                Ok((offset, item))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((dropped, messages)))
+    }
+}
+
+/// A stream entry's fields, by name.
+type Fields<'v> = Vec<(&'v [u8], &'v Value)>;
+
+/// A stream entry as Redis replies it: its ID and its fields.
+fn stream_entry(entry: &Value) -> Result<(String, Fields<'_>), StoreError> {
+    let [id, fields] = array(entry)? else {
+        return Err(malformed("a stream entry is not a pair"));
+    };
+    let fields = array(fields)?
+        .chunks(2)
+        .map(|pair| match pair {
+            [name, value] => Ok((bytes(name)?, value)),
+            _ => Err(malformed("stream entry fields are not in pairs")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((utf8(bytes(id)?.to_vec())?, fields))
+}
+
+fn field<'v>(fields: &[(&[u8], &'v Value)], name: &[u8]) -> Option<&'v Value> {
+    fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// The payload of a channel entry (fields `p` and `t`).
+fn payload(fields: &[(&[u8], &Value)]) -> Result<Payload, StoreError> {
+    let missing = || malformed("a channel entry without its payload");
+    let data = bytes(field(fields, b"p").ok_or_else(missing)?)?;
+    let text = bytes(field(fields, b"t").ok_or_else(missing)?)?;
+    to_payload(data, text)
+}
+
+/// A payload as stored: its bytes and `1` when it is text.
+pub(super) fn to_payload(data: &[u8], text: &[u8]) -> Result<Payload, StoreError> {
+    let data = Bytes::copy_from_slice(data);
+    if text == b"1" {
+        Ok(Payload::text(
+            Text::from_utf8(data).map_err(|_| malformed("text payload not UTF-8"))?,
+        ))
+    } else {
+        Ok(Payload::binary(data))
+    }
+}
+
+fn malformed_owned(why: String) -> StoreError {
+    StoreError::Unavailable(why.into())
+}
