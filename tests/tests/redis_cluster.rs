@@ -1,6 +1,9 @@
 //! The Redis Cluster launcher works: one key in each of the 16,384 slots,
 //! written through the `redis` crate's cluster client, is read back whole
-//! after a master is killed and its replica promoted.
+//! after a master is killed and its replica promoted, through the async
+//! cluster client and through the store suites' `Backend::query`.
+
+mod backend;
 
 use std::time::Duration;
 
@@ -10,6 +13,8 @@ use redial_tests::third_party::started;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::AsyncCommands;
+
+use backend::Backend;
 
 const SLOTS: u16 = 16_384;
 /// Commands in flight at once on the cluster connection. With 64 GETs
@@ -159,5 +164,13 @@ redial_tests::needs! { redis_cluster;
         // the new topology from them with one node dead.
         let fresh = rt.block_on(async { read_all(&connect(&cluster).await, &keys[..64]).await });
         assert_eq!(fresh, want[..64]);
+        // So does the store suites' way of reading what a store wrote.
+        let backend = Backend::Cluster(cluster);
+        for (key, want) in keys.iter().zip(&want).step_by(97) {
+            let got: Option<String> = backend
+                .query(redis::cmd("GET").arg(key))
+                .unwrap_or_else(|e| panic!("GET {key}: {e}"));
+            assert_eq!(&got, want);
+        }
     }
 }
