@@ -271,13 +271,18 @@ impl Cluster {
         h.unwrap_or(0)
     }
 
+    /// The key of `channel`'s log in Redis.
+    fn channel_key(&self, channel: &str) -> String {
+        format!("{}c:{channel}", self.shared.prefix)
+    }
+
     /// Every payload in `channel`'s log, in log order.
     fn channel_log(&self, channel: &str) -> Vec<String> {
         let entries: Vec<(String, HashMap<String, Vec<u8>>)> = self
             .backend
             .query(
                 redis::cmd("XRANGE")
-                    .arg(format!("{}c:{channel}", self.shared.prefix))
+                    .arg(self.channel_key(channel))
                     .arg("-")
                     .arg("+"),
             )
@@ -390,10 +395,16 @@ struct Chaos {
 }
 
 /// Seeded chaos from `started` until `until`, then every node restarted.
-/// On a backend that fails over, one Redis master is killed halfway
-/// through (while the nodes serve), and the chaos goes on once its
-/// replica took over.
-fn chaos(cluster: &Cluster, seed: u64, started: Instant, until: Instant) -> Chaos {
+/// On a backend that fails over, the Redis master holding the log of one
+/// of `channels` is killed halfway through (while the nodes serve), and
+/// the chaos goes on once its replica took over.
+fn chaos(
+    cluster: &Cluster,
+    channels: &[String],
+    seed: u64,
+    started: Instant,
+    until: Instant,
+) -> Chaos {
     let mut rng = SeededRng::new(seed);
     let mut did = Chaos::default();
     let fail_over_at = started + (until - started) / 2;
@@ -401,8 +412,8 @@ fn chaos(cluster: &Cluster, seed: u64, started: Instant, until: Instant) -> Chao
     while Instant::now() < until {
         std::thread::sleep(rng.millis(300, 900));
         if did.failovers == 0 && Instant::now() >= fail_over_at && cluster.backend.fails_over() {
-            let master = rng.below(3) as usize;
-            if let Some(promoted) = cluster.backend.fail_over(master) {
+            let channel = &channels[rng.below(channels.len() as u64) as usize];
+            if let Some(promoted) = cluster.backend.fail_over(&cluster.channel_key(channel)) {
                 let promoted = promoted.unwrap_or_else(|e| {
                     panic!(
                         "failing over a Redis master: {e}\n{}",
@@ -711,7 +722,7 @@ fn soak(backend: Backend) {
         .unwrap();
     wait_subscribed.block_on(plan.subscribed.wait());
     let started = Instant::now();
-    let did = chaos(&cluster, seed, started, started + duration);
+    let did = chaos(&cluster, &channels, seed, started, started + duration);
     let records: Vec<ClientRecord> = threads
         .into_iter()
         .flat_map(|t| t.join().expect("a client thread"))

@@ -133,8 +133,15 @@ redial_tests::needs! { redis_cluster;
             conn
         });
 
+        // keys[i] is in slot i: the second master serves the middle third.
+        assert_eq!(cluster.master_of(&keys[0]).ok(), Some(0));
+        assert_eq!(cluster.master_of(&keys[16_383]).ok(), Some(2));
+        let victim = cluster
+            .master_of(&keys[8_000])
+            .unwrap_or_else(|e| panic!("master_of: {e}"));
+        assert_eq!(victim, 1);
         let killed = cluster
-            .kill_master(1)
+            .kill_master(victim)
             .unwrap_or_else(|e| panic!("killing a master: {e}"));
         assert_eq!(killed.addr, masters[1]);
         let promoted = cluster

@@ -84,21 +84,17 @@ impl Backend {
         matches!(self, Backend::Cluster(_))
     }
 
-    /// On a cluster: kills master `i % 3` (SIGKILL) and returns once its
-    /// replica serves its slots; `None` elsewhere, where there is nothing
-    /// to fail over.
-    pub fn fail_over(&self, i: usize) -> Option<Result<Promoted, LaunchError>> {
+    /// On a cluster: kills the master serving `key` (SIGKILL) and returns
+    /// once its replica serves its slots; `None` elsewhere, where there is
+    /// nothing to fail over.
+    pub fn fail_over(&self, key: &str) -> Option<Result<Promoted, LaunchError>> {
         let Backend::Cluster(cluster) = self else {
             return None;
         };
-        let masters = match cluster.masters() {
-            Ok(m) if !m.is_empty() => m.len(),
-            Ok(_) => return Some(Err(LaunchError::Control("no live master".into()))),
-            Err(e) => return Some(Err(e)),
-        };
         Some(
             cluster
-                .kill_master(i % masters)
+                .master_of(key)
+                .and_then(|i| cluster.kill_master(i))
                 .and_then(|killed| cluster.wait_promoted(&killed)),
         )
     }
