@@ -1,6 +1,9 @@
 //! The Redis Cluster launcher works: one key in each of the 16,384 slots,
 //! written through the `redis` crate's cluster client, is read back whole
-//! after a master is killed and its replica promoted.
+//! after a master is killed and its replica promoted, through the async
+//! cluster client and through the store suites' `Backend::query`.
+
+mod backend;
 
 use std::time::Duration;
 
@@ -10,6 +13,8 @@ use redial_tests::third_party::started;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::AsyncCommands;
+
+use backend::Backend;
 
 const SLOTS: u16 = 16_384;
 /// Commands in flight at once on the cluster connection. With 64 GETs
@@ -128,8 +133,15 @@ redial_tests::needs! { redis_cluster;
             conn
         });
 
+        // keys[i] is in slot i: the second master serves the middle third.
+        assert_eq!(cluster.master_of(&keys[0]).ok(), Some(0));
+        assert_eq!(cluster.master_of(&keys[16_383]).ok(), Some(2));
+        let victim = cluster
+            .master_of(&keys[8_000])
+            .unwrap_or_else(|e| panic!("master_of: {e}"));
+        assert_eq!(victim, 1);
         let killed = cluster
-            .kill_master(1)
+            .kill_master(victim)
             .unwrap_or_else(|e| panic!("killing a master: {e}"));
         assert_eq!(killed.addr, masters[1]);
         let promoted = cluster
@@ -159,5 +171,13 @@ redial_tests::needs! { redis_cluster;
         // the new topology from them with one node dead.
         let fresh = rt.block_on(async { read_all(&connect(&cluster).await, &keys[..64]).await });
         assert_eq!(fresh, want[..64]);
+        // So does the store suites' way of reading what a store wrote.
+        let backend = Backend::Cluster(cluster);
+        for (key, want) in keys.iter().zip(&want).step_by(97) {
+            let got: Option<String> = backend
+                .query(redis::cmd("GET").arg(key))
+                .unwrap_or_else(|e| panic!("GET {key}: {e}"));
+            assert_eq!(&got, want);
+        }
     }
 }

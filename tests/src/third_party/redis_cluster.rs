@@ -138,6 +138,36 @@ impl RedisCluster {
         Ok(masters(&self.view()?).into_iter().map(|m| m.addr).collect())
     }
 
+    /// Which of [`masters`](Self::masters) serves `key` (hash tags
+    /// included, as Redis computes it).
+    ///
+    /// # Errors
+    /// When no live node answers, or no live master serves its slot.
+    pub fn master_of(&self, key: &str) -> Result<usize, LaunchError> {
+        let view = self.view()?;
+        let mut last = None;
+        for addr in self.live() {
+            match command(addr, &["CLUSTER", "KEYSLOT", key]) {
+                Ok(slot) => {
+                    let slot: u16 = slot.parse().map_err(|_| {
+                        LaunchError::Control(format!("{addr} gave {key:?} the slot {slot:?}"))
+                    })?;
+                    return masters(&view)
+                        .iter()
+                        .position(|m| m.serves(slot))
+                        .ok_or_else(|| {
+                            LaunchError::Control(format!(
+                                "no live master serves slot {slot}; the cluster's view:\n{}",
+                                describe(&view)
+                            ))
+                        });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(LaunchError::Control("every node is dead".into())))
+    }
+
     /// Kills master `i` of [`masters`](Self::masters) with SIGKILL (no
     /// chance to hand anything over) and says which replica should take
     /// over; pass the result to [`wait_promoted`](Self::wait_promoted).
@@ -367,8 +397,8 @@ struct ClusterNode {
     flags: Vec<String>,
     /// The master's id for a replica, `-` for a master.
     master_id: String,
-    /// The first slot it serves, if any.
-    first_slot: Option<u16>,
+    /// The slot ranges it serves, each inclusive.
+    slots: Vec<(u16, u16)>,
     /// The line as the node wrote it.
     line: String,
     myself: bool,
@@ -393,7 +423,13 @@ impl ClusterNode {
         self.flag("handshake") || self.flag("noaddr")
     }
     fn serves_slots(&self) -> bool {
-        self.first_slot.is_some()
+        !self.slots.is_empty()
+    }
+    fn first_slot(&self) -> Option<u16> {
+        self.slots.iter().map(|&(first, _)| first).min()
+    }
+    fn serves(&self, slot: u16) -> bool {
+        self.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
     }
 }
 
@@ -404,7 +440,7 @@ fn masters(view: &[ClusterNode]) -> Vec<ClusterNode> {
         .filter(|n| n.is_master() && !n.failing() && n.serves_slots())
         .cloned()
         .collect();
-    masters.sort_by_key(|m| m.first_slot);
+    masters.sort_by_key(ClusterNode::first_slot);
     masters
 }
 
@@ -421,19 +457,22 @@ fn parse_nodes(text: &str) -> Vec<ClusterNode> {
             let addr = addr.split(['@', ',']).next()?.parse().ok()?;
             let flags: Vec<String> = flags.split(',').map(str::to_owned).collect();
             // Slots are `N` or `N-M`; `[N->-id]` marks a migration.
-            let first_slot = fields
+            let slots = fields
                 .iter()
                 .skip(8)
                 .filter(|s| !s.starts_with('['))
-                .filter_map(|s| s.split('-').next()?.parse::<u16>().ok())
-                .min();
+                .filter_map(|s| {
+                    let (first, last) = s.split_once('-').unwrap_or((*s, *s));
+                    Some((first.parse().ok()?, last.parse().ok()?))
+                })
+                .collect();
             Some(ClusterNode {
                 id: id.to_owned(),
                 addr,
                 myself: flags.iter().any(|f| f == "myself"),
                 flags,
                 master_id: master_id.to_owned(),
-                first_slot,
+                slots,
                 line: line.to_owned(),
             })
         })
@@ -583,7 +622,9 @@ f6 127.0.0.1:30006@40006 master - 0 1700 4 connected 5461-10922
         assert_eq!(view.len(), 5, "the line without an address is skipped");
         assert!(view[0].myself);
         assert_eq!(view[1].addr, SocketAddr::from(([127, 0, 0, 1], 30002)));
-        assert_eq!(view[1].first_slot, Some(10923));
+        assert_eq!(view[1].slots, [(10923, 16383)]);
+        assert!(view[1].serves(16383) && !view[1].serves(5));
+        assert_eq!(view[3].slots, []);
         assert!(view[2].failing() && !view[2].serves_slots());
         assert!(view[3].is_replica());
         assert_eq!(view[3].master_id, "a1");
