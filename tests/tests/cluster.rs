@@ -670,10 +670,14 @@ fn cluster_soak() {
     soak(Backend::redis());
 }
 
-// The soak on a Redis Cluster goes here, once the Redis store runs on one
-// (see `backend/`): the same under `needs! { redis_cluster; .. }` with
-// `soak(Backend::cluster())`. Its chaos then also kills a Redis master
-// halfway and waits for its replica's promotion.
+redial_tests::needs! { redis_cluster;
+    /// The soak on a Redis Cluster: its chaos also kills a Redis master
+    /// halfway and goes on once its replica took over.
+    #[test]
+    fn cluster_soak_on_redis_cluster() {
+        soak(Backend::cluster());
+    }
+}
 
 /// Three nodes on `backend`'s Redis under seeded chaos, then the checks:
 /// every publish applied once and delivered once to every subscriber, in

@@ -1,7 +1,8 @@
 //! The `Store` contract (server/src/store.rs), checked on every store: one
-//! body per property, run on `MemoryStore` and on `RedisStore` against a
-//! real `redis-server` started on 127.0.0.1 for the test (the setups are
-//! in `backend/`, which builds every Redis store). Each cluster has two
+//! body per property, run on `MemoryStore`, on `RedisStore` against a
+//! real `redis-server` started on 127.0.0.1 for the test, and on
+//! `RedisStore` against a Redis Cluster of three masters and three replicas
+//! (the setups are in `backend/`, which builds every Redis store). Each cluster has two
 //! nodes: for Redis two stores sharing a key prefix (what two server
 //! processes would hold), for memory the same store twice.
 
@@ -507,13 +508,9 @@ async fn concurrent_fetches_stay_apart(c: Cluster) {
 }
 
 /// One test per property and store: memory, and Redis on a fresh
-/// `redis-server` each.
-///
-/// The Redis store on a Redis Cluster goes here as one more module: a
-/// cluster takes seconds to form, so one test that starts one
-/// (`Backend::cluster()`, under `needs! { redis_cluster; .. }`) and runs
-/// every property on it in turn, each on its own prefix
-/// (`super::$name(super::nodes_on(&backend, $backlog).await).await`).
+/// `redis-server` each; on a Redis Cluster, which takes seconds to form,
+/// one test that starts one and runs every property on it in turn, each on
+/// its own prefix, then the interleavings model.
 macro_rules! on_every_store {
     ($($name:ident($backlog:expr);)*) => {
         mod memory {
@@ -533,6 +530,20 @@ macro_rules! on_every_store {
                     }
                 }
             )*
+        }
+        mod redis_cluster {
+            redial_tests::needs! { redis_cluster;
+                #[test]
+                fn every_property() {
+                    let backend = super::Backend::cluster();
+                    super::interleavings::runtime().block_on(async {
+                        $(
+                            super::$name(super::nodes_on(&backend, $backlog).await).await;
+                        )*
+                    });
+                    super::interleavings::model_on(&backend);
+                }
+            }
         }
     };
 }
@@ -862,7 +873,7 @@ mod interleavings {
         }
     }
 
-    fn runtime() -> tokio::runtime::Runtime {
+    pub(super) fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -884,12 +895,16 @@ mod interleavings {
     )]
     #[test]
     fn redis_store() {
-        let backend = Backend::redis();
+        model_on(&Backend::redis());
+    }
+
+    /// The model on a Redis backend: 48 cases, each on its own prefix.
+    pub(super) fn model_on(backend: &Backend) {
         let rt = runtime();
         let config = ProptestConfig::with_cases(48);
         let mut runner = proptest::test_runner::TestRunner::new(config);
         let result = runner.run(&proptest::collection::vec(op(), 1..60), |ops| {
-            rt.block_on(async { run(nodes_on(&backend, 1024).await, ops).await });
+            rt.block_on(async { run(nodes_on(backend, 1024).await, ops).await });
             Ok(())
         });
         if let Err(e) = result {

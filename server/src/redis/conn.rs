@@ -1,11 +1,14 @@
 //! The link to Redis: one server or a Redis Cluster behind one type, every
 //! call bounded by the store's response timeout.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 /// A connection to one Redis server or to a cluster; cheap to clone (every
@@ -15,7 +18,13 @@ pub(super) struct Conn {
     link: Link,
     /// Every call fails after this long, whatever the client library does.
     deadline: Duration,
+    /// Replicas connected to the master of each slot (at most 16,384
+    /// entries), for [`Conn::replicated`].
+    replicas: Arc<Mutex<HashMap<Route, (usize, Instant)>>>,
 }
+
+/// How long [`Conn::replicated`] trusts a master's replica count.
+const REPLICAS_FRESH: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 enum Link {
@@ -39,6 +48,7 @@ impl Conn {
         Ok(Conn {
             link: Link::Single(manager),
             deadline,
+            replicas: Arc::default(),
         })
     }
 
@@ -55,8 +65,101 @@ impl Conn {
         Ok(Conn {
             link: Link::Cluster(conn),
             deadline,
+            replicas: Arc::default(),
         })
     }
+}
+
+impl Conn {
+    /// Waits until the replicas of the node holding `key` have every write
+    /// this connection made to it (`WAIT`, at most the deadline): as many
+    /// as `replicas`, or as many as that node has connected if fewer (a
+    /// master without replicas, such as one just promoted, has nobody to
+    /// fail over to). Fails when fewer confirm, since the write might not
+    /// survive a failover.
+    pub(super) async fn replicated(
+        &mut self,
+        key: &str,
+        replicas: usize,
+    ) -> redis::RedisResult<()> {
+        if replicas == 0 {
+            return Ok(());
+        }
+        let route = Route::with_key(key, SlotAddr::Master);
+        let want = replicas.min(self.connected_replicas(route).await?);
+        if want == 0 {
+            return Ok(());
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(want).arg(millis(self.deadline));
+        let confirmed = match self.on_node(wait, route).await? {
+            Value::Int(n) => usize::try_from(n).unwrap_or(0),
+            _ => 0,
+        };
+        if confirmed < want {
+            // Ask again next time: the replica may be gone.
+            self.replicas
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&route);
+            return Err((
+                redis::ErrorKind::Io,
+                "fewer replicas than required confirmed a write",
+            )
+                .into());
+        }
+        Ok(())
+    }
+
+    /// How many replicas the master serving `route` has connected, as it
+    /// said at most [`REPLICAS_FRESH`] ago.
+    async fn connected_replicas(&mut self, route: Route) -> redis::RedisResult<usize> {
+        {
+            let known = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((n, at)) = known.get(&route) {
+                if at.elapsed() < REPLICAS_FRESH {
+                    return Ok(*n);
+                }
+            }
+        }
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let text = match self.on_node(info, route).await? {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            _ => String::new(),
+        };
+        let n = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let mut known = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+        known.insert(route, (n, Instant::now()));
+        Ok(n)
+    }
+
+    /// Runs `cmd` on the master serving `route` (on one server, on it).
+    async fn on_node(&mut self, cmd: Cmd, route: Route) -> redis::RedisResult<Value> {
+        let deadline = self.deadline;
+        let call = async {
+            match &mut self.link {
+                Link::Single(c) => cmd.query_async::<Value>(c).await,
+                Link::Cluster(c) => {
+                    let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    c.route_command(cmd, to).await
+                }
+            }
+        };
+        // WAIT itself may take the deadline: one more for the round trip.
+        tokio::time::timeout(deadline * 2, call)
+            .await
+            .map_err(|_| timed_out())?
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn timed_out() -> redis::RedisError {

@@ -17,7 +17,7 @@
 //! counted: the client sees a gap.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::conn::Conn;
 use super::keys::Keys;
 use super::{array, bytes, int, int_signed, malformed, status, unavailable, utf8, Scripts};
-use crate::store::{Owner, StoreError, StoredMessage};
+use crate::store::{Owner, SessionId, StoreError, StoredMessage};
 
 /// Fetches gathered into one batch at most.
 pub const FETCH_BATCH: usize = 256;
@@ -40,6 +40,9 @@ const FETCH_BATCHES_IN_FLIGHT: usize = 4;
 /// Read-and-commit rounds a fetch gets when another fetch of the same
 /// session keeps moving its cursors first.
 const MAX_ROUNDS: usize = 4;
+/// Sessions whose cursors a node remembers; beyond it, it forgets them all
+/// (they are read again on each session's next fetch).
+const KNOWN_CURSORS: usize = 65_536;
 /// Offsets are Lua numbers in the scripts; below this they are exact and
 /// print without an exponent.
 pub(super) const MAX_OFFSET: u64 = 10_000_000_000_000;
@@ -61,6 +64,12 @@ pub(super) struct Batcher {
     pub(super) scripts: Arc<Scripts>,
     pub(super) keys: Keys,
     pub(super) backlog: String,
+    /// Replicas each commit waits for (`WAIT`), 0 for none.
+    pub(super) replicas: usize,
+    /// Each session's cursors as this node's last commit left them, so a
+    /// fetch need not read them first; a stale entry costs one more round
+    /// (the commit checks them). At most [`KNOWN_CURSORS`] sessions.
+    pub(super) known: Mutex<HashMap<SessionId, Vec<(String, String)>>>,
 }
 
 /// Entries read from one channel log after one cursor.
@@ -158,7 +167,13 @@ impl Batcher {
         calls: Vec<FetchCall>,
         answers: &mut Vec<Answer>,
     ) -> (Vec<FetchCall>, u64) {
-        let subs = join_all(calls.iter().map(|c| self.cursors(&c.owner))).await;
+        let subs = join_all(calls.iter().map(|c| async {
+            match self.remembered(&c.owner.session) {
+                Some(known) => Ok(known),
+                None => self.cursors(&c.owner).await,
+            }
+        }))
+        .await;
         let mut reads: HashMap<(String, String), Option<Read>> = HashMap::new();
         for list in subs.iter().flatten() {
             for (channel, cursor) in list {
@@ -191,14 +206,21 @@ impl Batcher {
         let mut again = Vec::new();
         let mut done = Vec::new();
         let mut lost = 0;
-        for (call, commit) in calls.into_iter().zip(commits) {
-            match commit {
-                Ok(None) => again.push(call),
-                Ok(Some((dropped, items))) => {
+        for ((call, commit), list) in calls.into_iter().zip(commits).zip(subs) {
+            match (commit, list) {
+                (Ok(Some((dropped, items))), Ok(list)) => {
+                    self.remember(&call.owner.session, advanced(list, &reads));
                     lost += dropped;
                     done.push((call, items));
                 }
-                Err(e) => answers.push((call.reply, Err(e))),
+                (Ok(_), _) => {
+                    self.remember(&call.owner.session, Vec::new());
+                    again.push(call);
+                }
+                (Err(e), _) => {
+                    self.remember(&call.owner.session, Vec::new());
+                    answers.push((call.reply, Err(e)));
+                }
             }
         }
         // Payloads of references not read in this round (a replay).
@@ -255,6 +277,25 @@ impl Batcher {
             answers.push((call.reply, Ok(messages)));
         }
         (again, lost)
+    }
+
+    fn remembered(&self, session: &SessionId) -> Option<Vec<(String, String)>> {
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(session).cloned()
+    }
+
+    /// Remembers a session's cursors after its commit; an empty list
+    /// forgets them (a session without subscriptions has nothing to skip).
+    fn remember(&self, session: &SessionId, cursors: Vec<(String, String)>) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if cursors.is_empty() {
+            known.remove(session);
+            return;
+        }
+        if known.len() >= KNOWN_CURSORS && !known.contains_key(session) {
+            known.clear();
+        }
+        known.insert(session.clone(), cursors);
     }
 
     /// The session's subscriptions and its cursor in each.
@@ -338,7 +379,8 @@ impl Batcher {
         reads: &HashMap<(String, String), Option<Read>>,
     ) -> Result<Option<(u64, Vec<(u64, Item)>)>, StoreError> {
         let session = call.owner.session.as_str();
-        let mut invocation = self.scripts.fetch.key(self.keys.session(session));
+        let key = self.keys.session(session);
+        let mut invocation = self.scripts.fetch.key(&key);
         invocation
             .arg(call.owner.epoch)
             .arg(call.after.min(MAX_OFFSET))
@@ -359,8 +401,13 @@ impl Batcher {
                 invocation.arg(id.as_str());
             }
         }
+        let mut conn = self.conn.clone();
         let reply: Value = invocation
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        // Offsets about to be sent must survive a failover.
+        conn.replicated(&key, self.replicas)
             .await
             .map_err(unavailable)?;
         let items = array(&reply)?;
@@ -393,6 +440,29 @@ impl Batcher {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some((dropped, messages)))
     }
+}
+
+/// The cursors after a commit of what `reads` found after `cursors`.
+fn advanced(
+    cursors: Vec<(String, String)>,
+    reads: &HashMap<(String, String), Option<Read>>,
+) -> Vec<(String, String)> {
+    cursors
+        .into_iter()
+        .map(|(channel, cursor)| {
+            let read = reads
+                .get(&(channel.clone(), cursor.clone()))
+                .and_then(Option::as_ref);
+            match read.and_then(|r| Some((r.ids.last()?, r))) {
+                Some((last, r)) => {
+                    let seq = r.first_seq + r.ids.len() as u64 - 1;
+                    let next = format!("{last}:{seq}");
+                    (channel, next)
+                }
+                None => (channel, cursor),
+            }
+        })
+        .collect()
 }
 
 /// A stream entry's fields, by name.
@@ -439,4 +509,58 @@ pub(super) fn to_payload(data: &[u8], text: &[u8]) -> Result<Payload, StoreError
 
 fn malformed_owned(why: String) -> StoreError {
     StoreError::Unavailable(why.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_advance_past_what_was_read() {
+        let cursors = vec![
+            ("x".to_owned(), "5-0:3".to_owned()),
+            ("y".to_owned(), "0-0:0".to_owned()),
+        ];
+        let mut reads = HashMap::new();
+        reads.insert(
+            ("x".to_owned(), "5-0:3".to_owned()),
+            Some(Read {
+                first_seq: 7,
+                ids: vec!["9-0".into(), "9-1".into()],
+            }),
+        );
+        reads.insert(("y".to_owned(), "0-0:0".to_owned()), Some(Read::default()));
+        assert_eq!(
+            advanced(cursors, &reads),
+            [
+                ("x".to_owned(), "9-1:8".to_owned()),
+                ("y".to_owned(), "0-0:0".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn stream_entries_parse_as_redis_replies_them() {
+        let entry = Value::Array(vec![
+            Value::BulkString(b"12-0".to_vec()),
+            Value::Array(vec![
+                Value::BulkString(b"s".to_vec()),
+                Value::BulkString(b"4".to_vec()),
+                Value::BulkString(b"p".to_vec()),
+                Value::BulkString(b"hi".to_vec()),
+                Value::BulkString(b"t".to_vec()),
+                Value::BulkString(b"1".to_vec()),
+            ]),
+        ]);
+        let (id, fields) = stream_entry(&entry).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(id, "12-0");
+        assert_eq!(int(field(&fields, b"s")).ok(), Some(4));
+        assert_eq!(
+            payload(&fields).ok(),
+            Some(Payload::text("hi")),
+            "text flag 1 gives a text payload"
+        );
+        assert!(stream_entry(&Value::Array(vec![Value::Nil])).is_err());
+        assert!(to_payload(b"\xff", b"1").is_err(), "text must be UTF-8");
+    }
 }

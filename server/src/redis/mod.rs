@@ -141,6 +141,7 @@ pub struct RedisStoreBuilder {
     detached_ttl: Duration,
     node_ttl: Duration,
     response_timeout: Duration,
+    replicas: usize,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -155,6 +156,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("detached_ttl", &self.detached_ttl)
             .field("node_ttl", &self.node_ttl)
             .field("response_timeout", &self.response_timeout)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -211,6 +213,20 @@ impl RedisStoreBuilder {
     /// [`StoreError::Unavailable`] (default [`DEFAULT_RESPONSE_TIMEOUT`]).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// Replicas that must hold every write before the call returns
+    /// (default 0: Redis replicates in the background). Redis replicates
+    /// asynchronously, so a master that fails over can lose writes it
+    /// acknowledged: an applied PUBLISH, or offsets already sent. With `n`
+    /// above 0, every write is followed by `WAIT n` on the node that took
+    /// it (at most [`RedisStoreBuilder::response_timeout`]), and the call
+    /// fails with [`StoreError::Unavailable`] when fewer replicas confirm
+    /// (the client then retries on a new connection, without duplicates).
+    /// It costs one more round trip, and the replication delay, per write.
+    pub fn wait_for_replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
         self
     }
 
@@ -301,6 +317,8 @@ impl RedisStoreBuilder {
             scripts: Arc::clone(&scripts),
             keys: keys.clone(),
             backlog: self.backlog.to_string(),
+            replicas: self.replicas,
+            known: Mutex::default(),
         };
         let batcher = tokio::spawn(batcher.run(calls));
         Ok(RedisStore {
@@ -309,6 +327,7 @@ impl RedisStoreBuilder {
             channel_cap: self.channel_cap,
             backlog: self.backlog,
             detached_ttl_ms: millis(self.detached_ttl),
+            replicas: self.replicas,
             fanout,
             listener,
             heartbeat,
@@ -328,6 +347,8 @@ pub struct RedisStore {
     channel_cap: usize,
     backlog: usize,
     detached_ttl_ms: u64,
+    /// Replicas every write waits for (`WAIT`), 0 for none.
+    replicas: usize,
     fanout: Arc<Fanout>,
     listener: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
@@ -394,6 +415,7 @@ impl RedisStore {
             detached_ttl: DEFAULT_DETACHED_TTL,
             node_ttl: DEFAULT_NODE_TTL,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            replicas: 0,
         }
     }
 
@@ -417,16 +439,22 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// Runs `script` on the slot of `key`.
+    /// Runs `script` on the slot of `key`, and waits for its writes to
+    /// reach the replicas asked for.
     async fn eval(&self, script: &Script, key: &str, args: &[&[u8]]) -> Result<Value, StoreError> {
         let mut invocation = script.key(key);
         for arg in args {
             invocation.arg(*arg);
         }
-        invocation
-            .invoke_async(&mut self.conn.clone())
+        let mut conn = self.conn.clone();
+        let reply = invocation
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        conn.replicated(key, self.replicas)
+            .await
+            .map_err(unavailable)?;
+        Ok(reply)
     }
 
     /// `op` on the name key of `name` (see `name.lua`): `true` when it

@@ -40,9 +40,10 @@ impl Target {
     pub fn builder(&self) -> Option<RedisStoreBuilder> {
         match self {
             Target::Redis(url) => Some(RedisStore::builder(url)),
-            // THE REDIS STORE ON A REDIS CLUSTER goes here:
-            //     Target::Cluster(urls) => Some(RedisStore::cluster_builder(urls.clone())),
-            Target::Cluster(_) => None,
+            // Every write waits for a replica, so a failover loses nothing.
+            Target::Cluster(urls) => {
+                Some(RedisStore::cluster_builder(urls.clone()).wait_for_replicas(1))
+            }
         }
     }
 }
