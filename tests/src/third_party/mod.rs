@@ -14,7 +14,8 @@
 //!
 //! The package's build script finds which servers are installed
 //! ([`installed`]) and sets one cfg for each (`redial_has_nats`,
-//! `redial_has_redis`, `redial_has_graphql`, `redial_has_mosquitto`).
+//! `redial_has_redis`, `redial_has_redis_cluster`, `redial_has_graphql`,
+//! `redial_has_mosquitto`, ...).
 //! Every test that starts one
 //! carries `#[cfg_attr(not(redial_has_x), ignore = "needs x: install command")]`,
 //! written out on a plain test (so rustfmt still formats the test) and put
