@@ -1,9 +1,10 @@
 //! [`Store::fetch`](crate::store::Store::fetch) on Redis, in two steps so
 //! that every script touches one hash slot, and batched per node.
 //!
-//! 1. Read: each session's cursors (one `HGETALL` per session), then each
-//!    channel log after each distinct cursor (one `XRANGE` per channel and
-//!    cursor, however many sessions wait at that cursor).
+//! 1. Read: each session's cursors (one `HGETALL` per session, skipped
+//!    when this node remembers them from the session's last commit), then
+//!    each channel log after each distinct cursor (one `XRANGE` per
+//!    channel and cursor, however many sessions wait at that cursor).
 //! 2. Commit: one script per session, in the session's slot, that fences
 //!    the owner, checks that its subscriptions and cursors are still the
 //!    ones read (else the session goes round again, at most
@@ -86,6 +87,31 @@ type Answer = (
     oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
     Result<Vec<StoredMessage>, StoreError>,
 );
+
+/// A stream ID, `<time>-<sequence>`, as numbers: what orders a log.
+type StreamId = (u64, u64);
+
+/// One entry of a channel log, as read.
+struct Entry {
+    at: StreamId,
+    id: String,
+    seq: u64,
+    payload: Payload,
+}
+
+fn stream_id(id: &str) -> Result<StreamId, StoreError> {
+    id.split_once('-')
+        .and_then(|(t, n)| Some((t.parse().ok()?, n.parse().ok()?)))
+        .ok_or_else(|| malformed("a malformed stream ID"))
+}
+
+/// The stream ID a cursor (`<id>:<seq>`) points after.
+fn cursor_id(cursor: &str) -> Result<StreamId, StoreError> {
+    let (id, _) = cursor
+        .rsplit_once(':')
+        .ok_or_else(|| malformed("a cursor without a seq"))?;
+    stream_id(id)
+}
 
 /// A channel entry's payload by channel and stream ID.
 type Loaded = HashMap<(String, String), Payload>;
@@ -180,19 +206,51 @@ impl Batcher {
                 reads.insert((channel.clone(), cursor.clone()), None);
             }
         }
-        let keys: Vec<(String, String)> = reads.keys().cloned().collect();
-        let mut loaded = Loaded::new();
-        let results = join_all(keys.iter().map(|(ch, cur)| self.read(ch, cur))).await;
+        // Each channel is read once, after the oldest cursor in the batch;
+        // every session at a later cursor takes the tail it has not seen.
+        let mut oldest: HashMap<String, (StreamId, String)> = HashMap::new();
         let mut failed: Option<String> = None;
-        for (key, result) in keys.into_iter().zip(results) {
-            match result {
-                Ok((read, payloads)) => {
-                    for (id, payload) in payloads {
-                        loaded.insert((key.0.clone(), id), payload);
+        for (channel, cursor) in reads.keys() {
+            match cursor_id(cursor) {
+                Ok(id) => {
+                    let entry = oldest
+                        .entry(channel.clone())
+                        .or_insert_with(|| (id, cursor.clone()));
+                    if id < entry.0 {
+                        *entry = (id, cursor.clone());
                     }
-                    reads.insert(key, Some(read));
                 }
                 Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        let channels: Vec<(String, String)> = oldest
+            .into_iter()
+            .map(|(channel, (_, cursor))| (channel, cursor))
+            .collect();
+        let results = join_all(channels.iter().map(|(ch, cur)| self.read(ch, cur))).await;
+        let mut logs: HashMap<String, Vec<Entry>> = HashMap::new();
+        for ((channel, _), result) in channels.into_iter().zip(results) {
+            match result {
+                Ok(entries) => {
+                    logs.insert(channel, entries);
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        let mut loaded = Loaded::new();
+        for ((channel, cursor), read) in &mut reads {
+            let (Some(entries), Ok(after)) = (logs.get(channel), cursor_id(cursor)) else {
+                continue;
+            };
+            let tail = &entries[entries.partition_point(|e| e.at <= after)..];
+            *read = Some(Read {
+                first_seq: tail.first().map_or(0, |e| e.seq),
+                ids: tail.iter().map(|e| e.id.clone()).collect(),
+            });
+        }
+        for (channel, entries) in logs {
+            for e in entries {
+                loaded.insert((channel.clone(), e.id), e.payload);
             }
         }
         let commits = join_all(calls.iter().zip(&subs).map(|(call, list)| async {
@@ -310,12 +368,8 @@ impl Batcher {
             .collect()
     }
 
-    /// The entries of `channel`'s log after `cursor`, with their payloads.
-    async fn read(
-        &self,
-        channel: &str,
-        cursor: &str,
-    ) -> Result<(Read, Vec<(String, Payload)>), StoreError> {
+    /// The entries of `channel`'s log after `cursor`.
+    async fn read(&self, channel: &str, cursor: &str) -> Result<Vec<Entry>, StoreError> {
         let (after, _) = cursor
             .rsplit_once(':')
             .ok_or_else(|| malformed("a cursor without a seq"))?;
@@ -326,17 +380,18 @@ impl Batcher {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let mut read = Read::default();
-        let mut payloads = Vec::new();
-        for (i, entry) in array(&reply)?.iter().enumerate() {
-            let (id, fields) = stream_entry(entry)?;
-            if i == 0 {
-                read.first_seq = int(field(&fields, b"s"))?;
-            }
-            payloads.push((id.clone(), payload(&fields)?));
-            read.ids.push(id);
-        }
-        Ok((read, payloads))
+        array(&reply)?
+            .iter()
+            .map(|entry| {
+                let (id, fields) = stream_entry(entry)?;
+                Ok(Entry {
+                    at: stream_id(&id)?,
+                    seq: int(field(&fields, b"s"))?,
+                    payload: payload(&fields)?,
+                    id,
+                })
+            })
+            .collect()
     }
 
     /// One channel entry's payload; `None` when the log no longer has it.

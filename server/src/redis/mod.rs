@@ -68,7 +68,9 @@
 //! emits [`Notice::Lagged`]. A session that lost its connection expires in
 //! Redis [`RedisStoreBuilder::detached_ttl`] after the loss, which must be
 //! at least the server's token lifetime. Every Redis call has a deadline,
-//! [`RedisStoreBuilder::response_timeout`].
+//! [`RedisStoreBuilder::response_timeout`]. Redis replicates
+//! asynchronously; for writes that survive a failover, see
+//! [`RedisStoreBuilder::wait_for_replicas`].
 
 mod conn;
 mod fetch;

@@ -34,8 +34,8 @@ pub enum Target {
 }
 
 impl Target {
-    /// A Redis store builder on this target, or `None` while the Redis
-    /// store cannot run on it. The one place a suite's Redis stores are
+    /// A Redis store builder on this target (always `Some` now that the
+    /// Redis store runs on both). The one place a suite's Redis stores are
     /// made: a suite sets prefix, caps and TTLs on what this returns.
     pub fn builder(&self) -> Option<RedisStoreBuilder> {
         match self {
@@ -71,7 +71,7 @@ impl Backend {
     /// A Redis store builder on this backend (see [`Target::builder`]).
     ///
     /// # Panics
-    /// On memory, or where the Redis store cannot run yet.
+    /// On memory.
     #[track_caller]
     pub fn redis_builder(&self) -> RedisStoreBuilder {
         match self.target().and_then(|t| t.builder()) {
