@@ -24,7 +24,8 @@
 //!
 //! Each script touches the keys of one hash tag only, so the same scripts
 //! run on one Redis server and on a Redis Cluster
-//! ([`RedisStore::cluster_builder`]). Calls that concern two tags are
+//! ([`RedisStore::cluster_builder`]); either needs Redis 7.0 or later (the
+//! logs' IDs are given as `<time>-*`). Calls that concern two tags are
 //! steps in an order that is safe if a node dies between them:
 //! * `create`: claim the name (compare-and-set on `P{n:<name>}`), then
 //!   write the session; if the second step fails the name is released. A
