@@ -71,6 +71,15 @@ impl Conn {
 }
 
 impl Conn {
+    /// The slot of `key` on a cluster, `None` on one server: keys with the
+    /// same answer may go to one script.
+    pub(super) fn slot_of(&self, key: &str) -> Option<Route> {
+        match self.link {
+            Link::Single(_) => None,
+            Link::Cluster(_) => Some(Route::with_key(key, SlotAddr::Master)),
+        }
+    }
+
     /// Waits until the replicas of the node holding `key` have every write
     /// this connection made to it (`WAIT`, at most the deadline): as many
     /// as `replicas`, or as many as that node has connected if fewer (a

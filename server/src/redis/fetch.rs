@@ -3,9 +3,10 @@
 //!
 //! 1. Read: each session's cursors (one `HGETALL` per session, skipped
 //!    when this node remembers them from the session's last commit), then
-//!    each channel log after each distinct cursor (one `XRANGE` per
-//!    channel and cursor, however many sessions wait at that cursor).
-//! 2. Commit: one script per session, in the session's slot, that fences
+//!    each channel log once, after the oldest cursor among the batch's
+//!    sessions (one `XRANGE` per channel; each session takes its tail).
+//! 2. Commit: one script per slot (on one Redis server, one for the whole
+//!    batch), for each of its sessions in turn, that fences
 //!    the owner, checks that its subscriptions and cursors are still the
 //!    ones read (else the session goes round again, at most
 //!    [`MAX_ROUNDS`] times), numbers what was read together with the
@@ -30,6 +31,7 @@ use super::conn::Conn;
 use super::keys::Keys;
 use super::{array, bytes, int, int_signed, malformed, status, unavailable, utf8, Scripts};
 use crate::store::{Owner, SessionId, StoreError, StoredMessage};
+use redis::cluster_routing::Route;
 
 /// Fetches gathered into one batch at most.
 pub const FETCH_BATCH: usize = 256;
@@ -253,14 +255,39 @@ impl Batcher {
                 loaded.insert((channel.clone(), e.id), e.payload);
             }
         }
-        let commits = join_all(calls.iter().zip(&subs).map(|(call, list)| async {
-            let list = list.as_ref().map_err(|e| malformed_owned(e.to_string()))?;
-            if let Some(why) = &failed {
-                return Err(malformed_owned(why.clone()));
+        // Sessions of one slot commit in one script call: on one Redis
+        // server that is the whole batch, on a cluster mostly one each.
+        let mut commits: Vec<Option<Commit>> = calls.iter().map(|_| None).collect();
+        let mut groups: HashMap<Option<Route>, Vec<usize>> = HashMap::new();
+        for (i, (call, list)) in calls.iter().zip(&subs).enumerate() {
+            match (list, &failed) {
+                (Err(e), _) => commits[i] = Some(Err(malformed_owned(e.to_string()))),
+                (_, Some(why)) => commits[i] = Some(Err(malformed_owned(why.clone()))),
+                (Ok(_), None) => {
+                    let key = self.keys.session(call.owner.session.as_str());
+                    groups.entry(self.conn.slot_of(&key)).or_default().push(i);
+                }
             }
-            self.commit(call, list, &reads).await
+        }
+        let groups: Vec<Vec<usize>> = groups.into_values().collect();
+        let results = join_all(groups.iter().map(|members| {
+            let group: Vec<(&FetchCall, &[(String, String)])> = members
+                .iter()
+                .filter_map(|&i| Some((&calls[i], subs[i].as_ref().ok()?.as_slice())))
+                .collect();
+            let reads = &reads;
+            async move { self.commit(&group, reads).await }
         }))
         .await;
+        for (members, results) in groups.iter().zip(results) {
+            for (&i, result) in members.iter().zip(results) {
+                commits[i] = Some(result);
+            }
+        }
+        let commits: Vec<Commit> = commits
+            .into_iter()
+            .map(|c| c.unwrap_or_else(|| Err(malformed("a fetch was not committed"))))
+            .collect();
         let mut again = Vec::new();
         let mut done = Vec::new();
         let mut lost = 0;
@@ -424,77 +451,114 @@ impl Batcher {
         cmd.query_async(&mut self.conn.clone()).await.unwrap_or(0)
     }
 
-    /// The commit script for one call, given what was read: `None` when
-    /// the session's cursors moved since (go round again), else how many
+    /// One commit script for the sessions of one slot (on one Redis
+    /// server, for all of them), given what was read; per session `None`
+    /// when its cursors moved since (go round again), else how many
     /// messages it dropped and the MESSAGEs above `after`.
     async fn commit(
         &self,
-        call: &FetchCall,
-        subs: &[(String, String)],
+        group: &[(&FetchCall, &[(String, String)])],
         reads: &HashMap<(String, String), Option<Read>>,
-    ) -> Result<Option<(u64, Vec<(u64, Item)>)>, StoreError> {
-        let session = call.owner.session.as_str();
-        let key = self.keys.session(session);
-        let mut invocation = self.scripts.fetch.key(&key);
-        invocation
-            .arg(call.owner.epoch)
-            .arg(call.after.min(MAX_OFFSET))
-            .arg(call.max.min(1 << 30))
-            .arg(self.backlog.as_str())
-            .arg(subs.len());
-        for (channel, cursor) in subs {
-            let read = reads
-                .get(&(channel.clone(), cursor.clone()))
-                .and_then(Option::as_ref)
-                .ok_or_else(|| malformed("a channel read went missing"))?;
+    ) -> Vec<Commit> {
+        let Some((first, _)) = group.first() else {
+            return Vec::new();
+        };
+        let key = self.keys.session(first.owner.session.as_str());
+        let mut invocation = self.scripts.fetch.prepare_invoke();
+        invocation.arg(self.backlog.as_str());
+        for (call, subs) in group {
             invocation
-                .arg(channel.as_str())
-                .arg(cursor.as_str())
-                .arg(read.first_seq)
-                .arg(read.ids.len());
-            for id in &read.ids {
-                invocation.arg(id.as_str());
+                .key(self.keys.session(call.owner.session.as_str()))
+                .arg(call.owner.epoch)
+                .arg(call.after.min(MAX_OFFSET))
+                .arg(call.max.min(1 << 30))
+                .arg(subs.len());
+            for (channel, cursor) in *subs {
+                let read = reads
+                    .get(&(channel.clone(), cursor.clone()))
+                    .and_then(Option::as_ref)
+                    .map_or((0, &[][..]), |r| (r.first_seq, r.ids.as_slice()));
+                invocation
+                    .arg(channel.as_str())
+                    .arg(cursor.as_str())
+                    .arg(read.0)
+                    .arg(read.1.len());
+                for id in read.1 {
+                    invocation.arg(id.as_str());
+                }
             }
         }
         let mut conn = self.conn.clone();
-        let reply: Value = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        // Offsets about to be sent must survive a failover.
-        conn.replicated(&key, self.replicas)
-            .await
-            .map_err(unavailable)?;
-        let items = array(&reply)?;
-        let code = int_signed(
-            items
-                .first()
-                .ok_or_else(|| malformed("empty fetch reply"))?,
-        )?;
-        if code == 3 {
-            return Ok(None);
+        let reply = async {
+            let reply: Value = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            // Offsets about to be sent must survive a failover.
+            conn.replicated(&key, self.replicas)
+                .await
+                .map_err(unavailable)?;
+            Ok::<_, StoreError>(reply)
         }
-        status(&call.owner, code)?;
-        let dropped = int(items.get(1))?;
-        let messages = items
-            .get(2..)
-            .unwrap_or_default()
-            .chunks(4)
-            .map(|four| {
-                let [offset, kind, a, b] = four else {
-                    return Err(malformed("fetch reply is not in fours"));
-                };
-                let offset = int(Some(offset))?;
-                let item = if bytes(kind)? == b"c" {
-                    Item::Channel(utf8(bytes(a)?.to_vec())?, utf8(bytes(b)?.to_vec())?)
-                } else {
-                    Item::Direct(to_payload(bytes(a)?, bytes(b)?)?)
-                };
-                Ok((offset, item))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some((dropped, messages)))
+        .await;
+        let replies = match &reply {
+            Ok(reply) => match array(reply) {
+                Ok(replies) if replies.len() == group.len() => replies,
+                _ => {
+                    let bad = || Err(malformed("fetch reply does not match the batch"));
+                    return group.iter().map(|_| bad()).collect();
+                }
+            },
+            Err(e) => {
+                let why = e.to_string();
+                return group
+                    .iter()
+                    .map(|_| Err(malformed_owned(why.clone())))
+                    .collect();
+            }
+        };
+        group
+            .iter()
+            .zip(replies)
+            .map(|((call, _), reply)| one_commit(&call.owner, reply))
+            .collect()
     }
+}
+
+/// What one session's commit gave: see [`Batcher::commit`].
+type Commit = Result<Option<(u64, Vec<(u64, Item)>)>, StoreError>;
+
+/// One session's part of a commit reply.
+fn one_commit(owner: &Owner, reply: &Value) -> Commit {
+    let items = array(reply)?;
+    let code = int_signed(
+        items
+            .first()
+            .ok_or_else(|| malformed("empty fetch reply"))?,
+    )?;
+    if code == 3 {
+        return Ok(None);
+    }
+    status(owner, code)?;
+    let dropped = int(items.get(1))?;
+    let messages = items
+        .get(2..)
+        .unwrap_or_default()
+        .chunks(4)
+        .map(|four| {
+            let [offset, kind, a, b] = four else {
+                return Err(malformed("fetch reply is not in fours"));
+            };
+            let offset = int(Some(offset))?;
+            let item = if bytes(kind)? == b"c" {
+                Item::Channel(utf8(bytes(a)?.to_vec())?, utf8(bytes(b)?.to_vec())?)
+            } else {
+                Item::Direct(to_payload(bytes(a)?, bytes(b)?)?)
+            };
+            Ok((offset, item))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((dropped, messages)))
 }
 
 /// The cursors after a commit of what `reads` found after `cursors`.

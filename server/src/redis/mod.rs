@@ -61,7 +61,8 @@
 //! Fetches are batched per node: every [`Store::fetch`] goes to one task
 //! that serves whatever queued meanwhile (up to [`FETCH_BATCH`] sessions)
 //! together, at most four batches in flight; each channel's new entries
-//! are read once per batch however many sessions wait at the same cursor.
+//! are read once per batch however many sessions wait for them, and the
+//! sessions of one slot (on one server, all of them) commit in one call.
 //!
 //! Each store keeps one dedicated pub/sub connection for notices (on a
 //! cluster, to one of the nodes: Redis forwards every publish to every
