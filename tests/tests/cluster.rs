@@ -9,7 +9,9 @@
 //!   local state and cuts connections through the proxy; tokio and smol
 //!   clients publish with Wire and subscribe meanwhile. It ends with every
 //!   publish applied once (read back from the channel logs in Redis) and
-//!   delivered once to every subscriber, in per-channel order.
+//!   delivered once to every subscriber, in per-channel order. On a
+//!   Redis Cluster (`backend/`) the chaos also kills one Redis master
+//!   halfway and goes on once its replica took over.
 //!
 //! - `REDIAL_SOAK_SECS`: seconds of chaos (default 20).
 //! - `REDIAL_SOAK_SEED`: the chaos seed (default fixed; printed).
@@ -19,6 +21,7 @@
 
 #[macro_use]
 mod common;
+mod backend;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -26,17 +29,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backend::{Backend, Target};
 use common::{fast_config, message_text, ms, pause, within, Client};
 use redial_core::{Event, Payload, Wire};
 use redial_driver::{Builder, Runtime};
-use redial_server::redis::RedisStore;
+use redial_server::redis::RedisStoreBuilder;
 use redial_server::store::Store;
 use redial_server::token::TokenKey;
 use redial_server::{Node, ServerConfig};
 use redial_tests::proxy::{Cut, Proxy, ProxyHandle};
 use redial_tests::rng::SeededRng;
-use redial_tests::third_party::redis::RedisServer;
-use redial_tests::third_party::started;
 
 const DEFAULT_SECS: u64 = 20;
 const DEFAULT_SEED: u64 = 0xC1A5_7E55;
@@ -59,8 +61,18 @@ struct RunningNode {
 /// What every node of one cluster shares.
 #[derive(Clone)]
 struct Shared {
-    redis_url: String,
+    target: Target,
     prefix: String,
+}
+
+impl Shared {
+    /// A store builder on the cluster's Redis, with its key prefix.
+    fn store(&self) -> RedisStoreBuilder {
+        self.target
+            .builder()
+            .expect("the Redis store runs on this backend")
+            .prefix(&self.prefix)
+    }
 }
 
 fn start_node(shared: &Shared, addr: SocketAddr, seed: u64) -> (SocketAddr, RunningNode) {
@@ -77,8 +89,8 @@ fn start_node(shared: &Shared, addr: SocketAddr, seed: u64) -> (SocketAddr, Runn
                 .expect("node runtime");
             rt.block_on(async move {
                 let listener = bind(addr).await;
-                let store = RedisStore::builder(&shared.redis_url)
-                    .prefix(&shared.prefix)
+                let store = shared
+                    .store()
                     // The soak reads every channel log back in full.
                     .channel_cap(1 << 20)
                     .node_ttl(Duration::from_secs(3))
@@ -135,7 +147,7 @@ impl RunningNode {
 
 /// Redis, `n` nodes and the proxy in front of them.
 struct Cluster {
-    redis: RedisServer,
+    backend: Backend,
     shared: Shared,
     addrs: Vec<SocketAddr>,
     nodes: Mutex<Vec<Option<RunningNode>>>,
@@ -145,12 +157,10 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `redis-server`, `n` nodes and the proxy; the tests calling
-    /// this are marked `needs!(redis; ..)`.
-    fn start(n: usize, prefix: &str) -> Cluster {
-        let redis = started(RedisServer::start());
+    /// Starts `n` nodes on `backend`'s Redis and the proxy.
+    fn start(backend: Backend, n: usize, prefix: &str) -> Cluster {
         let shared = Shared {
-            redis_url: redis.url(),
+            target: backend.target().expect("the soak runs on Redis"),
             prefix: prefix.to_owned(),
         };
         let mut addrs = Vec::new();
@@ -180,7 +190,7 @@ impl Cluster {
             .expect("proxy thread");
         let proxy = ready_rx.recv().expect("the proxy started");
         Cluster {
-            redis,
+            backend,
             shared,
             addrs,
             nodes: Mutex::new(nodes),
@@ -233,8 +243,8 @@ impl Cluster {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let store = RedisStore::builder(&shared.redis_url)
-                    .prefix(&shared.prefix)
+                let store = shared
+                    .store()
                     .connect()
                     .await
                     .expect("a store for the test");
@@ -250,25 +260,32 @@ impl Cluster {
 
     /// `H` of a session: the highest publish seq its store applied.
     fn applied_seq(&self, session: &str) -> u64 {
-        let client = redis::Client::open(self.redis.url()).expect("redis client");
-        let mut conn = client.get_connection().expect("redis connection");
-        let h: Option<u64> = redis::cmd("HGET")
-            .arg(format!("{}s:{session}", self.shared.prefix))
-            .arg("h")
-            .query(&mut conn)
+        let h: Option<u64> = self
+            .backend
+            .query(
+                redis::cmd("HGET")
+                    .arg(format!("{}{{s:{session}}}", self.shared.prefix))
+                    .arg("h"),
+            )
             .expect("HGET");
         h.unwrap_or(0)
     }
 
+    /// The key of `channel`'s log in Redis.
+    fn channel_key(&self, channel: &str) -> String {
+        format!("{}{{c:{channel}}}:log", self.shared.prefix)
+    }
+
     /// Every payload in `channel`'s log, in log order.
     fn channel_log(&self, channel: &str) -> Vec<String> {
-        let client = redis::Client::open(self.redis.url()).expect("redis client");
-        let mut conn = client.get_connection().expect("redis connection");
-        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
-            .arg(format!("{}c:{channel}", self.shared.prefix))
-            .arg("-")
-            .arg("+")
-            .query(&mut conn)
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = self
+            .backend
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(self.channel_key(channel))
+                    .arg("-")
+                    .arg("+"),
+            )
             .expect("XRANGE");
         entries
             .into_iter()
@@ -311,7 +328,7 @@ async fn restarted_node_serves_old_sessions<R: Runtime>(make: impl Fn(String) ->
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let cluster = Cluster::start(1, &prefix);
+    let cluster = Cluster::start(Backend::redis(), 1, &prefix);
     let mut client = Client::connect(make(cluster.url()).protocol(Wire).config(client_config(1)));
     let (_, first) = client.connected("the first connection").await;
     client.handle.subscribe("news").await.unwrap();
@@ -370,15 +387,44 @@ struct Chaos {
     double_crashes: u32,
     rst: u32,
     fin: u32,
+    /// Redis masters killed, each with its replica promoted before the
+    /// chaos went on.
+    failovers: u32,
+    /// From each kill to the promotion seen by every Redis node.
+    promotions: Vec<Duration>,
 }
 
-/// Seeded chaos until `until`, then every node restarted.
-fn chaos(cluster: &Cluster, seed: u64, until: Instant) -> Chaos {
+/// Seeded chaos from `started` until `until`, then every node restarted.
+/// On a backend that fails over, the Redis master holding the log of one
+/// of `channels` is killed halfway through (while the nodes serve), and
+/// the chaos goes on once its replica took over.
+fn chaos(
+    cluster: &Cluster,
+    channels: &[String],
+    seed: u64,
+    started: Instant,
+    until: Instant,
+) -> Chaos {
     let mut rng = SeededRng::new(seed);
     let mut did = Chaos::default();
+    let fail_over_at = started + (until - started) / 2;
     // Time passing is what chaos is made of: these sleeps pace it.
     while Instant::now() < until {
         std::thread::sleep(rng.millis(300, 900));
+        if did.failovers == 0 && Instant::now() >= fail_over_at && cluster.backend.fails_over() {
+            let channel = &channels[rng.below(channels.len() as u64) as usize];
+            if let Some(promoted) = cluster.backend.fail_over(&cluster.channel_key(channel)) {
+                let promoted = promoted.unwrap_or_else(|e| {
+                    panic!(
+                        "failing over a Redis master: {e}\n{}",
+                        cluster.backend.log()
+                    )
+                });
+                did.promotions.push(promoted.took);
+                did.failovers += 1;
+                continue;
+            }
+        }
         match rng.below(100) {
             0..=39 => {
                 let live = cluster.live();
@@ -621,10 +667,26 @@ const PER_RUNTIME: usize = 2;
 )]
 #[test]
 fn cluster_soak() {
+    soak(Backend::redis());
+}
+
+redial_tests::needs! { redis_cluster;
+    /// The soak on a Redis Cluster: its chaos also kills a Redis master
+    /// halfway and goes on once its replica took over.
+    #[test]
+    fn cluster_soak_on_redis_cluster() {
+        soak(Backend::cluster());
+    }
+}
+
+/// Three nodes on `backend`'s Redis under seeded chaos, then the checks:
+/// every publish applied once and delivered once to every subscriber, in
+/// order.
+fn soak(backend: Backend) {
     let secs = env_u64("REDIAL_SOAK_SECS", DEFAULT_SECS);
     let seed = env_u64("REDIAL_SOAK_SEED", DEFAULT_SEED);
     let prefix = format!("soak{}:", std::process::id());
-    let cluster = Cluster::start(3, &prefix);
+    let cluster = Cluster::start(backend, 3, &prefix);
     let duration = Duration::from_secs(secs);
     let runtimes = ["tokio", "smol"];
     let channels: Vec<String> = runtimes
@@ -664,7 +726,7 @@ fn cluster_soak() {
         .unwrap();
     wait_subscribed.block_on(plan.subscribed.wait());
     let started = Instant::now();
-    let did = chaos(&cluster, seed, started + duration);
+    let did = chaos(&cluster, &channels, seed, started, started + duration);
     let records: Vec<ClientRecord> = threads
         .into_iter()
         .flat_map(|t| t.join().expect("a client thread"))
@@ -704,11 +766,16 @@ fn cluster_soak() {
     let gaps: usize = records.iter().map(|r| r.gaps).sum();
     let reconnects: usize = records.iter().map(|r| r.reconnects).sum();
     let lost_sessions: usize = records.iter().map(|r| r.sessions - 1).sum();
+    let promoted: String = did
+        .promotions
+        .iter()
+        .map(|took| format!(" (replica promoted {took:.1?} after the kill)"))
+        .collect();
     let line = format!(
         "cluster soak: {secs} s, seed {seed:#x}, 3 nodes, clients {}: published={sent_total} \
          delivered={delivered_total} lost={lost} duplicated={duplicated} \
          out_of_order={out_of_order} gaps={gaps} reconnects={reconnects} \
-         lost_sessions={lost_sessions} seq_mismatches={seq_mismatches} chaos=crash:{},double_crash:{},rst:{},fin:{} \
+         lost_sessions={lost_sessions} seq_mismatches={seq_mismatches} chaos=crash:{},double_crash:{},rst:{},fin:{},failover:{}{promoted} \
          (REDIAL_SOAK_SECS, REDIAL_SOAK_SEED)",
         records
             .iter()
@@ -719,6 +786,7 @@ fn cluster_soak() {
         did.double_crashes,
         did.rst,
         did.fin,
+        did.failovers,
     );
     // Past libtest's capture, so the summary shows in a plain run.
     let _ = writeln!(std::io::stderr(), "{line}");

@@ -1,7 +1,9 @@
 //! The `Store` contract (server/src/store.rs), checked on every store: one
-//! body per property, run on `MemoryStore` and on `RedisStore` against a
-//! real `redis-server` started on 127.0.0.1 for the test. Each cluster has
-//! two nodes: for Redis two stores sharing a key prefix (what two server
+//! body per property, run on `MemoryStore`, on `RedisStore` against a
+//! real `redis-server` started on 127.0.0.1 for the test, and on
+//! `RedisStore` against a Redis Cluster of three masters and three replicas
+//! (the setups are in `backend/`, which builds every Redis store). Each cluster has two
+//! nodes: for Redis two stores sharing a key prefix (what two server
 //! processes would hold), for memory the same store twice.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,9 @@ use redial_server::store::{
 use redial_tests::third_party::redis::RedisServer;
 use redial_tests::third_party::started;
 
+mod backend;
+use backend::Backend;
+
 /// How long a notice may take to arrive through Redis pub/sub before the
 /// test fails (it normally takes well under a millisecond).
 const NOTICE_DEADLINE: Duration = Duration::from_secs(10);
@@ -27,22 +32,8 @@ const NOTICE_DEADLINE: Duration = Duration::from_secs(10);
 struct Cluster {
     a: Arc<dyn Store>,
     b: Arc<dyn Store>,
-    /// The Redis server, when there is one: stopped when the test ends.
-    _server: Option<RedisServer>,
-}
-
-fn memory_cluster(backlog: usize) -> Cluster {
-    let store: Arc<dyn Store> = Arc::new(
-        MemoryStore::builder()
-            .backlog(backlog)
-            .build()
-            .unwrap_or_else(|e| panic!("memory store: {e}")),
-    );
-    Cluster {
-        a: Arc::clone(&store),
-        b: store,
-        _server: None,
-    }
+    /// The servers, when the test gave them away: stopped when it ends.
+    _backend: Option<Backend>,
 }
 
 /// A unique key prefix, so stores of different clusters never meet.
@@ -55,8 +46,9 @@ fn prefix() -> String {
     )
 }
 
-async fn redis_node(server: &RedisServer, prefix: &str, backlog: usize) -> RedisStore {
-    RedisStore::builder(server.url())
+async fn redis_node(backend: &Backend, prefix: &str, backlog: usize) -> RedisStore {
+    backend
+        .redis_builder()
         .prefix(prefix)
         .backlog(backlog)
         .channel_cap(1_000)
@@ -65,16 +57,41 @@ async fn redis_node(server: &RedisServer, prefix: &str, backlog: usize) -> Redis
         .unwrap_or_else(|e| panic!("redis store: {e}"))
 }
 
-/// Two nodes on one fresh `redis-server`.
-async fn redis_cluster(backlog: usize) -> Cluster {
-    let server = started(RedisServer::start());
-    let prefix = prefix();
-    let a = redis_node(&server, &prefix, backlog).await;
-    let b = redis_node(&server, &prefix, backlog).await;
+/// Two nodes on `backend`, which the cluster keeps until the test ends.
+async fn nodes(backend: Backend, backlog: usize) -> Cluster {
+    let cluster = nodes_on(&backend, backlog).await;
     Cluster {
-        a: Arc::new(a),
-        b: Arc::new(b),
-        _server: Some(server),
+        _backend: Some(backend),
+        ..cluster
+    }
+}
+
+/// Two nodes on `backend`, left running by the caller: for Redis two
+/// stores sharing a fresh key prefix (what two server processes would
+/// hold), so several clusters can share one Redis; for memory one store
+/// twice.
+async fn nodes_on(backend: &Backend, backlog: usize) -> Cluster {
+    let (a, b): (Arc<dyn Store>, Arc<dyn Store>) = match backend {
+        Backend::Memory => {
+            let store = Arc::new(
+                MemoryStore::builder()
+                    .backlog(backlog)
+                    .build()
+                    .unwrap_or_else(|e| panic!("memory store: {e}")),
+            );
+            (Arc::clone(&store) as Arc<dyn Store>, store)
+        }
+        Backend::Redis(_) | Backend::Cluster(_) => {
+            let prefix = prefix();
+            let a = redis_node(backend, &prefix, backlog).await;
+            let b = redis_node(backend, &prefix, backlog).await;
+            (Arc::new(a), Arc::new(b))
+        }
+    };
+    Cluster {
+        a,
+        b,
+        _backend: None,
     }
 }
 
@@ -490,13 +507,17 @@ async fn concurrent_fetches_stay_apart(c: Cluster) {
     }
 }
 
-macro_rules! on_both_stores {
+/// One test per property and store: memory, and Redis on a fresh
+/// `redis-server` each; on a Redis Cluster, which takes seconds to form,
+/// one test that starts one and runs every property on it in turn, each on
+/// its own prefix, then the interleavings model.
+macro_rules! on_every_store {
     ($($name:ident($backlog:expr);)*) => {
         mod memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::memory_cluster($backlog)).await;
+                    super::$name(super::nodes(super::Backend::Memory, $backlog).await).await;
                 }
             )*
         }
@@ -505,15 +526,29 @@ macro_rules! on_both_stores {
                 redial_tests::needs! { redis;
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
-                        super::$name(super::redis_cluster($backlog).await).await;
+                        super::$name(super::nodes(super::Backend::redis(), $backlog).await).await;
                     }
                 }
             )*
         }
+        mod redis_cluster {
+            redial_tests::needs! { redis_cluster;
+                #[test]
+                fn every_property() {
+                    let backend = super::Backend::cluster();
+                    super::interleavings::runtime().block_on(async {
+                        $(
+                            super::$name(super::nodes_on(&backend, $backlog).await).await;
+                        )*
+                    });
+                    super::interleavings::model_on(&backend);
+                }
+            }
+        }
     };
 }
 
-on_both_stores! {
+on_every_store! {
     names(1024);
     fencing(1024);
     dedupe(1024);
@@ -538,8 +573,9 @@ on_both_stores! {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_trimmed_channel_log_gives_an_exact_gap() {
-    let server = started(RedisServer::start());
-    let store = RedisStore::builder(server.url())
+    let backend = Backend::redis();
+    let store = backend
+        .redis_builder()
         .prefix(prefix())
         .channel_cap(10)
         .connect()
@@ -570,20 +606,11 @@ async fn redis_trimmed_channel_log_gives_an_exact_gap() {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_notice_link_gives_lagged() {
-    let server = started(RedisServer::start());
-    let store = redis_node(&server, &prefix(), 16).await;
+    let backend = Backend::redis();
+    let store = redis_node(&backend, &prefix(), 16).await;
     let mut notices = store.notices();
-    let client = ::redis::Client::open(server.url()).unwrap_or_else(|e| panic!("client: {e}"));
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    let killed: u64 = ::redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
+    let killed: u64 = backend
+        .query(::redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
         .unwrap_or_else(|e| panic!("CLIENT KILL: {e}"));
     assert_eq!(killed, 1);
     expect_notice(&mut notices, |n| *n == Notice::Lagged).await;
@@ -846,7 +873,7 @@ mod interleavings {
         }
     }
 
-    fn runtime() -> tokio::runtime::Runtime {
+    pub(super) fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -858,7 +885,7 @@ mod interleavings {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn memory_store(ops in proptest::collection::vec(op(), 1..60)) {
-            runtime().block_on(run(memory_cluster(1024), ops));
+            runtime().block_on(async { run(nodes(Backend::Memory, 1024).await, ops).await });
         }
     }
 
@@ -868,22 +895,16 @@ mod interleavings {
     )]
     #[test]
     fn redis_store() {
-        let server = started(RedisServer::start());
+        model_on(&Backend::redis());
+    }
+
+    /// The model on a Redis backend: 48 cases, each on its own prefix.
+    pub(super) fn model_on(backend: &Backend) {
         let rt = runtime();
         let config = ProptestConfig::with_cases(48);
         let mut runner = proptest::test_runner::TestRunner::new(config);
         let result = runner.run(&proptest::collection::vec(op(), 1..60), |ops| {
-            rt.block_on(async {
-                let prefix = prefix();
-                let a = redis_node(&server, &prefix, 1024).await;
-                let b = redis_node(&server, &prefix, 1024).await;
-                let cluster = Cluster {
-                    a: Arc::new(a),
-                    b: Arc::new(b),
-                    _server: None,
-                };
-                run(cluster, ops).await;
-            });
+            rt.block_on(async { run(nodes_on(backend, 1024).await, ops).await });
             Ok(())
         });
         if let Err(e) = result {

@@ -1,62 +1,96 @@
-//! [`RedisStore`]: sessions and channel logs in Redis, so that several nodes
-//! serve one logical server and any node can resume any session.
+//! [`RedisStore`]: sessions and channel logs in Redis (one server, or a
+//! Redis Cluster), so that several nodes serve one logical server and any
+//! node can resume any session.
 //!
-//! Layout (every key starts with the configured prefix `P`):
-//! * `P:g`: one global counter; every entry appended to any log gets the
-//!   next value `g` and is stored with the stream ID `<g>-0`, so entries of
-//!   all logs are totally ordered and reading several logs at once gives a
-//!   consistent snapshot.
-//! * `P:c:<channel>`: the channel's log, a stream capped at
-//!   [`RedisStoreBuilder::channel_cap`] entries (`MAXLEN ~`); each entry
-//!   carries its per-channel sequence number (from the hash `P:cseq`), so a
-//!   reader that finds a trimmed range knows exactly how many it missed.
-//! * `P:s:<id>`: the session hash (name, epoch, `H`, last offset, RECEIVED,
-//!   connected flag, loss time, its direct-message cursor);
-//!   `P:s:<id>:subs` maps each subscribed channel to the session's cursor
-//!   in it (`<g>:<seq>`); `P:s:<id>:in` holds the MESSAGEs numbered for it
-//!   and not yet RECEIVED (a stream whose IDs are the offsets, capped at
-//!   [`RedisStoreBuilder::backlog`]): a channel message as a reference to
-//!   its log entry (channel and `g`), never a copy, so a channel entry is
-//!   stored once however many sessions it goes to; `P:s:<id>:d` holds
-//!   messages addressed to it by name until it numbers them (they then
-//!   move into the inbox with their payload).
-//! * `P:n:<name>`: the session holding a name.
-//! * `P:notices`: the pub/sub channel every node listens to.
+//! Layout (every key starts with the configured prefix `P`; see `keys.rs`):
+//! * `P{c:<channel>}:log`: the channel's log, a stream capped at
+//!   [`RedisStoreBuilder::channel_cap`] entries (`MAXLEN ~`). Each entry's
+//!   ID is the Redis clock in microseconds when it was appended (never
+//!   below the log's previous one) and it carries its per-channel seq (from
+//!   the hash `P{c:<channel>}`), so a reader that finds a trimmed range
+//!   knows exactly how many it missed.
+//! * `P{s:<id>}`: the session hash (name, epoch, `H`, last offset,
+//!   RECEIVED, connected flag, loss time, its direct-message cursor);
+//!   `P{s:<id>}:subs` maps each subscribed channel to the session's cursor
+//!   in it (`<entry ID>:<seq>`); `P{s:<id>}:in` holds the MESSAGEs numbered
+//!   for it and not yet RECEIVED (a stream whose IDs are the offsets,
+//!   capped at [`RedisStoreBuilder::backlog`]): a channel message as a
+//!   reference to its log entry, never a copy, so a channel entry is stored
+//!   once however many sessions it goes to; `P{s:<id>}:d` holds messages
+//!   addressed to it by name until it numbers them (they then move into the
+//!   inbox with their payload).
+//! * `P{n:<name>}`: the session holding a name.
+//! * `Pnotices`: the pub/sub channel every node listens to.
 //!
-//! Every method is one Lua script, so it is atomic: a fenced owner can
-//! change nothing, and offsets are numbered and stored in the same step
-//! (`fetch` reads every source after its cursor, merges by `g`, numbers the
-//! entries in that order, counting a trimmed range as a gap of its exact
-//! size, appends them to the inbox and returns the inbox above `after`).
-//! A reference whose channel entry was trimmed before it was delivered is
-//! dropped and counted like any other trimmed message: the client sees a
-//! gap.
+//! Each script touches the keys of one hash tag only, so the same scripts
+//! run on one Redis server and on a Redis Cluster
+//! ([`RedisStore::cluster_builder`]); either needs Redis 7.0 or later (the
+//! logs' IDs are given as `<time>-*`). Calls that concern two tags are
+//! steps in an order that is safe if a node dies between them:
+//! * `create`: claim the name (compare-and-set on `P{n:<name>}`), then
+//!   write the session; if the second step fails the name is released. A
+//!   node that died in between leaves a name pointing at a session that
+//!   does not exist, which counts as free and expires with the detached
+//!   TTL. A detached holder that lost its name is ended after the claim.
+//! * `end` (and a `resume` that finds the session expired): delete the
+//!   session, then release its name; in between the name points at nothing
+//!   (free, as above).
+//! * `publish` on a channel: check `seq` against `H` (fenced), append to
+//!   the log remembering `(session, seq)` in `P{c:<channel>}:pub`, move
+//!   `H` (fenced), forget the pending append. A retry after a failure
+//!   between the append and `H` finds it remembered and does not append
+//!   twice; one between `H` and forgetting leaves a stale field, which only
+//!   costs its bytes.
+//! * `subscribe`: read the channel's position, then store it as the
+//!   session's cursor: entries appended after the read are delivered.
+//! * `send_to`: look the name up, then append to that session's direct
+//!   messages (nothing if the session ended meanwhile).
+//! * `fetch`: see `fetch.rs`; read the channel logs after the session's
+//!   cursors, then number and store them in one script that checks the
+//!   cursors are still the ones read.
+//!
+//! Order: a session's messages from one channel keep the channel's order,
+//! and messages addressed to it by name keep their sending order. Across
+//! channels, entries are numbered in the order of their stream IDs among
+//! those read by one fetch: on one Redis server that is the order they
+//! were appended (unless the server's clock stepped back); on a cluster it
+//! follows the clocks of the nodes holding the channels. An entry appended
+//! while a fetch was between its steps is numbered by the next fetch, after
+//! the entries that fetch numbered.
 //!
 //! Fetches are batched per node: every [`Store::fetch`] goes to one task
-//! that sends whatever queued meanwhile (up to [`FETCH_BATCH`] sessions) as
-//! one script call, at most four in flight. When a publish wakes every
-//! local subscriber of a channel, their fetches share a few round trips, the
-//! channel's new entries are read once per call, and each payload crosses
-//! the link once per call however many sessions receive it.
-//! The scripts touch keys they compute from the prefix, so the store needs
-//! one Redis server (with replicas if wanted), not a Redis Cluster.
+//! that serves whatever queued meanwhile (up to [`FETCH_BATCH`] sessions)
+//! together, at most four batches in flight; each channel's new entries
+//! are read once per batch however many sessions wait for them, and the
+//! sessions of one slot (on one server, all of them) commit in one call.
 //!
-//! Each store keeps one dedicated pub/sub connection for notices; when it
-//! drops and comes back, the store emits [`Notice::Lagged`]. A session that
-//! lost its connection expires in Redis [`RedisStoreBuilder::detached_ttl`]
-//! after the loss, which must be at least the server's token lifetime.
+//! Each store keeps one dedicated pub/sub connection for notices (on a
+//! cluster, to one of the nodes: Redis forwards every publish to every
+//! node); when it drops and comes back, possibly to another node, the store
+//! emits [`Notice::Lagged`]. A session that lost its connection expires in
+//! Redis [`RedisStoreBuilder::detached_ttl`] after the loss, which must be
+//! at least the server's token lifetime. Every Redis call has a deadline,
+//! [`RedisStoreBuilder::response_timeout`]. Redis replicates
+//! asynchronously; for writes that survive a failover, see
+//! [`RedisStoreBuilder::wait_for_replicas`].
+
+mod conn;
+mod fetch;
+mod keys;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use redial_core::payload::{Payload, Text};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redial_core::payload::Payload;
 use redis::{Script, Value};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
+use self::conn::Conn;
+pub use self::fetch::FETCH_BATCH;
+use self::fetch::{Batcher, FetchCall, FETCH_QUEUE, MAX_OFFSET};
+use self::keys::Keys;
 use crate::notify::Fanout;
 use crate::store::{
     CreateRefused, Notice, Notices, Owner, PublishOutcome, SessionId, SessionState, Store,
@@ -82,10 +116,10 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_COUNT: u64 = 1 << 40;
 /// The longest TTL the builder accepts.
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
-
-/// Offsets are Lua numbers in the scripts; below this they are exact and
-/// print without an exponent.
-const MAX_OFFSET: u64 = 10_000_000_000_000;
+/// Attempts at claiming a name whose holder keeps changing under us.
+const NAME_ATTEMPTS: usize = 4;
+/// Session keys the heartbeat renews at once.
+const KEEPS_IN_FLIGHT: usize = 32;
 
 /// Why a [`RedisStore`] could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +136,8 @@ pub enum RedisSetupError {
 /// Settings for a [`RedisStore`]; [`RedisStoreBuilder::connect`] checks them.
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
-    url: String,
+    urls: Vec<String>,
+    cluster: bool,
     prefix: String,
     channel_cap: usize,
     backlog: usize,
@@ -110,12 +145,14 @@ pub struct RedisStoreBuilder {
     detached_ttl: Duration,
     node_ttl: Duration,
     response_timeout: Duration,
+    replicas: usize,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry a password: it stays out of Debug output.
+        // The URLs may carry a password: they stay out of Debug output.
         f.debug_struct("RedisStoreBuilder")
+            .field("cluster", &self.cluster)
             .field("prefix", &self.prefix)
             .field("channel_cap", &self.channel_cap)
             .field("backlog", &self.backlog)
@@ -123,6 +160,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("detached_ttl", &self.detached_ttl)
             .field("node_ttl", &self.node_ttl)
             .field("response_timeout", &self.response_timeout)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +168,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
 impl RedisStoreBuilder {
     /// The prefix of every key and of the notice channel (default
     /// [`DEFAULT_PREFIX`]); stores that share a prefix share everything.
+    /// It may not hold `{` or `}` (they would change the keys' hash tags).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -181,16 +220,29 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects (a command connection and the notice subscription) and
-    /// returns the store. Must run inside a tokio runtime, which the
-    /// notice listener is spawned on.
-    ///
-    /// # Errors
-    /// [`RedisSetupError::Invalid`] for a zero or empty setting,
-    /// [`RedisSetupError::Connect`] when Redis cannot be reached.
-    pub async fn connect(self) -> Result<RedisStore, RedisSetupError> {
+    /// Replicas that must hold every write before the call returns
+    /// (default 0: Redis replicates in the background). Redis replicates
+    /// asynchronously, so a master that fails over can lose writes it
+    /// acknowledged: an applied PUBLISH, or offsets already sent. With `n`
+    /// above 0, every write is followed by `WAIT n` on the node that took
+    /// it (at most [`RedisStoreBuilder::response_timeout`]), and the call
+    /// fails with [`StoreError::Unavailable`] when fewer replicas confirm
+    /// (the client then retries on a new connection, without duplicates).
+    /// It costs one more round trip, and the replication delay, per write.
+    pub fn wait_for_replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    fn check(&self) -> Result<(), RedisSetupError> {
+        if self.urls.is_empty() {
+            return Err(RedisSetupError::Invalid("no Redis URL"));
+        }
         if self.prefix.is_empty() {
             return Err(RedisSetupError::Invalid("the key prefix is empty"));
+        }
+        if self.prefix.contains(['{', '}']) {
+            return Err(RedisSetupError::Invalid("the key prefix holds { or }"));
         }
         if self.channel_cap == 0 {
             return Err(RedisSetupError::Invalid("the channel cap is 0"));
@@ -218,30 +270,42 @@ impl RedisStoreBuilder {
         if self.response_timeout.is_zero() {
             return Err(RedisSetupError::Invalid("the response timeout is 0"));
         }
+        Ok(())
+    }
+
+    /// Connects (a command connection and the notice subscription) and
+    /// returns the store. Must run inside a tokio runtime, which the
+    /// notice listener is spawned on.
+    ///
+    /// # Errors
+    /// [`RedisSetupError::Invalid`] for a zero or empty setting,
+    /// [`RedisSetupError::Connect`] when Redis cannot be reached.
+    pub async fn connect(self) -> Result<RedisStore, RedisSetupError> {
+        self.check()?;
         let connect = |e: redis::RedisError| RedisSetupError::Connect(Box::new(e));
-        let client = redis::Client::open(self.url.as_str()).map_err(connect)?;
-        // Few, short reconnect attempts per call: with Redis gone a call
-        // should fail fast (the connection closes with `internal` and the
-        // client resumes later) rather than hold its connection for seconds.
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(self.response_timeout))
-            .set_connection_timeout(Some(self.response_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
+        let conn = if self.cluster {
+            Conn::cluster(&self.urls, self.response_timeout).await
+        } else {
+            Conn::single(&self.urls[0], self.response_timeout).await
+        }
+        .map_err(connect)?;
+        let clients = self
+            .urls
+            .iter()
+            .map(|u| redis::Client::open(u.as_str()))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(connect)?;
-        let channel = format!("{}notices", self.prefix);
+        let keys = Keys::new(self.prefix.clone());
+        let channel = keys.notices();
         let fanout = Arc::new(Fanout::new(self.notice_buffer));
-        let first = subscribe(&client, &channel).await.map_err(connect)?;
-        let listener = tokio::spawn(listen(client, channel, Arc::clone(&fanout), first));
+        let (first, at) = subscribe(&clients, 0, &channel).await.map_err(connect)?;
+        let listener = tokio::spawn(listen(clients, at, channel, Arc::clone(&fanout), first));
         let scripts = Arc::new(Scripts::new());
         let held = Arc::new(Mutex::new(HashSet::new()));
         let beat = Heartbeat {
             conn: conn.clone(),
             scripts: Arc::clone(&scripts),
-            prefix: self.prefix.clone(),
+            keys: keys.clone(),
             node: node_id(),
             node_ttl: self.node_ttl,
             detached_ttl: self.detached_ttl,
@@ -255,16 +319,19 @@ impl RedisStoreBuilder {
         let batcher = Batcher {
             conn: conn.clone(),
             scripts: Arc::clone(&scripts),
-            prefix: self.prefix.clone(),
+            keys: keys.clone(),
             backlog: self.backlog.to_string(),
+            replicas: self.replicas,
+            known: Mutex::default(),
         };
         let batcher = tokio::spawn(batcher.run(calls));
         Ok(RedisStore {
             conn,
-            prefix: self.prefix,
+            keys,
             channel_cap: self.channel_cap,
             backlog: self.backlog,
             detached_ttl_ms: millis(self.detached_ttl),
+            replicas: self.replicas,
             fanout,
             listener,
             heartbeat,
@@ -279,16 +346,18 @@ impl RedisStoreBuilder {
 
 /// Sessions and channel logs in Redis; see the module docs.
 pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
+    conn: Conn,
+    keys: Keys,
     channel_cap: usize,
     backlog: usize,
     detached_ttl_ms: u64,
+    /// Replicas every write waits for (`WAIT`), 0 for none.
+    replicas: usize,
     fanout: Arc<Fanout>,
     listener: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
     batcher: tokio::task::JoinHandle<()>,
-    /// Fetches waiting for the batcher (at most [`FETCH_QUEUE`]).
+    /// Fetches waiting for the batcher (at most `FETCH_QUEUE`, 4,096).
     fetches: mpsc::Sender<FetchCall>,
     /// This node's id, random: its heartbeat key and the start of every
     /// session id it creates.
@@ -301,7 +370,7 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keys.prefix())
             .field("channel_cap", &self.channel_cap)
             .field("backlog", &self.backlog)
             .finish_non_exhaustive()
@@ -316,12 +385,33 @@ impl Drop for RedisStore {
     }
 }
 
+/// What a name's holder looks like to [`RedisStore::create`].
+enum Holder {
+    /// Nobody (or a session that no longer exists, or is not live).
+    Free(Option<String>),
+    /// A connected session whose node is alive.
+    Live,
+}
+
 impl RedisStore {
-    /// Settings for a store on the Redis at `url` (`redis://host:port/db`,
-    /// with a password if needed; the URL never appears in Debug output).
+    /// Settings for a store on the Redis server at `url`
+    /// (`redis://host:port/db`, with a password if needed; the URL never
+    /// appears in Debug output).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        Self::with_urls(vec![url.into()], false)
+    }
+
+    /// Settings for a store on a Redis Cluster, given the URLs of some of
+    /// its nodes (`redis://host:port`; one reachable node is enough to find
+    /// the rest). Same options as [`RedisStore::builder`].
+    pub fn cluster_builder(urls: impl IntoIterator<Item = impl Into<String>>) -> RedisStoreBuilder {
+        Self::with_urls(urls.into_iter().map(Into::into).collect(), true)
+    }
+
+    fn with_urls(urls: Vec<String>, cluster: bool) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            urls,
+            cluster,
             prefix: DEFAULT_PREFIX.to_owned(),
             channel_cap: DEFAULT_CHANNEL_CAP,
             backlog: DEFAULT_BACKLOG,
@@ -329,6 +419,7 @@ impl RedisStore {
             detached_ttl: DEFAULT_DETACHED_TTL,
             node_ttl: DEFAULT_NODE_TTL,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            replicas: 0,
         }
     }
 
@@ -340,61 +431,122 @@ impl RedisStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
     pub async fn dropped(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        let n: Option<u64> = redis::cmd("HGET")
-            .arg(format!("{}stats", self.prefix))
-            .arg("dropped")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let n: Option<u64> = self
+            .query(redis::cmd("HGET").arg(self.keys.stats()).arg("dropped"))
+            .await?;
         Ok(n.unwrap_or(0))
     }
 
-    async fn eval(&self, script: &Script, args: &[&[u8]]) -> Result<Value, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = script.prepare_invoke();
-        invocation.arg(self.prefix.as_bytes());
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        cmd.query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Runs `script` on the slot of `key`, and waits for its writes to
+    /// reach the replicas asked for.
+    async fn eval(&self, script: &Script, key: &str, args: &[&[u8]]) -> Result<Value, StoreError> {
+        let mut invocation = script.key(key);
         for arg in args {
             invocation.arg(*arg);
         }
-        invocation
+        let mut conn = self.conn.clone();
+        let reply = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        conn.replicated(key, self.replicas)
+            .await
+            .map_err(unavailable)?;
+        Ok(reply)
+    }
+
+    /// `op` on the name key of `name` (see `name.lua`): `true` when it
+    /// applied.
+    async fn name_op(&self, name: &str, args: &[&[u8]]) -> Result<bool, StoreError> {
+        let reply = self
+            .eval(&self.scripts.name, &self.keys.name(name), args)
+            .await?;
+        Ok(int_signed(&reply)? == 1)
+    }
+
+    /// Whether the session holding `name` (if any) is connected on a live
+    /// node.
+    async fn holder(&self, name: &str) -> Result<Holder, StoreError> {
+        let id: Option<String> = self
+            .query(redis::cmd("GET").arg(self.keys.name(name)))
+            .await?;
+        let Some(id) = id else {
+            return Ok(Holder::Free(None));
+        };
+        let (cn, nd): (Option<String>, Option<String>) = self
+            .query(
+                redis::cmd("HMGET")
+                    .arg(self.keys.session(&id))
+                    .arg("cn")
+                    .arg("nd"),
+            )
+            .await?;
+        if let (Some("1"), Some(nd)) = (cn.as_deref(), nd) {
+            let live: bool = self
+                .query(redis::cmd("EXISTS").arg(self.keys.node(&nd)))
+                .await?;
+            if live {
+                return Ok(Holder::Live);
+            }
+        }
+        Ok(Holder::Free(Some(id)))
     }
 
     async fn create_async(
         &self,
         name: &str,
     ) -> Result<Result<SessionState, CreateRefused>, StoreError> {
-        let tag = format!("{:016x}", random_u64());
-        let reply = self
-            .eval(
-                &self.scripts.create,
-                &[
-                    name.as_bytes(),
-                    self.node.as_bytes(),
-                    self.detached_ttl_ms.to_string().as_bytes(),
-                    tag.as_bytes(),
-                ],
-            )
-            .await?;
-        let items = array(&reply)?;
-        if int(items.first())? == 0 {
-            return Ok(Err(CreateRefused::NameTaken));
+        let ttl = self.detached_ttl_ms.to_string();
+        for _ in 0..NAME_ATTEMPTS {
+            let previous = match self.holder(name).await? {
+                Holder::Live => return Ok(Err(CreateRefused::NameTaken)),
+                Holder::Free(previous) => previous,
+            };
+            // The counter keeps ids unique while Redis keeps its data; the
+            // random tag keeps them unique if it loses it (an old token
+            // must never name a new session).
+            let n: u64 = self.query(redis::cmd("INCR").arg(self.keys.sid())).await?;
+            let id = format!("{}-{n}-{:016x}", self.node, random_u64());
+            let expected = previous.as_deref().unwrap_or("");
+            let claim: [&[u8]; 4] = [b"claim", expected.as_bytes(), id.as_bytes(), ttl.as_bytes()];
+            if !self.name_op(name, &claim).await? {
+                // Someone else claimed it between our read and our claim.
+                continue;
+            }
+            let args: [&[u8]; 3] = [name.as_bytes(), self.node.as_bytes(), ttl.as_bytes()];
+            if let Err(e) = self
+                .eval(&self.scripts.create, &self.keys.session(&id), &args)
+                .await
+            {
+                let release: [&[u8]; 2] = [b"release", id.as_bytes()];
+                let _ = self.name_op(name, &release).await;
+                return Err(e);
+            }
+            if let Some(previous) = previous {
+                // The detached holder gave its name up: it ends.
+                self.eval(&self.scripts.end, &self.keys.session(&previous), &[b"*"])
+                    .await?;
+            }
+            let id = SessionId::new(id);
+            self.hold(&id, true);
+            return Ok(Ok(SessionState {
+                owner: Owner {
+                    session: id,
+                    epoch: 1,
+                },
+                name: name.to_owned(),
+                last_client_seq: 0,
+                subscriptions: Vec::new(),
+                last_offset: 0,
+            }));
         }
-        let id = SessionId::new(string(items.get(1))?);
-        self.hold(&id, true);
-        Ok(Ok(SessionState {
-            owner: Owner {
-                session: id,
-                epoch: 1,
-            },
-            name: name.to_owned(),
-            last_client_seq: 0,
-            subscriptions: Vec::new(),
-            last_offset: 0,
-        }))
+        Err(malformed("the name kept changing hands"))
     }
 
     async fn resume_async(
@@ -403,23 +555,36 @@ impl RedisStore {
         lifetime_ms: u64,
         now_ms: u64,
     ) -> Result<Option<SessionState>, StoreError> {
+        let id = session.as_str();
+        let ttl = self.detached_ttl_ms.to_string();
         let reply = self
             .eval(
                 &self.scripts.resume,
+                &self.keys.session(id),
                 &[
-                    session.as_str().as_bytes(),
                     lifetime_ms.to_string().as_bytes(),
                     now_ms.to_string().as_bytes(),
                     self.node.as_bytes(),
-                    self.detached_ttl_ms.to_string().as_bytes(),
+                    ttl.as_bytes(),
+                    self.keys.notices().as_bytes(),
+                    id.as_bytes(),
                 ],
             )
             .await?;
         let items = array(&reply)?;
-        if int(items.first())? == 0 {
-            return Ok(None);
+        match int(items.first())? {
+            0 => return Ok(None),
+            2 => {
+                let name = string(items.get(1))?;
+                self.name_op(&name, &[b"release", id.as_bytes()]).await?;
+                return Ok(None);
+            }
+            _ => {}
         }
         self.hold(session, true);
+        let name = string(items.get(2))?;
+        self.name_op(&name, &[b"keep", id.as_bytes(), ttl.as_bytes()])
+            .await?;
         let mut subscriptions = array(items.get(5).unwrap_or(&Value::Nil))?
             .iter()
             .map(|v| string(Some(v)))
@@ -430,7 +595,7 @@ impl RedisStore {
                 session: session.clone(),
                 epoch: int(items.get(1))?,
             },
-            name: string(items.get(2))?,
+            name,
             last_client_seq: int(items.get(3))?,
             subscriptions,
             last_offset: int(items.get(4))?,
@@ -447,18 +612,186 @@ impl RedisStore {
         }
     }
 
-    /// Runs a script whose reply is a status: 0 or more is success.
+    /// Runs a session script whose reply is a status: 0 or more is
+    /// success.
     async fn held(
         &self,
         script: &Script,
         owner: &Owner,
         args: &[&[u8]],
     ) -> Result<i64, StoreError> {
-        let epoch = owner.epoch.to_string();
-        let mut all: Vec<&[u8]> = vec![owner.session.as_str().as_bytes(), epoch.as_bytes()];
-        all.extend_from_slice(args);
-        let reply = self.eval(script, &all).await?;
+        let reply = self.held_reply(script, owner, args).await?;
         status(owner, int_signed(&reply)?)
+    }
+
+    /// Runs a session script with the owner's epoch first.
+    async fn held_reply(
+        &self,
+        script: &Script,
+        owner: &Owner,
+        args: &[&[u8]],
+    ) -> Result<Value, StoreError> {
+        let epoch = owner.epoch.to_string();
+        let mut all: Vec<&[u8]> = vec![epoch.as_bytes()];
+        all.extend_from_slice(args);
+        self.eval(script, &self.keys.session(owner.session.as_str()), &all)
+            .await
+    }
+
+    /// Runs a session script replying `{status, name}`: the name.
+    async fn named(
+        &self,
+        script: &Script,
+        owner: &Owner,
+        args: &[&[u8]],
+    ) -> Result<String, StoreError> {
+        let reply = self.held_reply(script, owner, args).await?;
+        let items = array(&reply)?;
+        status(owner, int_signed(items.first().unwrap_or(&Value::Nil))?)?;
+        string(items.get(1))
+    }
+
+    async fn detach_async(&self, owner: &Owner, now_ms: u64) -> Result<(), StoreError> {
+        self.hold(&owner.session, false);
+        let now = now_ms.to_string();
+        let ttl = self.detached_ttl_ms.to_string();
+        let name = match self
+            .named(
+                &self.scripts.detach,
+                owner,
+                &[now.as_bytes(), ttl.as_bytes()],
+            )
+            .await
+        {
+            Ok(name) => name,
+            // A superseded or ended holder has nothing to detach.
+            Err(StoreError::Fenced(_) | StoreError::UnknownSession(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let id = owner.session.as_str().as_bytes();
+        self.name_op(&name, &[b"keep", id, ttl.as_bytes()])
+            .await
+            .map(drop)
+    }
+
+    async fn end_async(&self, owner: &Owner) -> Result<(), StoreError> {
+        self.hold(&owner.session, false);
+        let name = self.named(&self.scripts.end, owner, &[]).await?;
+        let id = owner.session.as_str().as_bytes();
+        self.name_op(&name, &[b"release", id]).await.map(drop)
+    }
+
+    async fn publish_async(
+        &self,
+        owner: &Owner,
+        seq: u64,
+        channel: Option<&str>,
+        payload: &Payload,
+    ) -> Result<PublishOutcome, StoreError> {
+        let seq = seq.to_string();
+        let outcome = |code| {
+            if code == 2 {
+                PublishOutcome::Duplicate
+            } else {
+                PublishOutcome::Applied
+            }
+        };
+        let set = [seq.as_bytes(), b"set"];
+        let Some(channel) = channel else {
+            return Ok(outcome(
+                self.held(&self.scripts.publish, owner, &set).await?,
+            ));
+        };
+        let check = [seq.as_bytes(), b"check"];
+        if self.held(&self.scripts.publish, owner, &check).await? == 2 {
+            return Ok(PublishOutcome::Duplicate);
+        }
+        let id = owner.session.as_str().as_bytes();
+        self.append(channel, payload, id, seq.as_bytes()).await?;
+        let code = self.held(&self.scripts.publish, owner, &set).await?;
+        self.eval(
+            &self.scripts.published,
+            &self.keys.channel(channel),
+            &[id, seq.as_bytes()],
+        )
+        .await?;
+        Ok(outcome(code))
+    }
+
+    /// Appends to `channel`'s log; `from` and `seq` name a session's
+    /// PUBLISH (empty for the application's).
+    async fn append(
+        &self,
+        channel: &str,
+        payload: &Payload,
+        from: &[u8],
+        seq: &[u8],
+    ) -> Result<(), StoreError> {
+        let cap = self.channel_cap.to_string();
+        let text: &[u8] = if payload.is_text() { b"1" } else { b"0" };
+        self.eval(
+            &self.scripts.append,
+            &self.keys.channel(channel),
+            &[
+                channel.as_bytes(),
+                payload.bytes(),
+                text,
+                cap.as_bytes(),
+                self.keys.notices().as_bytes(),
+                from,
+                seq,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn subscribe_async(&self, owner: &Owner, channel: &str) -> Result<(), StoreError> {
+        let (id, seq): (Option<String>, Option<String>) = self
+            .query(
+                redis::cmd("HMGET")
+                    .arg(self.keys.channel(channel))
+                    .arg("id")
+                    .arg("s"),
+            )
+            .await?;
+        let cursor = format!(
+            "{}:{}",
+            id.as_deref().unwrap_or("0-0"),
+            seq.as_deref().unwrap_or("0")
+        );
+        self.held(
+            &self.scripts.subscribe,
+            owner,
+            &[channel.as_bytes(), cursor.as_bytes()],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn send_to_async(&self, name: &str, payload: &Payload) -> Result<bool, StoreError> {
+        let id: Option<String> = self
+            .query(redis::cmd("GET").arg(self.keys.name(name)))
+            .await?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        let backlog = self.backlog.to_string();
+        let text: &[u8] = if payload.is_text() { b"1" } else { b"0" };
+        let reply = self
+            .eval(
+                &self.scripts.send_to,
+                &self.keys.session(&id),
+                &[
+                    payload.bytes(),
+                    text,
+                    backlog.as_bytes(),
+                    self.keys.notices().as_bytes(),
+                    id.as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(int_signed(&reply)? == 1)
     }
 
     async fn fetch_async(
@@ -485,170 +818,12 @@ impl RedisStore {
     }
 }
 
-/// Fetches gathered into one script call at most (each adds four script
-/// arguments and its reply).
-pub const FETCH_BATCH: usize = 256;
-/// Fetches that may wait for a batch; a caller beyond it waits to queue
-/// (its own deadline still applies).
-const FETCH_QUEUE: usize = 4096;
-/// Batched fetch calls in flight to Redis at once per store.
-const FETCH_BATCHES_IN_FLIGHT: usize = 4;
-
-/// One [`Store::fetch`] waiting for its batch.
-struct FetchCall {
-    owner: Owner,
-    after: u64,
-    max: usize,
-    reply: oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
-}
-
-/// Runs every fetch the node's connections ask for, as few script calls as
-/// possible: whatever queued while earlier batches were in flight goes in
-/// the next one. A notice that wakes every local subscriber of a channel
-/// thus costs one round trip for all of them, and the channel's entries
-/// cross the link once.
-struct Batcher {
-    conn: ConnectionManager,
-    scripts: Arc<Scripts>,
-    prefix: String,
-    backlog: String,
-}
-
-impl Batcher {
-    async fn run(self, mut calls: mpsc::Receiver<FetchCall>) {
-        let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(FETCH_BATCHES_IN_FLIGHT));
-        loop {
-            // Waiting for a free slot first lets the next batch grow.
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
-            let Some(first) = calls.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < FETCH_BATCH {
-                match calls.try_recv() {
-                    Ok(call) => batch.push(call),
-                    Err(_) => break,
-                }
-            }
-            let this = Arc::clone(&this);
-            tokio::spawn(async move {
-                this.serve(batch).await;
-                drop(slot);
-            });
-        }
-    }
-
-    async fn serve(&self, batch: Vec<FetchCall>) {
-        match self.call(&batch).await {
-            Ok(results) => {
-                for (call, result) in batch.into_iter().zip(results) {
-                    let result =
-                        result.and_then(|(st, messages)| status(&call.owner, st).map(|_| messages));
-                    // A caller that gave up (its deadline passed) is gone.
-                    let _ = call.reply.send(result);
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
-                for call in batch {
-                    let _ = call
-                        .reply
-                        .send(Err(StoreError::Unavailable(why.clone().into())));
-                }
-            }
-        }
-    }
-
-    /// One script call for the whole batch: per call its status and its
-    /// MESSAGEs, or why the reply could not be read.
-    async fn call(
-        &self,
-        batch: &[FetchCall],
-    ) -> Result<Vec<Result<(i64, Vec<StoredMessage>), StoreError>>, StoreError> {
-        let mut invocation = self.scripts.fetch.prepare_invoke();
-        invocation
-            .arg(self.prefix.as_bytes())
-            .arg(self.backlog.as_bytes());
-        for call in batch {
-            invocation
-                .arg(call.owner.session.as_str())
-                .arg(call.owner.epoch)
-                .arg(call.after.min(MAX_OFFSET))
-                .arg(call.max.min(1 << 30));
-        }
-        let mut conn = self.conn.clone();
-        let reply: Value = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let [entries, sessions] = array(&reply)? else {
-            return Err(malformed("fetch reply is not a pair"));
-        };
-        let entries = array(entries)?
-            .chunks(3)
-            .map(|chunk| {
-                let [channel, payload, text] = chunk else {
-                    return Err(malformed("fetch entries are not in threes"));
-                };
-                let channel = match bytes(channel)?.split_first() {
-                    Some((b'c', name)) => Some(utf8(name.to_vec())?),
-                    _ => None,
-                };
-                let data = Bytes::copy_from_slice(bytes(payload)?);
-                let payload = if bytes(text)? == b"1" {
-                    Payload::text(
-                        Text::from_utf8(data).map_err(|_| malformed("text payload not UTF-8"))?,
-                    )
-                } else {
-                    Payload::binary(data)
-                };
-                Ok((channel, payload))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let sessions = array(sessions)?;
-        if sessions.len() != batch.len() {
-            return Err(malformed("fetch reply has the wrong number of sessions"));
-        }
-        Ok(sessions
-            .iter()
-            .map(|one| {
-                let items = array(one)?;
-                let first = items
-                    .first()
-                    .ok_or_else(|| malformed("empty fetch reply"))?;
-                let st = int_signed(first)?;
-                let messages = items[1..]
-                    .chunks(2)
-                    .map(|pair| {
-                        let [offset, index] = pair else {
-                            return Err(malformed("fetch reply is not in pairs"));
-                        };
-                        let index = usize::try_from(int(Some(index))?)
-                            .map_err(|_| malformed("entry index out of range"))?;
-                        let (channel, payload) = index
-                            .checked_sub(1)
-                            .and_then(|i| entries.get(i))
-                            .ok_or_else(|| malformed("entry index out of range"))?;
-                        Ok(StoredMessage {
-                            offset: int(Some(offset))?,
-                            channel: channel.clone(),
-                            payload: payload.clone(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((st, messages))
-            })
-            .collect())
-    }
-}
-
 /// Every notice on the pub/sub channel, forwarded to the store's listeners;
-/// after the link drops it reconnects and tells them they lagged.
+/// after the link drops it reconnects (to the next node given, on a
+/// cluster) and tells them they lagged.
 async fn listen(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
+    mut at: usize,
     channel: String,
     fanout: Arc<Fanout>,
     mut stream: redis::aio::PubSubStream,
@@ -660,10 +835,10 @@ async fn listen(
             }
         }
         let mut delay = Duration::from_millis(50);
-        stream = loop {
+        (stream, at) = loop {
             tokio::time::sleep(delay).await;
-            match subscribe(&client, &channel).await {
-                Ok(stream) => break stream,
+            match subscribe(&clients, at + 1, &channel).await {
+                Ok(found) => break found,
                 Err(_) => delay = (delay * 2).min(Duration::from_secs(2)),
             }
         };
@@ -671,13 +846,27 @@ async fn listen(
     }
 }
 
+/// Subscribes to `channel` on the first node that answers, trying them in
+/// turn from `from`; returns the stream and which node it is on.
 async fn subscribe(
-    client: &redis::Client,
+    clients: &[redis::Client],
+    from: usize,
     channel: &str,
-) -> redis::RedisResult<redis::aio::PubSubStream> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub.into_on_message())
+) -> redis::RedisResult<(redis::aio::PubSubStream, usize)> {
+    let mut last = None;
+    for i in 0..clients.len() {
+        let at = (from + i) % clients.len();
+        let attempt = async {
+            let mut pubsub = clients[at].get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub.into_on_message())
+        };
+        match attempt.await {
+            Ok(stream) => return Ok((stream, at)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| (redis::ErrorKind::InvalidClientConfig, "no Redis URL").into()))
 }
 
 /// `c:<channel>`, `s:<session>` or `t:<epoch>:<session>`, as the scripts
@@ -700,12 +889,12 @@ fn parse_notice(payload: &[u8]) -> Option<Notice> {
 }
 
 /// Renews this node's heartbeat, and now and then the keys of the sessions
-/// it holds (so a connected session never expires, and one whose node died
-/// expires a detached TTL later).
+/// it holds and of their names (so a connected session never expires, and
+/// one whose node died expires a detached TTL later).
 struct Heartbeat {
-    conn: ConnectionManager,
+    conn: Conn,
     scripts: Arc<Scripts>,
-    prefix: String,
+    keys: Keys,
     node: String,
     node_ttl: Duration,
     detached_ttl: Duration,
@@ -714,23 +903,52 @@ struct Heartbeat {
 
 impl Heartbeat {
     async fn beat(&self, sessions: bool) -> redis::RedisResult<()> {
-        let ids: Vec<SessionId> = if sessions {
+        redis::cmd("SET")
+            .arg(self.keys.node(&self.node))
+            .arg("1")
+            .arg("PX")
+            .arg(millis(self.node_ttl))
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        if !sessions {
+            return Ok(());
+        }
+        let ids: Vec<SessionId> = {
             let set = self.held.lock().unwrap_or_else(PoisonError::into_inner);
             set.iter().cloned().collect()
-        } else {
-            Vec::new()
         };
-        let mut invocation = self.scripts.heartbeat.prepare_invoke();
-        invocation
-            .arg(self.prefix.as_bytes())
-            .arg(self.node.as_bytes())
-            .arg(millis(self.node_ttl))
-            .arg(millis(self.detached_ttl));
-        for id in &ids {
-            invocation.arg(id.as_str());
-        }
-        let mut conn = self.conn.clone();
-        invocation.invoke_async::<()>(&mut conn).await
+        let ttl = millis(self.detached_ttl);
+        futures_util::stream::iter(ids)
+            .map(|id| async move {
+                // One session's keys, then its name's: two slots.
+                let reply: Value = self
+                    .scripts
+                    .keep
+                    .key(self.keys.session(id.as_str()))
+                    .arg(ttl)
+                    .invoke_async(&mut self.conn.clone())
+                    .await?;
+                if let Value::Array(items) = &reply {
+                    if let [_, Value::BulkString(name)] = items.as_slice() {
+                        let name = String::from_utf8_lossy(name);
+                        let _: Value = self
+                            .scripts
+                            .name
+                            .key(self.keys.name(&name))
+                            .arg("keep")
+                            .arg(id.as_str())
+                            .arg(ttl)
+                            .invoke_async(&mut self.conn.clone())
+                            .await?;
+                    }
+                }
+                Ok::<_, redis::RedisError>(())
+            })
+            .buffer_unordered(KEEPS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     async fn run(self) {
@@ -851,30 +1069,11 @@ impl Store for RedisStore {
     }
 
     fn detach<'a>(&'a self, owner: &'a Owner, now_ms: u64) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.hold(&owner.session, false);
-            let now = now_ms.to_string();
-            let ttl = self.detached_ttl_ms.to_string();
-            match self
-                .held(
-                    &self.scripts.detach,
-                    owner,
-                    &[now.as_bytes(), ttl.as_bytes()],
-                )
-                .await
-            {
-                // A superseded or ended holder has nothing to detach.
-                Ok(_) | Err(StoreError::Fenced(_) | StoreError::UnknownSession(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
+        Box::pin(self.detach_async(owner, now_ms))
     }
 
     fn end<'a>(&'a self, owner: &'a Owner) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.hold(&owner.session, false);
-            self.held(&self.scripts.end, owner, &[]).await.map(drop)
-        })
+        Box::pin(self.end_async(owner))
     }
 
     fn publish<'a>(
@@ -884,39 +1083,11 @@ impl Store for RedisStore {
         channel: Option<&'a str>,
         payload: &'a Payload,
     ) -> StoreFuture<'a, PublishOutcome> {
-        Box::pin(async move {
-            let seq = seq.to_string();
-            let cap = self.channel_cap.to_string();
-            let (has, name) = channel.map_or((&b"0"[..], &b""[..]), |c| (b"1", c.as_bytes()));
-            let text: &[u8] = if payload.is_text() { b"1" } else { b"0" };
-            let code = self
-                .held(
-                    &self.scripts.publish,
-                    owner,
-                    &[
-                        seq.as_bytes(),
-                        has,
-                        name,
-                        payload.bytes(),
-                        text,
-                        cap.as_bytes(),
-                    ],
-                )
-                .await?;
-            Ok(if code == 2 {
-                PublishOutcome::Duplicate
-            } else {
-                PublishOutcome::Applied
-            })
-        })
+        Box::pin(self.publish_async(owner, seq, channel, payload))
     }
 
     fn subscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.held(&self.scripts.subscribe, owner, &[channel.as_bytes()])
-                .await
-                .map(drop)
-        })
+        Box::pin(self.subscribe_async(owner, channel))
     }
 
     fn unsubscribe<'a>(&'a self, owner: &'a Owner, channel: &'a str) -> StoreFuture<'a, ()> {
@@ -946,30 +1117,11 @@ impl Store for RedisStore {
     }
 
     fn broadcast<'a>(&'a self, channel: &'a str, payload: &'a Payload) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let cap = self.channel_cap.to_string();
-            let text: &[u8] = if payload.is_text() { b"1" } else { b"0" };
-            self.eval(
-                &self.scripts.broadcast,
-                &[channel.as_bytes(), payload.bytes(), text, cap.as_bytes()],
-            )
-            .await
-            .map(drop)
-        })
+        Box::pin(self.append(channel, payload, b"", b""))
     }
 
     fn send_to<'a>(&'a self, name: &'a str, payload: &'a Payload) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let backlog = self.backlog.to_string();
-            let text: &[u8] = if payload.is_text() { b"1" } else { b"0" };
-            let reply = self
-                .eval(
-                    &self.scripts.send_to,
-                    &[name.as_bytes(), payload.bytes(), text, backlog.as_bytes()],
-                )
-                .await?;
-            Ok(int_signed(&reply)? == 1)
-        })
+        Box::pin(self.send_to_async(name, payload))
     }
 
     fn notices(&self) -> Notices {
@@ -979,55 +1131,48 @@ impl Store for RedisStore {
 
 /// The Lua scripts, each prefixed with [`PRELUDE`].
 struct Scripts {
+    name: Script,
     create: Script,
     resume: Script,
     detach: Script,
     end: Script,
+    keep: Script,
     publish: Script,
+    append: Script,
+    published: Script,
     subscribe: Script,
     unsubscribe: Script,
     fetch: Script,
     received: Script,
-    broadcast: Script,
     send_to: Script,
-    heartbeat: Script,
 }
 
 impl Scripts {
     fn new() -> Self {
         let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         Scripts {
-            create: s(CREATE),
-            resume: s(RESUME),
-            detach: s(DETACH),
-            end: s(END),
-            publish: s(PUBLISH),
-            subscribe: s(SUBSCRIBE),
-            unsubscribe: s(UNSUBSCRIBE),
-            fetch: s(FETCH),
-            received: s(RECEIVED),
-            broadcast: s(BROADCAST),
-            send_to: s(SEND_TO),
-            heartbeat: s(HEARTBEAT),
+            name: s(include_str!("scripts/name.lua")),
+            create: s(include_str!("scripts/create.lua")),
+            resume: s(include_str!("scripts/resume.lua")),
+            detach: s(include_str!("scripts/detach.lua")),
+            end: s(include_str!("scripts/end.lua")),
+            keep: s(include_str!("scripts/keep.lua")),
+            publish: s(include_str!("scripts/publish.lua")),
+            append: s(include_str!("scripts/append.lua")),
+            published: s(include_str!("scripts/published.lua")),
+            subscribe: s(include_str!("scripts/subscribe.lua")),
+            unsubscribe: s(include_str!("scripts/unsubscribe.lua")),
+            fetch: s(include_str!("scripts/fetch.lua")),
+            received: s(include_str!("scripts/received.lua")),
+            send_to: s(include_str!("scripts/send_to.lua")),
         }
     }
 }
 
-// The scripts live in `scripts/`, each file opening with the `ARGV` it takes
-// and the reply it gives; every one runs after `prelude.lua`.
+// The scripts live in `scripts/`, each file opening with the `KEYS` and
+// `ARGV` it takes and the reply it gives; every one runs after
+// `prelude.lua`.
 const PRELUDE: &str = include_str!("scripts/prelude.lua");
-const CREATE: &str = include_str!("scripts/create.lua");
-const RESUME: &str = include_str!("scripts/resume.lua");
-const DETACH: &str = include_str!("scripts/detach.lua");
-const END: &str = include_str!("scripts/end.lua");
-const PUBLISH: &str = include_str!("scripts/publish.lua");
-const SUBSCRIBE: &str = include_str!("scripts/subscribe.lua");
-const UNSUBSCRIBE: &str = include_str!("scripts/unsubscribe.lua");
-const FETCH: &str = include_str!("scripts/fetch.lua");
-const RECEIVED: &str = include_str!("scripts/received.lua");
-const HEARTBEAT: &str = include_str!("scripts/heartbeat.lua");
-const BROADCAST: &str = include_str!("scripts/broadcast.lua");
-const SEND_TO: &str = include_str!("scripts/send_to.lua");
 
 #[cfg(test)]
 mod tests {
@@ -1060,6 +1205,8 @@ mod tests {
         let base = || RedisStore::builder("redis://127.0.0.1:1/");
         for (builder, what) in [
             (base().prefix(""), "prefix"),
+            (base().prefix("a{b"), "prefix"),
+            (RedisStore::cluster_builder(Vec::<String>::new()), "URL"),
             (base().channel_cap(0), "cap"),
             (base().backlog(0), "backlog"),
             (base().backlog(usize::MAX), "cap"),
@@ -1080,6 +1227,8 @@ mod tests {
     fn debug_output_hides_the_url() {
         let b = RedisStore::builder("redis://:hunter2@127.0.0.1:6379/");
         assert!(!format!("{b:?}").contains("hunter2"));
+        let c = RedisStore::cluster_builder(["redis://:hunter2@127.0.0.1:7000"]);
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

@@ -28,17 +28,20 @@ pub enum Server {
     Anvil,
     /// `node` on `PATH` and `npm ci` run in `tests/socketio-server`.
     SocketIo,
+    /// `redis-server` and `redis-cli` on `PATH`, for a Redis Cluster.
+    RedisCluster,
 }
 
 impl Server {
     /// Every server, in the order the build script reports them.
-    pub const ALL: [Server; 6] = [
+    pub const ALL: [Server; 7] = [
         Server::Nats,
         Server::Redis,
         Server::Graphql,
         Server::Mosquitto,
         Server::Anvil,
         Server::SocketIo,
+        Server::RedisCluster,
     ];
 
     /// The cfg the build script sets when the server is installed.
@@ -50,6 +53,7 @@ impl Server {
             Server::Mosquitto => "redial_has_mosquitto",
             Server::Anvil => "redial_has_anvil",
             Server::SocketIo => "redial_has_socketio",
+            Server::RedisCluster => "redial_has_redis_cluster",
         }
     }
 
@@ -62,6 +66,7 @@ impl Server {
             Server::Mosquitto => &["mosquitto", "mosquitto_passwd"],
             Server::Anvil => &[],
             Server::SocketIo => &["node"],
+            Server::RedisCluster => &["redis-server", "redis-cli"],
         }
     }
 
@@ -72,7 +77,7 @@ impl Server {
             Server::Graphql => Some("graphql-server/node_modules/graphql-ws/package.json"),
             Server::Anvil => Some("anvil/node_modules/@foundry-rs/anvil/package.json"),
             Server::SocketIo => Some("socketio-server/node_modules/socket.io/package.json"),
-            Server::Nats | Server::Redis | Server::Mosquitto => None,
+            Server::Nats | Server::Redis | Server::Mosquitto | Server::RedisCluster => None,
         }
     }
 

@@ -3,6 +3,8 @@
 //! (`nats-server` with a WebSocket listener), [`graphql::GraphqlServer`]
 //! (the Node graphql-ws server in `tests/graphql-server/`),
 //! [`redis::RedisServer`] (`redis-server`, for the Redis store),
+//! [`redis_cluster::RedisCluster`] (six `redis-server`s made one Redis
+//! Cluster by `redis-cli`, with failover),
 //! [`mosquitto::Mosquitto`] (the MQTT broker with a WebSocket listener) and
 //! [`anvil::AnvilServer`] (the Ethereum development node pinned in
 //! `tests/anvil/`) and [`socketio::SocketIoServer`] (the Node Socket.IO
@@ -12,7 +14,8 @@
 //!
 //! The package's build script finds which servers are installed
 //! ([`installed`]) and sets one cfg for each (`redial_has_nats`,
-//! `redial_has_redis`, `redial_has_graphql`, `redial_has_mosquitto`).
+//! `redial_has_redis`, `redial_has_redis_cluster`, `redial_has_graphql`,
+//! `redial_has_mosquitto`, ...).
 //! Every test that starts one
 //! carries `#[cfg_attr(not(redial_has_x), ignore = "needs x: install command")]`,
 //! written out on a plain test (so rustfmt still formats the test) and put
@@ -59,6 +62,7 @@ pub mod installed;
 pub mod mosquitto;
 pub mod nats;
 pub mod redis;
+pub mod redis_cluster;
 pub mod socketio;
 
 /// How long a server may take to say it is ready.
@@ -139,8 +143,8 @@ pub fn or_skip<T>(launched: Result<T, LaunchError>) -> Option<T> {
 ///
 /// `needs!(nats; #[test] fn a() {..} #[tokio::test] async fn b() {..})`
 /// puts `#[cfg_attr(not(redial_has_nats), ignore = "..")]` on each item;
-/// the servers are `nats`, `redis`, `graphql`, `mosquitto`, `anvil`,
-/// `socketio` and `socketio_redis` (both), and `needs!(; ..)` leaves
+/// the servers are `nats`, `redis`, `redis_cluster`, `graphql`,
+/// `mosquitto`, `anvil`, `socketio` and `socketio_redis` (both), and `needs!(; ..)` leaves
 /// the items as they are (for macros whose tests may or may not need one).
 /// See the [module docs](crate::third_party) for how the cfgs are set.
 #[macro_export]
@@ -159,6 +163,15 @@ macro_rules! needs {
             #[cfg_attr(
                 not(redial_has_redis),
                 ignore = "needs redis-server: apt-get install redis-server"
+            )]
+            $item
+        )*
+    };
+    (redis_cluster; $($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(redial_has_redis_cluster),
+                ignore = "needs redis-server and redis-cli (Redis 7.0 or later): apt-get install redis-server redis-tools"
             )]
             $item
         )*

@@ -1,8 +1,6 @@
--- ARGV: P, id, epoch, now_ms, ttl_ms.
-local id = ARGV[2]
-local sk = skey(id)
-local st = hold(sk, ARGV[3])
-if st ~= 0 then return st end
-redis.call('HSET', sk, 'cn', '0', 'la', ARGV[4])
-keep(id, ARGV[5])
-return 0
+-- KEYS: the session. ARGV: epoch, now_ms, ttl_ms. Reply {status, name}.
+local st = hold(ARGV[1])
+if st ~= 0 then return {st} end
+redis.call('HSET', K, 'cn', '0', 'la', ARGV[2])
+keep(ARGV[3])
+return {0, redis.call('HGET', K, 'name')}

@@ -1,5 +1,10 @@
--- ARGV: P, id, epoch.
-local st = hold(skey(ARGV[2]), ARGV[3])
-if st ~= 0 then return st end
-drop_session(ARGV[2])
-return 0
+-- KEYS: the session. ARGV: epoch, or '*' for whoever holds it (a session
+-- whose name was taken). Reply {status, name}.
+if ARGV[1] ~= '*' then
+  local st = hold(ARGV[1])
+  if st ~= 0 then return {st} end
+end
+local name = redis.call('HGET', K, 'name')
+redis.call('DEL', unpack(session_keys()))
+if not name then return {-1} end
+return {0, name}

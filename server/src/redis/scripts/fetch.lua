@@ -1,134 +1,116 @@
--- ARGV: P, backlog, then four per session: id, epoch, after, max. Reply
--- {entries, sessions}: `entries` is flat triples ('c'..channel or '-',
--- payload, text), each message once however many sessions it goes to;
--- `sessions` holds one array per session: {status} or {0, offset, entry
--- index (1-based), offset, entry index, ...}.
+-- KEYS: sessions, all in one slot (on one Redis server, any). ARGV:
+-- backlog, then per session: epoch, after, max, the number of channels the
+-- caller read, then per channel: name, the cursor it read after
+-- (`<id>:<seq>`), the seq of the first entry read, how many it read, and
+-- their IDs in order.
+-- Reply: per session {status}, {3} when its cursors or subscriptions
+-- changed since the caller read them (read again), or {0, dropped, then
+-- per MESSAGE above `after` (at most `max`): offset, 'c', channel, entry ID
+-- | offset, 'd', payload, text}.
 --
--- A session's inbox holds references to channel entries (`c`, `g`), or the
--- payload itself for a message addressed to it directly: a channel entry is
--- stored once, in its log, however many sessions it is numbered for.
-local backlog = ARGV[2]
-local entries = {}
-local entry_index = {}
--- Channel entries read in this call, by 'channel\0g': {payload, text}.
-local loaded = {}
--- XRANGE results by key and cursor: every subscriber of a channel that is
--- at the same cursor shares one read.
-local ranges = {}
-local dropped = 0
+-- Numbers what was read (the channel entries and the session's direct
+-- messages after their cursors), merged by stream ID: the Redis clock of
+-- the node holding each log. A trimmed range counts as a gap of its exact
+-- size. The inbox keeps a reference to a channel entry, never a copy.
+local backlog = ARGV[1]
 
-local function range_after(key, cg)
-  local rk = key .. '\0' .. cg
-  local r = ranges[rk]
-  if not r then
-    r = redis.call('XRANGE', key, '(' .. cg .. '-0', '+')
-    ranges[rk] = r
+-- Commits the session `K` whose arguments start at ARGV[a]; returns its
+-- reply.
+local function commit(a)
+  local n = tonumber(ARGV[a + 3])
+  local blocks = {}
+  local i = a + 4
+  for _ = 1, n do
+    table.insert(blocks, i)
+    i = i + 4 + tonumber(ARGV[i + 3])
   end
-  return r
-end
-
-local function add_entry(tag, p, t)
-  table.insert(entries, tag)
-  table.insert(entries, p)
-  table.insert(entries, t)
-  return #entries / 3
-end
-
-local function fetch_one(id, epoch, after, max)
-  local sk = skey(id)
-  local st = hold(sk, epoch)
+  local st = hold(ARGV[a])
   if st ~= 0 then return {st} end
+  local subs = K .. ':subs'
+  if redis.call('HLEN', subs) ~= n then return {3} end
   local new = {}
-  -- Reads one source after its cursor; returns the new cursor or nil.
-  local function read(key, cursor, channel)
-    local cg, cs = string.match(cursor, '^(%d+):(%d+)$')
-    local found = range_after(key, cg)
-    if #found == 0 then return nil end
-    local last_g, last_s = cg, cs
-    for i, e in ipairs(found) do
-      local f = entry_fields(e[2])
-      local g = string.match(e[1], '^(%d+)-')
-      local gap = 0
-      if i == 1 then gap = tonumber(f['s']) - tonumber(cs) - 1 end
-      if channel then loaded[channel .. '\0' .. g] = {f['p'], f['t']} end
-      table.insert(new, {tonumber(g), channel, gap, f['p'], f['t'], g})
-      last_g, last_s = g, f['s']
+  local cursors = {}
+  for _, b in ipairs(blocks) do
+    local ch, expect, first, k = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    if redis.call('HGET', subs, ch) ~= expect then return {3} end
+    local i = b + 4
+    if k > 0 then
+      local gap = first - tonumber(string.match(expect, ':(%d+)$')) - 1
+      for j = 0, k - 1 do
+        local id = ARGV[i + j]
+        local t, q = string.match(id, '^(%d+)-(%d+)$')
+        if j > 0 then gap = 0 end
+        table.insert(new, {tonumber(t), tonumber(q), ch, gap, id})
+      end
+      table.insert(cursors, ch)
+      table.insert(cursors, ARGV[i + k - 1] .. ':' .. str(first + k - 1))
     end
-    return last_g .. ':' .. last_s
   end
-  local subs_key = sk .. ':subs'
-  local subs = redis.call('HGETALL', subs_key)
-  for j = 1, #subs, 2 do
-    local cursor = read(P .. 'c:' .. subs[j], subs[j + 1], subs[j])
-    if cursor then redis.call('HSET', subs_key, subs[j], cursor) end
+  local dk = K .. ':d'
+  local did, ds = string.match(redis.call('HGET', K, 'dc'), '^(.+):(%d+)$')
+  local direct = redis.call('XRANGE', dk, '(' .. did, '+')
+  for j, e in ipairs(direct) do
+    local f = entry_fields(e[2])
+    local t, q = string.match(e[1], '^(%d+)-(%d+)$')
+    local gap = 0
+    if j == 1 then gap = tonumber(f['s']) - tonumber(ds) - 1 end
+    table.insert(new, {tonumber(t), tonumber(q), '', gap, f['p'], f['t']})
+    if j == #direct then
+      redis.call('HSET', K, 'dc', e[1] .. ':' .. f['s'])
+      redis.call('XTRIM', dk, 'MINID', t .. '-' .. str(tonumber(q) + 1))
+    end
   end
-  local dk = sk .. ':d'
-  local dcursor = read(dk, redis.call('HGET', sk, 'dc'), false)
-  if dcursor then
-    redis.call('HSET', sk, 'dc', dcursor)
-    local dg = string.match(dcursor, '^(%d+):')
-    redis.call('XTRIM', dk, 'MINID', str(tonumber(dg) + 1) .. '-0')
-  end
-  local inbox = sk .. ':in'
+  if #cursors > 0 then redis.call('HSET', subs, unpack(cursors)) end
+  local dropped = 0
+  local inbox = K .. ':in'
   if #new > 0 then
-    table.sort(new, function(a, b) return a[1] < b[1] end)
-    local lo = num(redis.call('HGET', sk, 'lo'))
+    -- Stream IDs order entries of one log; across logs, ties go by channel.
+    table.sort(new, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      if a[2] ~= b[2] then return a[2] < b[2] end
+      return a[3] < b[3]
+    end)
+    local lo = num(redis.call('HGET', K, 'lo'))
     for _, e in ipairs(new) do
-      lo = lo + e[3] + 1
-      dropped = dropped + e[3]
-      if e[2] then
-        redis.call('XADD', inbox, str(lo) .. '-0', 'c', e[2], 'g', e[6])
+      lo = lo + e[4] + 1
+      dropped = dropped + e[4]
+      if e[3] ~= '' then
+        redis.call('XADD', inbox, str(lo) .. '-0', 'c', e[3], 'g', e[5])
       else
-        redis.call('XADD', inbox, str(lo) .. '-0', 'p', e[4], 't', e[5])
+        redis.call('XADD', inbox, str(lo) .. '-0', 'p', e[5], 't', e[6])
       end
     end
-    redis.call('HSET', sk, 'lo', str(lo))
+    redis.call('HSET', K, 'lo', str(lo))
     dropped = dropped + redis.call('XTRIM', inbox, 'MAXLEN', backlog)
-    local ttl = redis.call('PTTL', sk)
+    local ttl = redis.call('PTTL', K)
     if ttl > 0 then redis.call('PEXPIRE', inbox, ttl) end
   end
-  local out = {0}
-  local kept = redis.call('XRANGE', inbox, str(tonumber(after) + 1) .. '-0', '+', 'COUNT', max)
+  local out = {0, dropped}
+  local kept = redis.call('XRANGE', inbox, str(tonumber(ARGV[a + 1]) + 1) .. '-0', '+', 'COUNT', ARGV[a + 2])
   for _, e in ipairs(kept) do
     local f = entry_fields(e[2])
-    local offset = string.match(e[1], '^(%d+)-')
-    local index = nil
+    table.insert(out, string.match(e[1], '^(%d+)-'))
     if f['c'] then
-      local key = f['c'] .. '\0' .. f['g']
-      index = entry_index[key]
-      if not index then
-        local body = loaded[key]
-        if not body then
-          local one = redis.call('XRANGE', P .. 'c:' .. f['c'], f['g'] .. '-0', f['g'] .. '-0')
-          if #one > 0 then
-            local ef = entry_fields(one[1][2])
-            body = {ef['p'], ef['t']}
-          end
-        end
-        if body then
-          index = add_entry('c' .. f['c'], body[1], body[2])
-          entry_index[key] = index
-        else
-          -- The log was trimmed past a message numbered but never
-          -- delivered: it is gone, the client sees a gap.
-          redis.call('XDEL', inbox, e[1])
-          dropped = dropped + 1
-        end
-      end
+      table.insert(out, 'c')
+      table.insert(out, f['c'])
+      table.insert(out, f['g'])
     else
-      index = add_entry('-', f['p'], f['t'])
-    end
-    if index then
-      table.insert(out, offset)
-      table.insert(out, index)
+      table.insert(out, 'd')
+      table.insert(out, f['p'])
+      table.insert(out, f['t'])
     end
   end
   return out
 end
 
-local sessions = {}
-for i = 3, #ARGV, 4 do
-  table.insert(sessions, fetch_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]))
+local replies = {}
+local a = 2
+for j = 1, #KEYS do
+  K = KEYS[j]
+  local reply = commit(a)
+  table.insert(replies, reply)
+  local n = tonumber(ARGV[a + 3])
+  a = a + 4
+  for _ = 1, n do a = a + 4 + tonumber(ARGV[a + 3]) end
 end
-if dropped > 0 then redis.call('HINCRBY', P .. 'stats', 'dropped', dropped) end
-return {entries, sessions}
+return replies

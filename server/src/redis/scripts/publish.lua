@@ -1,9 +1,8 @@
--- ARGV: P, id, epoch, seq, has channel, channel, payload, text, cap.
--- Reply 1 applied, 2 duplicate.
-local sk = skey(ARGV[2])
-local st = hold(sk, ARGV[3])
+-- KEYS: the session. ARGV: epoch, seq, op. Reply a status, 1 when `seq` is
+-- above H, 2 when it is not (a duplicate). `check` changes nothing; `set`
+-- also moves H to `seq`.
+local st = hold(ARGV[1])
 if st ~= 0 then return st end
-if not gt(ARGV[4], redis.call('HGET', sk, 'h')) then return 2 end
-redis.call('HSET', sk, 'h', ARGV[4])
-if ARGV[5] == '1' then append(ARGV[6], ARGV[7], ARGV[8], ARGV[9]) end
+if not gt(ARGV[2], redis.call('HGET', K, 'h')) then return 2 end
+if ARGV[3] == 'set' then redis.call('HSET', K, 'h', ARGV[2]) end
 return 1

@@ -1,6 +1,5 @@
--- ARGV: P, id, epoch, channel.
-local sk = skey(ARGV[2])
-local st = hold(sk, ARGV[3])
+-- KEYS: the session. ARGV: epoch, channel.
+local st = hold(ARGV[1])
 if st ~= 0 then return st end
-redis.call('HDEL', sk .. ':subs', ARGV[4])
+redis.call('HDEL', K .. ':subs', ARGV[2])
 return 0
