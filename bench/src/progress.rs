@@ -17,6 +17,27 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a subscriber thread returns: when it received its last message,
 /// and its on-CPU time over the measured messages.
+/// How many messages one run warms up with and then measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Messages before the clock starts, whole chunks.
+    pub warmup: u64,
+    /// Messages measured, at least one.
+    pub messages: u64,
+}
+
+impl Plan {
+    /// `--warmup` and `--messages` from `args`, else `default` (warm-up,
+    /// measured). The warm-up is rounded up to whole chunks of `chunk`:
+    /// the publisher hears of progress a chunk at a time.
+    pub fn from_args(args: &crate::Args, chunk: u64, default: (u64, u64)) -> Self {
+        Plan {
+            warmup: args.number("--warmup", default.0).div_ceil(chunk) * chunk,
+            messages: args.number("--messages", default.1).max(1),
+        }
+    }
+}
+
 pub type Finished = (Instant, Option<Duration>);
 
 /// Why a subscriber thread ended before the publisher was done: its error,

@@ -49,7 +49,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redial_bench::progress::{main_thread_cpu, median, subscriber_failure, Finished, Progress};
+use redial_bench::progress::{
+    main_thread_cpu, median, subscriber_failure, Finished, Plan, Progress,
+};
 use redial_bench::{load_average, Args};
 use redial_core::mqtt::QoS;
 use redial_core::{Event, Mqtt, Payload};
@@ -67,12 +69,6 @@ const CHUNK: u64 = 100;
 const WINDOW: u64 = 500;
 /// A run that takes longer has lost messages (or a client is stuck).
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Debug, Clone, Copy)]
-struct Plan {
-    warmup: u64,
-    messages: u64,
-}
 
 /// One QoS and payload size.
 #[derive(Debug, Clone, Copy)]
@@ -107,16 +103,15 @@ struct Summary {
 fn main() -> Result<(), BoxError> {
     let args = Args::from_env();
     let quick = args.flag("--quick");
-    let plan = Plan {
-        // Whole chunks: the publisher hears of progress a chunk at a time.
-        warmup: args
-            .number("--warmup", if quick { 1_000 } else { 10_000 })
-            .div_ceil(CHUNK)
-            * CHUNK,
-        messages: args
-            .number("--messages", if quick { 5_000 } else { 100_000 })
-            .max(1),
-    };
+    let plan = Plan::from_args(
+        &args,
+        CHUNK,
+        if quick {
+            (1_000, 5_000)
+        } else {
+            (10_000, 100_000)
+        },
+    );
     let rounds = args.number("--rounds", if quick { 2 } else { 5 }).max(1);
     // One QoS or one payload size only, for a profile.
     let qos_only = args.value("--qos").and_then(|q| q.parse::<u8>().ok());

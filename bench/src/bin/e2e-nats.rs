@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redial_bench::progress::{median, subscriber_failure, Finished, Progress};
+use redial_bench::progress::{median, subscriber_failure, Finished, Plan, Progress};
 use redial_bench::{load_average, Args};
 use redial_core::{Event, Nats, Payload};
 use redial_tests::third_party::nats::{NatsOptions, NatsServer};
@@ -59,12 +59,6 @@ const CHUNK: u64 = 500;
 const WINDOW: u64 = 8 * 1024;
 /// The first byte of the probe payload; measured payloads start with `M`.
 const PROBE: u8 = b'P';
-
-#[derive(Debug, Clone, Copy)]
-struct Plan {
-    warmup: u64,
-    messages: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Client {
@@ -84,16 +78,15 @@ impl Client {
 fn main() -> Result<(), BoxError> {
     let args = Args::from_env();
     let quick = args.flag("--quick");
-    let plan = Plan {
-        // Whole chunks: the publisher hears of progress a chunk at a time.
-        warmup: args
-            .number("--warmup", if quick { 1_000 } else { 20_000 })
-            .div_ceil(CHUNK)
-            * CHUNK,
-        messages: args
-            .number("--messages", if quick { 5_000 } else { 200_000 })
-            .max(1),
-    };
+    let plan = Plan::from_args(
+        &args,
+        CHUNK,
+        if quick {
+            (1_000, 5_000)
+        } else {
+            (20_000, 200_000)
+        },
+    );
     let rounds = args.number("--rounds", if quick { 2 } else { 5 }).max(1);
     println!(
         "e2e-nats: {} warm-up + {} measured messages of {MESSAGE_SIZE} B per run, {rounds} rounds; load average {}",
