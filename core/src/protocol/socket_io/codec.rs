@@ -10,10 +10,10 @@
 //!
 //! [`decode_engine`] splits the first layer, [`Packet::decode`] the second,
 //! under [`Limits`] on the text's length, the number of event arguments and
-//! the namespace's length and the data's nesting depth, each checked by one
-//! scan before the JSON is parsed. [`Packet::encode`] writes a packet back. Binary
-//! messages and the binary packet types (5 and 6, whose attachments follow
-//! in separate WebSocket messages) are refused with
+//! the namespace's length and the data's nesting depth, all checked by one
+//! scan before the JSON is parsed, once. [`Packet::encode`] writes a packet
+//! back. Binary messages and the binary packet types (5 and 6, whose
+//! attachments follow in separate WebSocket messages) are refused with
 //! [`DecodeError::Binary`]: this codec carries JSON only. Decoding does not
 //! copy: the namespace and the data borrow from the input.
 
@@ -290,6 +290,20 @@ impl<'a> Packet<'a> {
     /// # Errors
     /// A [`DecodeError`] for anything malformed, oversized or binary.
     pub fn decode(text: &'a str, limits: Limits) -> Result<Self, DecodeError> {
+        Self::decode_with_args(text, limits).map(|(packet, _)| packet)
+    }
+
+    /// [`decode`](Self::decode), and for an EVENT or an ACK its argument
+    /// list as [`args`](Self::args) gives it (empty for the other kinds):
+    /// the data is scanned and parsed once, not once to check it and again
+    /// for its arguments.
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    pub fn decode_with_args(
+        text: &'a str,
+        limits: Limits,
+    ) -> Result<(Self, Vec<&'a RawValue>), DecodeError> {
         if text.len() > limits.max_len {
             return Err(DecodeError::TooLong {
                 len: text.len(),
@@ -331,6 +345,8 @@ impl<'a> Packet<'a> {
         } else {
             None
         };
+        let with_args = matches!(kind, PacketKind::Event | PacketKind::Ack);
+        let mut args = Vec::new();
         let data = if rest.is_empty() {
             None
         } else if !rest.starts_with(['{', '[', '"']) {
@@ -340,15 +356,23 @@ impl<'a> Packet<'a> {
                 "expected an object, array or string".into(),
             ));
         } else {
-            if shape(rest).deepest > limits.max_depth {
+            let shape = shape(rest);
+            if shape.deepest > limits.max_depth {
                 return Err(DecodeError::TooDeep {
                     max: limits.max_depth,
                 });
             }
-            // Parsed once to prove it is JSON; kept as the borrowed text.
-            let raw: &RawValue =
-                serde_json::from_str(rest).map_err(|e| DecodeError::Data(e.to_string()))?;
-            Some(raw.get())
+            if with_args {
+                // The argument list proves the data is JSON; the text
+                // without trailing whitespace, as a parsed value's would be.
+                args = parse_args(rest, shape.items, limits)?;
+                Some(rest.trim_end_matches([' ', '\t', '\n', '\r']))
+            } else {
+                // Parsed once to prove it is JSON; kept as the borrowed text.
+                let raw: &RawValue =
+                    serde_json::from_str(rest).map_err(|e| DecodeError::Data(e.to_string()))?;
+                Some(raw.get())
+            }
         };
         let packet = Packet {
             kind,
@@ -356,27 +380,22 @@ impl<'a> Packet<'a> {
             ack_id,
             data,
         };
-        packet.check(limits)?;
-        Ok(packet)
+        packet.check(&args)?;
+        Ok((packet, args))
     }
 
-    fn check(&self, limits: Limits) -> Result<(), DecodeError> {
+    /// Checks what the kind needs; `args` are the EVENT's or ACK's.
+    fn check(&self, args: &[&RawValue]) -> Result<(), DecodeError> {
         let missing = |what| DecodeError::Missing {
             kind: self.kind.name(),
             what,
         };
         match self.kind {
-            PacketKind::Event => {
-                let args = self.args(limits)?;
-                match args.first() {
-                    Some(name) if name.get().starts_with('"') => Ok(()),
-                    _ => Err(missing("an event name")),
-                }
-            }
-            PacketKind::Ack => {
-                self.ack_id.ok_or(missing("an id"))?;
-                self.args(limits).map(drop)
-            }
+            PacketKind::Event => match args.first() {
+                Some(name) if name.get().starts_with('"') => Ok(()),
+                _ => Err(missing("an event name")),
+            },
+            PacketKind::Ack => self.ack_id.map(drop).ok_or(missing("an id")),
             PacketKind::Connect | PacketKind::ConnectError => match self.data {
                 None => Ok(()),
                 Some(d) if d.starts_with('{') => Ok(()),
@@ -397,18 +416,7 @@ impl<'a> Packet<'a> {
         let Some(data) = self.data else {
             return Ok(Vec::new());
         };
-        if !data.starts_with('[') {
-            return Err(DecodeError::Data("arguments must be an array".into()));
-        }
-        // Counted before collecting, so a huge list costs one scan.
-        let count = shape(data).items;
-        if count > limits.max_args {
-            return Err(DecodeError::TooManyArgs {
-                len: count,
-                max: limits.max_args,
-            });
-        }
-        serde_json::from_str(data).map_err(|e| DecodeError::Data(e.to_string()))
+        parse_args(data, shape(data).items, limits)
     }
 
     /// Writes the packet as Engine.IO message data (without the leading
@@ -449,24 +457,19 @@ struct Shape {
 
 /// Scans `json` once, brackets and commas inside strings not counted, so
 /// a hostile text costs one linear pass and never a parser's recursion.
+/// String bodies, most of an event's bytes, are skipped a quote or a
+/// backslash at a time ([`string_end`]), not a byte at a time.
 fn shape(json: &str) -> Shape {
+    let bytes = json.as_bytes();
     let (mut depth, mut deepest, mut commas, mut any) = (0usize, 0usize, 0usize, false);
-    let (mut in_string, mut escaped) = (false, false);
-    for b in json.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
+        at += 1;
         if depth == 1 && !b.is_ascii_whitespace() && !matches!(b, b']' | b'}' | b',') {
             any = true;
         }
         match b {
-            b'"' => in_string = true,
+            b'"' => at = string_end(bytes, at),
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -480,6 +483,38 @@ fn shape(json: &str) -> Shape {
         deepest,
         items: if any { commas + 1 } else { 0 },
     }
+}
+
+/// Where the string whose body starts at `from` ends: just past its
+/// closing quote, or the end of `bytes` when it has none. A backslash
+/// escapes the byte after it.
+fn string_end(bytes: &[u8], mut from: usize) -> usize {
+    loop {
+        let rest = bytes.get(from..).unwrap_or_default();
+        let Some(found) = memchr::memchr2(b'"', b'\\', rest) else {
+            return bytes.len();
+        };
+        let at = from + found;
+        if bytes.get(at) == Some(&b'"') {
+            return at + 1;
+        }
+        from = at + 2;
+    }
+}
+
+/// The argument list in `data`, whose [`shape`] counted `items`: refused
+/// before parsing when there are too many, so a huge list costs one scan.
+fn parse_args(data: &str, items: usize, limits: Limits) -> Result<Vec<&RawValue>, DecodeError> {
+    if !data.starts_with('[') {
+        return Err(DecodeError::Data("arguments must be an array".into()));
+    }
+    if items > limits.max_args {
+        return Err(DecodeError::TooManyArgs {
+            len: items,
+            max: limits.max_args,
+        });
+    }
+    serde_json::from_str(data).map_err(|e| DecodeError::Data(e.to_string()))
 }
 
 /// The server's CONNECT data: the socket's id and, with connection state
@@ -717,6 +752,46 @@ mod tests {
         assert_eq!(shape(r#"["[[[",{"a":[[]]}]"#).deepest, 4);
     }
 
+    /// The scan a byte at a time, as the model [`shape`] must agree with.
+    fn shape_bytewise(json: &str) -> (usize, usize) {
+        let (mut depth, mut deepest, mut commas, mut any) = (0usize, 0usize, 0usize, false);
+        let (mut in_string, mut escaped) = (false, false);
+        for b in json.bytes() {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            if depth == 1 && !b.is_ascii_whitespace() && !matches!(b, b']' | b'}' | b',') {
+                any = true;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                b',' if depth == 1 => commas += 1,
+                _ => {}
+            }
+        }
+        (deepest, if any { commas + 1 } else { 0 })
+    }
+
+    #[test]
+    fn strings_are_skipped_to_their_closing_quote() {
+        let bytes = br#""ab\"c\\",1"#;
+        assert_eq!(string_end(bytes, 1), 9);
+        assert_eq!(string_end(b"\"abc", 1), 4, "unterminated");
+        assert_eq!(string_end(b"\"ab\\", 1), 4, "a backslash at the end");
+        assert_eq!(shape(r#"["a\"],[", "b"]"#).items, 2);
+    }
+
     #[test]
     fn connect_data_is_read_and_hidden_in_debug() {
         let packet = Packet::decode(r#"0{"sid":"s1","pid":"secret-pid"}"#, limits());
@@ -760,6 +835,21 @@ mod tests {
             };
             prop_assert_eq!(Packet::decode(m, limits()), Ok(packet));
             prop_assert_eq!(packet.args(limits()).map(|a| a.len()), Ok(items.len()));
+        }
+
+        #[test]
+        fn the_scan_agrees_with_a_byte_at_a_time_scan(json in "[\\[\\]{}\",\\\\ a1]{0,40}") {
+            let s = shape(&json);
+            prop_assert_eq!((s.deepest, s.items), shape_bytewise(&json));
+        }
+
+        #[test]
+        fn decoded_args_are_those_args_gives(text in "[23][0-9]{0,2}\\[(\"[a-z\\\\\",\\[\\]]{0,6}\"|[0-9]|,|\\[|\\]| ){0,12}") {
+            if let Ok((packet, args)) = Packet::decode_with_args(&text, limits()) {
+                let again = packet.args(limits());
+                let raw = |a: &[&RawValue]| a.iter().map(|v| v.get().to_owned()).collect::<Vec<_>>();
+                prop_assert_eq!(again.map(|a| raw(&a)), Ok(raw(&args)));
+            }
         }
 
         #[test]

@@ -279,9 +279,11 @@ impl SocketIo {
         }
     }
 
+    /// One packet; `args` are an EVENT's or an ACK's arguments.
     fn on_packet(
         &mut self,
         packet: Packet<'_>,
+        args: Vec<&RawValue>,
         cx: &FrameContext<'_>,
         out: &mut Output,
     ) -> Result<(), ProtocolError> {
@@ -345,7 +347,6 @@ impl SocketIo {
             }),
             PacketKind::Ack if !cx.ready => return Err(ProtocolError::DataBeforeReady),
             PacketKind::Event => {
-                let args = packet.args(self.limits).map_err(bad)?;
                 let (name, rest) = split_name(&args).ok_or_else(|| {
                     bad(DecodeError::Missing {
                         kind: "EVENT",
@@ -380,7 +381,6 @@ impl SocketIo {
                 }
             }
             PacketKind::Ack => {
-                let args = packet.args(self.limits).map_err(bad)?;
                 let call = packet.ack_id.and_then(|id| self.conn.calls.remove(&id));
                 if let Some(call) = call {
                     out.fact(Inbound::Replied {
@@ -499,8 +499,8 @@ impl Protocol for SocketIo {
                 ));
             }
             EnginePacket::Message(m) => {
-                let packet = Packet::decode(m, self.limits).map_err(bad)?;
-                self.on_packet(packet, cx, out)?;
+                let (packet, args) = Packet::decode_with_args(m, self.limits).map_err(bad)?;
+                self.on_packet(packet, args, cx, out)?;
             }
         }
         Ok(())
