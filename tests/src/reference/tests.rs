@@ -353,8 +353,10 @@ async fn resume_replays_what_the_client_missed() {
     c.send(&Frame::Received { offset: 1 }).await.unwrap();
     c.publish(1, Some("elsewhere"), "x").await.unwrap();
     expect_ack(&mut c, 1).await;
-    assert_eq!(s.session(w.name.as_str()).unwrap().replay_len, 2);
     leave(&s, c).await;
+    // The store hears of RECEIVEDs in batches, at the latest when the
+    // session detaches: by now it has dropped what the client confirmed.
+    assert_eq!(s.session(w.name.as_str()).unwrap().replay_len, 2);
 
     s.publish("feed", text("m4"));
     s.send_to(w.name.as_str(), text("direct"));
