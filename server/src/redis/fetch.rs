@@ -722,6 +722,18 @@ mod tests {
     }
 
     #[test]
+    fn entries_a_script_read_parse_in_fours() {
+        let b = |v: &[u8]| Value::BulkString(v.to_vec());
+        let flat = [b(b"news"), b(b"9-1"), b(b"hi"), b(b"1")];
+        let loaded = loaded_entries(&flat).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            loaded.get(&("news".to_owned(), "9-1".to_owned())),
+            Some(&Payload::text("hi"))
+        );
+        assert!(loaded_entries(&flat[..3]).is_err(), "a quad cut short");
+    }
+
+    #[test]
     fn stream_entries_parse_as_redis_replies_them() {
         let entry = Value::Array(vec![
             Value::BulkString(b"12-0".to_vec()),
