@@ -71,6 +71,11 @@ impl Conn {
 }
 
 impl Conn {
+    /// Whether every key is on one server (so one script may touch any).
+    pub(super) fn is_single(&self) -> bool {
+        matches!(self.link, Link::Single(_))
+    }
+
     /// The slot of `key` on a cluster, `None` on one server: keys with the
     /// same answer may go to one script.
     pub(super) fn slot_of(&self, key: &str) -> Option<Route> {

@@ -1,17 +1,22 @@
-//! [`Store::fetch`](crate::store::Store::fetch) on Redis, in two steps so
-//! that every script touches one hash slot, and batched per node.
+//! [`Store::fetch`](crate::store::Store::fetch) on Redis, batched per
+//! node. On a cluster it takes two steps, so that every script touches one
+//! hash slot:
 //!
 //! 1. Read: each session's cursors (one `HGETALL` per session, skipped
 //!    when this node remembers them from the session's last commit), then
 //!    each channel log once, after the oldest cursor among the batch's
 //!    sessions (one `XRANGE` per channel; each session takes its tail).
-//! 2. Commit: one script per slot (on one Redis server, one for the whole
-//!    batch), for each of its sessions in turn, that fences
-//!    the owner, checks that its subscriptions and cursors are still the
-//!    ones read (else the session goes round again, at most
+//! 2. Commit: one script per slot, for each of its sessions in turn, that
+//!    fences the owner, checks that its subscriptions and cursors are
+//!    still the ones read (else the session goes round again, at most
 //!    [`MAX_ROUNDS`] times), numbers what was read together with the
-//!    session's direct messages, stores the references and the new cursors,
-//!    and returns the MESSAGEs above `after`.
+//!    session's direct messages, stores the references and the new
+//!    cursors, and returns the MESSAGEs above `after`.
+//!
+//! On one Redis server every key is on that server, so the whole batch is
+//! one call of the same script, which reads each session's cursors and
+//! logs itself (each log once per cursor) before the same commit, and
+//! returns the payloads of every entry its replies reference.
 //!
 //! Payloads come from the channel logs, whose entries never change: those
 //! read in step 1 are reused, older ones (a replay) are read by ID. An
@@ -195,6 +200,93 @@ impl Batcher {
         calls: Vec<FetchCall>,
         answers: &mut Vec<Answer>,
     ) -> (Vec<FetchCall>, u64) {
+        let (commits, mut loaded, cursors) = if self.conn.is_single() {
+            self.read_and_commit(&calls).await
+        } else {
+            self.read_then_commit(&calls).await
+        };
+        let mut again = Vec::new();
+        let mut done = Vec::new();
+        let mut lost = 0;
+        for ((call, commit), cursors) in calls.into_iter().zip(commits).zip(cursors) {
+            match commit {
+                Ok(Some((dropped, items))) => {
+                    if let Some(cursors) = cursors {
+                        self.remember(&call.owner.session, cursors);
+                    }
+                    lost += dropped;
+                    done.push((call, items));
+                }
+                Ok(None) => {
+                    self.remember(&call.owner.session, Vec::new());
+                    again.push(call);
+                }
+                Err(e) => {
+                    self.remember(&call.owner.session, Vec::new());
+                    answers.push((call.reply, Err(e)));
+                }
+            }
+        }
+        // Payloads of references not read in this round (a replay).
+        let mut missing: Vec<(String, String)> = Vec::new();
+        for (_, items) in &done {
+            for (_, item) in items {
+                if let Item::Channel(ch, id) = item {
+                    let key = (ch.clone(), id.clone());
+                    if !loaded.contains_key(&key) && !missing.contains(&key) {
+                        missing.push(key);
+                    }
+                }
+            }
+        }
+        let found = join_all(missing.iter().map(|(ch, id)| self.entry(ch, id))).await;
+        let mut unreadable = None;
+        for (key, result) in missing.into_iter().zip(found) {
+            match result {
+                Ok(Some(payload)) => {
+                    loaded.insert(key, payload);
+                }
+                Ok(None) => {}
+                Err(e) => unreadable = Some(e.to_string()),
+            }
+        }
+        for (call, items) in done {
+            if let Some(why) = &unreadable {
+                answers.push((call.reply, Err(malformed_owned(why.clone()))));
+                continue;
+            }
+            let mut messages = Vec::with_capacity(items.len());
+            let mut gone = Vec::new();
+            for (offset, item) in items {
+                match item {
+                    Item::Direct(payload) => messages.push(StoredMessage {
+                        offset,
+                        channel: None,
+                        payload,
+                    }),
+                    Item::Channel(ch, id) => {
+                        let key = (ch, id);
+                        match loaded.get(&key) {
+                            Some(payload) => messages.push(StoredMessage {
+                                offset,
+                                channel: Some(key.0),
+                                payload: payload.clone(),
+                            }),
+                            None => gone.push(offset),
+                        }
+                    }
+                }
+            }
+            lost += self.forget(&call.owner, &gone).await;
+            answers.push((call.reply, Ok(messages)));
+        }
+        (again, lost)
+    }
+
+    /// Step 1 then step 2 of the module doc, for a cluster (or any link
+    /// whose logs may live elsewhere than the sessions): per call, its
+    /// commit, the payloads read, and its cursors after the commit.
+    async fn read_then_commit(&self, calls: &[FetchCall]) -> Staged {
         let subs = join_all(calls.iter().map(|c| async {
             match self.remembered(&c.owner.session) {
                 Some(known) => Ok(known),
@@ -275,8 +367,8 @@ impl Batcher {
                 .iter()
                 .filter_map(|&i| Some((&calls[i], subs[i].as_ref().ok()?.as_slice())))
                 .collect();
-            let reads = &reads;
-            async move { self.commit(&group, reads).await }
+            let reads = Some(&reads);
+            async move { self.commit(&group, reads).await.0 }
         }))
         .await;
         for (members, results) in groups.iter().zip(results) {
@@ -288,80 +380,23 @@ impl Batcher {
             .into_iter()
             .map(|c| c.unwrap_or_else(|| Err(malformed("a fetch was not committed"))))
             .collect();
-        let mut again = Vec::new();
-        let mut done = Vec::new();
-        let mut lost = 0;
-        for ((call, commit), list) in calls.into_iter().zip(commits).zip(subs) {
-            match (commit, list) {
-                (Ok(Some((dropped, items))), Ok(list)) => {
-                    self.remember(&call.owner.session, advanced(list, &reads));
-                    lost += dropped;
-                    done.push((call, items));
-                }
-                (Ok(_), _) => {
-                    self.remember(&call.owner.session, Vec::new());
-                    again.push(call);
-                }
-                (Err(e), _) => {
-                    self.remember(&call.owner.session, Vec::new());
-                    answers.push((call.reply, Err(e)));
-                }
-            }
-        }
-        // Payloads of references not read in this round (a replay).
-        let mut missing: Vec<(String, String)> = Vec::new();
-        for (_, items) in &done {
-            for (_, item) in items {
-                if let Item::Channel(ch, id) = item {
-                    let key = (ch.clone(), id.clone());
-                    if !loaded.contains_key(&key) && !missing.contains(&key) {
-                        missing.push(key);
-                    }
-                }
-            }
-        }
-        let found = join_all(missing.iter().map(|(ch, id)| self.entry(ch, id))).await;
-        let mut unreadable = None;
-        for (key, result) in missing.into_iter().zip(found) {
-            match result {
-                Ok(Some(payload)) => {
-                    loaded.insert(key, payload);
-                }
-                Ok(None) => {}
-                Err(e) => unreadable = Some(e.to_string()),
-            }
-        }
-        for (call, items) in done {
-            if let Some(why) = &unreadable {
-                answers.push((call.reply, Err(malformed_owned(why.clone()))));
-                continue;
-            }
-            let mut messages = Vec::with_capacity(items.len());
-            let mut gone = Vec::new();
-            for (offset, item) in items {
-                match item {
-                    Item::Direct(payload) => messages.push(StoredMessage {
-                        offset,
-                        channel: None,
-                        payload,
-                    }),
-                    Item::Channel(ch, id) => {
-                        let key = (ch, id);
-                        match loaded.get(&key) {
-                            Some(payload) => messages.push(StoredMessage {
-                                offset,
-                                channel: Some(key.0),
-                                payload: payload.clone(),
-                            }),
-                            None => gone.push(offset),
-                        }
-                    }
-                }
-            }
-            lost += self.forget(&call.owner, &gone).await;
-            answers.push((call.reply, Ok(messages)));
-        }
-        (again, lost)
+        // What each session's cursors become if its commit holds.
+        let cursors = subs
+            .into_iter()
+            .map(|list| list.ok().map(|list| advanced(list, &reads)))
+            .collect();
+        (commits, loaded, cursors)
+    }
+
+    /// On one Redis server every key is on it, so the commit script reads
+    /// the logs itself: the whole batch in one call, with the same
+    /// numbering and checks as [`Batcher::read_then_commit`].
+    async fn read_and_commit(&self, calls: &[FetchCall]) -> Staged {
+        let group: Vec<(&FetchCall, &[(String, String)])> =
+            calls.iter().map(|call| (call, &[][..])).collect();
+        let (commits, loaded) = self.commit(&group, None).await;
+        let cursors = calls.iter().map(|_| None).collect();
+        (commits, loaded, cursors)
     }
 
     fn remembered(&self, session: &SessionId) -> Option<Vec<(String, String)>> {
@@ -452,27 +487,35 @@ impl Batcher {
     }
 
     /// One commit script for the sessions of one slot (on one Redis
-    /// server, for all of them), given what was read; per session `None`
-    /// when its cursors moved since (go round again), else how many
-    /// messages it dropped and the MESSAGEs above `after`.
+    /// server, for all of them), given what was read (`None`: the script
+    /// reads each session's logs itself, one Redis server only); per
+    /// session `None` when its cursors moved since (go round again), else
+    /// how many messages it dropped and the MESSAGEs above `after`; and
+    /// the payloads the script read.
     async fn commit(
         &self,
         group: &[(&FetchCall, &[(String, String)])],
-        reads: &HashMap<(String, String), Option<Read>>,
-    ) -> Vec<Commit> {
+        reads: Option<&HashMap<(String, String), Option<Read>>>,
+    ) -> (Vec<Commit>, Loaded) {
         let Some((first, _)) = group.first() else {
-            return Vec::new();
+            return (Vec::new(), Loaded::new());
         };
         let key = self.keys.session(first.owner.session.as_str());
         let mut invocation = self.scripts.fetch.prepare_invoke();
-        invocation.arg(self.backlog.as_str());
+        invocation
+            .arg(self.backlog.as_str())
+            .arg(self.keys.prefix());
         for (call, subs) in group {
             invocation
                 .key(self.keys.session(call.owner.session.as_str()))
                 .arg(call.owner.epoch)
                 .arg(call.after.min(MAX_OFFSET))
-                .arg(call.max.min(1 << 30))
-                .arg(subs.len());
+                .arg(call.max.min(1 << 30));
+            let Some(reads) = reads else {
+                invocation.arg(-1);
+                continue;
+            };
+            invocation.arg(subs.len());
             for (channel, cursor) in *subs {
                 let read = reads
                     .get(&(channel.clone(), cursor.clone()))
@@ -501,28 +544,48 @@ impl Batcher {
             Ok::<_, StoreError>(reply)
         }
         .await;
-        let replies = match &reply {
-            Ok(reply) => match array(reply) {
-                Ok(replies) if replies.len() == group.len() => replies,
-                _ => {
-                    let bad = || Err(malformed("fetch reply does not match the batch"));
-                    return group.iter().map(|_| bad()).collect();
-                }
-            },
-            Err(e) => {
-                let why = e.to_string();
-                return group
-                    .iter()
-                    .map(|_| Err(malformed_owned(why.clone())))
-                    .collect();
+        let parsed = reply.and_then(|reply| {
+            let [replies, entries] = array(&reply)? else {
+                return Err(malformed("fetch reply is not a pair"));
+            };
+            let replies = array(replies)?;
+            if replies.len() != group.len() {
+                return Err(malformed("fetch reply does not match the batch"));
             }
-        };
-        group
-            .iter()
-            .zip(replies)
-            .map(|((call, _), reply)| one_commit(&call.owner, reply))
-            .collect()
+            let commits: Vec<Commit> = group
+                .iter()
+                .zip(replies)
+                .map(|((call, _), reply)| one_commit(&call.owner, reply))
+                .collect();
+            Ok((commits, loaded_entries(array(entries)?)?))
+        });
+        parsed.unwrap_or_else(|e| {
+            let why = e.to_string();
+            let commits = group
+                .iter()
+                .map(|_| Err(malformed_owned(why.clone())))
+                .collect();
+            (commits, Loaded::new())
+        })
     }
+}
+
+/// Per call of a round: its commit; the payloads read; its cursors once
+/// its commit holds (`None`: nothing to remember).
+type Staged = (Vec<Commit>, Loaded, Vec<Option<Vec<(String, String)>>>);
+
+/// The entries a commit script read itself: flat quads (channel, entry ID,
+/// payload, text).
+fn loaded_entries(flat: &[Value]) -> Result<Loaded, StoreError> {
+    flat.chunks(4)
+        .map(|four| {
+            let [channel, id, data, text] = four else {
+                return Err(malformed("fetch entries are not in fours"));
+            };
+            let key = (utf8(bytes(channel)?.to_vec())?, utf8(bytes(id)?.to_vec())?);
+            Ok((key, to_payload(bytes(data)?, bytes(text)?)?))
+        })
+        .collect()
 }
 
 /// What one session's commit gave: see [`Batcher::commit`].
@@ -656,6 +719,18 @@ mod tests {
                 ("y".to_owned(), "0-0:0".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn entries_a_script_read_parse_in_fours() {
+        let b = |v: &[u8]| Value::BulkString(v.to_vec());
+        let flat = [b(b"news"), b(b"9-1"), b(b"hi"), b(b"1")];
+        let loaded = loaded_entries(&flat).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            loaded.get(&("news".to_owned(), "9-1".to_owned())),
+            Some(&Payload::text("hi"))
+        );
+        assert!(loaded_entries(&flat[..3]).is_err(), "a quad cut short");
     }
 
     #[test]
