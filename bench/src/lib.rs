@@ -328,17 +328,20 @@ pub async fn wire_handshake(
     Err("closed before WELCOME".into())
 }
 
-/// The median of `v` (sorted in place); 0 for none.
-pub fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+/// The path of `bench/socketio/<name>`, a Node script of this package;
+/// an error naming the fix when `npm ci` has not installed its packages.
+pub fn socketio_script(
+    name: &str,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("socketio");
+    if !dir.join("node_modules").is_dir() {
+        return Err(format!(
+            "{} has no node_modules: run `npm ci` in bench/socketio",
+            dir.display()
+        )
+        .into());
     }
+    Ok(dir.join(name))
 }
 
 #[cfg(test)]
@@ -357,12 +360,5 @@ mod tests {
     #[test]
     fn reads_own_rss() {
         assert!(vmrss_kib().is_some_and(|k| k > 0));
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(&mut []), 0.0);
     }
 }

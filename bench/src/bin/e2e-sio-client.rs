@@ -36,7 +36,6 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use redial_bench::progress::median;
-use redial_bench::{load_average, Args};
+use redial_bench::{load_average, socketio_script, Args};
 use redial_core::{Event, Payload, SocketIo};
 use rust_socketio::asynchronous::ClientBuilder;
 use rust_socketio::TransportType;
@@ -373,17 +372,7 @@ struct Emitter {
 
 impl Emitter {
     fn start() -> Result<Emitter, BoxError> {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("socketio/emitter.mjs");
-        if !script
-            .parent()
-            .is_some_and(|d| d.join("node_modules").is_dir())
-        {
-            return Err(format!(
-                "{} has no node_modules: run `npm ci` in bench/socketio",
-                script.display()
-            )
-            .into());
-        }
+        let script = socketio_script("emitter.mjs")?;
         let mut child = Command::new("node")
             .arg(&script)
             .stdin(Stdio::piped())

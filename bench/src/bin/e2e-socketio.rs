@@ -36,7 +36,6 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -44,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use redial_bench::{
-    connected_wire_client, dial, load_average, percentile, pid_status_kib, wire_handshake, Args, Ws,
+    connected_wire_client, dial, load_average, percentile, pid_status_kib, socketio_script,
+    wire_handshake, Args, Ws,
 };
 use redial_core::wire::{self, Hello, Welcome};
 use redial_core::{Config, Event, Payload, ResumeToken, Wire};
@@ -80,17 +80,8 @@ fn main() -> Result<(), BoxError> {
     let sessions = n("--sessions", 1000, 20) as usize;
     let only = args.value("--only").map(str::to_owned);
     let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
-    let script = socketio_script();
-    if !script
-        .parent()
-        .is_some_and(|d| d.join("node_modules").is_dir())
-    {
-        return Err(format!(
-            "{} has no node_modules: run `npm ci` in bench/socketio",
-            script.display()
-        )
-        .into());
-    }
+    // Before anything starts: without `npm ci` this fails with the fix.
+    socketio_script("server.mjs")?;
     let redis = RedisServer::start()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,10 +113,6 @@ fn main() -> Result<(), BoxError> {
     })?;
     drop(redis);
     Ok(())
-}
-
-fn socketio_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("socketio/server.mjs")
 }
 
 /// A key prefix (redial) or stream name (Socket.IO) no other server of
@@ -181,7 +168,7 @@ impl ServerProc {
             Kind::SocketIo => {
                 let mut c = Command::new("node");
                 c.arg("--expose-gc")
-                    .arg(socketio_script())
+                    .arg(socketio_script("server.mjs")?)
                     .args([redis.url().as_str(), name]);
                 c
             }
