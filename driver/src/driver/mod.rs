@@ -716,6 +716,14 @@ impl<R: Runtime> Inner<R> {
             }
         }
         self.socket_streak = 0;
+        // A streak ends the hold on answers too (`Writer::took_message`):
+        // under a stream that never runs dry they still go out once per
+        // streak, so a pong or a send is not held behind the stream.
+        if self.writer.stop_reading() {
+            if let Some(input) = self.poll_write(cx) {
+                return Poll::Ready(input);
+            }
+        }
         if let Poll::Ready(input) = self.poll_others(cx) {
             return Poll::Ready(input);
         }
